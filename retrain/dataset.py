@@ -1,0 +1,141 @@
+"""The class-per-folder image tree and retrain.py's stable train/validation/test split."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrain.errors import UserError
+from retrain.images import is_image_file
+
+# retrain.py's constant: the hash is taken modulo this, so a file's set never changes
+# when other files are added.
+MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
+
+SETS = ("training", "validation", "testing")
+
+
+@dataclass
+class ImageClass:
+    label: str
+    folder: Path
+    images: list[Path]
+
+
+@dataclass
+class ImageTree:
+    root: Path
+    classes: list[ImageClass]
+    skipped_empty: list[Path] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.classes]
+
+
+def label_for_folder(name: str) -> str:
+    """retrain.py's rule: lower-case, each run of non-alphanumerics becomes one space."""
+    return re.sub(r"[^a-z0-9]+", " ", name.lower())
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image under folder, nested subfolders included, hidden ones skipped, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if _visible(d))
+        found.extend(Path(dirpath) / f for f in filenames if _visible(f) and is_image_file(Path(f)))
+    return sorted(found)
+
+
+def scan_image_tree(image_dir: Path | str) -> ImageTree:
+    """Find the classes (top-level folders) and their images; folders with no images are skipped."""
+    root = Path(image_dir).expanduser()
+    if not root.exists():
+        raise UserError(f"--image_dir {root}: no such directory")
+    if not root.is_dir():
+        raise UserError(f"--image_dir {root}: not a directory")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
+    by_label: dict[str, ImageClass] = {}
+    skipped = []
+    for folder in folders:
+        label = label_for_folder(folder.name)
+        if not label.strip():
+            raise UserError(f"{folder}: folder name gives an empty label; rename it")
+        if label in by_label:
+            raise UserError(
+                f"folders {by_label[label].folder.name!r} and {folder.name!r} in {root} both map to label {label!r}; rename one"
+            )
+        images = list_images(folder)
+        if not images:
+            skipped.append(folder)
+            continue
+        by_label[label] = ImageClass(label, folder, images)
+    if not by_label and not skipped:
+        raise UserError(f"--image_dir {root}: no class folders found (expected one subfolder of images per class)")
+    classes = sorted(by_label.values(), key=lambda c: c.label)
+    return ImageTree(root, classes, skipped)
+
+
+def set_for_file(path: Path, validation_percentage: float, testing_percentage: float) -> str:
+    """retrain.py's stable split: SHA-1 of the file name with any _nohash_ part removed."""
+    hash_name = re.sub(r"_nohash_.*$", "", path.name)
+    digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < validation_percentage + testing_percentage:
+        return "testing"
+    return "training"
+
+
+@dataclass
+class Split:
+    """For each set, the (image path, class index) pairs in it."""
+
+    training: list[tuple[Path, int]]
+    validation: list[tuple[Path, int]]
+    testing: list[tuple[Path, int]]
+    notes: list[str]
+
+
+def split_images(
+    images_by_class: list[list[Path]],
+    labels: list[str],
+    validation_percentage: float,
+    testing_percentage: float,
+) -> Split:
+    """Split with retrain.py's hash, then make sure every class has a training image.
+
+    A class whose every image hashed into validation or testing lends one back to
+    training, so the classifier still sees it (the original crashed or silently
+    dropped the class).
+    """
+    for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):
+        if not 0 <= value < 100:
+            raise UserError(f"--{name}_percentage must be in [0, 100), got {value}")
+    if validation_percentage + testing_percentage >= 100:
+        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
+    sets: dict[str, list[tuple[Path, int]]] = {name: [] for name in SETS}
+    notes = []
+    for index, images in enumerate(images_by_class):
+        assigned = {name: [] for name in SETS}
+        for path in images:
+            assigned[set_for_file(path, validation_percentage, testing_percentage)].append(path)
+        if not assigned["training"]:
+            donor = "testing" if assigned["testing"] else "validation"
+            assigned["training"].append(assigned[donor].pop())
+            notes.append(f"class {labels[index]!r}: all its images fell outside training; moved one from {donor}")
+        for name in SETS:
+            sets[name].extend((path, index) for path in assigned[name])
+    if not sets["validation"] and validation_percentage > 0:
+        notes.append("validation set is empty (too few images); validation accuracy is not reported")
+    if not sets["testing"] and testing_percentage > 0:
+        notes.append("test set is empty (too few images); no final test accuracy")
+    return Split(sets["training"], sets["validation"], sets["testing"], notes)

@@ -1,0 +1,108 @@
+"""Writing the retrained model: frozen GraphDef, SavedModel and labels file.
+
+Every export maps RGB pixels in [0, 255], already resized to the backbone's input
+size, to class probabilities; normalisation is inside the model. A small metadata
+record (input size, tensor names, labels, backbone) travels with each export so
+label_image never has to be told how to feed it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from retrain.errors import UserError
+from retrain.images import PREPROCESSING_VERSION
+from retrain.paths import write_atomically
+from retrain.training import Head
+
+INPUT_NAME = "input"
+METADATA_NODE = "retrain_metadata"
+METADATA_FILE = "retrain_metadata.json"
+
+
+class Classifier(tf.Module):
+    """Backbone features followed by the trained fully connected + softmax layer."""
+
+    def __init__(self, backbone, head: Head, final_tensor_name: str):
+        super().__init__(name="retrained_classifier")
+        self.backbone = backbone.module
+        self.head_weights = tf.Variable(head.weights, name="final_weights")
+        self.head_bias = tf.Variable(head.bias, name="final_biases")
+        self.final_tensor_name = final_tensor_name
+        size = backbone.input_size
+        self.serve = tf.function(
+            self._serve, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
+        )
+
+    def _serve(self, images):
+        logits = tf.matmul(self.backbone.features(images), self.head_weights) + self.head_bias
+        return {self.final_tensor_name: tf.nn.softmax(logits, name=self.final_tensor_name)}
+
+
+def model_metadata(backbone, labels: list[str], final_tensor_name: str) -> dict:
+    return {
+        "format": "retrain",
+        "architecture": backbone.config.name,
+        "backbone_identity": backbone.identity,
+        "input_name": INPUT_NAME,
+        "output_name": final_tensor_name,
+        "input_size": backbone.input_size,
+        "input_range": [0, 255],
+        "normalisation_in_model": backbone.config.preprocessing,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "labels": list(labels),
+    }
+
+
+def frozen_graph_def(classifier: Classifier, metadata: dict):
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(classifier.serve.get_concrete_function())
+    graph_def = frozen.graph.as_graph_def()
+    node = graph_def.node.add()
+    node.name = METADATA_NODE
+    node.op = "Const"
+    node.attr["dtype"].type = tf.string.as_datatype_enum
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(metadata)))
+    return graph_def
+
+
+def _check_writable(path: Path, what: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
+
+
+def export_frozen_graph(classifier: Classifier, metadata: dict, path: Path) -> None:
+    path = Path(path).expanduser()
+    _check_writable(path, "--output_graph")
+    try:
+        write_atomically(path, frozen_graph_def(classifier, metadata).SerializeToString())
+    except OSError as e:
+        raise UserError(f"--output_graph {path}: cannot write ({e.strerror or e})") from e
+
+
+def export_saved_model(classifier: Classifier, metadata: dict, directory: Path) -> None:
+    directory = Path(directory).expanduser()
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / "saved_model.pb").exists():
+            raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
+        shutil.rmtree(directory)
+    _check_writable(directory, "--saved_model_dir")
+    tf.saved_model.save(classifier, str(directory), signatures={"serving_default": classifier.serve})
+    write_atomically(directory / "assets.extra" / METADATA_FILE, json.dumps(metadata, indent=2).encode())
+
+
+def write_labels(path: Path, labels: list[str]) -> None:
+    path = Path(path).expanduser()
+    _check_writable(path, "--output_labels")
+    try:
+        write_atomically(path, "".join(f"{label}\n" for label in labels).encode())
+    except OSError as e:
+        raise UserError(f"--output_labels {path}: cannot write ({e.strerror or e})") from e
+

@@ -1,0 +1,93 @@
+"""The one preprocessing path: decode, orient, convert to RGB, resize.
+
+Caching, training, evaluation and label_image all call `load_image`, so a model
+never sees pixels prepared differently at serving time than at training time.
+Normalisation is not done here: it lives inside each backbone, and so inside
+every exported graph.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Bump when anything below changes the pixels produced; it is part of every cache key.
+PREPROCESSING_VERSION = 1
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+
+# Refuse images whose pixel count alone would exhaust memory (decompression bombs).
+MAX_PIXELS = 120_000_000
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def load_image(path: Path | str, size: int | tuple[int, int], data: bytes | None = None) -> np.ndarray:
+    """Return the image as a height x width x 3 uint8 RGB array, or raise ImageError.
+
+    `size` is the side of a square, or (width, height); images are squashed to it, as
+    retrain.py did, not cropped.
+
+    `data` lets a caller that already read the file (to hash it) avoid a second read.
+    """
+    width, height = (size, size) if isinstance(size, int) else size
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ImageError(path, f"cannot read file ({e.strerror or e})") from e
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.size[0] * image.size[1] > MAX_PIXELS:
+                raise ImageError(path, f"image is too large ({image.size[0]}x{image.size[1]} pixels; limit {MAX_PIXELS:,})")
+            if image.format == "JPEG":
+                # DCT scaling: decode straight to the smallest size that is still >= the target.
+                image.draft(image.mode if image.mode in ("RGB", "L") else None, (width, height))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageError(path, "not an image, or a format that cannot be read") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, "image is too large (decompression bomb guard)") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(path, f"corrupt or truncated image ({e})") from e
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit or float greyscale: scale the full range to 8 bits instead of clipping.
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        values = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(values, mode="L").convert("RGB")
+    if image.mode in ("P", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")

