@@ -83,6 +83,8 @@ def train_head(
 ) -> Head:
     """Softmax regression by minibatch gradient descent, as retrain.py's final layer."""
     rng = np.random.default_rng(config.random_seed)
+    # Evaluation draws from its own stream, so how often we evaluate never changes the weights.
+    eval_rng = np.random.default_rng(None if config.random_seed is None else config.random_seed + 1)
     features = train_x.shape[1]
     weights = _truncated_normal(rng, (features, class_count), 0.001).astype(np.float32)
     bias = np.zeros(class_count, np.float32)
@@ -100,7 +102,7 @@ def train_head(
             train_probabilities = head.probabilities(x)
             val_accuracy, val_count = None, 0
             if len(val_y):
-                chosen = _sample(rng, len(val_y), config.validation_batch_size)
+                chosen = _sample(eval_rng, len(val_y), config.validation_batch_size)
                 val_accuracy = accuracy(head.probabilities(val_x[chosen]), val_y[chosen])
                 val_count = len(chosen)
             report(

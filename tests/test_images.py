@@ -1,0 +1,88 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrain.images import ImageError, load_image
+
+
+def _save(tmp_path, image: Image.Image, name: str, **kwargs):
+    path = tmp_path / name
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode, name",
+    [("L", "grey.png"), ("CMYK", "cmyk.jpg"), ("P", "palette.png"), ("RGBA", "alpha.png"), ("LA", "grey_alpha.png")],
+)
+def test_other_colour_modes_become_rgb(tmp_path, mode, name):
+    image = Image.new("RGB", (30, 20), (200, 100, 50)).convert(mode)
+    result = load_image(_save(tmp_path, image, name), 16)
+    assert result.shape == (16, 16, 3) and result.dtype == np.uint8
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    values = np.full((10, 10), 32768, dtype=np.uint16)
+    path = _save(tmp_path, Image.fromarray(values), "deep.png")
+    assert Image.open(path).mode.startswith("I")
+    result = load_image(path, 8)
+    assert result.shape == (8, 8, 3)
+    assert 120 <= result.mean() <= 135  # mid-grey, not saturated white
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = (255, 0, 0)  # left half red as stored
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
+    path = _save(tmp_path, image, "rotated.jpg", exif=exif.tobytes(), quality=95)
+    result = load_image(path, 40).astype(int)
+    top, bottom = result[:10].mean(axis=(0, 1)), result[-10:].mean(axis=(0, 1))
+    assert top[0] > 200 and bottom[0] < 60  # the red half is now on top
+
+
+def test_squashes_to_the_requested_width_and_height(tmp_path):
+    path = _save(tmp_path, Image.new("RGB", (300, 100), (10, 20, 30)), "wide.jpg")
+    assert load_image(path, (50, 40)).shape == (40, 50, 3)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_with_the_same_colour(tmp_path):
+    path = _save(tmp_path, Image.new("RGB", (3200, 2400), (30, 140, 220)), "big.jpg", quality=90)
+    result = load_image(path, 224).astype(int)
+    assert result.shape == (224, 224, 3)
+    assert np.abs(result.mean(axis=(0, 1)) - (30, 140, 220)).max() < 4
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("text.jpg", b"this is not an image", "not an image"),
+    ],
+)
+def test_unusable_files_are_reported_by_name(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=reason) as info:
+        load_image(path, 16)
+    assert name in str(info.value)
+
+
+def test_truncated_jpeg_is_reported_as_corrupt(tmp_path):
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 200), (1, 2, 3)).save(buffer, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="corrupt or truncated") as info:
+        load_image(path, 16)
+    assert "cut.jpg" in str(info.value)
+
+
+def test_absurdly_large_image_is_refused_before_decoding(tmp_path):
+    path = _save(tmp_path, Image.new("1", (12000, 12000)), "bomb.png")
+    with pytest.raises(ImageError, match="too large") as info:
+        load_image(path, 16)
+    assert "bomb.png" in str(info.value)
