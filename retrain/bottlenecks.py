@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -59,12 +60,19 @@ class BottleneckCache:
         path = self.path_for(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
+            try:
+                file = open(tmp, "wb")
+            except FileNotFoundError:  # first entry in this folder; mkdir on every write costs more than the write
+                path.parent.mkdir(parents=True, exist_ok=True)
+                file = open(tmp, "wb")
+            with file:
+                file.write(data)
             os.replace(tmp, path)
         except OSError as e:
-            raise UserError(f"cannot write bottleneck cache entry {path}: {e.strerror or e}") from e
+            raise UserError(
+                f"cannot write bottleneck cache entry {path}: {e.strerror or e} "
+                "(free some space, or pass a writable --bottleneck_dir)"
+            ) from e
         finally:
             if tmp.exists():
                 tmp.unlink()
@@ -88,6 +96,8 @@ class Extraction:
     failures: list[ImageError] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
+    engine: str = ""  # what ran the backbone; empty when nothing needed computing
+    engine_note: str = ""
 
 
 @dataclass
@@ -96,6 +106,7 @@ class _Prepared:
     key: str
     vector: np.ndarray | None = None
     pixels: np.ndarray | None = None
+    computed: bool = False  # `vector` is new, not read from the cache
 
 
 def _prefetch(fn: Callable, items: Iterable, executor: ThreadPoolExecutor, ahead: int) -> Iterator:
@@ -115,17 +126,29 @@ def compute_bottlenecks(
     cache: BottleneckCache,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
-    workers: int = 2,
+    workers: int | None = None,
+    engine="auto",
 ) -> Extraction:
-    """Features for every path: from the cache where possible, else computed in batches
-    while worker threads read, hash and decode the next images."""
-    import tensorflow as tf
+    """Features for every path: from the cache where possible, else computed.
+
+    Worker threads (one per CPU by default) read, hash and decode images; a per-image
+    engine (LiteRT) then runs the network in the same worker, otherwise the main thread
+    runs TensorFlow on batches. Either way the main thread writes the cache entries, in
+    order. `engine` is a name from feature_engines.ENGINES, built only when the first
+    image needs computing (so a fully cached run never pays for it), or a FeatureEngine."""
+    from retrain.feature_engines import create_engine
 
     size = backbone.input_size
-    features_fn = tf.function(
-        backbone.module.features, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)]
-    )
     result = Extraction(np.zeros((len(paths), backbone.feature_size), np.float32), np.zeros(len(paths), bool))
+    built: list = []
+    build_lock = threading.Lock()
+
+    def current_engine():
+        with build_lock:
+            if not built:
+                built.append(create_engine(backbone, engine) if isinstance(engine, str) else engine)
+                result.engine, result.engine_note = built[0].name, built[0].note
+            return built[0]
 
     def prepare(index: int) -> _Prepared | ImageError:
         path = paths[index]
@@ -138,15 +161,18 @@ def compute_bottlenecks(
         if vector is not None:
             return _Prepared(index, key, vector=vector)
         try:
-            return _Prepared(index, key, pixels=load_image(path, size, data))
+            pixels = load_image(path, size, data)
         except ImageError as e:
             return e
+        features = current_engine()
+        if features.per_image:
+            return _Prepared(index, key, vector=features.run(pixels[None])[0], computed=True)
+        return _Prepared(index, key, pixels=pixels)
 
     batch: list[_Prepared] = []
 
     def run_batch():
-        pixels = np.stack([item.pixels for item in batch]).astype(np.float32)
-        vectors = features_fn(pixels).numpy()
+        vectors = current_engine().run(np.stack([item.pixels for item in batch]))
         for item, vector in zip(batch, vectors):
             cache.write(item.key, vector)
             result.features[item.index] = vector
@@ -156,11 +182,18 @@ def compute_bottlenecks(
             progress(len(batch))
         batch.clear()
 
-    with ThreadPoolExecutor(max_workers=workers) as executor:
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as executor:
         try:
             for prepared in _prefetch(prepare, range(len(paths)), executor, ahead=2 * batch_size):
                 if isinstance(prepared, ImageError):
                     result.failures.append(prepared)
+                    if progress:
+                        progress(1)
+                elif prepared.computed:
+                    cache.write(prepared.key, prepared.vector)
+                    result.features[prepared.index] = prepared.vector
+                    result.ok[prepared.index] = True
+                    result.computed += 1
                     if progress:
                         progress(1)
                 elif prepared.vector is not None:

@@ -16,6 +16,8 @@ import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
+from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, RECIPES, SCHEDULES, apply_recipe
+from retrain.tflite_model import QUANTIZATIONS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,13 +66,16 @@ _PATH = click.Path(path_type=Path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@_option("image_dir", type=_PATH, required=True, help="Folder with one subfolder of images per class.")
+@_option("image_dir", type=_PATH, default=None, help="Folder with one subfolder of images per class.  [required]")
 @_option("output_graph", type=_PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write.")
 @_option("output_labels", type=_PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write.")
 @_option("saved_model_dir", type=_PATH, default=None, help="Also export a SavedModel to this folder.")
 @_option("bottleneck_dir", type=_PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks].")
 @_option("model_dir", type=_PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models].")
-@_option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name.")
+@_option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures.")
+@_option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture).")
+@_option("image_size", type=int, default=None, help="Input size for a --tfhub_module that accepts any size.")
+@_option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit.")
 @_option("how_many_training_steps", type=int, default=4000, show_default=True)
 @_option("learning_rate", type=float, default=0.01, show_default=True)
 @_option("train_batch_size", type=int, default=100, show_default=True)
@@ -83,40 +88,96 @@ _PATH = click.Path(path_type=Path)
 @_option("print_misclassified_test_images", is_flag=True)
 @_option("random_seed", type=int, default=None, help="Make the run repeatable.")
 @_option("summaries_dir", type=_PATH, default=None, help="Write TensorBoard scalars under this folder.")
+@_option("tflite_output", type=_PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones.")
+@_option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
+@_option("tflite_representative_images", type=int, default=100, show_default=True,
+         help="Training images that calibrate --tflite_quantization int8.")
+@_option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
+@_option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
+         help="Preset training options: poets = tensorflow-for-poets' recipe, strong = our best measured. Flags given explicitly win.")
+@_option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@_option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
+@_option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights.")
+@_option("dropout", type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training.")
+@_option("label_smoothing", type=float, default=0.0, show_default=True)
+@_option("early_stopping_patience", type=int, default=0, show_default=True,
+         help="Stop after this many evaluations without improvement and keep the best step (0 = off).")
+@_option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
+         help="Whole-validation-set figure early stopping watches.")
 @_option("flip_left_right", is_flag=True, hidden=True)
 @_option("random_crop", type=int, default=0, hidden=True)
 @_option("random_scale", type=int, default=0, hidden=True)
 @_option("random_brightness", type=int, default=0, hidden=True)
-@_option("intermediate_output_graphs_dir", default="", hidden=True)
-@_option("intermediate_store_frequency", type=int, default=0, hidden=True)
+@_option("intermediate_output_graphs_dir", type=_PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps.")
+@_option("intermediate_store_frequency", type=int, default=0, show_default=True)
 @_reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
     from retrain.pipeline import RetrainOptions, run_retrain
-    from retrain.training import TrainingConfig
 
+    if flags.pop("list_architectures"):
+        _print_architectures(flags["model_dir"])
+        return
+    if flags["image_dir"] is None:
+        raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
     unsupported = [
-        f"--{name}" for name in ("flip_left_right", "random_crop", "random_scale", "random_brightness", "intermediate_store_frequency")
-        if flags.pop(name)
+        f"--{name}" for name in ("flip_left_right", "random_crop", "random_scale", "random_brightness") if flags.pop(name)
     ]
-    if flags.pop("intermediate_output_graphs_dir"):
-        unsupported.append("--intermediate_output_graphs_dir")
     if unsupported:
         _warn(f"{', '.join(unsupported)} not supported yet; training on undistorted cached bottlenecks")
-    training = TrainingConfig(
-        steps=flags.pop("how_many_training_steps"),
-        learning_rate=flags.pop("learning_rate"),
-        train_batch_size=flags.pop("train_batch_size"),
-        eval_step_interval=flags.pop("eval_step_interval"),
-        validation_batch_size=flags.pop("validation_batch_size"),
-        random_seed=flags.pop("random_seed"),
-    )
+    context = click.get_current_context()
+    explicit = {
+        field: flags[flag]
+        for flag, field in _TRAINING_FLAGS.items()
+        if context.get_parameter_source(flag) != click.core.ParameterSource.DEFAULT
+    }
+    training = apply_recipe(flags.pop("recipe"), explicit)
+    for flag in _TRAINING_FLAGS:
+        flags.pop(flag)
     run_retrain(RetrainOptions(training=training, **flags), log=click.echo, warn=_warn, progress_factory=_progress)
+
+
+# retrain flag -> TrainingConfig field
+_TRAINING_FLAGS = {
+    "how_many_training_steps": "steps",
+    "learning_rate": "learning_rate",
+    "train_batch_size": "train_batch_size",
+    "eval_step_interval": "eval_step_interval",
+    "validation_batch_size": "validation_batch_size",
+    "random_seed": "random_seed",
+    "optimizer": "optimizer",
+    "learning_rate_schedule": "learning_rate_schedule",
+    "weight_decay": "weight_decay",
+    "dropout": "dropout",
+    "label_smoothing": "label_smoothing",
+    "early_stopping_patience": "early_stopping_patience",
+    "early_stopping_metric": "early_stopping_metric",
+}
+
+
+def _print_architectures(model_dir: Path | None) -> None:
+    """The registry as a table; 'offline' means its weights are on this machine now."""
+    from retrain import paths
+    from retrain.backbones import architecture_table
+
+    model_dir = Path(model_dir or paths.default_model_dir()).expanduser()
+    header = ("name", "input", "features", "offline", "weights")
+    rows = [
+        (row.config.name, f"{row.config.input_size}", f"{row.config.feature_size}",
+         "yes" if row.available_offline else "no", row.config.weights)
+        for row in architecture_table(model_dir)
+    ]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]
+    for cells in [header, *rows]:
+        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(cells, widths)), cells[-1]]))
+    click.echo(f"(--model_dir {model_dir}; --tfhub_module URL|DIR takes any TF Hub image feature-vector module)")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_option("image", type=_PATH, required=True, help="Image to classify (.jpg, .jpeg, .png).")
-@_option("graph", type=_PATH, default=None, help="Frozen .pb or SavedModel folder; omit for the stock ImageNet model.")
+@_option("graph", type=_PATH, default=None,
+         help="Frozen .pb, SavedModel folder or .tflite (run without TensorFlow); omit for the stock ImageNet model.")
 @_option("labels", type=_PATH, default=None, help="Labels file [default: the labels stored in the model].")
 @_option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone for the stock ImageNet model.")
 @_option("model_dir", type=_PATH, default=None, help="Converted backbones [default: user cache dir/models].")
@@ -144,3 +205,118 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, **feed):
     label_list = prediction.read_labels(labels) if labels else None
     for result in prediction.classify(model, image, label_list, top_k):
         click.echo(f"{result.label} (score={result.score:.5f})")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_option("images", type=_PATH, required=True, help="Folder of ISIC_<id>.jpg images (the challenge's *_Data folder).")
+@_option("ground_truth", type=_PATH, required=True, help="CSV image_id,melanoma,seborrheic_keratosis.")
+@_option("metadata", type=_PATH, default=None, help="Optional CSV image_id,age_approximate,sex (validated).")
+@_option("output", type=_PATH, required=True, help="Where to write the class-per-folder trees.")
+@_reports_user_errors
+def prepare_isic(images, ground_truth, metadata, output):
+    """Arrange ISIC 2017 Part 3 images into class folders for both binary tasks and the three-class task."""
+    from retrain.isic import prepare_isic as prepare
+
+    result = prepare(images, ground_truth, output, metadata)
+    for task, counts in result.counts.items():
+        summary = ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
+        click.echo(f"{Path(output) / task}: {summary}")
+    click.echo("Images placed as " + ", ".join(f"{how} ({n})" for how, n in result.methods.items()) + "; originals untouched")
+    if result.sexes is not None:
+        click.echo("Metadata checked: " + ", ".join(f"{sex} {n}" for sex, n in sorted(result.sexes.items())))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_option("graph", type=_PATH, required=True, multiple=True,
+         help="Frozen .pb or SavedModel folder; repeat for several models (e.g. the two ISIC task models).")
+@_option("labels", type=_PATH, multiple=True, help="Labels file per --graph [default: the labels stored in the model].")
+@_option("image_dir", type=_PATH, required=True, help="Class-per-folder tree (or a folder of unlabelled images).")
+@click.option("--json", "json_path", type=_PATH, default=None, help="Write the metrics as JSON.")
+@_option("plot", type=_PATH, default=None, help="Draw ROC curves to this PNG (needs matplotlib).")
+@_option("predictions", type=_PATH, default=None, help="Write per-image probabilities as CSV.")
+@_option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
+@_reports_user_errors
+def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submission):
+    """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
+    from retrain import evaluation, prediction
+    from retrain.metrics import format_report
+
+    if labels and len(labels) != len(graph):
+        raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
+    if isic_submission and not predictions:
+        raise UserError("--isic_submission needs --predictions FILE to write the submission to")
+    results, runs = {}, []
+    for index, graph_path in enumerate(graph):
+        model = prediction.load_model(graph_path)
+        label_list = prediction.read_labels(labels[index]) if labels else model.labels
+        if label_list is None:
+            raise UserError(f"--graph {graph_path}: carries no labels; pass --labels")
+        predicted, result = evaluation.evaluate_model(model, label_list, image_dir)
+        for failure in predicted.failures:
+            _warn(f"skipped {failure.path}: {failure.reason}")
+        runs.append(predicted)
+        click.echo(f"== {graph_path}")
+        if result is None:
+            click.echo(f"{len(predicted.paths)} unlabelled images classified (no metrics without class folders)")
+            continue
+        click.echo(format_report(result, label_list))
+        results[str(graph_path)] = result
+        if plot:
+            curves = [(label, predicted.probabilities[:, i], predicted.true == i, result["auc"][label])
+                      for i, label in enumerate(label_list) if not (len(label_list) == 2 and i == 0)]
+            target = plot if len(graph) == 1 else Path(plot).with_name(f"{Path(plot).stem}_{index + 1}{Path(plot).suffix}")
+            evaluation.plot_roc(target, curves, title=Path(graph_path).name)
+            click.echo(f"Wrote ROC curves to {target}")
+    if json_path:
+        evaluation.write_json(json_path, next(iter(results.values())) if len(results) == 1 else results)
+        click.echo(f"Wrote {json_path}")
+    if predictions and isic_submission:
+        melanoma = next((s for r in runs if (s := evaluation.isic_scores(r.probabilities, r.labels, "melanoma")) is not None), None)
+        keratosis = next((s for r in runs if (s := evaluation.isic_scores(r.probabilities, r.labels, "seborrheic keratosis")) is not None), None)
+        if melanoma is None or keratosis is None or any(r.paths != runs[0].paths for r in runs):
+            raise UserError("--isic_submission needs models with 'melanoma' and 'seborrheic keratosis' labels "
+                            "(the two task models, or the three-class model) that read the same images")
+        evaluation.write_isic_submission(predictions, runs[0].paths, melanoma, keratosis)
+        click.echo(f"Wrote ISIC submission {predictions}")
+    elif predictions:
+        for index, run in enumerate(runs):
+            target = predictions if len(runs) == 1 else Path(predictions).with_name(
+                f"{Path(predictions).stem}_{index + 1}{Path(predictions).suffix}")
+            evaluation.write_predictions(target, run.paths, run.probabilities, run.labels, run.true)
+            click.echo(f"Wrote {target}")
+    if not results and not predictions:
+        _warn("no class folders, so nothing to measure; pass --predictions to save the predictions")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_option("saved_model_dir", type=_PATH, required=True, help="SavedModel written by retrain --saved_model_dir.")
+@_option("output", type=_PATH, required=True, help="The .tflite file to write (and OUTPUT.json beside it).")
+@_option("quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
+@_option("image_dir", type=_PATH, default=None,
+         help="The training tree: its training split calibrates int8, its held-back split measures parity.")
+@_option("representative_images", type=int, default=100, show_default=True, help="Training images that calibrate int8.")
+@_option("validation_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
+@_option("testing_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
+@_option("reference_graph", type=_PATH, default=None, help="Model to measure parity against [default: the SavedModel].")
+@_option("random_seed", type=int, default=None, help="Seed of the calibration sample, as given to retrain.")
+@_reports_user_errors
+def export_tflite(saved_model_dir, output, quantization, image_dir, representative_images, validation_percentage,
+                  testing_percentage, reference_graph, random_seed):
+    """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
+    from retrain import tflite_export
+
+    if quantization == "int8" and image_dir is None:
+        raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")
+    training, held_back = [], []
+    if image_dir is not None:
+        training, held_back = tflite_export.training_and_held_back(image_dir, validation_percentage, testing_percentage)
+    representative = []
+    if quantization == "int8":
+        representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
+    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative)
+    click.echo(f"Wrote {export.path} ({quantization}, {export.size_bytes / 1e6:.2f} MB) and {export.sidecar}")
+    if image_dir is None:
+        _warn("no --image_dir, so parity with the SavedModel was not measured")
+    else:
+        tflite_export.report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, _warn)

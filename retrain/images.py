@@ -65,7 +65,7 @@ def load_image(path: Path | str, size: int | tuple[int, int], data: bytes | None
                 # DCT scaling: decode straight to the smallest size that is still >= the target.
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, (width, height))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
             image = _to_rgb(image)
             image = image.resize((width, height), Image.Resampling.BILINEAR)
     except ImageError:

@@ -6,6 +6,7 @@ reports through its `log` callback.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.dataset import scan_image_tree, split_images
 from retrain.errors import UserError
-from retrain.training import StepReport, TrainingConfig, accuracy, train_head
+from retrain.metrics import positive_class_index, roc_auc
+from retrain.training import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
 
 
 @dataclass
@@ -28,12 +30,20 @@ class RetrainOptions:
     bottleneck_dir: Path | None = None
     model_dir: Path | None = None
     architecture: str = DEFAULT_ARCHITECTURE
+    tfhub_module: str | None = None  # TF Hub URL or SavedModel folder; replaces --architecture
+    image_size: int | None = None  # input size for a hub module that accepts any size
     final_tensor_name: str = "final_result"
     testing_percentage: float = 10.0
     validation_percentage: float = 10.0
     test_batch_size: int = -1
     print_misclassified_test_images: bool = False
     summaries_dir: Path | None = None
+    tflite_output: Path | None = None
+    tflite_quantization: str = "none"  # none, dynamic, float16 or int8
+    tflite_representative_images: int = 100  # int8 calibration sample, drawn from the training images
+    class_weights: str | None = None  # "balanced" or "label=weight,..."
+    intermediate_output_graphs_dir: Path | None = None
+    intermediate_store_frequency: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
@@ -45,6 +55,18 @@ class RetrainResult:
     bottlenecks_computed: int
     bottlenecks_reused: int
     failures: int
+
+
+def _format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> str:
+    """ROC AUC beside accuracy, which misleads on imbalanced sets: one figure for two
+    classes, one-vs-rest per class and their mean otherwise."""
+    if len(labels) == 2:
+        positive = positive_class_index(labels)
+        auc = roc_auc(probabilities[:, positive], true == positive)
+        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)})"
+    aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
+    parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
+    return f"{name} AUC (one-vs-rest) = {parts}; mean {np.nanmean(aucs):.3f} (N={len(true)})"
 
 
 def _format_step(report: StepReport) -> str:
@@ -87,6 +109,10 @@ class _SummaryWriters:
         scalars = [(self.train, "accuracy", report.train_accuracy), (self.train, "cross_entropy", report.cross_entropy)]
         if report.validation_accuracy is not None:
             scalars.append((self.validation, "accuracy", report.validation_accuracy))
+        if report.validation_auc is not None:
+            scalars += [(self.validation, "auc", report.validation_auc), (self.validation, "cross_entropy", report.validation_loss)]
+        if report.learning_rate is not None:
+            scalars.append((self.train, "learning_rate", report.learning_rate))
         for writer, tag, value in scalars:
             with writer.as_default(step=report.step):
                 self._tf.summary.write(tag, self._tf.constant(value, self._tf.float32), metadata=self._scalar_metadata)
@@ -101,16 +127,20 @@ def run_retrain(
     progress_factory: Callable[[int, str], Callable[[int], None]] | None = None,
 ) -> RetrainResult:
     from retrain import paths
-    from retrain.backbones import create_backbone, get_config
+    from retrain.backbones import create_backbone, create_hub_backbone, get_config
     from retrain.bottlenecks import compute_bottlenecks, open_cache
 
-    get_config(options.architecture)  # fail on a typo before any slow work
+    _check_backbone_options(options)
+    if not options.tfhub_module:
+        get_config(options.architecture)  # fail on a typo before any slow work
     if options.training.steps < 1:
         raise UserError("--how_many_training_steps must be at least 1")
     if options.training.train_batch_size < 1:
         raise UserError("--train_batch_size must be at least 1")
     if options.training.eval_step_interval < 1:
         raise UserError("--eval_step_interval must be at least 1")
+    if options.tflite_output is not None:
+        _check_tflite_options(options)
     tree = scan_image_tree(options.image_dir)
     for folder in tree.skipped_empty:
         warn(f"{folder}: no .jpg/.jpeg/.png images; class skipped")
@@ -120,9 +150,14 @@ def run_retrain(
         )
     for image_class in tree.classes:
         log(f"Class {image_class.label!r}: {len(image_class.images)} images in {image_class.folder}")
+    if options.class_weights:
+        parse_class_weights(options.class_weights, tree.labels, np.zeros(0, int))  # a typo fails before slow work
 
     model_dir = Path(options.model_dir or paths.default_model_dir()).expanduser()
-    backbone = create_backbone(options.architecture, model_dir)
+    if options.tfhub_module:
+        backbone = create_hub_backbone(options.tfhub_module, options.image_size)
+    else:
+        backbone = create_backbone(options.architecture, model_dir)
     cache = open_cache(options.bottleneck_dir or paths.default_bottleneck_dir(), backbone)
     all_paths = [path for image_class in tree.classes for path in image_class.images]
     progress = progress_factory(len(all_paths), "Bottlenecks") if progress_factory else None
@@ -132,7 +167,10 @@ def run_retrain(
     log(
         f"Bottlenecks: {extraction.reused} reused, {extraction.computed} computed, "
         f"{len(extraction.failures)} failed; cache {cache.root}"
+        + (f"; computed with {extraction.engine}" if extraction.engine else "")
     )
+    if extraction.engine_note:
+        log(extraction.engine_note)
 
     features_by_path = {path: extraction.features[i] for i, path in enumerate(all_paths) if extraction.ok[i]}
     labels, images_by_class = [], []
@@ -163,12 +201,36 @@ def run_retrain(
     if summaries:
         log(f"TensorBoard summaries: {summaries.run_dir}")
 
+    history: list[StepReport] = []
+
     def report(step: StepReport) -> None:
+        history.append(step)
         log(_format_step(step))
         if summaries:
             summaries.write(step)
 
-    head = train_head(train_x, train_y, val_x, val_y, len(labels), options.training, report=report)
+    training = options.training
+    if options.class_weights:
+        weights = parse_class_weights(options.class_weights, labels, train_y)
+        training = dataclasses.replace(training, class_weights=weights)
+        log("Class weights: " + ", ".join(f"{label} {w:.3g}" for label, w in zip(labels, weights)))
+    from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata, write_labels
+
+    metadata = model_metadata(backbone, labels, options.final_tensor_name)
+
+    def snapshot(step: int, intermediate) -> None:
+        target = Path(options.intermediate_output_graphs_dir).expanduser() / f"intermediate_{step}.pb"
+        export_frozen_graph(Classifier(backbone, intermediate, options.final_tensor_name), metadata, target)
+        log(f"Saved intermediate graph {target}")
+
+    store_every = options.intermediate_store_frequency if options.intermediate_output_graphs_dir else 0
+    head = train_head(
+        train_x, train_y, val_x, val_y, len(labels), training, report=report, snapshot=snapshot, snapshot_every=store_every
+    )
+    if head.step is not None:
+        log(f"Early stopping: kept the top layer from step {head.step}, best validation {training.early_stopping_metric}")
+    if len(val_y):
+        log(_format_auc("Validation", head.probabilities(val_x), val_y, labels))
 
     test_accuracy = None
     if len(test_y):
@@ -178,6 +240,7 @@ def run_retrain(
         predictions = head.probabilities(test_x[chosen])
         test_accuracy = accuracy(predictions, test_y[chosen])
         log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
+        log(_format_auc("Final test", predictions, test_y[chosen], labels))
         if options.print_misclassified_test_images:
             log("=== MISCLASSIFIED TEST IMAGES ===")
             for row, index in enumerate(chosen):
@@ -185,16 +248,90 @@ def run_retrain(
                 if predicted != test_y[index]:
                     log(f"{split.testing[index][0]}  {labels[predicted]}")
 
-    from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata, write_labels
-
     classifier = Classifier(backbone, head, options.final_tensor_name)
-    metadata = model_metadata(backbone, labels, options.final_tensor_name)
     export_frozen_graph(classifier, metadata, options.output_graph)
     write_labels(options.output_labels, labels)
     log(f"Wrote {options.output_graph} and {options.output_labels}")
     if options.saved_model_dir:
         export_saved_model(classifier, metadata, options.saved_model_dir)
         log(f"Wrote SavedModel {options.saved_model_dir}")
+    _plot_training(options.output_graph, history, head.probabilities(val_x) if len(val_y) else None, val_y, labels, log)
+    if options.tflite_output is not None:
+        _export_tflite(options, classifier, metadata, split, log, warn)
     return RetrainResult(
         labels, test_accuracy, len(test_y), extraction.computed, extraction.reused, len(extraction.failures)
     )
+
+
+def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels, log) -> None:
+    """Training curves (and the validation ROC) as a PNG beside the graph, when matplotlib is installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("(install matplotlib, pip install 'retrain[plot]', for a PNG of the training curves)")
+        return
+    from retrain.metrics import roc_curve
+
+    target = Path(output_graph).expanduser().with_suffix(".training.png")
+    figure, (curves, roc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    steps = [r.step for r in history]
+    curves.plot(steps, [r.train_accuracy for r in history], label="train accuracy (batch)")
+    curves.plot(steps, [r.cross_entropy for r in history], label="train cross entropy (batch)")
+    validated = [r for r in history if r.validation_auc is not None]
+    if validated:
+        curves.plot([r.step for r in validated], [r.validation_auc for r in validated], label="validation AUC")
+        curves.plot([r.step for r in validated], [r.validation_loss for r in validated], label="validation cross entropy")
+    curves.set(xlabel="step", title="Training")
+    curves.legend()
+    if val_probabilities is not None:
+        shown = [1] if len(labels) == 2 else range(len(labels))
+        for c in shown:
+            fpr, tpr, _ = roc_curve(val_probabilities[:, c], val_y == c)
+            roc.plot(fpr, tpr, label=labels[c])
+        roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        roc.legend(loc="lower right")
+    roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="Validation ROC")
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    log(f"Wrote training curves {target}")
+
+
+def _check_backbone_options(options: RetrainOptions) -> None:
+    if options.tfhub_module and options.architecture.strip().lower() != DEFAULT_ARCHITECTURE:
+        raise UserError("--tfhub_module and --architecture both name a backbone; pass only one")
+    if options.image_size is not None and not options.tfhub_module:
+        raise UserError("--image_size applies only to --tfhub_module; each --architecture has its own input size")
+    if options.image_size is not None and options.image_size < 1:
+        raise UserError("--image_size must be at least 1")
+
+
+def _check_tflite_options(options: RetrainOptions) -> None:
+    """Fail on a TFLite flag mistake before any slow work."""
+    from retrain.tflite_model import QUANTIZATIONS
+
+    if Path(options.tflite_output).suffix.lower() != ".tflite":
+        raise UserError(f"--tflite_output {options.tflite_output}: must end in .tflite (label_image recognises the model by it)")
+    if options.tflite_quantization not in QUANTIZATIONS:
+        raise UserError(f"--tflite_quantization {options.tflite_quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if options.tflite_quantization == "int8" and options.tflite_representative_images < 1:
+        raise UserError("--tflite_representative_images must be at least 1: int8 calibration needs a representative set")
+
+
+def _export_tflite(options: RetrainOptions, classifier, metadata: dict, split, log, warn) -> None:
+    """Convert to .tflite (calibrated on training images) and compare it with the frozen graph on held-back ones."""
+    from retrain.tflite_export import export_classifier_tflite, report_parity, representative_sample
+
+    representative = []
+    if options.tflite_quantization == "int8":
+        training_paths = [path for path, _ in split.training]
+        representative = representative_sample(training_paths, options.tflite_representative_images, options.training.random_seed or 0)
+    export = export_classifier_tflite(
+        classifier, metadata, options.saved_model_dir, options.tflite_output, options.tflite_quantization, representative
+    )
+    log(f"Wrote {export.path} ({options.tflite_quantization}, {export.size_bytes / 1e6:.2f} MB) and {export.sidecar}")
+    held_back = [path for path, _ in split.validation + split.testing]
+    report_parity(export, options.output_graph, held_back, log, warn)

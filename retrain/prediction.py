@@ -61,6 +61,10 @@ def load_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: li
         raise UserError(f"--graph {path}: no such file or directory")
     if path.is_dir():
         return _load_saved_model(path)
+    from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
+
+    if is_tflite_file(path):
+        return load_tflite_model(path, overrides, notes)
     return _load_frozen_graph(path, overrides, notes if notes is not None else [])
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from retrain.training import TrainingConfig, accuracy, train_head
 
@@ -39,3 +40,85 @@ def test_validation_batch_of_minus_one_uses_the_whole_set():
     reports = []
     train_head(x, y, x[:7], y[:7], 3, TrainingConfig(steps=1, validation_batch_size=-1), report=reports.append)
     assert reports[0].validation_count == 7
+
+
+def _overlapping_blobs(seed=0, n=200, features=32):
+    """Two classes that overlap, so regularisation and early stopping have something to do."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(0, 1, (n, features)) + (y[:, None] * 0.6)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "momentum"},
+        {"optimizer": "adam", "learning_rate": 0.01},
+        {"weight_decay": 0.1},
+        {"dropout": 0.5},
+        {"label_smoothing": 0.2},
+        {"learning_rate_schedule": "cosine"},
+    ],
+    ids=lambda o: ",".join(o),
+)
+def test_each_head_option_still_learns_and_changes_the_weights(options):
+    x, y = _overlapping_blobs()
+    plain = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
+    varied = train_head(x, y, x, y, 2, TrainingConfig(**{"steps": 300, "learning_rate": 0.1, "random_seed": 0, **options}))
+    assert accuracy(varied.probabilities(x), y) > 0.75
+    assert not np.allclose(plain.weights, varied.weights)
+
+
+def test_weight_decay_shrinks_the_weights():
+    x, y = _overlapping_blobs()
+    plain = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
+    decayed = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, weight_decay=0.5, random_seed=0))
+    assert np.linalg.norm(decayed.weights) < 0.8 * np.linalg.norm(plain.weights)
+
+
+def test_label_smoothing_keeps_probabilities_away_from_certainty():
+    x, y = _blobs(np.random.default_rng(0))
+    sharp = train_head(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, random_seed=0))
+    smooth = train_head(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, label_smoothing=0.3, random_seed=0))
+    assert smooth.probabilities(x).max() < sharp.probabilities(x).max()
+
+
+def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
+    x, y = _overlapping_blobs(n=120, features=200)  # many features, few examples: overfits
+    val_x, val_y = _overlapping_blobs(seed=1, n=200, features=200)
+    reports = []
+    config = TrainingConfig(steps=3000, learning_rate=0.5, eval_step_interval=10, early_stopping_patience=5, random_seed=0)
+    head = train_head(x, y, val_x, val_y, 2, config, report=reports.append)
+    assert head.step is not None
+    assert reports[-1].step < 2999  # stopped before the end
+    best = max(reports, key=lambda r: r.validation_auc)
+    assert head.step == best.step
+    from retrain.training import mean_auc
+
+    assert mean_auc(head.probabilities(val_x), val_y) == pytest.approx(best.validation_auc)
+
+
+def test_recipe_sets_options_and_explicit_flags_win():
+    from retrain.training import apply_recipe
+
+    strong = apply_recipe("strong", {})
+    assert strong.optimizer == "adam" and strong.early_stopping_patience > 0
+    assert apply_recipe("strong", {"learning_rate": 0.05}).learning_rate == 0.05
+    assert apply_recipe("poets", {}) == TrainingConfig()
+
+
+def test_snapshots_are_taken_at_the_requested_interval():
+    x, y = _blobs(np.random.default_rng(0))
+    taken = []
+    train_head(x, y, x, y, 3, TrainingConfig(steps=50), snapshot=lambda step, head: taken.append(step), snapshot_every=20)
+    assert taken == [20, 40]
+
+
+@pytest.mark.parametrize("bad", [{"optimizer": "rmsprop"}, {"dropout": 1.0}, {"label_smoothing": -0.1}])
+def test_impossible_options_are_user_errors(bad):
+    from retrain.errors import UserError
+
+    x, y = _blobs(np.random.default_rng(0))
+    with pytest.raises(UserError):
+        train_head(x, y, x, y, 3, TrainingConfig(steps=5, **bad))

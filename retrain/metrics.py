@@ -1,0 +1,158 @@
+"""Classification metrics, implemented once: retrain, evaluate and the scripts all use these.
+
+Plain NumPy so they are easy to check by hand. ROC AUC is the Mann-Whitney statistic
+with tied scores counted as half, which is what the ISIC challenge's scikit-learn
+scoring computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, class_count: int) -> np.ndarray:
+    """Rows are the true class, columns the predicted class."""
+    matrix = np.zeros((class_count, class_count), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(true, int), np.asarray(predicted, int)), 1)
+    return matrix
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else float("nan")
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half).
+
+    NaN when either class is absent, since the AUC is undefined then."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    # Average rank within each run of tied scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    rank_sum = ranks[positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False positive rates, true positive rates and the thresholds (score >= t) giving them,
+    from the strictest threshold (nothing positive) to the loosest (everything positive)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    thresholds = np.r_[np.inf, np.unique(scores)[::-1]]
+    n_pos, n_neg = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
+    tpr = np.array([(scores[positive] >= t).sum() / n_pos for t in thresholds])
+    fpr = np.array([(scores[~positive] >= t).sum() / n_neg for t in thresholds])
+    return fpr, tpr, thresholds
+
+
+def specificity_at_sensitivity(scores: np.ndarray, positive: np.ndarray, sensitivity: float = 0.95) -> float:
+    """The best specificity of any threshold whose sensitivity is at least the target."""
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any() or positive.all():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(scores, positive)
+    reaching = tpr >= sensitivity - 1e-12
+    return float(1.0 - fpr[reaching].min())
+
+
+@dataclass
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def per_class_scores(matrix: np.ndarray) -> list[ClassScores]:
+    scores = []
+    for c in range(len(matrix)):
+        tp = matrix[c, c]
+        precision = _ratio(tp, matrix[:, c].sum())
+        recall = _ratio(tp, matrix[c].sum())
+        f1 = _ratio(2 * precision * recall, precision + recall) if tp else (0.0 if matrix[c].sum() else float("nan"))
+        scores.append(ClassScores(precision, recall, f1, int(matrix[c].sum())))
+    return scores
+
+
+def evaluate_probabilities(probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> dict:
+    """Everything evaluate prints, as a JSON-ready dict.
+
+    Keys: n, accuracy, balanced_accuracy, auc (label -> one-vs-rest AUC), confusion_matrix,
+    per_class (label -> precision/recall/f1/support) and, for two classes, `binary` with
+    sensitivity/specificity at 0.5 and specificity at 95 % sensitivity for the second
+    label (in retrain's sorted order) as the positive class, unless a label named
+    'other' makes the other one the positive.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    true = np.asarray(true, dtype=int)
+    predicted = np.argmax(probabilities, axis=1)
+    matrix = confusion_matrix(true, predicted, len(labels))
+    classes = per_class_scores(matrix)
+    recalls = [c.recall for c in classes if c.support]
+    result = {
+        "n": int(len(true)),
+        "accuracy": _ratio((predicted == true).sum(), len(true)),
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+        "auc": {label: roc_auc(probabilities[:, i], true == i) for i, label in enumerate(labels)},
+        "confusion_matrix": matrix.tolist(),
+        "per_class": {label: vars(scores) for label, scores in zip(labels, classes)},
+    }
+    if len(labels) == 2:
+        positive_index = positive_class_index(labels)
+        scores, is_positive = probabilities[:, positive_index], true == positive_index
+        called = scores >= 0.5
+        result["binary"] = {
+            "positive_label": labels[positive_index],
+            "sensitivity": _ratio((called & is_positive).sum(), is_positive.sum()),
+            "specificity": _ratio((~called & ~is_positive).sum(), (~is_positive).sum()),
+            "specificity_at_95_sensitivity": specificity_at_sensitivity(scores, is_positive, 0.95),
+        }
+    return result
+
+
+def positive_class_index(labels: list[str]) -> int:
+    """For a two-class model: the class that is not 'other' (ISIC's 'melanoma vs other'), else the second."""
+    if "other" in labels:
+        return 1 - labels.index("other")
+    return 1
+
+
+def format_report(result: dict, labels: list[str]) -> str:
+    """The human-readable table evaluate prints."""
+    lines = [
+        f"N = {result['n']}",
+        f"Accuracy = {100 * result['accuracy']:.1f}%",
+        f"Balanced accuracy = {100 * result['balanced_accuracy']:.1f}%",
+        "",
+        f"{'class':<24} {'precision':>9} {'recall':>7} {'F1':>6} {'AUC':>6} {'N':>5}",
+    ]
+    for label in labels:
+        c = result["per_class"][label]
+        lines.append(
+            f"{label:<24} {c['precision']:>9.3f} {c['recall']:>7.3f} {c['f1']:>6.3f} {result['auc'][label]:>6.3f} {c['support']:>5}"
+        )
+    lines += ["", "Confusion matrix (rows: true, columns: predicted)"]
+    width = max(8, *(len(label) for label in labels))
+    lines.append(" " * width + " " + " ".join(f"{label[:width]:>{width}}" for label in labels))
+    for label, row in zip(labels, result["confusion_matrix"]):
+        lines.append(f"{label[:width]:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
+    if "binary" in result:
+        b = result["binary"]
+        lines += [
+            "",
+            f"Positive class: {b['positive_label']}",
+            f"Sensitivity at 0.5 = {b['sensitivity']:.3f}, specificity at 0.5 = {b['specificity']:.3f}",
+            f"Specificity at 95% sensitivity = {b['specificity_at_95_sensitivity']:.3f}",
+        ]
+    return "\n".join(lines)

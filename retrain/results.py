@@ -1,0 +1,93 @@
+"""The results table the batch scripts in commands/ collect: one row per retrain run.
+
+`python -m retrain.results add ...` appends a row from a retrain log (held-out test
+figures) and an optional `evaluate --json` file (validation figures);
+`python -m retrain.results markdown results.csv` prints the table as Markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+COLUMNS = ["task", "architecture", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
+
+
+def figures_from_retrain_log(text: str) -> dict[str, str]:
+    """Final test accuracy and AUC (the mean one-vs-rest AUC for more than two classes)."""
+    found = {}
+    accuracy = re.findall(r"Final test accuracy = ([\d.]+)%", text)
+    if accuracy:
+        found["test_accuracy"] = f"{float(accuracy[-1]) / 100:.4f}"
+    auc = re.findall(r"Final test AUC = ([\d.]+|nan)", text) or re.findall(r"Final test AUC \(one-vs-rest\).*; mean ([\d.]+|nan)", text)
+    if auc:
+        found["test_auc"] = auc[-1]
+    return found
+
+
+def figures_from_evaluation(result: dict) -> dict[str, str]:
+    """Validation accuracy and AUC: the positive class's for two classes, else the mean."""
+    aucs = result["auc"]
+    if "binary" in result:
+        auc = aucs[result["binary"]["positive_label"]]
+    else:
+        values = [v for v in aucs.values() if v is not None]
+        auc = sum(values) / len(values) if values else None
+    return {
+        "val_accuracy": f"{result['accuracy']:.4f}",
+        "val_auc": "" if auc is None else f"{auc:.4f}",
+    }
+
+
+def append_row(table: Path, row: dict[str, str]) -> None:
+    new = not table.exists() or table.stat().st_size == 0
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table, "a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow({column: row.get(column, "") for column in COLUMNS})
+
+
+def markdown(table: Path) -> str:
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@click.group()
+def main():
+    """Collect retrain results into a CSV and a Markdown table."""
+
+
+@main.command()
+@click.option("--table", type=click.Path(path_type=Path), required=True)
+@click.option("--task", required=True)
+@click.option("--architecture", required=True)
+@click.option("--steps", required=True)
+@click.option("--learning_rate", required=True)
+@click.option("--retrain_log", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--eval_json", type=click.Path(path_type=Path), default=None)
+def add(table, task, architecture, steps, learning_rate, retrain_log, eval_json):
+    row = {"task": task, "architecture": architecture, "steps": steps, "learning_rate": learning_rate}
+    row.update(figures_from_retrain_log(retrain_log.read_text(errors="replace")))
+    if eval_json and eval_json.exists():
+        row.update(figures_from_evaluation(json.loads(eval_json.read_text())))
+    append_row(table, row)
+
+
+@main.command(name="markdown")
+@click.argument("table", type=click.Path(path_type=Path, exists=True))
+def markdown_command(table):
+    sys.stdout.write(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

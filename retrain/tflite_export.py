@@ -1,0 +1,232 @@
+"""Converting a retrained SavedModel to TFLite, and measuring the .tflite against the reference.
+
+Conversion always starts from a SavedModel (TFLiteConverter.from_saved_model): a Keras
+model converted through from_concrete_functions gave NaN outputs here, while the
+SavedModel route matched to ~1e-6. int8 calibration feeds training images through
+`retrain.images.load_image`, the same preprocessing as training and label_image.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from retrain.errors import UserError
+from retrain.export import METADATA_FILE, Classifier, export_saved_model
+from retrain.images import ImageError, load_image
+from retrain.paths import write_atomically
+from retrain.prediction import LoadedModel
+from retrain.tflite_model import QUANTIZATIONS, load_tflite_model, sidecar_path
+
+# The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/test_tflite.py).
+PARITY_THRESHOLDS = {"none": 0.995, "float16": 0.995, "dynamic": 0.99, "int8": 0.97}
+
+
+@dataclass(frozen=True)
+class TFLiteExport:
+    path: Path
+    sidecar: Path
+    quantization: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How a candidate model's outputs compare with the reference's on the same images."""
+
+    name: str
+    size_bytes: int
+    images: int
+    top1_agreement: float
+    max_probability_difference: float
+
+
+def training_and_held_back(image_dir: Path, validation_percentage: float, testing_percentage: float) -> tuple[list[Path], list[Path]]:
+    """retrain's stable split of an image tree: the training images (for calibration) and the
+    validation + testing images (for parity), so export_tflite never calibrates on what it measures."""
+    from retrain.dataset import scan_image_tree, split_images
+
+    tree = scan_image_tree(image_dir)
+    split = split_images([c.images for c in tree.classes], tree.labels, validation_percentage, testing_percentage)
+    return [path for path, _ in split.training], [path for path, _ in split.validation + split.testing]
+
+
+def representative_sample(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
+    """A repeatable random sample, so the same training set always calibrates the same way."""
+    if count < 1:
+        raise UserError(f"the representative set for int8 calibration is empty (asked for {count} images)")
+    if not paths:
+        raise UserError("the representative set for int8 calibration is empty (no training images)")
+    chosen = np.random.default_rng(seed).choice(len(paths), size=min(count, len(paths)), replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def _representative_pixels(paths: list[Path], size: int) -> list[np.ndarray]:
+    pixels = []
+    for path in paths:
+        try:
+            pixels.append(load_image(path, size).astype(np.float32)[None])
+        except ImageError:
+            continue  # already reported where the image set was read
+    if not pixels:
+        raise UserError(f"the representative set for int8 calibration is empty (none of {len(paths)} images could be read)")
+    # Calibration takes the input's range from the samples; one black and one white pixel make
+    # it exactly [0, 255], so the uint8 input is scale 1, zero point 0: an app feeds its RGB bytes as they are.
+    pixels[0][0, 0, 0, :] = 0.0
+    pixels[0][0, 0, 1, :] = 255.0
+    return pixels
+
+
+def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[Path], input_size: int) -> bytes:
+    """The .tflite bytes for one quantization mode; int8 takes uint8 pixels and gives uint8 probabilities."""
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    pixels = _representative_pixels(representative, input_size) if quantization == "int8" else []
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.representative_dataset = lambda: ([image] for image in pixels)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others for a model it cannot take
+        raise UserError(f"--saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
+
+
+def read_saved_model_metadata(saved_model_dir: Path) -> dict:
+    saved_model_dir = Path(saved_model_dir).expanduser()
+    if not (saved_model_dir / "saved_model.pb").exists():
+        raise UserError(f"--saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
+    metadata_file = saved_model_dir / "assets.extra" / METADATA_FILE
+    try:
+        return json.loads(metadata_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{METADATA_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{metadata_file}: cannot read ({e})") from e
+
+
+def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> dict:
+    """The SavedModel's metadata plus what an app needs to feed and read this .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def tensor(detail):
+        scale, zero_point = detail["quantization"]
+        described = {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+        if detail["dtype"] == np.uint8:
+            described.update(scale=float(scale), zero_point=int(zero_point))
+        return described
+
+    return {**metadata, "quantization": quantization, "input_tensor": tensor(input_detail), "output_tensor": tensor(output_detail)}
+
+
+def export_tflite(
+    saved_model_dir: Path, output: Path, quantization: str, representative: list[Path], flag: str = "--output"
+) -> TFLiteExport:
+    """Write output (.tflite) and its sidecar output.json from a SavedModel written by retrain."""
+    output = Path(output).expanduser()
+    if output.suffix.lower() != ".tflite":
+        raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
+    metadata = read_saved_model_metadata(saved_model_dir)
+    model_bytes = convert_saved_model(Path(saved_model_dir).expanduser(), quantization, representative, metadata["input_size"])
+    sidecar = sidecar_path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(output, model_bytes)
+        write_atomically(sidecar, json.dumps(tflite_metadata(metadata, quantization, model_bytes), indent=2).encode())
+    except OSError as e:
+        raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
+    load_tflite_model(output)  # what we ship must load as a classifier
+    return TFLiteExport(output, sidecar, quantization, len(model_bytes))
+
+
+def export_classifier_tflite(
+    classifier: Classifier, metadata: dict, saved_model_dir: Path | None, output: Path, quantization: str,
+    representative: list[Path],
+) -> TFLiteExport:
+    """retrain's path: convert from the SavedModel just written, or from a temporary one."""
+    if saved_model_dir is not None:
+        return export_tflite(saved_model_dir, output, quantization, representative, flag="--tflite_output")
+    with tempfile.TemporaryDirectory(prefix="retrain-tflite-") as scratch:
+        export_saved_model(classifier, metadata, Path(scratch) / "saved_model")
+        return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, flag="--tflite_output")
+
+
+def measure_parity(
+    candidate: LoadedModel, reference: LoadedModel, images: list[Path], name: str, size_bytes: int,
+    batch_size: int = 32,
+) -> Parity:
+    """Top-1 agreement and the largest probability difference over the readable images."""
+    agreements, max_difference, count = 0, 0.0, 0
+    for start in range(0, len(images), batch_size):
+        pixels = []
+        for path in images[start : start + batch_size]:
+            try:
+                pixels.append(load_image(path, (reference.input_width, reference.input_height)))
+            except ImageError:
+                continue
+        if not pixels:
+            continue
+        batch = np.stack(pixels).astype(np.float32)
+        expected, actual = reference.predict(batch), candidate.predict(batch)
+        if expected.shape != actual.shape:
+            raise UserError(f"{candidate.source}: gives {actual.shape[1]} outputs but {reference.source} gives {expected.shape[1]}")
+        agreements += int(np.sum(expected.argmax(axis=1) == actual.argmax(axis=1)))
+        max_difference = max(max_difference, float(np.abs(expected - actual).max()))
+        count += len(batch)
+    if count == 0:
+        raise UserError("no readable held-back images to measure parity on")
+    return Parity(name, size_bytes, count, agreements / count, max_difference)
+
+
+def _megabytes(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.2f} MB"
+
+
+def format_parity_table(reference_name: str, reference_size: int, rows: list[Parity]) -> str:
+    header = ("model", "size", "top-1 agreement", "max |prob diff|")
+    lines = [header, (reference_name, _megabytes(reference_size), "(reference)", "")]
+    for row in rows:
+        agreement = f"{100 * row.top1_agreement:.1f}% ({round(row.top1_agreement * row.images)}/{row.images})"
+        lines.append((row.name, _megabytes(row.size_bytes), agreement, f"{row.max_probability_difference:.4f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+
+
+def report_parity(
+    export: TFLiteExport, reference_path: Path, images: list[Path], log: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> Parity | None:
+    """Print the parity table of one export against the model at reference_path, on held-back images."""
+    from retrain.prediction import load_model
+
+    if not images:
+        warn(f"no held-back images, so the parity of {export.path} with {reference_path} was not measured")
+        return None
+    reference = load_model(reference_path)
+    row = measure_parity(load_tflite_model(export.path), reference, images, f"{export.path.name} ({export.quantization})",
+                         export.size_bytes)
+    reference_path = Path(reference_path).expanduser()
+    reference_size = sum(p.stat().st_size for p in reference_path.rglob("*") if p.is_file()) if reference_path.is_dir() \
+        else reference_path.stat().st_size
+    log(f"TFLite parity on {row.images} held-back images:")
+    log(format_parity_table(reference_path.name, reference_size, [row]))
+    threshold = PARITY_THRESHOLDS[export.quantization]
+    if row.top1_agreement < threshold:
+        warn(f"{export.path}: top-1 agreement {100 * row.top1_agreement:.1f}% is below the {100 * threshold:.1f}% "
+             f"expected for {export.quantization}; check it on your own images before shipping")
+    return row

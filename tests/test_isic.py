@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from retrain.cli import prepare_isic as prepare_isic_command
+from retrain.errors import UserError
+from retrain.isic import prepare_isic
+
+# (image id, melanoma, seborrheic keratosis) in the challenge's 0.0/1.0 spelling.
+ROWS = [
+    ("ISIC_0000001", "1.0", "0.0"),
+    ("ISIC_0000002", "0.0", "1.0"),
+    ("ISIC_0000003", "0.0", "0.0"),
+    ("ISIC_0000004", "0.0", "0.0"),
+    ("ISIC_0000005", "1.0", "0.0"),
+]
+
+
+def write_challenge(root: Path, rows=ROWS, header="image_id,melanoma,seborrheic_keratosis", images=None, set_name="Training"):
+    data = root / f"ISIC-2017_{set_name}_Data"
+    data.mkdir(parents=True, exist_ok=True)
+    for image_id in images if images is not None else [r[0] for r in rows]:
+        Image.new("RGB", (8, 8), (150, 90, 80)).save(data / f"{image_id}.jpg")
+    Image.new("L", (8, 8)).save(data / "ISIC_0000001_superpixels.png")  # the challenge ships these; ignored
+    truth = root / f"ISIC-2017_{set_name}_Part3_GroundTruth.csv"
+    truth.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    return data, truth
+
+
+@pytest.fixture
+def challenge(tmp_path):
+    return write_challenge(tmp_path / "challenge")
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_writes_the_three_trees_with_the_right_classes(challenge, tmp_path):
+    data, truth = challenge
+    out = tmp_path / "out"
+    result = prepare_isic(data, truth, out)
+    assert _names(out / "task1_melanoma" / "melanoma") == ["ISIC_0000001.jpg", "ISIC_0000005.jpg"]
+    assert len(_names(out / "task1_melanoma" / "other")) == 3
+    assert _names(out / "task2_seborrheic_keratosis" / "seborrheic_keratosis") == ["ISIC_0000002.jpg"]
+    assert len(_names(out / "task2_seborrheic_keratosis" / "other")) == 4
+    assert _names(out / "three_class" / "nevus") == ["ISIC_0000003.jpg", "ISIC_0000004.jpg"]
+    assert result.counts["three_class"] == {"melanoma": 2, "nevus": 2, "seborrheic_keratosis": 1}
+    assert result.methods == {"hard link": 15}
+    assert (data / "ISIC_0000001.jpg").exists()  # originals stay where they were
+
+
+def test_a_rerun_gives_the_same_trees(challenge, tmp_path):
+    data, truth = challenge
+    out = tmp_path / "out"
+    prepare_isic(data, truth, out)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    prepare_isic(data, truth, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_the_trees_are_what_retrain_reads(challenge, tmp_path):
+    from retrain.dataset import scan_image_tree
+
+    data, truth = challenge
+    prepare_isic(data, truth, tmp_path / "out")
+    assert scan_image_tree(tmp_path / "out" / "task2_seborrheic_keratosis").labels == ["other", "seborrheic keratosis"]
+
+
+@pytest.mark.parametrize(
+    "rows, header, images, message",
+    [
+        (ROWS, None, [r[0] for r in ROWS[:-1]], "ISIC_0000005: in .* but no image"),
+        (ROWS[:-1], None, [r[0] for r in ROWS], "ISIC_0000005.jpg: image has no row"),
+        (ROWS + [("ISIC_0000006", "1.0", "1.0")], None, None, "ISIC_0000006: both melanoma and seborrheic_keratosis are 1"),
+        (ROWS + [("ISIC_0000006", "2", "0")], None, None, "ISIC_0000006: values must be 0 or 1"),
+        (ROWS + [("ISIC_0000006", "yes", "0")], None, None, "values must be 0 or 1"),
+        (ROWS + [ROWS[0]], None, None, "duplicate image_id ISIC_0000001"),
+        ([(r[0], r[1]) for r in ROWS], "image_id,melanoma", None, "missing column.*seborrheic_keratosis"),
+    ],
+    ids=["id_without_image", "image_without_row", "both_labels", "value_two", "value_word", "duplicate", "missing_column"],
+)
+def test_bad_input_is_reported_and_nothing_is_written(tmp_path, rows, header, images, message):
+    data, truth = write_challenge(
+        tmp_path / "challenge", rows, header or "image_id,melanoma,seborrheic_keratosis", images
+    )
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=message):
+        prepare_isic(data, truth, out)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_metadata_is_checked_against_the_ground_truth(challenge, tmp_path):
+    data, truth = challenge
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("image_id,age_approximate,sex\nISIC_0000001,55,female\nISIC_0000002,unknown,unknown\n")
+    assert prepare_isic(data, truth, tmp_path / "ok", metadata).sexes == {"female": 1, "unknown": 1}
+    metadata.write_text("image_id,age_approximate,sex\nISIC_0000099,55,female\nISIC_0000002,old,x\n")
+    with pytest.raises(UserError) as info:
+        prepare_isic(data, truth, tmp_path / "bad", metadata)
+    text = str(info.value)
+    assert "ISIC_0000099 is not in the ground truth" in text and "age_approximate" in text and "sex must be" in text
+
+
+def test_an_existing_folder_it_did_not_make_is_left_alone(challenge, tmp_path):
+    data, truth = challenge
+    out = tmp_path / "out"
+    (out / "three_class").mkdir(parents=True)
+    (out / "three_class" / "precious.txt").write_text("mine")
+    with pytest.raises(UserError, match="was not made by prepare_isic"):
+        prepare_isic(data, truth, out)
+    assert (out / "three_class" / "precious.txt").read_text() == "mine"
+
+
+def test_command_reports_counts_per_class_and_how_images_were_placed(challenge, tmp_path):
+    data, truth = challenge
+    result = CliRunner().invoke(
+        prepare_isic_command, ["--images", str(data), "--ground_truth", str(truth), "--output", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "task1_melanoma: melanoma 2, other 3" in result.output
+    assert "hard link (15)" in result.output
+
+
+def test_command_gives_one_error_block_and_exit_one_for_a_missing_csv(challenge, tmp_path):
+    data, _ = challenge
+    result = CliRunner().invoke(
+        prepare_isic_command, ["--images", str(data), "--ground_truth", str(tmp_path / "none.csv"), "--output", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert "none.csv: cannot read" in result.stderr and "Traceback" not in result.output

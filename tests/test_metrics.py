@@ -1,0 +1,89 @@
+import math
+
+import numpy as np
+import pytest
+
+from retrain.metrics import (
+    confusion_matrix,
+    evaluate_probabilities,
+    format_report,
+    per_class_scores,
+    roc_auc,
+    roc_curve,
+    specificity_at_sensitivity,
+)
+
+
+def test_auc_of_a_hand_counted_case():
+    # Positives 0.9, 0.4; negatives 0.8, 0.3, 0.1. Pairs won: (0.9 vs all 3) + (0.4 vs 0.3, 0.1) = 5 of 6.
+    scores = [0.9, 0.8, 0.4, 0.3, 0.1]
+    positive = [1, 0, 1, 0, 0]
+    assert roc_auc(scores, positive) == pytest.approx(5 / 6)
+
+
+def test_auc_counts_tied_scores_as_half():
+    # Positive 0.5 ties negative 0.5 (half), beats 0.2 (one); positive 0.7 beats both: (0.5 + 1 + 2) / 4.
+    assert roc_auc([0.5, 0.7, 0.5, 0.2], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
+    assert roc_auc([0.3, 0.3, 0.3, 0.3], [1, 0, 1, 0]) == pytest.approx(0.5)
+
+
+def test_auc_is_one_for_perfect_ranking_zero_for_inverted_and_nan_with_one_class():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_auc_matches_scikit_learn_on_random_scores_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.uniform(size=300), 1)  # many ties
+    positive = rng.uniform(size=300) < 0.2
+    assert roc_auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores))
+
+
+def test_roc_curve_runs_from_nothing_called_to_everything_called():
+    fpr, tpr, thresholds = roc_curve([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0])
+    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert list(tpr) == [0, 0.5, 0.5, 1, 1] and list(fpr) == [0, 0, 0.5, 0.5, 1]
+
+
+def test_specificity_at_95_percent_sensitivity():
+    # Positives: 18 at 0.9, one at 0.45, one at 0.2. Negatives: 10 at 0.5, 10 at 0.1.
+    # 95 % sensitivity needs 19 of 20 positives: threshold 0.45, which also calls the ten
+    # 0.5 negatives, so specificity 0.5.
+    scores = [0.9] * 18 + [0.45, 0.2] + [0.5] * 10 + [0.1] * 10
+    positive = [1] * 20 + [0] * 20
+    assert specificity_at_sensitivity(scores, positive, 0.95) == pytest.approx(0.5)
+    # 90 % sensitivity is reached at 0.9, before any negative: specificity 1.
+    assert specificity_at_sensitivity(scores, positive, 0.90) == pytest.approx(1.0)
+    # With the last positive below every negative, 100 % sensitivity costs all specificity.
+    scores[19] = 0.05
+    assert specificity_at_sensitivity(scores, positive, 1.0) == pytest.approx(0.0)
+
+
+def test_confusion_matrix_and_per_class_scores_by_hand():
+    true = [0, 0, 0, 1, 1, 2]
+    predicted = [0, 0, 1, 1, 2, 2]
+    matrix = confusion_matrix(np.array(true), np.array(predicted), 3)
+    assert matrix.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    first, second, third = per_class_scores(matrix)
+    assert (first.precision, first.recall) == (1.0, pytest.approx(2 / 3))
+    assert first.f1 == pytest.approx(0.8)
+    assert (second.precision, second.recall, second.f1) == (0.5, 0.5, 0.5)
+    assert (third.precision, third.recall) == (0.5, 1.0)
+
+
+def test_evaluation_dict_has_the_documented_keys_and_binary_figures():
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.2, 0.8]])
+    true = np.array([0, 0, 1, 0, 1])
+    result = evaluate_probabilities(probabilities, true, ["melanoma", "other"])
+    assert set(result) >= {"n", "accuracy", "balanced_accuracy", "auc", "confusion_matrix", "per_class", "binary"}
+    assert result["n"] == 5 and result["accuracy"] == pytest.approx(0.8)
+    # 'other' is never the positive class: melanoma is, scored by column 0.
+    assert result["binary"]["positive_label"] == "melanoma"
+    assert result["binary"]["sensitivity"] == pytest.approx(2 / 3)  # 0.9, 0.6 >= 0.5; 0.45 is not
+    assert result["binary"]["specificity"] == pytest.approx(1.0)
+    assert result["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["auc"]["melanoma"] == pytest.approx(1.0)
+    assert "Specificity at 95% sensitivity" in format_report(result, ["melanoma", "other"])
