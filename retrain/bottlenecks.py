@@ -4,7 +4,8 @@ An entry is keyed by the backbone's identity, the preprocessing version and the
 SHA-1 of the image file's bytes: renaming a file reuses its entry, replacing its
 contents does not, and another backbone never sees these features. Entries are
 written atomically and carry a CRC, so an interrupted run leaves nothing half
-written and a damaged entry is recomputed, not read.
+written and a damaged entry is recomputed, not read. A distorted training copy
+(retrain.augmentation) is keyed by the same content key plus its settings and index.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def compute_bottlenecks(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     engine="auto",
+    distortions: list | None = None,
 ) -> Extraction:
     """Features for every path: from the cache where possible, else computed.
 
@@ -135,7 +137,9 @@ def compute_bottlenecks(
     engine (LiteRT) then runs the network in the same worker, otherwise the main thread
     runs TensorFlow on batches. Either way the main thread writes the cache entries, in
     order. `engine` is a name from feature_engines.ENGINES, built only when the first
-    image needs computing (so a fully cached run never pays for it), or a FeatureEngine."""
+    image needs computing (so a fully cached run never pays for it), or a FeatureEngine.
+    `distortions`, aligned with `paths`, gives a DistortedCopy (or None) per item: its
+    own cache key and pixels; a path may then appear once per copy."""
     from retrain.feature_engines import create_engine
 
     size = backbone.input_size
@@ -156,12 +160,14 @@ def compute_bottlenecks(
             data = path.read_bytes()
         except OSError as e:
             return ImageError(path, f"cannot read file ({e.strerror or e})")
-        key = content_key(data)
+        content = content_key(data)
+        copy = distortions[index] if distortions else None
+        key = copy.cache_key(content) if copy else content
         vector = cache.read(key)
         if vector is not None:
             return _Prepared(index, key, vector=vector)
         try:
-            pixels = load_image(path, size, data)
+            pixels = load_image(path, size, data, copy.draw_for(content) if copy else None)
         except ImageError as e:
             return e
         features = current_engine()

@@ -105,12 +105,22 @@ _PATH = click.Path(path_type=Path)
          help="Stop after this many evaluations without improvement and keep the best step (0 = off).")
 @_option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
          help="Whole-validation-set figure early stopping watches.")
-@_option("flip_left_right", is_flag=True, hidden=True)
-@_option("random_crop", type=int, default=0, hidden=True)
-@_option("random_scale", type=int, default=0, hidden=True)
-@_option("random_brightness", type=int, default=0, hidden=True)
+@_option("flip_left_right", is_flag=True, help="Distorted copies are randomly mirrored left-right.")
+@_option("flip_up_down", is_flag=True, help="Distorted copies are randomly mirrored top-bottom.")
+@_option("rotate90", is_flag=True, help="Distorted copies are turned a random number of quarter turns.")
+@_option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image.")
+@_option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in.")
+@_option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %.")
+@_option("distorted_copies", type=int, default=None,
+         help="Distorted copies cached per training image [default: 5 when a distortion flag is given].")
 @_option("intermediate_output_graphs_dir", type=_PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps.")
 @_option("intermediate_store_frequency", type=int, default=0, show_default=True)
+@_option("fine_tune_layers", type=int, default=0, show_default=True,
+         help="Fine-tune the last N blocks of an EfficientNet-Lite backbone with the top layer: "
+              "1 = the head 1x1 conv, 2 = it and the last MBConv block, ... (0 = off).")
+@_option("fine_tune_steps", type=int, default=300, show_default=True, help="Fine-tuning steps, after the top layer is trained.")
+@_option("fine_tune_learning_rate", type=float, default=1e-4, show_default=True, help="Adam step size while fine-tuning.")
+@_option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step.")
 @_reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
@@ -121,11 +131,12 @@ def retrain(**flags):
         return
     if flags["image_dir"] is None:
         raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
-    unsupported = [
-        f"--{name}" for name in ("flip_left_right", "random_crop", "random_scale", "random_brightness") if flags.pop(name)
-    ]
-    if unsupported:
-        _warn(f"{', '.join(unsupported)} not supported yet; training on undistorted cached bottlenecks")
+    from retrain.augmentation import Distortion
+
+    flags["distortion"] = Distortion(**{name: flags.pop(name) for name in _DISTORTION_FLAGS})
+    from retrain.fine_tuning import FineTuneConfig
+
+    flags["fine_tuning"] = FineTuneConfig(**{name: flags.pop(name) for name in _FINE_TUNE_FLAGS})
     context = click.get_current_context()
     explicit = {
         field: flags[flag]
@@ -137,6 +148,9 @@ def retrain(**flags):
         flags.pop(flag)
     run_retrain(RetrainOptions(training=training, **flags), log=click.echo, warn=_warn, progress_factory=_progress)
 
+
+_FINE_TUNE_FLAGS = ("fine_tune_layers", "fine_tune_steps", "fine_tune_learning_rate", "fine_tune_batch_size")
+_DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
 
 # retrain flag -> TrainingConfig field
 _TRAINING_FLAGS = {
@@ -188,8 +202,9 @@ def _print_architectures(model_dir: Path | None) -> None:
 @_option("input_width", type=int, default=None)
 @_option("input_mean", type=float, default=None)
 @_option("input_std", type=float, default=None)
+@_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
 @_reports_user_errors
-def label_image(image, graph, labels, architecture, model_dir, top_k, **feed):
+def label_image(image, graph, labels, architecture, model_dir, top_k, tta, **feed):
     """Print the top predictions for one image, best first."""
     from retrain import paths, prediction
 
@@ -202,6 +217,8 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, **feed):
         model = prediction.load_model(graph, prediction.FeedOverrides(**feed), notes)
         for note in notes:
             _warn(note)
+    if tta:
+        model = prediction.with_flip_tta(model)
     label_list = prediction.read_labels(labels) if labels else None
     for result in prediction.classify(model, image, label_list, top_k):
         click.echo(f"{result.label} (score={result.score:.5f})")
@@ -235,8 +252,9 @@ def prepare_isic(images, ground_truth, metadata, output):
 @_option("plot", type=_PATH, default=None, help="Draw ROC curves to this PNG (needs matplotlib).")
 @_option("predictions", type=_PATH, default=None, help="Write per-image probabilities as CSV.")
 @_option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
+@_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
 @_reports_user_errors
-def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submission):
+def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submission, tta):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
     from retrain import evaluation, prediction
     from retrain.metrics import format_report
@@ -248,6 +266,8 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
     results, runs = {}, []
     for index, graph_path in enumerate(graph):
         model = prediction.load_model(graph_path)
+        if tta:
+            model = prediction.with_flip_tta(model)
         label_list = prediction.read_labels(labels[index]) if labels else model.labels
         if label_list is None:
             raise UserError(f"--graph {graph_path}: carries no labels; pass --labels")

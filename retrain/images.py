@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -24,6 +25,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 MAX_PIXELS = 120_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+if TYPE_CHECKING:
+    from retrain.augmentation import DistortionDraw
 
 
 class ImageError(ValueError):
@@ -39,13 +43,18 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_image(path: Path | str, size: int | tuple[int, int], data: bytes | None = None) -> np.ndarray:
+def load_image(
+    path: Path | str, size: int | tuple[int, int], data: bytes | None = None, distortion: DistortionDraw | None = None
+) -> np.ndarray:
     """Return the image as a height x width x 3 uint8 RGB array, or raise ImageError.
 
     `size` is the side of a square, or (width, height); images are squashed to it, as
     retrain.py did, not cropped.
 
     `data` lets a caller that already read the file (to hash it) avoid a second read.
+
+    `distortion` (a cached augmentation copy, see retrain.augmentation) crops the decoded
+    image before the one resize, then flips, turns and brightens the resized pixels.
     """
     width, height = (size, size) if isinstance(size, int) else size
     if data is None:
@@ -63,11 +72,13 @@ def load_image(path: Path | str, size: int | tuple[int, int], data: bytes | None
                 raise ImageError(path, f"image is too large ({image.size[0]}x{image.size[1]} pixels; limit {MAX_PIXELS:,})")
             if image.format == "JPEG":
                 # DCT scaling: decode straight to the smallest size that is still >= the target.
-                image.draft(image.mode if image.mode in ("RGB", "L") else None, (width, height))
+                zoom = distortion.zoom if distortion else 1.0  # a crop is enlarged: decode it sharp enough
+                image.draft(image.mode if image.mode in ("RGB", "L") else None, (round(width * zoom), round(height * zoom)))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
             image = _to_rgb(image)
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            box = distortion.crop_box(*image.size) if distortion else None
+            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
     except ImageError:
         raise
     except UnidentifiedImageError as e:
@@ -76,7 +87,8 @@ def load_image(path: Path | str, size: int | tuple[int, int], data: bytes | None
         raise ImageError(path, "image is too large (decompression bomb guard)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"corrupt or truncated image ({e})") from e
-    return np.asarray(image, dtype=np.uint8)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return distortion.apply_to_pixels(pixels) if distortion else pixels
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

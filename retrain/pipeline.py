@@ -14,9 +14,11 @@ from typing import Callable
 
 import numpy as np
 
+from retrain.augmentation import Distortion, add_distorted_copies, check_distortion, copies_to_make
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.dataset import scan_image_tree, split_images
 from retrain.errors import UserError
+from retrain.fine_tuning import FineTuneConfig, check_fine_tuning, fine_tune_classifier
 from retrain.metrics import positive_class_index, roc_auc
 from retrain.training import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
 
@@ -45,6 +47,9 @@ class RetrainOptions:
     intermediate_output_graphs_dir: Path | None = None
     intermediate_store_frequency: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    distortion: Distortion = field(default_factory=Distortion)  # cached augmentation of training images
+    distorted_copies: int | None = None  # None = the default K when a distortion is set
+    fine_tuning: FineTuneConfig = field(default_factory=FineTuneConfig)  # --fine_tune_layers and friends
 
 
 @dataclass
@@ -133,6 +138,7 @@ def run_retrain(
     _check_backbone_options(options)
     if not options.tfhub_module:
         get_config(options.architecture)  # fail on a typo before any slow work
+    check_fine_tuning(options.fine_tuning, None if options.tfhub_module else get_config(options.architecture))
     if options.training.steps < 1:
         raise UserError("--how_many_training_steps must be at least 1")
     if options.training.train_batch_size < 1:
@@ -141,6 +147,7 @@ def run_retrain(
         raise UserError("--eval_step_interval must be at least 1")
     if options.tflite_output is not None:
         _check_tflite_options(options)
+    check_distortion(options.distortion, options.distorted_copies)
     tree = scan_image_tree(options.image_dir)
     for folder in tree.skipped_empty:
         warn(f"{folder}: no .jpg/.jpeg/.png images; class skipped")
@@ -195,6 +202,8 @@ def run_retrain(
         return np.stack([features_by_path[p] for p, _ in pairs]), np.array([c for _, c in pairs])
 
     train_x, train_y = arrays(split.training)
+    train_x, train_y = _add_distorted_copies(options, [p for p, _ in split.training], train_x, train_y, backbone, cache,
+                                             log, warn, progress_factory)
     val_x, val_y = arrays(split.validation)
     test_x, test_y = arrays(split.testing)
     summaries = _SummaryWriters(options.summaries_dir) if options.summaries_dir else None
@@ -231,6 +240,12 @@ def run_retrain(
         log(f"Early stopping: kept the top layer from step {head.step}, best validation {training.early_stopping_metric}")
     if len(val_y):
         log(_format_auc("Validation", head.probabilities(val_x), val_y, labels))
+    if options.fine_tuning.fine_tune_layers:
+        head, val_x, test_x = fine_tune_classifier(options, backbone, head, split, training, log, warn, progress_factory)
+        metadata = {**model_metadata(backbone, labels, options.final_tensor_name),
+                    "fine_tune_layers": options.fine_tuning.fine_tune_layers}
+        if len(val_y):
+            log(_format_auc("Fine-tuned validation", head.probabilities(val_x), val_y, labels))
 
     test_accuracy = None
     if len(test_y):
@@ -261,6 +276,26 @@ def run_retrain(
     return RetrainResult(
         labels, test_accuracy, len(test_y), extraction.computed, extraction.reused, len(extraction.failures)
     )
+
+
+def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, cache, log, warn, progress_factory):
+    """Training rows plus K cached distorted copies per training image (none unless asked for)."""
+    copies = copies_to_make(options.distortion, options.distorted_copies)
+    if options.distortion.active and not copies:
+        warn("--distorted_copies 0: distortion flags ignored; training on undistorted bottlenecks")
+    if not copies or not len(train_y):
+        return train_x, train_y
+    if options.distorted_copies is None:
+        log(f"Distortion flags without --distorted_copies: caching {copies} distorted copies per training image")
+    progress = progress_factory(copies * len(train_y), "Distorted copies") if progress_factory else None
+    added = add_distorted_copies(training_paths, train_x, train_y, options.distortion, copies, backbone, cache, progress)
+    for failure in added.failures:
+        warn(f"skipped a distorted copy of {failure.path}: {failure.reason}")
+    log(
+        f"Distorted copies ({options.distortion.describe()}): {copies} per training image, "
+        f"{added.reused} reused, {added.computed} computed; training on {len(added.labels)} rows"
+    )
+    return added.features, added.labels
 
 
 def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels, log) -> None:

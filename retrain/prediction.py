@@ -3,6 +3,7 @@ and classifying images with the shared preprocessing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,23 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     labels = metadata["labels"] if metadata else None
     return LoadedModel(predict, int(height), int(width), labels, str(path))
+
+
+def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
+    """A [N, H, W, 3] batch as is, mirrored left-right, top-bottom, and both."""
+    return [pixels, pixels[:, :, ::-1], pixels[:, ::-1], pixels[:, ::-1, ::-1]]
+
+
+def with_flip_tta(model: LoadedModel) -> LoadedModel:
+    """Test-time augmentation (--tta): the model's probabilities averaged over the four flips.
+
+    It acts on the preprocessed pixels and the output probabilities only, so it works the
+    same for frozen graphs, SavedModels and .tflite models."""
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        return np.mean([model.predict(np.ascontiguousarray(v)) for v in flip_variants(pixels)], axis=0)
+
+    return dataclasses.replace(model, predict=predict)
 
 
 def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:

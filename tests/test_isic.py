@@ -131,3 +131,20 @@ def test_command_gives_one_error_block_and_exit_one_for_a_missing_csv(challenge,
     )
     assert result.exit_code == 1
     assert "none.csv: cannot read" in result.stderr and "Traceback" not in result.output
+
+
+SHARED_ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
+
+
+@pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason=f"real ISIC 2017 data not present at {SHARED_ISIC}")
+def test_real_isic_validation_set_is_prepared_with_the_challenge_class_counts(tmp_path):
+    result = prepare_isic(
+        SHARED_ISIC / "ISIC-2017_Validation_Data",
+        SHARED_ISIC / "ISIC-2017_Validation_Part3_GroundTruth.csv",
+        tmp_path / "out",
+        SHARED_ISIC / "ISIC-2017_Validation_Data_metadata.csv",
+    )
+    assert result.counts["three_class"] == {"melanoma": 30, "nevus": 78, "seborrheic_keratosis": 42}
+    assert result.counts["task1_melanoma"] == {"melanoma": 30, "other": 120}
+    assert result.counts["task2_seborrheic_keratosis"] == {"seborrheic_keratosis": 42, "other": 108}
+    assert len(list((SHARED_ISIC / "ISIC-2017_Validation_Data").glob("*.jpg"))) == 150  # originals untouched

@@ -78,6 +78,12 @@ def block_plan(width: float, depth: float) -> list[Block]:
     return blocks
 
 
+def tunable_block_count(config: BackboneConfig) -> int:
+    """How many blocks --fine_tune_layers can unfreeze: every MBConv block plus the head conv."""
+    options = dict(config.options)
+    return len(block_plan(options["width"], options["depth"])) + 1
+
+
 def convert_state_dict(state: dict[str, np.ndarray], blocks: list[Block]) -> dict[str, np.ndarray]:
     """Fold each batch norm into the convolution before it and move kernels to TF layout."""
 
@@ -119,22 +125,53 @@ class EfficientNetLite(tf.Module):
         x = tf.nn.conv2d(x, self.layers[f"{name}_kernel"], stride, "SAME")
         return tf.nn.bias_add(x, self.layers[f"{name}_bias"])
 
-    def features(self, images):
+    def _block(self, x, i: int):
+        block, inputs = self.blocks[i], x
+        if block.expand != 1:
+            x = tf.nn.relu6(self._conv(x, f"block{i}_expand"))
+        x = tf.nn.depthwise_conv2d(
+            x, self.layers[f"block{i}_depthwise_kernel"], [1, block.stride, block.stride, 1], "SAME"
+        )
+        x = tf.nn.relu6(tf.nn.bias_add(x, self.layers[f"block{i}_depthwise_bias"]))
+        x = self._conv(x, f"block{i}_project")
+        return x + inputs if block.residual else x
+
+    def activations_before(self, images, start_block: int):
+        """The activations entering block `start_block` (len(blocks) = the head conv): the
+        frozen part of the network when the blocks from there on are fine-tuned."""
         x = (images - 127.0) / 128.0
         x = tf.nn.relu6(self._conv(x, "stem", 2))
-        for i, block in enumerate(self.blocks):
-            inputs = x
-            if block.expand != 1:
-                x = tf.nn.relu6(self._conv(x, f"block{i}_expand"))
-            x = tf.nn.depthwise_conv2d(
-                x, self.layers[f"block{i}_depthwise_kernel"], [1, block.stride, block.stride, 1], "SAME"
-            )
-            x = tf.nn.relu6(tf.nn.bias_add(x, self.layers[f"block{i}_depthwise_bias"]))
-            x = self._conv(x, f"block{i}_project")
-            if block.residual:
-                x = x + inputs
+        for i in range(start_block):
+            x = self._block(x, i)
+        return x
+
+    def features_from(self, x, start_block: int):
+        """The rest of `features` from the activations entering block `start_block`."""
+        for i in range(start_block, len(self.blocks)):
+            x = self._block(x, i)
         x = tf.nn.relu6(self._conv(x, "head"))
         return tf.reduce_mean(x, axis=[1, 2])
+
+    def features(self, images):
+        return self.features_from(self.activations_before(images, len(self.blocks)), len(self.blocks))
+
+    @property
+    def tunable_block_count(self) -> int:
+        """The MBConv blocks plus the head 1x1 conv, which counts as the last block."""
+        return len(self.blocks) + 1
+
+    def block_layer_names(self, start_block: int) -> list[str]:
+        """The weight names of blocks `start_block`.. and the head conv (not the ImageNet classifier)."""
+        prefixes = tuple(f"block{i}_" for i in range(start_block, len(self.blocks))) + ("head_",)
+        return [name for name in self.layers if name.startswith(prefixes)]
+
+    def unfreeze_from(self, start_block: int) -> list[tf.Variable]:
+        """Make the weights of blocks `start_block`.. and the head conv trainable (a variable's
+        `trainable` is fixed at creation, so those are replaced by trainable copies) and return them."""
+        for name in self.block_layer_names(start_block):
+            if not self.layers[name].trainable:
+                self.layers[name] = tf.Variable(self.layers[name], trainable=True, name=name)
+        return [self.layers[name] for name in self.block_layer_names(start_block)]
 
     def imagenet_logits(self, images):
         return tf.matmul(self.features(images), self.layers["classifier_kernel"]) + self.layers["classifier_bias"]
