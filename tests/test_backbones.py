@@ -10,7 +10,7 @@ import pytest
 import sklearn.datasets
 from click.testing import CliRunner
 
-from retrain.backbones import REGISTRY, architecture_table, create_backbone, get_config
+from retrain.backbones import REGISTRY, create_backbone, get_config
 from retrain.cli import label_image, retrain
 from retrain.errors import UserError
 

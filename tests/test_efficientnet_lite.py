@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 import sklearn.datasets
 from click.testing import CliRunner
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from retrain.backbones import Backbone, BackboneConfig
 from retrain.backbones.torch_legacy import TorchFileError, load_state_dict
 from retrain.errors import UserError
-from retrain.paths import write_atomically
+from retrain.paths import file_digest, write_atomically
 
 # Bump when the conversion changes the numbers; it is part of the cache file name and backbone identity.
 CONVERSION_VERSION = 1
@@ -204,14 +204,6 @@ def weights_available(config: BackboneConfig, model_dir: Path) -> bool:
     return True
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block]) -> tuple[dict, str]:
     """Load the cached conversion, or convert the PyTorch weights and cache them."""
     weights_file = find_weights_file(config, model_dir)
@@ -232,7 +224,7 @@ def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block
         layers = convert_state_dict(state, blocks)
     except (TorchFileError, KeyError, OSError) as e:
         raise UserError(f"{weights_file}: cannot read {config.name} weights ({e})") from e
-    digest = _digest(weights_file)
+    digest = file_digest(weights_file)
     buffer = io.BytesIO()
     np.savez(buffer, source_digest=np.array(digest), **layers)
     try:

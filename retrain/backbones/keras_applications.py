@@ -10,7 +10,6 @@ Keras' normal download-and-cache (~/.keras/models, or $KERAS_HOME/models) is tri
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import re
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 from retrain.backbones import Backbone, BackboneConfig
 from retrain.errors import UserError
+from retrain.paths import file_digest
 
 # Keras' caffe-mode ImageNet channel means, in BGR order.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -87,14 +87,6 @@ def find_weights_file(config: BackboneConfig, model_dir: Path) -> Path:
         ) from e
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def build_model(config: BackboneConfig):
     """The Keras application without top and with global average pooling, random weights."""
     import keras
@@ -118,4 +110,4 @@ def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False)
     except Exception as e:  # h5py and Keras raise many types for a wrong or damaged file
         raise UserError(f"{weights_path}: not the no-top ImageNet weights of {config.name} ({type(e).__name__})") from e
     module = KerasBackbone(model, mode, config.name)
-    return Backbone(config=config, identity=f"{config.name}-{_digest(weights_path)}", module=module)
+    return Backbone(config=config, identity=f"{config.name}-{file_digest(weights_path)}", module=module)
