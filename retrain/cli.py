@@ -7,7 +7,6 @@ dashed spellings work too.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,11 +15,9 @@ import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
+from retrain.native_logs import import_tensorflow
 from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, RECIPES, SCHEDULES, apply_recipe
 from retrain.tflite_model import QUANTIZATIONS
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def _option(name: str, *args, **kwargs):
     """An option spelled --name_with_underscores, also accepted as --name-with-dashes."""
@@ -127,10 +124,12 @@ def retrain(**flags):
     from retrain.pipeline import RetrainOptions, run_retrain
 
     if flags.pop("list_architectures"):
+        import_tensorflow()
         _print_architectures(flags["model_dir"])
         return
     if flags["image_dir"] is None:
         raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
+    import_tensorflow()
     from retrain.augmentation import Distortion
 
     flags["distortion"] = Distortion(**{name: flags.pop(name) for name in _DISTORTION_FLAGS})
@@ -207,9 +206,12 @@ def _print_architectures(model_dir: Path | None) -> None:
 def label_image(image, graph, labels, architecture, model_dir, top_k, tta, **feed):
     """Print the top predictions for one image, best first."""
     from retrain import paths, prediction
+    from retrain.tflite_model import is_tflite_file
 
     if not Path(image).expanduser().is_file():
         raise UserError(f"--image {image}: no such file")
+    if graph is None or not is_tflite_file(Path(graph).expanduser()):
+        import_tensorflow()
     if graph is None:
         model = prediction.stock_imagenet_model(architecture, model_dir or paths.default_model_dir())
     else:
@@ -258,6 +260,10 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
     from retrain import evaluation, prediction
     from retrain.metrics import format_report
+    from retrain.tflite_model import is_tflite_file
+
+    if not all(is_tflite_file(Path(g).expanduser()) for g in graph):
+        import_tensorflow()
 
     if labels and len(labels) != len(graph):
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
@@ -324,6 +330,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
 def export_tflite(saved_model_dir, output, quantization, image_dir, representative_images, validation_percentage,
                   testing_percentage, reference_graph, random_seed):
     """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
+    import_tensorflow()
     from retrain import tflite_export
 
     if quantization == "int8" and image_dir is None:

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from retrain.native_logs import native_logs_silenced
+
 ENGINES = ("auto", "litert", "tensorflow")
 TENSORFLOW_BATCH_SIZE = 32  # TF's throughput stops growing here on 2 cores
 PROBE_TOLERANCE = 1e-3  # float32 LiteRT vs TensorFlow differ by ~1e-6 relative on EfficientNet-Lite0
@@ -76,7 +78,8 @@ def _convert(backbone) -> bytes:
     trackable = backbone.module if isinstance(backbone.module, tf.Module) else None
     try:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], trackable)
-        return converter.convert()
+        with native_logs_silenced():
+            return converter.convert()
     except Exception as e:  # the converter raises many types, ConverterError among them
         raise EngineUnavailable(f"{backbone.identity} does not convert to LiteRT ({type(e).__name__})") from e
 
@@ -101,7 +104,8 @@ def litert_engine(backbone, threads_per_interpreter: int = 1) -> FeatureEngine:
         return local
 
     try:
-        interpreter()  # fail here, not in a worker, if the model does not load
+        with native_logs_silenced():  # the first interpreter announces its XNNPACK delegate
+            interpreter()  # fail here, not in a worker, if the model does not load
     except (ValueError, RuntimeError) as e:
         raise EngineUnavailable(f"LiteRT cannot load the converted {backbone.identity} ({e})") from e
 

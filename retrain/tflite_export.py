@@ -20,6 +20,7 @@ import tensorflow as tf
 from retrain.errors import UserError
 from retrain.export import METADATA_FILE, Classifier, export_saved_model
 from retrain.images import ImageError, load_image
+from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 from retrain.prediction import LoadedModel
 from retrain.tflite_model import QUANTIZATIONS, load_tflite_model, sidecar_path
@@ -99,7 +100,8 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     try:
-        return converter.convert()
+        with native_logs_silenced():
+            return converter.convert()
     except Exception as e:  # the converter raises ConverterError and others for a model it cannot take
         raise UserError(f"--saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
 
@@ -121,7 +123,8 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
     """The SavedModel's metadata plus what an app needs to feed and read this .tflite."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model_bytes)
+    with native_logs_silenced():
+        interpreter = Interpreter(model_content=model_bytes)
     (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def tensor(detail):

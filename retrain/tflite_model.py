@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.errors import UserError
+from retrain.native_logs import native_logs_silenced
 from retrain.prediction import FeedOverrides, LoadedModel
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
@@ -78,8 +79,9 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
     notes = notes if notes is not None else []
     path = Path(path).expanduser()
     try:
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
+        with native_logs_silenced():
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise UserError(f"--graph {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
