@@ -12,7 +12,7 @@ import numpy as np
 
 from retrain.dataset import scan_image_tree
 from retrain.errors import UserError
-from retrain.images import ImageError, is_image_file, load_image
+from retrain.images import ImageError, is_image_file, load_batches
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.prediction import LoadedModel
@@ -62,17 +62,10 @@ def predict_images(
     probabilities = np.zeros((len(paths), len(labels)), np.float32)
     ok = np.zeros(len(paths), bool)
     failures: list[ImageError] = []
-    size = (model.input_width, model.input_height)
-    for start in range(0, len(paths), batch_size):
-        indices, pixels = [], []
-        for i in range(start, min(start + batch_size, len(paths))):
-            try:
-                pixels.append(load_image(paths[i], size))
-                indices.append(i)
-            except ImageError as e:
-                failures.append(e)
-        if pixels:
-            output = model.predict(np.stack(pixels).astype(np.float32))
+    for indices, pixels, unreadable in load_batches(paths, (model.input_width, model.input_height), batch_size):
+        failures += unreadable
+        if pixels is not None:
+            output = model.predict(pixels)
             if output.shape[1] != len(labels):
                 raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
             probabilities[indices] = output
@@ -124,6 +117,16 @@ def isic_scores(probabilities: np.ndarray, labels: list[str], wanted: str) -> np
     return probabilities[:, labels.index(wanted)] if wanted in labels else None
 
 
+def draw_roc(axes, curves: list[tuple[str, np.ndarray, np.ndarray, float | None]]) -> None:
+    """ROC curves (label, scores, positives, AUC or None) and the chance diagonal on matplotlib axes."""
+    for label, scores, positives, auc in curves:
+        fpr, tpr, _ = roc_curve(scores, positives)
+        axes.plot(fpr, tpr, label=label if auc is None else f"{label} (AUC {auc:.3f})")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axes.set(xlabel="1 - specificity", ylabel="sensitivity")
+    axes.legend(loc="lower right")
+
+
 def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str) -> None:
     """ROC curves (label, scores, positives, auc) to a PNG; needs the optional matplotlib."""
     try:
@@ -134,12 +137,8 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]]
     except ImportError as e:
         raise UserError("--plot needs matplotlib: pip install 'retrain[plot]'") from e
     figure, axes = plt.subplots(figsize=(5.5, 5))
-    for label, scores, positives, auc in curves:
-        fpr, tpr, _ = roc_curve(scores, positives)
-        axes.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
-    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    axes.legend(loc="lower right")
+    draw_roc(axes, curves)
+    axes.set(title=title, xlim=(0, 1), ylim=(0, 1.01))
     figure.tight_layout()
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("P", "PA") or "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def load_batches(paths: list[Path], size: int | tuple[int, int], batch_size: int = 32):
+    """Yield (indices, float32 pixels or None, failures) per batch of paths: what every
+    consumer of many images (evaluate, TFLite parity) needs from load_image."""
+    for start in range(0, len(paths), batch_size):
+        indices, pixels, failures = [], [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                pixels.append(load_image(paths[i], size))
+                indices.append(i)
+            except ImageError as e:
+                failures.append(e)
+        yield indices, np.stack(pixels).astype(np.float32) if pixels else None, failures

@@ -136,9 +136,8 @@ def run_retrain(
     from retrain.bottlenecks import compute_bottlenecks, open_cache
 
     _check_backbone_options(options)
-    if not options.tfhub_module:
-        get_config(options.architecture)  # fail on a typo before any slow work
-    check_fine_tuning(options.fine_tuning, None if options.tfhub_module else get_config(options.architecture))
+    backbone_config = None if options.tfhub_module else get_config(options.architecture)  # a typo fails before slow work
+    check_fine_tuning(options.fine_tuning, backbone_config)
     if options.training.steps < 1:
         raise UserError("--how_many_training_steps must be at least 1")
     if options.training.train_batch_size < 1:
@@ -308,7 +307,7 @@ def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels
     except ImportError:
         log("(install matplotlib, pip install 'retrain[plot]', for a PNG of the training curves)")
         return
-    from retrain.metrics import roc_curve
+    from retrain.evaluation import draw_roc
 
     target = Path(output_graph).expanduser().with_suffix(".training.png")
     figure, (curves, roc) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -323,11 +322,7 @@ def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels
     curves.legend()
     if val_probabilities is not None:
         shown = [1] if len(labels) == 2 else range(len(labels))
-        for c in shown:
-            fpr, tpr, _ = roc_curve(val_probabilities[:, c], val_y == c)
-            roc.plot(fpr, tpr, label=labels[c])
-        roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
-        roc.legend(loc="lower right")
+        draw_roc(roc, [(labels[c], val_probabilities[:, c], val_y == c, None) for c in shown])
     roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="Validation ROC")
     figure.tight_layout()
     figure.savefig(target, dpi=100)

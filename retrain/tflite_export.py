@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from retrain.errors import UserError
 from retrain.export import METADATA_FILE, Classifier, export_saved_model
-from retrain.images import ImageError, load_image
+from retrain.images import load_batches
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 from retrain.prediction import LoadedModel
@@ -69,12 +69,8 @@ def representative_sample(paths: list[Path], count: int, seed: int = 0) -> list[
 
 
 def _representative_pixels(paths: list[Path], size: int) -> list[np.ndarray]:
-    pixels = []
-    for path in paths:
-        try:
-            pixels.append(load_image(path, size).astype(np.float32)[None])
-        except ImageError:
-            continue  # already reported where the image set was read
+    # Unreadable images were already reported where the image set was read.
+    pixels = [batch for _, batch, _ in load_batches(paths, size, batch_size=1) if batch is not None]
     if not pixels:
         raise UserError(f"the representative set for int8 calibration is empty (none of {len(paths)} images could be read)")
     # Calibration takes the input's range from the samples; one black and one white pixel make
@@ -175,16 +171,9 @@ def measure_parity(
 ) -> Parity:
     """Top-1 agreement and the largest probability difference over the readable images."""
     agreements, max_difference, count = 0, 0.0, 0
-    for start in range(0, len(images), batch_size):
-        pixels = []
-        for path in images[start : start + batch_size]:
-            try:
-                pixels.append(load_image(path, (reference.input_width, reference.input_height)))
-            except ImageError:
-                continue
-        if not pixels:
+    for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):
+        if batch is None:
             continue
-        batch = np.stack(pixels).astype(np.float32)
         expected, actual = reference.predict(batch), candidate.predict(batch)
         if expected.shape != actual.shape:
             raise UserError(f"{candidate.source}: gives {actual.shape[1]} outputs but {reference.source} gives {expected.shape[1]}")

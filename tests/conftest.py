@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,23 @@ def noisy_colour_image(colour, size=(48, 40), seed=0) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def write_colour_tree(root: Path, counts: dict[str, int], ext: str = ".jpg") -> Path:
+    """Noisy solid-colour images, one folder per class; the same bytes on every run."""
+    for index, (name, count) in enumerate(counts.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = COLOURS.get(name.lower(), (40 + 70 * index % 200, 120, 200 - 60 * index % 200))
+        for i in range(count):
+            noisy_colour_image(colour, seed=zlib.crc32(f"{name}_{i}".encode())).save(folder / f"{name}_{i}{ext}")
+    return root
+
+
 @pytest.fixture
 def make_tree(tmp_path):
-    """make_tree({"red": 5, "blue": 5}) writes noisy solid-colour JPEGs, one folder per class."""
+    """make_tree({"red": 5, "blue": 5}) writes a colour tree under tmp_path/images (or root)."""
 
     def make(counts: dict[str, int], root: Path | None = None, ext: str = ".jpg") -> Path:
-        root = root or tmp_path / "images"
-        for index, (name, count) in enumerate(counts.items()):
-            folder = root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            colour = COLOURS.get(name.lower(), (40 + 70 * index % 200, 120, 200 - 60 * index % 200))
-            for i in range(count):
-                noisy_colour_image(colour, seed=hash((name, i)) % 2**32).save(folder / f"{name}_{i}{ext}")
-        return root
+        return write_colour_tree(root or tmp_path / "images", counts, ext)
 
     return make
 

@@ -16,7 +16,7 @@ from retrain.bottlenecks import compute_bottlenecks, open_cache
 from retrain.cli import evaluate, label_image, retrain
 from retrain.images import load_image
 from retrain.prediction import LoadedModel, with_flip_tta
-from tests.conftest import COLOURS, noisy_colour_image
+from tests.conftest import write_colour_tree
 
 FLIPS = Distortion(flip_left_right=True, flip_up_down=True, rotate90=True)
 
@@ -147,10 +147,7 @@ def test_compute_bottlenecks_mixes_plain_and_distorted_items(training, tmp_path)
 def poets_run(tmp_path_factory):
     """The tensorflow-for-poets command line with its distortion flags, on a tiny tree."""
     root = tmp_path_factory.mktemp("augmented")
-    for name in ("red", "blue"):
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(8):
-            noisy_colour_image(COLOURS[name], seed=i).save(root / "images" / name / f"{name}{i}.jpg")
+    write_colour_tree(root / "images", {"red": 8, "blue": 8})
     args = [
         f"--bottleneck_dir={root / 'bn'}", f"--image_dir={root / 'images'}", "--architecture=efficientnet_lite0",
         f"--output_graph={root / 'g.pb'}", f"--output_labels={root / 'l.txt'}", "--how_many_training_steps=20",

@@ -88,13 +88,10 @@ def test_exports_carry_the_tuned_weights(random_lite0, tmp_path):
 @pytest.fixture(scope="module")
 def tuned_runs(tmp_path_factory):
     """Two identical CLI runs with --fine_tune_layers 2 and one without, sharing a cache."""
-    from tests.conftest import COLOURS, noisy_colour_image
+    from tests.conftest import write_colour_tree
 
     root = tmp_path_factory.mktemp("fine_tune")
-    for name in ("red", "blue"):
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(8):
-            noisy_colour_image(COLOURS[name], seed=i).save(root / "images" / name / f"{name}{i}.jpg")
+    write_colour_tree(root / "images", {"red": 8, "blue": 8})
 
     def run(name, *extra):
         args = ["--image_dir", root / "images", "--output_graph", root / name / "g.pb", "--output_labels", root / name / "l.txt",

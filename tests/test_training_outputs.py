@@ -9,13 +9,10 @@ from retrain.cli import retrain
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from tests.conftest import COLOURS, noisy_colour_image
+    from tests.conftest import write_colour_tree
 
     root = tmp_path_factory.mktemp("outputs")
-    for name in ("red", "blue"):
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(10):
-            noisy_colour_image(COLOURS[name], seed=i).save(root / "images" / name / f"{name}{i}.jpg")
+    write_colour_tree(root / "images", {"red": 10, "blue": 10})
     (root / "summaries").mkdir()
     (root / "summaries" / "keep_me.txt").write_text("the user's own file")
     args = [
