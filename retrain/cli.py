@@ -89,7 +89,7 @@ _PATH = click.Path(path_type=Path)
 @_option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
          help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
 @_option("tflite_representative_images", type=int, default=100, show_default=True,
-         help="Training images that calibrate --tflite_quantization int8.")
+         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
 @_option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
 @_option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
          help="Preset training options: poets = tensorflow-for-poets' recipe, strong = our best measured. Flags given explicitly win.")
@@ -320,8 +320,9 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
 @_option("quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
          help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
 @_option("image_dir", type=_PATH, default=None,
-         help="The training tree: its training split calibrates int8, its held-back split measures parity.")
-@_option("representative_images", type=int, default=100, show_default=True, help="Training images that calibrate int8.")
+         help="The training tree: its training split calibrates int8 and rounds int8 weights, its held-back split measures parity.")
+@_option("representative_images", type=int, default=100, show_default=True,
+         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
 @_option("validation_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
 @_option("testing_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
 @_option("reference_graph", type=_PATH, default=None, help="Model to measure parity against [default: the SavedModel].")
@@ -339,10 +340,10 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     if image_dir is not None:
         training, held_back = tflite_export.training_and_held_back(image_dir, validation_percentage, testing_percentage)
     representative = []
-    if quantization == "int8":
+    if quantization == "int8" or (quantization == "dynamic" and image_dir is not None and representative_images > 0):
         representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
-    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative)
-    click.echo(f"Wrote {export.path} ({quantization}, {export.size_bytes / 1e6:.2f} MB) and {export.sidecar}")
+    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=click.echo, warn=_warn)
+    click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}) and {export.sidecar}")
     if image_dir is None:
         _warn("no --image_dir, so parity with the SavedModel was not measured")
     else:

@@ -42,7 +42,7 @@ class RetrainOptions:
     summaries_dir: Path | None = None
     tflite_output: Path | None = None
     tflite_quantization: str = "none"  # none, dynamic, float16 or int8
-    tflite_representative_images: int = 100  # int8 calibration sample, drawn from the training images
+    tflite_representative_images: int = 100  # training images that calibrate int8 and prepare int8 weights
     class_weights: str | None = None  # "balanced" or "label=weight,..."
     intermediate_output_graphs_dir: Path | None = None
     intermediate_store_frequency: int = 0
@@ -353,15 +353,15 @@ def _check_tflite_options(options: RetrainOptions) -> None:
 
 def _export_tflite(options: RetrainOptions, classifier, metadata: dict, split, log, warn) -> None:
     """Convert to .tflite (calibrated on training images) and compare it with the frozen graph on held-back ones."""
-    from retrain.tflite_export import export_classifier_tflite, report_parity, representative_sample
+    from retrain.tflite_export import describe_export, export_classifier_tflite, report_parity, representative_sample
 
     representative = []
-    if options.tflite_quantization == "int8":
+    if options.tflite_quantization in ("dynamic", "int8") and options.tflite_representative_images > 0:
         training_paths = [path for path, _ in split.training]
         representative = representative_sample(training_paths, options.tflite_representative_images, options.training.random_seed or 0)
     export = export_classifier_tflite(
-        classifier, metadata, options.saved_model_dir, options.tflite_output, options.tflite_quantization, representative
+        classifier, metadata, options.saved_model_dir, options.tflite_output, options.tflite_quantization, representative, log, warn
     )
-    log(f"Wrote {export.path} ({options.tflite_quantization}, {export.size_bytes / 1e6:.2f} MB) and {export.sidecar}")
+    log(f"Wrote {export.path} ({describe_export(export)}) and {export.sidecar}")
     held_back = [path for path, _ in split.validation + split.testing]
     report_parity(export, options.output_graph, held_back, log, warn)

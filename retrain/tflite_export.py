@@ -35,6 +35,7 @@ class TFLiteExport:
     sidecar: Path
     quantization: str
     size_bytes: int
+    int8_weights_prepared_on: int | None = None  # calibration images, when retrain.int8_weights prepared them
 
 
 @dataclass(frozen=True)
@@ -68,30 +69,38 @@ def representative_sample(paths: list[Path], count: int, seed: int = 0) -> list[
     return [paths[i] for i in sorted(chosen)]
 
 
-def _representative_pixels(paths: list[Path], size: int) -> list[np.ndarray]:
-    # Unreadable images were already reported where the image set was read.
-    pixels = [batch for _, batch, _ in load_batches(paths, size, batch_size=1) if batch is not None]
+def load_representative(paths: list[Path], size: int) -> list[np.ndarray]:
+    """The sample's pixels through the shared preprocessing; unreadable images were already
+    reported where the image set was read, so they are skipped here."""
+    pixels = [batch[0] for _, batch, _ in load_batches(paths, size, batch_size=1) if batch is not None]
     if not pixels:
         raise UserError(f"the representative set for int8 calibration is empty (none of {len(paths)} images could be read)")
-    # Calibration takes the input's range from the samples; one black and one white pixel make
-    # it exactly [0, 255], so the uint8 input is scale 1, zero point 0: an app feeds its RGB bytes as they are.
-    pixels[0][0, 0, 0, :] = 0.0
-    pixels[0][0, 0, 1, :] = 255.0
     return pixels
 
 
-def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[Path], input_size: int) -> bytes:
+def _calibration_batches(pixels: list[np.ndarray]) -> list[np.ndarray]:
+    # Calibration takes the input's range from the samples; one black and one white pixel make
+    # it exactly [0, 255], so the uint8 input is scale 1, zero point 0: an app feeds its RGB bytes as they are.
+    batches = [image[None].copy() for image in pixels]
+    batches[0][0, 0, 0, :] = 0.0
+    batches[0][0, 0, 1, :] = 255.0
+    return batches
+
+
+def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[np.ndarray]) -> bytes:
     """The .tflite bytes for one quantization mode; int8 takes uint8 pixels and gives uint8 probabilities."""
     if quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
-    pixels = _representative_pixels(representative, input_size) if quantization == "int8" else []
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
     if quantization != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
-        converter.representative_dataset = lambda: ([image] for image in pixels)
+        if not representative:
+            raise UserError("the representative set for int8 calibration is empty")
+        batches = _calibration_batches(representative)
+        converter.representative_dataset = lambda: ([batch] for batch in batches)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
@@ -133,36 +142,71 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
     return {**metadata, "quantization": quantization, "input_tensor": tensor(input_detail), "output_tensor": tensor(output_detail)}
 
 
+def _convert(saved_model_dir: Path, metadata: dict, quantization: str, representative: list[Path],
+             log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
+    """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
+    from retrain.int8_weights import PREPARED_QUANTIZATIONS, lite_config, write_int8_ready_saved_model
+
+    preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(metadata) is not None
+    if preparable and not representative:
+        warn("the int8 weights are rounded as the converter does, without calibration images, which costs agreement "
+             "with the original model; give training images (--image_dir) to round them with calibration")
+    prepare = preparable and bool(representative)
+    pixels = load_representative(representative, metadata["input_size"]) if prepare or quantization == "int8" else []
+    if not prepare:
+        return convert_saved_model(saved_model_dir, quantization, pixels), None
+    log(f"Rounding the backbone's weights to int8 on {len(pixels)} training images (GPTQ + bias correction)")
+    with tempfile.TemporaryDirectory(prefix="retrain-int8-") as scratch:
+        ready_dir = Path(scratch) / "int8_ready"
+        ready = write_int8_ready_saved_model(saved_model_dir, metadata, pixels, quantization, ready_dir)
+        return convert_saved_model(ready_dir, quantization, pixels), ready.images
+
+
 def export_tflite(
-    saved_model_dir: Path, output: Path, quantization: str, representative: list[Path], flag: str = "--output"
+    saved_model_dir: Path, output: Path, quantization: str, representative: list[Path], flag: str = "--output",
+    log: Callable[[str], None] = lambda line: None, warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:
-    """Write output (.tflite) and its sidecar output.json from a SavedModel written by retrain."""
+    """Write output (.tflite) and its sidecar output.json from a SavedModel written by retrain.
+    `representative` calibrates int8 and, for EfficientNet-Lite, prepares the int8 weights of
+    dynamic and int8 (see retrain.int8_weights); without it dynamic rounds as the converter does."""
     output = Path(output).expanduser()
     if output.suffix.lower() != ".tflite":
         raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
+    saved_model_dir = Path(saved_model_dir).expanduser()
     metadata = read_saved_model_metadata(saved_model_dir)
-    model_bytes = convert_saved_model(Path(saved_model_dir).expanduser(), quantization, representative, metadata["input_size"])
+    model_bytes, prepared_on = _convert(saved_model_dir, metadata, quantization, representative, log, warn)
+    description = tflite_metadata(metadata, quantization, model_bytes)
+    if prepared_on is not None:
+        description["int8_weights"] = {"method": "GPTQ rounding + empirical bias correction", "calibration_images": prepared_on}
     sidecar = sidecar_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(output, model_bytes)
-        write_atomically(sidecar, json.dumps(tflite_metadata(metadata, quantization, model_bytes), indent=2).encode())
+        write_atomically(sidecar, json.dumps(description, indent=2).encode())
     except OSError as e:
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
     load_tflite_model(output)  # what we ship must load as a classifier
-    return TFLiteExport(output, sidecar, quantization, len(model_bytes))
+    return TFLiteExport(output, sidecar, quantization, len(model_bytes), prepared_on)
 
 
 def export_classifier_tflite(
     classifier: Classifier, metadata: dict, saved_model_dir: Path | None, output: Path, quantization: str,
-    representative: list[Path],
+    representative: list[Path], log: Callable[[str], None] = lambda line: None,
+    warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:
     """retrain's path: convert from the SavedModel just written, or from a temporary one."""
     if saved_model_dir is not None:
-        return export_tflite(saved_model_dir, output, quantization, representative, flag="--tflite_output")
+        return export_tflite(saved_model_dir, output, quantization, representative, "--tflite_output", log, warn)
     with tempfile.TemporaryDirectory(prefix="retrain-tflite-") as scratch:
         export_saved_model(classifier, metadata, Path(scratch) / "saved_model")
-        return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, flag="--tflite_output")
+        return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, "--tflite_output", log, warn)
+
+
+def describe_export(export: TFLiteExport) -> str:
+    described = f"{export.quantization}, {_megabytes(export.size_bytes)}"
+    if export.int8_weights_prepared_on is not None:
+        described += f", int8 weights rounded on {export.int8_weights_prepared_on} training images"
+    return described
 
 
 def measure_parity(

@@ -105,6 +105,10 @@ def test_each_mode_has_the_documented_input_and_output(models, mode):
     assert sidecar["input_size"] == 224 and sidecar["input_range"] == [0, 255]
     assert sidecar["input_tensor"]["dtype"] == np.dtype(expected_dtype).name
     assert export.size_bytes == export.path.stat().st_size
+    if mode in ("dynamic", "int8"):  # the backbone is EfficientNet-Lite: its weights were rounded on the 12 images given
+        assert sidecar["int8_weights"]["calibration_images"] == export.int8_weights_prepared_on == 12
+    else:
+        assert "int8_weights" not in sidecar and export.int8_weights_prepared_on is None
 
 
 def test_quantized_files_are_smaller(models):
@@ -215,13 +219,29 @@ def test_export_tflite_command_prints_the_parity_table(models, tmp_path):
                                   "--quantization", "dynamic", "--image-dir", image_dir, "--reference_graph", root / "graph.pb"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"Wrote {output} (dynamic, ")
+    from retrain.tflite_export import training_and_held_back
+
+    training_images = len(training_and_held_back(image_dir, 10, 10)[0])
+    assert lines[0] == f"Rounding the backbone's weights to int8 on {training_images} training images (GPTQ + bias correction)"
+    assert lines[1].startswith(f"Wrote {output} (dynamic, ")
+    assert f"int8 weights rounded on {training_images} training images" in lines[1]
     table = lines[lines.index(next(line for line in lines if line.startswith("TFLite parity on"))) + 1:]
     assert table[0].split() == ["model", "size", "top-1", "agreement", "max", "|prob", "diff|"]
     assert table[1].split()[0] == "graph.pb" and "(reference)" in table[1]
     assert table[2].split()[:2] == ["model.tflite", "(dynamic)"]
     assert float(table[2].split()[4].rstrip("%")) >= 100 * REQUIRED_AGREEMENT["dynamic"]
     assert sidecar_path(output).exists()
+
+
+def test_dynamic_without_training_images_warns_that_it_rounds_without_calibration(models, tmp_path):
+    output = tmp_path / "model.tflite"
+    result = _run(export_tflite, ["--saved_model_dir", models["root"] / "saved_model", "--output", output,
+                                  "--quantization", "dynamic"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("without calibration images" in line and "--image_dir" in line for line in warnings), result.stderr
+    assert "int8_weights" not in json.loads(sidecar_path(output).read_text())
+    assert load_model(output).predict(np.zeros((1, 224, 224, 3), np.float32)).shape == (1, 3)
 
 
 def test_retrain_exports_an_int8_tflite_that_label_image_runs(make_tree, tmp_path):
@@ -291,12 +311,12 @@ def test_an_empty_representative_set_is_refused(models, tmp_path):
 
 def test_an_unreadable_representative_set_is_refused(tmp_path):
     from retrain.errors import UserError
-    from retrain.tflite_export import convert_saved_model
+    from retrain.tflite_export import load_representative
 
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a jpeg")
     with pytest.raises(UserError, match="representative set for int8 calibration is empty"):
-        convert_saved_model(tmp_path, "int8", [broken], 224)
+        load_representative([broken], 224)
 
 
 def test_retrain_checks_tflite_flags_before_any_slow_work(make_tree, tmp_path):

@@ -121,36 +121,59 @@ class EfficientNetLite(tf.Module):
         self.blocks = blocks
         self.layers = {key: tf.Variable(value, trainable=False, name=key) for key, value in layers.items()}
 
-    def _conv(self, x, name, stride=1):
-        x = tf.nn.conv2d(x, self.layers[f"{name}_kernel"], stride, "SAME")
+    def conv(self, x, name: str, stride: int = 1, depthwise: bool = False):
+        """One folded conv + bias layer; every layer of the network goes through here."""
+        kernel = self.layers[f"{name}_kernel"]
+        if depthwise:
+            x = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
+        else:
+            x = tf.nn.conv2d(x, kernel, stride, "SAME")
         return tf.nn.bias_add(x, self.layers[f"{name}_bias"])
 
-    def _block(self, x, i: int):
-        block, inputs = self.blocks[i], x
-        if block.expand != 1:
-            x = tf.nn.relu6(self._conv(x, f"block{i}_expand"))
-        x = tf.nn.depthwise_conv2d(
-            x, self.layers[f"block{i}_depthwise_kernel"], [1, block.stride, block.stride, 1], "SAME"
-        )
-        x = tf.nn.relu6(tf.nn.bias_add(x, self.layers[f"block{i}_depthwise_bias"]))
-        x = self._conv(x, f"block{i}_project")
+    @property
+    def stage_count(self) -> int:
+        """The stem, each MBConv block, and the head conv with pooling."""
+        return len(self.blocks) + 2
+
+    def stage_layers(self, stage: int) -> list[tuple[str, int, bool]]:
+        """(layer name, stride, depthwise) of each conv in `stage`, in the order they run."""
+        if stage == 0:
+            return [("stem", 2, False)]
+        if stage == self.stage_count - 1:
+            return [("head", 1, False)]
+        i = stage - 1
+        block = self.blocks[i]
+        expand = [(f"block{i}_expand", 1, False)] if block.expand != 1 else []
+        return expand + [(f"block{i}_depthwise", block.stride, True), (f"block{i}_project", 1, False)]
+
+    def stage(self, x, stage: int, conv=None):
+        """Run one stage; `conv` (default: self.conv) lets a caller substitute each layer, as
+        bias correction does."""
+        conv = conv or self.conv
+        if stage == 0:
+            return tf.nn.relu6(conv((x - 127.0) / 128.0, "stem", 2))
+        if stage == self.stage_count - 1:
+            return tf.reduce_mean(tf.nn.relu6(conv(x, "head")), axis=[1, 2])
+        block, inputs = self.blocks[stage - 1], x
+        for name, stride, depthwise in self.stage_layers(stage):
+            x = conv(x, name, stride, depthwise)
+            if not name.endswith("_project"):
+                x = tf.nn.relu6(x)
         return x + inputs if block.residual else x
 
     def activations_before(self, images, start_block: int):
         """The activations entering block `start_block` (len(blocks) = the head conv): the
         frozen part of the network when the blocks from there on are fine-tuned."""
-        x = (images - 127.0) / 128.0
-        x = tf.nn.relu6(self._conv(x, "stem", 2))
-        for i in range(start_block):
-            x = self._block(x, i)
+        x = images
+        for stage in range(start_block + 1):
+            x = self.stage(x, stage)
         return x
 
     def features_from(self, x, start_block: int):
         """The rest of `features` from the activations entering block `start_block`."""
-        for i in range(start_block, len(self.blocks)):
-            x = self._block(x, i)
-        x = tf.nn.relu6(self._conv(x, "head"))
-        return tf.reduce_mean(x, axis=[1, 2])
+        for stage in range(start_block + 1, self.stage_count):
+            x = self.stage(x, stage)
+        return x
 
     def features(self, images):
         return self.features_from(self.activations_before(images, len(self.blocks)), len(self.blocks))
