@@ -149,8 +149,8 @@ def _convert(saved_model_dir: Path, metadata: dict, quantization: str, represent
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(metadata) is not None
     if preparable and not representative:
-        warn("the int8 weights are rounded as the converter does, without calibration images, which costs agreement "
-             "with the original model; give training images (--image_dir) to round them with calibration")
+        warn("the int8 weights are rounded without calibration images, which costs agreement with the original "
+             "model; give training images (export_tflite: --image_dir) and a representative count above 0")
     prepare = preparable and bool(representative)
     pixels = load_representative(representative, metadata["input_size"]) if prepare or quantization == "int8" else []
     if not prepare:

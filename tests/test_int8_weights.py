@@ -152,3 +152,35 @@ def test_only_efficientnet_lite_models_are_prepared():
     assert lite_config({"architecture": "mobilenet_v2_1.0_224"}) is None
     assert lite_config({"architecture": "tfhub_module"}) is None
     assert lite_config({}) is None
+
+
+def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):
+    """A fine-tuned model's SavedModel holds weights that differ from the stock backbone's:
+    those are the ones rounded, and the rounded model still classifies like the original."""
+    import tensorflow as tf
+
+    from retrain.backbones import Backbone
+    from retrain.export import Classifier, export_saved_model, model_metadata
+    from retrain.int8_weights import write_int8_ready_saved_model
+    from retrain.training import Head
+
+    layers = {name: v.numpy() for name, v in backbone.module.layers.items()}
+    layers["head_kernel"] = layers["head_kernel"] * np.linspace(0.5, 1.5, layers["head_kernel"].shape[-1], dtype=np.float32)
+    tuned = Backbone(backbone.config, backbone.identity, EfficientNetLite(layers, backbone.module.blocks, name="tuned"))
+    rng = np.random.default_rng(4)
+    head = Head(rng.normal(0, 0.05, (1280, 2)).astype(np.float32), np.zeros(2, np.float32))
+    metadata = model_metadata(tuned, ["a", "b"], "final_result")
+    export_saved_model(Classifier(tuned, head, "final_result"), metadata, tmp_path / "tuned")
+    ready = write_int8_ready_saved_model(tmp_path / "tuned", metadata, _photo_crops(4, first=0), "int8", tmp_path / "ready")
+    assert ready.images == 4
+
+    rounded = tf.saved_model.load(str(tmp_path / "ready"))
+    head_kernel = rounded.backbone.layers["head_kernel"].numpy()
+    step = np.abs(layers["head_kernel"]).max(axis=(0, 1, 2)) / 127
+    assert np.all(np.abs(head_kernel - layers["head_kernel"]).max(axis=(0, 1, 2)) <= 4 * step)
+    stock = backbone.module.layers["head_kernel"].numpy()
+    assert np.abs(head_kernel - stock).max() > 10 * step.max()
+    images = tf.constant(np.stack(_photo_crops(4, first=50)))
+    tuned_model = tf.saved_model.load(str(tmp_path / "tuned"))
+    original = tuned_model.serve(images)["final_result"].numpy()
+    np.testing.assert_allclose(rounded.serve(images)["final_result"].numpy(), original, atol=0.05)
