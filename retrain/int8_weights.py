@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.backbones.efficientnet_lite import EfficientNetLite
+from retrain.backbones.efficientnet_lite import EfficientNetLite, conv_layer
 
 # The dynamic-range quantizer leaves weight tensors smaller than this in float
 # (TFLite's weights_min_num_elements default).
@@ -121,14 +121,6 @@ def _second_moments(x, kernel_size: int, stride: int, depthwise: bool) -> np.nda
     return tf.matmul(patches, patches, transpose_a=True).numpy().astype(np.float64)
 
 
-def _conv(x, kernel: np.ndarray, bias: np.ndarray, stride: int, depthwise: bool):
-    if depthwise:
-        x = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
-    else:
-        x = tf.nn.conv2d(x, kernel, stride, "SAME")
-    return tf.nn.bias_add(x, bias)
-
-
 class _Measured(Exception):
     """Stops a stage once the layer being measured has run: the layers after it are not needed."""
 
@@ -153,8 +145,8 @@ def int8_ready_layers(
         if name == measuring["layer"] and measuring["what"] == "second_moments":
             measuring["total"] = measuring["total"] + _second_moments(quantized, kernel.shape[0], stride, depthwise)
             raise _Measured
-        quantized = _conv(quantized, prepared[f"{name}_kernel"], prepared[bias], stride, depthwise)
-        floating = _conv(floating, kernel, reference[bias], stride, depthwise)
+        quantized = conv_layer(quantized, prepared[f"{name}_kernel"], prepared[bias], stride, depthwise)
+        floating = conv_layer(floating, kernel, reference[bias], stride, depthwise)
         if name == measuring["layer"]:
             measuring["total"] = measuring["total"] + tf.reduce_sum(quantized - floating, axis=[0, 1, 2]).numpy().astype(np.float64)
             measuring["count"] += int(np.prod(quantized.shape[:3]))

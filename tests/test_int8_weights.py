@@ -109,7 +109,7 @@ def _photo_crops(count: int, first: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def prepared(backbone):
-    calibration = _photo_crops(12, first=0)
+    calibration = _photo_crops(8, first=0)
     return {mode: int8_ready_layers(backbone.module, calibration, mode) for mode in ("dynamic", "int8")}
 
 
@@ -144,7 +144,7 @@ def test_dynamic_mode_leaves_the_kernels_the_converter_keeps_in_float(backbone, 
     for name in ("stem_bias", "block0_depthwise_bias", "block0_project_bias"):
         np.testing.assert_array_equal(layers[name], reference[name])
     assert not np.array_equal(layers["block1_depthwise_bias"], reference["block1_depthwise_bias"])
-    assert prepared["dynamic"].images == 12
+    assert prepared["dynamic"].images == 8
 
 
 def test_only_efficientnet_lite_models_are_prepared():

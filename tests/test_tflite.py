@@ -216,12 +216,11 @@ def test_export_tflite_command_prints_the_parity_table(models, tmp_path):
     image_dir = models["train_paths"][0].parent.parent
     output = tmp_path / "model.tflite"
     result = _run(export_tflite, ["--saved_model_dir", root / "saved_model", "--output", output,
-                                  "--quantization", "dynamic", "--image-dir", image_dir, "--reference_graph", root / "graph.pb"])
+                                  "--quantization", "dynamic", "--image-dir", image_dir, "--reference_graph", root / "graph.pb",
+                                  "--representative_images", 6])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    from retrain.tflite_export import training_and_held_back
-
-    training_images = len(training_and_held_back(image_dir, 10, 10)[0])
+    training_images = 6
     assert lines[0] == f"Rounding the backbone's weights to int8 on {training_images} training images (GPTQ + bias correction)"
     assert lines[1].startswith(f"Wrote {output} (dynamic, ")
     assert f"int8 weights rounded on {training_images} training images" in lines[1]

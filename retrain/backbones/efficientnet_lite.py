@@ -115,6 +115,14 @@ def convert_state_dict(state: dict[str, np.ndarray], blocks: list[Block]) -> dic
     return layers
 
 
+def conv_layer(x, kernel, bias, stride: int, depthwise: bool):
+    if depthwise:
+        x = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
+    else:
+        x = tf.nn.conv2d(x, kernel, stride, "SAME")
+    return tf.nn.bias_add(x, bias)
+
+
 class EfficientNetLite(tf.Module):
     def __init__(self, layers: dict[str, np.ndarray], blocks: list[Block], name: str):
         super().__init__(name=name)
@@ -123,12 +131,7 @@ class EfficientNetLite(tf.Module):
 
     def conv(self, x, name: str, stride: int = 1, depthwise: bool = False):
         """One folded conv + bias layer; every layer of the network goes through here."""
-        kernel = self.layers[f"{name}_kernel"]
-        if depthwise:
-            x = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
-        else:
-            x = tf.nn.conv2d(x, kernel, stride, "SAME")
-        return tf.nn.bias_add(x, self.layers[f"{name}_bias"])
+        return conv_layer(x, self.layers[f"{name}_kernel"], self.layers[f"{name}_bias"], stride, depthwise)
 
     @property
     def stage_count(self) -> int:
@@ -148,7 +151,7 @@ class EfficientNetLite(tf.Module):
 
     def stage(self, x, stage: int, conv=None):
         """Run one stage; `conv` (default: self.conv) lets a caller substitute each layer, as
-        bias correction does."""
+        retrain.int8_weights does to run a quantized copy beside the float network."""
         conv = conv or self.conv
         if stage == 0:
             return tf.nn.relu6(conv((x - 127.0) / 128.0, "stem", 2))
