@@ -37,7 +37,8 @@ for architecture in $ARCHITECTURES; do
   for learning_rate in $LEARNING_RATES; do
     for steps in $TRAINING_STEPS; do
       name="${TASK}_${architecture}_lr${learning_rate}_${steps}"
-      retrain_and_record "$IMAGE_DIR" "$name" "$TASK" "$architecture" "$learning_rate" "$steps" "$VALIDATION_DIR"
+      retrain_and_record "$IMAGE_DIR" "$name" "$TASK" "$architecture" \
+        --learning_rate "$learning_rate" --steps "$steps" --evaluate_on "$VALIDATION_DIR"
     done
   done
 done

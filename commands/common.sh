@@ -18,22 +18,48 @@ die() {
 # Use the retrain, evaluate and prepare_isic installed beside that interpreter.
 PATH="$("$PYTHON" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH"
 
-# retrain_and_record IMAGE_DIR NAME TASK ARCHITECTURE LEARNING_RATE STEPS [VALIDATION_DIR]
+# retrain_and_record IMAGE_DIR NAME TASK ARCHITECTURE [OPTION VALUE]...
+# Retrains IMAGE_DIR into OUT_DIR/models/NAME.{pb,txt} (log in OUT_DIR/logs), evaluates
+# the model when asked and appends a row to TABLE. Options; an empty VALUE = not given:
+#   --recipe R           retrain --recipe R (not given: retrain's default, poets)
+#   --learning_rate LR   retrain --learning_rate LR (not given: the recipe's)
+#   --steps N            retrain --how_many_training_steps N (not given: the recipe's)
+#   --validation_dir DIR retrain --validation_dir DIR: DIR is retrain's validation set
+#   --evaluate_on DIR    evaluate the model on DIR and record validation figures
+# A flag not given is left to the recipe: retrain lets any explicit flag override it.
 retrain_and_record() {
-  local image_dir=$1 name=$2 task=$3 architecture=$4 learning_rate=$5 steps=$6 validation=${7:-}
+  local image_dir=$1 name=$2 task=$3 architecture=$4
+  shift 4
+  local recipe= learning_rate= steps= validation_dir= evaluate_on=
+  while [[ $# -gt 0 ]]; do
+    [[ $# -ge 2 ]] || die "retrain_and_record: $1 needs a value"
+    case $1 in
+      --recipe) recipe=$2 ;;
+      --learning_rate) learning_rate=$2 ;;
+      --steps) steps=$2 ;;
+      --validation_dir) validation_dir=$2 ;;
+      --evaluate_on) evaluate_on=$2 ;;
+      *) die "retrain_and_record: unknown option $1" ;;
+    esac
+    shift 2
+  done
   local graph="$OUT_DIR/models/$name.pb" labels="$OUT_DIR/models/$name.txt" log="$OUT_DIR/logs/$name.retrain.log"
-  run retrain --image_dir "$image_dir" --output_graph "$graph" --output_labels "$labels" \
-    --bottleneck_dir "$BOTTLENECK_DIR" --architecture "$architecture" \
-    --learning_rate "$learning_rate" --how_many_training_steps "$steps" "${EXTRA[@]}" 2>&1 | tee "$log"
+  local args=(--image_dir "$image_dir" --output_graph "$graph" --output_labels "$labels"
+    --bottleneck_dir "$BOTTLENECK_DIR" --architecture "$architecture")
+  if [[ -n $recipe ]]; then args+=(--recipe "$recipe"); fi
+  if [[ -n $learning_rate ]]; then args+=(--learning_rate "$learning_rate"); fi
+  if [[ -n $steps ]]; then args+=(--how_many_training_steps "$steps"); fi
+  if [[ -n $validation_dir ]]; then args+=(--validation_dir "$validation_dir"); fi
+  run retrain "${args[@]}" "${EXTRA[@]}" 2>&1 | tee "$log"
   local eval_args=()
-  if [[ -n $validation ]]; then
+  if [[ -n $evaluate_on ]]; then
     local json="$OUT_DIR/logs/$name.validation.json"
-    run evaluate --graph "$graph" --labels "$labels" --image_dir "$validation" --json "$json" \
+    run evaluate --graph "$graph" --labels "$labels" --image_dir "$evaluate_on" --json "$json" \
       --plot "$OUT_DIR/logs/$name.validation_roc.png" | tee "$OUT_DIR/logs/$name.validation.txt"
     eval_args=(--eval_json "$json")
   fi
   run "$PYTHON" -m retrain.results add --table "$TABLE" --task "$task" --architecture "$architecture" \
-    --steps "$steps" --learning_rate "$learning_rate" --retrain_log "$log" "${eval_args[@]}"
+    --recipe "$recipe" --steps "$steps" --learning_rate "$learning_rate" --retrain_log "$log" "${eval_args[@]}"
 }
 
 write_markdown() {

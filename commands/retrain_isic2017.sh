@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # ISIC 2017 Part 3 end to end: prepare both binary tasks and the three-class tree from
-# the challenge's layout, retrain each, evaluate each on the validation set when
-# DATA_DIR has it, and write OUT_DIR/results.csv and OUT_DIR/results.md.
+# the challenge's layout, retrain each (with the validation set as retrain's
+# --validation_dir when DATA_DIR has it), evaluate each on that validation set, and
+# write OUT_DIR/results.csv and OUT_DIR/results.md.
 #
 #   commands/retrain_isic2017.sh DATA_DIR OUT_DIR
+#   RECIPE=finetune TASKS=three_class commands/retrain_isic2017.sh DATA_DIR OUT_DIR
 #
 # DATA_DIR holds ISIC-2017_Training_Data/ and ISIC-2017_Training_Part3_GroundTruth.csv
 # (and optionally the _Validation_ pair and the _metadata.csv files).
-# Environment: ARCHITECTURE (efficientnet_lite0), LEARNING_RATE (0.01),
-# TRAINING_STEPS (4000), RETRAIN_FLAGS (e.g. "--class_weights balanced"),
-# BOTTLENECK_DIR (OUT_DIR/bottlenecks), PYTHON (python3).
+# Environment:
+#   RECIPE (poets)        retrain --recipe: poets, strong or finetune (whole backbone,
+#                         ~25 min per task for the 2000 training images on 2 cores)
+#   TASKS (task1_melanoma task2_seborrheic_keratosis three_class)   which trees to retrain
+#   LEARNING_RATE, TRAINING_STEPS   passed as --learning_rate / --how_many_training_steps
+#                         only when set; unset, the recipe's values apply
+#   ARCHITECTURE (efficientnet_lite0)
+#   RETRAIN_FLAGS         extra retrain flags, e.g. "--class_weights balanced" (set the
+#                         recipe, learning rate and steps with the variables above)
+#   BOTTLENECK_DIR (OUT_DIR/bottlenecks), PYTHON (python3)
+# With a validation set, retrain trains on the whole training tree but its hash-split
+# test share (--testing_percentage, 10 %) and picks its best step or epoch on the
+# validation set (strong, finetune), so the validation figures in results are not fully
+# independent of training; the test figures are.
 set -euo pipefail
 
+ALL_TASKS="task1_melanoma task2_seborrheic_keratosis three_class"
 if [[ $# -ne 2 ]]; then
   echo "usage: $0 DATA_DIR OUT_DIR" >&2
   exit 2
@@ -19,12 +33,28 @@ fi
 DATA_DIR=$1
 OUT_DIR=$2
 ARCHITECTURE=${ARCHITECTURE:-efficientnet_lite0}
-LEARNING_RATE=${LEARNING_RATE:-0.01}
-TRAINING_STEPS=${TRAINING_STEPS:-4000}
+RECIPE=${RECIPE:-poets}
+TASKS=${TASKS:-$ALL_TASKS}
+LEARNING_RATE=${LEARNING_RATE:-}
+TRAINING_STEPS=${TRAINING_STEPS:-}
 BOTTLENECK_DIR=${BOTTLENECK_DIR:-$OUT_DIR/bottlenecks}
 read -r -a EXTRA <<< "${RETRAIN_FLAGS:-}"
 PYTHON=${PYTHON:-python3}
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+read -r -a TASK_LIST <<< "$TASKS"
+[[ ${#TASK_LIST[@]} -gt 0 ]] || die "TASKS is empty; choose from: $ALL_TASKS"
+for task in "${TASK_LIST[@]}"; do
+  [[ " $ALL_TASKS " == *" $task "* ]] || die "TASKS: unknown task $task; choose from: $ALL_TASKS"
+done
+for flag in "${EXTRA[@]}"; do
+  case ${flag%%=*} in
+    --recipe) die "RETRAIN_FLAGS: set RECIPE instead of $flag (results.csv records RECIPE)" ;;
+    --learning_rate | --learning-rate) die "RETRAIN_FLAGS: set LEARNING_RATE instead of $flag" ;;
+    --how_many_training_steps | --how-many-training-steps) die "RETRAIN_FLAGS: set TRAINING_STEPS instead of $flag" ;;
+    --validation_dir | --validation-dir) die "RETRAIN_FLAGS: $flag is set by this script (the prepared validation tree)" ;;
+  esac
+done
 
 prepare() {  # prepare SET (Training or Validation) into OUT_DIR/<set>
   local set=$1 target=$2
@@ -49,9 +79,10 @@ if [[ -f "$DATA_DIR/ISIC-2017_Validation_Part3_GroundTruth.csv" ]]; then
   HAVE_VALIDATION=1
 fi
 
-for task in task1_melanoma task2_seborrheic_keratosis three_class; do
+for task in "${TASK_LIST[@]}"; do
   validation=
   [[ -n $HAVE_VALIDATION ]] && validation="$OUT_DIR/validation/$task"
-  retrain_and_record "$OUT_DIR/train/$task" "$task" "$task" "$ARCHITECTURE" "$LEARNING_RATE" "$TRAINING_STEPS" "$validation"
+  retrain_and_record "$OUT_DIR/train/$task" "$task" "$task" "$ARCHITECTURE" --recipe "$RECIPE" \
+    --learning_rate "$LEARNING_RATE" --steps "$TRAINING_STEPS" --validation_dir "$validation" --evaluate_on "$validation"
 done
 write_markdown

@@ -1,4 +1,13 @@
-"""Cached augmentation: K distorted copies of every training image, computed once.
+"""Augmentation: the random versions of training images that training sees.
+
+Two ways, both drawing a `DistortionDraw` that `retrain.images.load_image` applies
+inside the one preprocessing path:
+
+- `EpochAugmentation` (fine-tuning): a fresh random version of every training image
+  every epoch, drawn from (seed, epoch, image) so a resumed run sees what an
+  uninterrupted one would;
+- `Distortion` + `DistortedCopy` (a top layer on cached bottlenecks): K distorted
+  copies of every training image, computed once and cached, as below.
 
 tensorflow-for-poets' distortion flags made every training step run the backbone on
 freshly distorted images, so they turned the cache off. Here each training image gets
@@ -8,21 +17,20 @@ original plus its copies. A copy's random draw is seeded by (content key, settin
 copy index), so a killed and rerun extraction computes identical features and a rerun
 reuses every entry.
 
-The distortion itself is applied inside `retrain.images.load_image`, the one
-preprocessing path: the crop is taken from the decoded image before the single
-resize, then flips, quarter turns and brightness act on the resized uint8 pixels.
+The crop is taken from the decoded image before the single resize, then flips,
+quarter turns and colour changes act on the resized uint8 pixels.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from retrain.errors import UserError
+from retrain.images import DistortionDraw
 
 # Bump when `draw_for` or `apply_to_pixels` change what a copy looks like; part of every copy's key.
 AUGMENTATION_VERSION = 1
@@ -85,39 +93,6 @@ def copies_to_make(distortion: Distortion, distorted_copies: int | None) -> int:
 
 
 @dataclass(frozen=True)
-class DistortionDraw:
-    """One copy's concrete random values, applied by load_image."""
-
-    zoom: float  # >= 1: the crop keeps 1/zoom of each side
-    crop_x: float  # where the crop sits in the room left, 0..1
-    crop_y: float
-    flip_left_right: bool
-    flip_up_down: bool
-    quarter_turns: int  # counter-clockwise, 0..3
-    brightness: float  # pixel multiplier
-
-    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float] | None:
-        """The region of the decoded image to keep, or None for the whole image."""
-        if self.zoom <= 1:
-            return None
-        box_width, box_height = width / self.zoom, height / self.zoom
-        left, top = self.crop_x * (width - box_width), self.crop_y * (height - box_height)
-        return (left, top, left + box_width, top + box_height)
-
-    def apply_to_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Flips, quarter turns (half turns only for a non-square image, to keep its shape) and brightness."""
-        if self.flip_left_right:
-            pixels = pixels[:, ::-1]
-        if self.flip_up_down:
-            pixels = pixels[::-1]
-        turns = self.quarter_turns if pixels.shape[0] == pixels.shape[1] else self.quarter_turns // 2 * 2
-        pixels = np.rot90(pixels, turns)
-        if self.brightness != 1:
-            pixels = np.clip(np.rint(pixels.astype(np.float32) * self.brightness), 0, 255)
-        return np.ascontiguousarray(pixels, dtype=np.uint8)
-
-
-@dataclass(frozen=True)
 class DistortedCopy:
     """Copy number `index` of an image under `distortion`."""
 
@@ -149,43 +124,81 @@ class DistortedCopy:
         )
 
 
-@dataclass
-class DistortedTraining:
-    """Training rows with the copies added, and what extracting the copies did."""
+@dataclass(frozen=True)
+class EpochAugmentation:
+    """Fine-tuning's per-epoch augmentation. Percentages as retrain.py's flags; a
+    random_crop or random_scale given replaces the area crop with retrain.py's crop."""
 
-    features: np.ndarray
-    labels: np.ndarray
-    computed: int
-    reused: int
-    failures: list
+    crop_area: float = 1.0  # a random crop keeps this to 100 % of the image's area (1 = no crop)
+    crop_aspect: float = 1.0  # ... with its aspect ratio changed by up to this factor either way
+    flip_left_right: bool = False
+    flip_up_down: bool = False
+    rotate90: bool = False
+    random_crop: int = 0
+    random_scale: int = 0
+    random_brightness: int = 0  # pixels multiplied by a random factor within +/- this %
+    random_contrast: int = 0  # contrast multiplied by a random factor within +/- this %
+    random_saturation: int = 0  # saturation multiplied by a random factor within +/- this %
+    random_hue: float = 0  # hue turned by up to +/- this % of the colour wheel
+
+    @property
+    def active(self) -> bool:
+        return self != EpochAugmentation()
+
+    def describe(self) -> str:
+        parts = []
+        if self.random_crop or self.random_scale:
+            parts.append(f"crop margin {self.random_crop}%, zoom up to {self.random_scale}%")
+        elif self.crop_area < 1 or self.crop_aspect > 1:
+            parts.append(f"crop {100 * self.crop_area:.0f}-100% of the area, aspect up to x{self.crop_aspect:.3g}")
+        parts += [name for name, on in (("flips left-right", self.flip_left_right), ("flips up-down", self.flip_up_down),
+                                        ("quarter turns", self.rotate90)) if on]
+        parts += [f"{name} +/-{value:g}%" for name, value in (
+            ("brightness", self.random_brightness), ("contrast", self.random_contrast),
+            ("saturation", self.random_saturation), ("hue", self.random_hue)) if value]
+        return ", ".join(parts) or "none"
+
+    def draw(self, seed: int, epoch: int, index: int) -> DistortionDraw | None:
+        """Image `index`'s version in `epoch`: the same for the same three numbers, whatever ran before."""
+        if not self.active:
+            return None
+        rng = np.random.default_rng([seed, epoch, index])
+        zoom_x = zoom_y = 1.0
+        if self.random_crop or self.random_scale:
+            zoom_x = zoom_y = (1 + self.random_crop / 100) * rng.uniform(1, 1 + self.random_scale / 100)
+        elif self.crop_area < 1 or self.crop_aspect > 1:
+            area = rng.uniform(self.crop_area, 1.0)
+            aspect = math.exp(rng.uniform(-math.log(self.crop_aspect), math.log(self.crop_aspect)))
+            zoom_x = 1 / min(1.0, math.sqrt(area * aspect))
+            zoom_y = 1 / min(1.0, math.sqrt(area / aspect))
+        crop_x, crop_y = rng.uniform(0, 1, size=2)
+        flips = rng.random(2) < 0.5
+        turns = int(rng.integers(0, 4))
+        brightness, contrast, saturation = (
+            rng.uniform(1 - p / 100, 1 + p / 100) if p else 1.0
+            for p in (self.random_brightness, self.random_contrast, self.random_saturation)
+        )
+        hue = rng.uniform(-self.random_hue / 100, self.random_hue / 100) if self.random_hue else 0.0
+        return DistortionDraw(
+            zoom=float(zoom_x), zoom_y=float(zoom_y), crop_x=float(crop_x), crop_y=float(crop_y),
+            flip_left_right=bool(self.flip_left_right and flips[0]), flip_up_down=bool(self.flip_up_down and flips[1]),
+            quarter_turns=turns if self.rotate90 else 0,
+            brightness=float(brightness), contrast=float(contrast), saturation=float(saturation), hue=float(hue),
+        )
 
 
-def add_distorted_copies(
-    training_paths: list[Path],
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    distortion: Distortion,
-    copies: int,
-    backbone,
-    cache,
-    progress: Callable[[int], None] | None = None,
-) -> DistortedTraining:
-    """The training rows followed by `copies` distorted rows per training image.
-
-    Every image then has K + 1 rows (the original counts as one more copy), so drawing
-    training batches uniformly from the rows picks an image as before and one of its
-    versions at random. Only training images are passed in: validation and test images
-    are never distorted, and no copy of them is ever trained on."""
-    from retrain.bottlenecks import compute_bottlenecks
-
-    paths = [path for path in training_paths for _ in range(copies)]
-    variants = [DistortedCopy(distortion, index) for _ in training_paths for index in range(copies)]
-    labels = np.repeat(train_y, copies)
-    extraction = compute_bottlenecks(paths, backbone, cache, progress=progress, distortions=variants)
-    return DistortedTraining(
-        features=np.concatenate([train_x, extraction.features[extraction.ok]]),
-        labels=np.concatenate([train_y, labels[extraction.ok]]),
-        computed=extraction.computed,
-        reused=extraction.reused,
-        failures=extraction.failures,
-    )
+def check_epoch_augmentation(augmentation: EpochAugmentation) -> None:
+    """Reject impossible settings before any slow work."""
+    if not 0 < augmentation.crop_area <= 1:
+        raise UserError(f"--crop_area must be in (0, 1], got {augmentation.crop_area}")
+    if augmentation.crop_aspect < 1:
+        raise UserError(f"--crop_aspect must be 1 (keep the aspect) or more, got {augmentation.crop_aspect}")
+    for flag in ("random_crop", "random_scale", "random_brightness", "random_contrast", "random_saturation", "random_hue"):
+        value = getattr(augmentation, flag)
+        if value < 0:
+            raise UserError(f"--{flag} must be a percentage >= 0, got {value}")
+    for flag in ("random_brightness", "random_contrast", "random_saturation"):
+        if getattr(augmentation, flag) >= 100:
+            raise UserError(f"--{flag} must be below 100 (%), got {getattr(augmentation, flag)}")
+    if augmentation.random_hue > 50:
+        raise UserError(f"--random_hue must be at most 50 (% of the colour wheel), got {augmentation.random_hue}")

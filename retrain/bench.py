@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops
 
+from retrain.augmentation import EpochAugmentation
+from retrain.image_batches import epoch_order
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ISIC_DIR = REPO_ROOT.parent / "shared" / "data" / "isic2017"
 BIN = Path(sys.executable).parent
@@ -36,6 +39,7 @@ TARGETS = (
     ("cold extraction / one image per call", 2.0, ">="),
     ("large JPEGs: cold extraction / forward only", 0.7, ">="),
     ("warm retrain / cold retrain (wall)", 0.25, "<="),
+    ("fine-tuning: augmented pipeline / bare step on pre-decoded batches", 0.9, ">="),
 )
 RSS_FLAT_TOLERANCE = 0.10  # peak RSS for 4N images may exceed N's by this fraction and still be "flat"
 
@@ -329,6 +333,53 @@ def rss_rows(paths: list[Path], count: int, model_dir: Path, scratch: Path) -> d
 # ---------------------------------------------------------------- report
 
 
+def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path) -> dict[str, Row]:
+    """Fine-tuning's training rate, bare (batches decoded beforehand, in memory) and through the
+    real pipeline (worker threads decoding and augmenting as --recipe finetune does), both with
+    the same loop, strategy and step; the second epoch counts (the first traces the step)."""
+    from retrain.backbones import create_backbone
+    from retrain.fine_tuning import FineTuneConfig, fine_tune
+    from retrain.image_batches import Batch, TrainingImages
+    from retrain.recipes import RECIPES
+    from retrain.training import Head, TrainingConfig
+
+    recipe = RECIPES["finetune"]
+    augmentation = EpochAugmentation(**{name: recipe[name] for name in (
+        "crop_area", "crop_aspect", "flip_left_right", "flip_up_down", "rotate90", "random_brightness",
+        "random_contrast", "random_saturation", "random_hue")})
+
+    class PreDecoded(TrainingImages):
+        """Every image decoded once, up front, without augmentation: the step alone is timed."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.pixels = np.stack([self.load(i, 0) for i in range(len(self.paths))]).astype(np.float32)
+
+        def epoch(self, epoch, limit=None, on_unreadable=None):
+            for rows in epoch_order(len(self.paths), self.batch_size, self.seed, epoch)[:limit]:
+                yield Batch(self.pixels[rows], self.labels[rows], rows)
+
+    backbone = create_backbone("efficientnet_lite0", model_dir)
+    labels = [i % 3 for i in range(len(paths))]
+    rows = {}
+    for key, name, factory, aug in (
+            ("bare", "fine-tuning step alone, pre-decoded batches (forward + backward, batch 32)", PreDecoded,
+             EpochAugmentation()),
+            ("pipeline", "fine-tuning through the pipeline (decode + fresh augmentation in worker threads)",
+             TrainingImages, augmentation)):
+        config = FineTuneConfig(layers="all", epochs=2, learning_rate=recipe["fine_tune_learning_rate"],
+                                batch_size=recipe["fine_tune_batch_size"], augmentation=aug)
+        head = Head(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
+        _, result = fine_tune(backbone, lambda: create_backbone("efficientnet_lite0", model_dir), head,
+                              backbone.input_size, list(zip(paths, labels)), [], 3, config,
+                              TrainingConfig(random_seed=0, dropout=recipe["dropout"]), scratch / f"ft-{key}", key,
+                              lambda _: None, print, images_factory=factory)
+        last = result.history[-1]
+        rows[key] = Row(name, last.images_per_second, "images/s",
+                        detail=f"{last.images} images in the second epoch, {1000 * last.seconds / last.images:.0f} ms each")
+    return rows
+
+
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     width = max(len(r.name) for r in rows)
@@ -358,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-call", type=int, default=48, help="images for the one-image-per-call rows")
     parser.add_argument("--rss-images", type=int, default=100, help="N for the peak-RSS rows (N and 4N)")
     parser.add_argument("--skip-retrain", action="store_true", help="leave out the whole-process rows")
+    parser.add_argument("--fine-tune-images", type=int, default=320, help="training images for the fine-tuning rows")
+    parser.add_argument("--skip-fine-tune", action="store_true", help="leave out the fine-tuning rows")
     options = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -434,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
                            f"{high.value:.0f} / {low.value:.0f} MiB)", growth, "PASS" if growth <= RSS_FLAT_TOLERANCE else "MISS"))
         else:
             notes.append("--skip-retrain: no whole-process rows, no warm/cold or RSS check")
+        if not options.skip_fine_tune:
+            tuning = fine_tune_rows(sample(paths, options.fine_tune_images), model_dir, scratch)
+            print_table("Fine-tuning (in one process, one loop; wall rate, ms of wall time per image)", list(tuning.values()))
+            checks.append(check(TARGETS[4][0], tuning["pipeline"], tuning["bare"]))
 
         print("\nTargets")
         for text, _, verdict in checks:

@@ -15,16 +15,17 @@ import os
 import struct
 import threading
 import zlib
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 
+from retrain.augmentation import Distortion, DistortedCopy
 from retrain.errors import UserError
 from retrain.images import PREPROCESSING_VERSION, ImageError, load_image
+from retrain.workers import prefetch
 
 _MAGIC = b"RTBN"
 _HEADER = struct.Struct("<4sI")  # magic, feature count
@@ -110,17 +111,6 @@ class _Prepared:
     computed: bool = False  # `vector` is new, not read from the cache
 
 
-def _prefetch(fn: Callable, items: Iterable, executor: ThreadPoolExecutor, ahead: int) -> Iterator:
-    """Like executor.map, but never more than `ahead` items in flight, so memory stays flat."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(executor.submit(fn, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 def compute_bottlenecks(
     paths: list[Path],
     backbone,
@@ -190,7 +180,7 @@ def compute_bottlenecks(
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as executor:
         try:
-            for prepared in _prefetch(prepare, range(len(paths)), executor, ahead=2 * batch_size):
+            for prepared in prefetch(prepare, range(len(paths)), executor, ahead=2 * batch_size):
                 if isinstance(prepared, ImageError):
                     result.failures.append(prepared)
                     if progress:
@@ -217,3 +207,43 @@ def compute_bottlenecks(
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
     return result
+
+
+@dataclass
+class DistortedTraining:
+    """Training rows with the copies added, and what extracting the copies did."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    computed: int
+    reused: int
+    failures: list
+
+
+def add_distorted_copies(
+    training_paths: list[Path],
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    distortion: Distortion,
+    copies: int,
+    backbone,
+    cache: BottleneckCache,
+    progress: Callable[[int], None] | None = None,
+) -> DistortedTraining:
+    """The training rows followed by `copies` distorted rows per training image.
+
+    Every image then has K + 1 rows (the original counts as one more copy), so drawing
+    training batches uniformly from the rows picks an image as before and one of its
+    versions at random. Only training images are passed in: validation and test images
+    are never distorted, and no copy of them is ever trained on."""
+    paths = [path for path in training_paths for _ in range(copies)]
+    variants = [DistortedCopy(distortion, index) for _ in training_paths for index in range(copies)]
+    labels = np.repeat(train_y, copies)
+    extraction = compute_bottlenecks(paths, backbone, cache, progress=progress, distortions=variants)
+    return DistortedTraining(
+        features=np.concatenate([train_x, extraction.features[extraction.ok]]),
+        labels=np.concatenate([train_y, labels[extraction.ok]]),
+        computed=extraction.computed,
+        reused=extraction.reused,
+        failures=extraction.failures,
+    )

@@ -16,8 +16,10 @@ import click
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
 from retrain.native_logs import import_tensorflow
-from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, RECIPES, SCHEDULES, apply_recipe
+from retrain.distribution import DISTRIBUTE
+from retrain.recipes import RECIPES, apply_recipe
 from retrain.tflite_model import QUANTIZATIONS
+from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, SCHEDULES, TrainingConfig
 
 def _option(name: str, *args, **kwargs):
     """An option spelled --name_with_underscores, also accepted as --name-with-dashes."""
@@ -40,21 +42,47 @@ def _reports_user_errors(command):
     return wrapper
 
 
+def _switch(name: str, help: str):
+    """An on/off flag, --name or --no_name (dashed spellings too), so a recipe's setting can be turned off."""
+    dashed = name.replace("_", "-")
+    spellings = [f"--{name}/--no_{name}"] + ([f"--{dashed}/--no-{dashed}"] if dashed != name else [])
+    return click.option(*spellings, name, default=False, help=help)
+
+
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
 def _progress(total: int, label: str):
-    """A progress line on stderr, at most every two seconds and at the end."""
-    state = {"done": 0, "start": time.monotonic(), "shown": 0.0}
+    """Progress on stderr: a live bar (count, rate, ETA) on a terminal; otherwise a plain line
+    at most every ten seconds and at the end, so logs stay readable."""
+    start = time.monotonic()
+    state = {"done": 0, "shown": start}
+
+    def rate() -> float:
+        return state["done"] / max(time.monotonic() - start, 1e-9)
+
+    if sys.stderr.isatty():
+        bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True, show_pos=True,
+                                item_show_func=lambda _: f"{rate():.1f} images/s")
+        bar.__enter__()
+
+        def update_bar(count: int) -> None:
+            state["done"] += count
+            bar.update(count, current_item=state["done"])
+            if state["done"] >= total:
+                bar.__exit__(None, None, None)
+
+        return update_bar
 
     def update(count: int) -> None:
         state["done"] += count
         now = time.monotonic()
-        if now - state["shown"] >= 2 or state["done"] >= total:
+        if now - state["shown"] >= 10 or state["done"] >= total:
             state["shown"] = now
-            rate = state["done"] / max(now - state["start"], 1e-9)
-            click.echo(f"{label}: {state['done']}/{total} ({rate:.0f} images/s)", err=True)
+            left = (total - state["done"]) / max(rate(), 1e-9)
+            eta = f", {left // 60:.0f} min {left % 60:02.0f} s left" if state["done"] < total else ""
+            click.echo(f"{label}: {state['done']}/{total} ({rate():.1f} images/s{eta})", err=True)
 
     return update
 
@@ -81,6 +109,12 @@ _PATH = click.Path(path_type=Path)
 @_option("test_batch_size", type=int, default=-1, show_default=True, help="-1 = whole test set.")
 @_option("testing_percentage", type=float, default=10.0, show_default=True)
 @_option("validation_percentage", type=float, default=10.0, show_default=True)
+@_option("validation_dir", type=_PATH, default=None,
+         help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
+              "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it.")
+@_option("test_dir", type=_PATH, default=None,
+         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
+              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it.")
 @_option("final_tensor_name", default="final_result", show_default=True)
 @_option("print_misclassified_test_images", is_flag=True)
 @_option("random_seed", type=int, default=None, help="Make the run repeatable.")
@@ -92,7 +126,9 @@ _PATH = click.Path(path_type=Path)
          help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
 @_option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
 @_option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
-         help="Preset training options: poets = tensorflow-for-poets' recipe, strong = our best measured. Flags given explicitly win.")
+         help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
+              "finetune = train the whole backbone too, the best model (slow: ~25 min for 2000 images on 2 cores). "
+              "Flags given explicitly win.")
 @_option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @_option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
 @_option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights.")
@@ -102,22 +138,34 @@ _PATH = click.Path(path_type=Path)
          help="Stop after this many evaluations without improvement and keep the best step (0 = off).")
 @_option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
          help="Whole-validation-set figure early stopping watches.")
-@_option("flip_left_right", is_flag=True, help="Distorted copies are randomly mirrored left-right.")
-@_option("flip_up_down", is_flag=True, help="Distorted copies are randomly mirrored top-bottom.")
-@_option("rotate90", is_flag=True, help="Distorted copies are turned a random number of quarter turns.")
+@_switch("flip_left_right", "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning).")
+@_switch("flip_up_down", "Randomly mirror training images top-bottom.")
+@_switch("rotate90", "Turn training images a random number of quarter turns.")
 @_option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image.")
 @_option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in.")
 @_option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %.")
 @_option("distorted_copies", type=int, default=None,
-         help="Distorted copies cached per training image [default: 5 when a distortion flag is given].")
+         help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning].")
 @_option("intermediate_output_graphs_dir", type=_PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps.")
 @_option("intermediate_store_frequency", type=int, default=0, show_default=True)
-@_option("fine_tune_layers", type=int, default=0, show_default=True,
-         help="Fine-tune the last N blocks of an EfficientNet-Lite backbone with the top layer: "
-              "1 = the head 1x1 conv, 2 = it and the last MBConv block, ... (0 = off).")
-@_option("fine_tune_steps", type=int, default=300, show_default=True, help="Fine-tuning steps, after the top layer is trained.")
-@_option("fine_tune_learning_rate", type=float, default=1e-4, show_default=True, help="Adam step size while fine-tuning.")
-@_option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step.")
+@_option("fine_tune_layers", default="0", show_default=True,
+         help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
+              "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off).")
+@_option("fine_tune_epochs", type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning.")
+@_option("fine_tune_steps", type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole].")
+@_option("fine_tune_learning_rate", type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0).")
+@_option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together).")
+@_option("fine_tune_weight_decay", type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay.")
+@_option("distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
+         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
+              "multi_worker = several machines, from TF_CONFIG.")
+@_option("crop_area", type=float, default=1.0, show_default=True,
+         help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop).")
+@_option("crop_aspect", type=float, default=1.0, show_default=True,
+         help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept).")
+@_option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %.")
+@_option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %.")
+@_option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel.")
 @_reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
@@ -130,26 +178,48 @@ def retrain(**flags):
     if flags["image_dir"] is None:
         raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
     import_tensorflow()
-    from retrain.augmentation import Distortion
-
-    flags["distortion"] = Distortion(**{name: flags.pop(name) for name in _DISTORTION_FLAGS})
-    from retrain.fine_tuning import FineTuneConfig
-
-    flags["fine_tuning"] = FineTuneConfig(**{name: flags.pop(name) for name in _FINE_TUNE_FLAGS})
     context = click.get_current_context()
-    explicit = {
-        field: flags[flag]
-        for flag, field in _TRAINING_FLAGS.items()
-        if context.get_parameter_source(flag) != click.core.ParameterSource.DEFAULT
-    }
-    training = apply_recipe(flags.pop("recipe"), explicit)
-    for flag in _TRAINING_FLAGS:
-        flags.pop(flag)
-    run_retrain(RetrainOptions(training=training, **flags), log=click.echo, warn=_warn, progress_factory=_progress)
+    explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    flags = apply_recipe(flags["recipe"], flags, explicit)
+    flags["training"] = TrainingConfig(**{field: flags.pop(flag) for flag, field in _TRAINING_FLAGS.items()})
+    flags["distortion"], flags["fine_tuning"] = _augmentation_and_fine_tuning(flags, explicit)
+    for directory, percentage in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage")):
+        if flags[directory] is not None and context.get_parameter_source(percentage) == click.core.ParameterSource.DEFAULT:
+            flags[percentage] = 0.0  # the held-out tree replaces the hash split of --image_dir
+    run_retrain(RetrainOptions(**flags), log=click.echo, warn=_warn, progress_factory=_progress)
 
 
-_FINE_TUNE_FLAGS = ("fine_tune_layers", "fine_tune_steps", "fine_tune_learning_rate", "fine_tune_batch_size")
 _DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
+_EPOCH_ONLY_FLAGS = ("crop_area", "crop_aspect", "random_contrast", "random_saturation", "random_hue")
+# retrain flag -> FineTuneConfig field
+_FINE_TUNE_FLAGS = {
+    "fine_tune_epochs": "epochs",
+    "fine_tune_steps": "steps",
+    "fine_tune_learning_rate": "learning_rate",
+    "fine_tune_batch_size": "batch_size",
+    "fine_tune_weight_decay": "weight_decay",
+    "distribute": "distribute",
+}
+
+
+def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
+    """The distortion flags drive fresh per-epoch augmentation when fine-tuning (cached copies
+    only with an explicit --distorted_copies), else cached copies as in retrain.py."""
+    from retrain.augmentation import Distortion, EpochAugmentation
+    from retrain.fine_tuning import FineTuneConfig, parse_layers
+
+    layers = parse_layers(flags.pop("fine_tune_layers"))
+    distortion = {name: flags.pop(name) for name in _DISTORTION_FLAGS}
+    epoch_only = {name: flags.pop(name) for name in _EPOCH_ONLY_FLAGS}
+    fine_tuning = {field: flags.pop(flag) for flag, field in _FINE_TUNE_FLAGS.items()}
+    if not layers:
+        given = [name for name in (*_EPOCH_ONLY_FLAGS, *_FINE_TUNE_FLAGS) if name in explicit]
+        if given:
+            raise UserError(f"--{given[0]} applies to fine-tuning; add --fine_tune_layers all or --recipe finetune")
+        return Distortion(**distortion), FineTuneConfig()
+    augmentation = EpochAugmentation(**distortion, **epoch_only)
+    cached = Distortion(**distortion) if "distorted_copies" in explicit else Distortion()
+    return cached, FineTuneConfig(layers=layers, augmentation=augmentation, **fine_tuning)
 
 # retrain flag -> TrainingConfig field
 _TRAINING_FLAGS = {

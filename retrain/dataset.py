@@ -54,13 +54,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def scan_image_tree(image_dir: Path | str) -> ImageTree:
-    """Find the classes (top-level folders) and their images; folders with no images are skipped."""
+def scan_image_tree(image_dir: Path | str, flag: str = "--image_dir") -> ImageTree:
+    """Find the classes (top-level folders) and their images; folders with no images are skipped.
+
+    flag names the tree in error messages (--image_dir, --validation_dir, --test_dir)."""
     root = Path(image_dir).expanduser()
     if not root.exists():
-        raise UserError(f"--image_dir {root}: no such directory")
+        raise UserError(f"{flag} {root}: no such directory")
     if not root.is_dir():
-        raise UserError(f"--image_dir {root}: not a directory")
+        raise UserError(f"{flag} {root}: not a directory")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
     by_label: dict[str, ImageClass] = {}
     skipped = []
@@ -78,7 +80,7 @@ def scan_image_tree(image_dir: Path | str) -> ImageTree:
             continue
         by_label[label] = ImageClass(label, folder, images)
     if not by_label and not skipped:
-        raise UserError(f"--image_dir {root}: no class folders found (expected one subfolder of images per class)")
+        raise UserError(f"{flag} {root}: no class folders found (expected one subfolder of images per class)")
     classes = sorted(by_label.values(), key=lambda c: c.label)
     return ImageTree(root, classes, skipped)
 
@@ -135,7 +137,61 @@ def split_images(
         for name in SETS:
             sets[name].extend((path, index) for path in assigned[name])
     if not sets["validation"] and validation_percentage > 0:
-        notes.append("validation set is empty (too few images); validation accuracy is not reported")
+        notes.append(_EMPTY_SET_NOTES["validation"])
     if not sets["testing"] and testing_percentage > 0:
-        notes.append("test set is empty (too few images); no final test accuracy")
+        notes.append(_EMPTY_SET_NOTES["testing"])
     return Split(sets["training"], sets["validation"], sets["testing"], notes)
+
+
+_EMPTY_SET_NOTES = {
+    "validation": "validation set is empty (too few images); validation accuracy is not reported",
+    "testing": "test set is empty (too few images); no final test accuracy",
+}
+
+# Held-out set -> (its flag, what a class missing from its tree is not)
+HELD_OUT_FLAGS = {"validation": ("--validation_dir", "validated"), "testing": ("--test_dir", "tested")}
+
+
+def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTree, warn) -> ImageTree:
+    """Scan a --validation_dir or --test_dir tree and check its classes against --image_dir's.
+
+    A class --image_dir has but the tree lacks is a warning; a class the tree has but
+    --image_dir lacks is a UserError (the classifier could never predict it)."""
+    flag, verb = HELD_OUT_FLAGS[set_name]
+    tree = scan_image_tree(directory, flag)
+    known = set(image_tree.labels)
+    extra = [c.folder.name for c in tree.classes if c.label not in known]
+    if extra:
+        raise UserError(
+            f"{flag} {tree.root}: {', '.join(map(repr, extra))} not among --image_dir's classes "
+            f"({', '.join(repr(c.folder.name) for c in image_tree.classes)})"
+        )
+    present = set(tree.labels)
+    for image_class in image_tree.classes:
+        if image_class.label not in present:
+            warn(f"{flag} {tree.root}: no {image_class.folder.name!r} folder; that class is not {verb}")
+    return tree
+
+
+def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTree], usable=None) -> Split:
+    """The split with each held-out tree's (path, class index) pairs appended to its set.
+
+    trees maps "validation"/"testing" to a tree from scan_held_out_tree; labels are the
+    classes being trained (class index = position). Images of a class not in labels, and
+    images for which usable(path) is false (unreadable), are left out. A set that is no
+    longer empty loses split_images' "set is empty" note."""
+    index = {label: i for i, label in enumerate(labels)}
+    sets = {"validation": list(split.validation), "testing": list(split.testing)}
+    notes = list(split.notes)
+    for set_name, tree in trees.items():
+        for image_class in tree.classes:
+            if image_class.label in index:
+                sets[set_name].extend(
+                    (path, index[image_class.label]) for path in image_class.images if usable is None or usable(path)
+                )
+        flag = HELD_OUT_FLAGS[set_name][0]
+        if sets[set_name]:
+            notes = [note for note in notes if note != _EMPTY_SET_NOTES[set_name]]
+        elif tree.classes:
+            notes.append(f"{flag} {tree.root}: no usable images; the {set_name} set is empty")
+    return Split(list(split.training), sets["validation"], sets["testing"], notes)

@@ -1,302 +1,389 @@
-"""--fine_tune_layers N: train the last N blocks of the backbone together with the top layer.
+"""Fine-tuning: train the backbone (all of it, or its last N blocks) with the top layer,
+on a fresh random version of every training image every epoch.
 
-A "block" is one MBConv block of EfficientNet-Lite, and the head 1x1 conv counts as the
-last one: N = 1 tunes the head conv only, N = 2 also the last MBConv block, and so on.
-The frozen part of the network is run once per image and its output (the activations
-entering the first unfrozen block) is cached like a bottleneck, in its own namespace
-that names the split point; every step then runs only the unfrozen blocks. The top
-layer is first trained as usual on cached bottlenecks, then tuned jointly with the
-blocks by Adam at --fine_tune_learning_rate. The tuned weights are written into the
-backbone's own variables, so every export carries them, and the backbone's identity
-changes, so nothing derived from the tuned network can reach the pretrained caches.
+The top layer is first trained on cached bottlenecks as usual (retrain.training); its
+weights start the joint training here. Batches are read, decoded and augmented by
+worker threads (retrain.image_batches) while the training step runs under a
+tf.distribute strategy (retrain.distribution). The step minimises the same loss as the
+top layer (label smoothing, class weights, dropout on the pooled features) with AdamW
+and a cosine learning-rate decay to zero. After every epoch the validation set is
+scored, the best epoch by validation AUC is remembered, and a checkpoint is written
+atomically to the run folder, so a rerun of the same command after Ctrl-C or kill -9
+continues from the last finished epoch. The tuned weights are finally copied into the
+backbone the exports are made from, which gets a new identity, so nothing computed by
+the tuned network can reach the pretrained bottleneck cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from dataclasses import dataclass
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from retrain.augmentation import DistortedCopy, copies_to_make
+from retrain.augmentation import EpochAugmentation, check_epoch_augmentation
+from retrain.checkpoints import Checkpoint, DamagedCheckpoint, load_checkpoint, save_checkpoint
 from retrain.errors import UserError
+from retrain.image_batches import TrainingImages
+from retrain.images import load_batches
+from retrain.learner import Callback, EpochResult, Validation, fit
 from retrain.training import Head, TrainingConfig, accuracy, cross_entropy, mean_auc
 
-FINE_TUNE_BATCH_SIZE = 32
 EVALUATION_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    fine_tune_layers: int = 0  # 0 = off: the backbone stays frozen
-    fine_tune_steps: int = 300
-    fine_tune_learning_rate: float = 1e-4
-    fine_tune_batch_size: int = FINE_TUNE_BATCH_SIZE
+    layers: int | str = 0  # 0 = off; N = the last N blocks; "all" = every layer
+    epochs: int = 12
+    steps: int | None = None  # stop after this many batches in all (None: every epoch runs whole)
+    learning_rate: float = 5e-5  # AdamW, decayed to zero by a cosine
+    batch_size: int = 32
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    distribute: str = "auto"  # see retrain.distribution
+    augmentation: EpochAugmentation = field(default_factory=EpochAugmentation)
+
+    @property
+    def active(self) -> bool:
+        return self.layers != 0
+
+
+def parse_layers(text: str | int) -> int | str:
+    """--fine_tune_layers: `all` or a block count (0 = off)."""
+    if str(text).strip().lower() == "all":
+        return "all"
+    try:
+        layers = int(text)
+    except ValueError:
+        raise UserError(f"--fine_tune_layers must be 'all' or a number of blocks, got {text!r}") from None
+    if layers < 0:
+        raise UserError(f"--fine_tune_layers must be 'all', or 0 (off) or more, got {layers}")
+    return layers
 
 
 def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
     """Fail on a flag mistake before any slow work; `backbone_config` is None for a TF Hub module."""
-    layers = config.fine_tune_layers
-    if layers < 0:
-        raise UserError(f"--fine_tune_layers must be 0 (off) or more, got {layers}")
-    if layers == 0:
+    from retrain.distribution import DISTRIBUTE
+
+    if not config.active:
         return
-    if backbone_config is None or backbone_config.family != "efficientnet_lite":
-        raise UserError("--fine_tune_layers: supported for efficientnet_lite0/1/2 only")
-    from retrain.backbones.efficientnet_lite import tunable_block_count
+    if backbone_config is None:
+        if config.layers != "all":
+            raise UserError(f"--fine_tune_layers {config.layers}: a TF Hub module can only be fine-tuned whole; "
+                            "use --fine_tune_layers all")
+    elif backbone_config.family == "efficientnet_lite" and config.layers != "all":
+        from retrain.backbones.efficientnet_lite import tunable_block_count
 
-    available = tunable_block_count(backbone_config)
-    if layers > available:
-        raise UserError(
-            f"--fine_tune_layers {layers}: {backbone_config.name} has {available} blocks "
-            f"({available - 1} MBConv blocks and the head conv)"
-        )
-    if config.fine_tune_steps < 1:
+        available = tunable_block_count(backbone_config)
+        if config.layers > available:
+            raise UserError(
+                f"--fine_tune_layers {config.layers}: {backbone_config.name} has {available} blocks "
+                f"({available - 1} MBConv blocks and the head conv); 'all' also tunes the stem"
+            )
+    if config.epochs < 1:
+        raise UserError("--fine_tune_epochs must be at least 1")
+    if config.steps is not None and config.steps < 1:
         raise UserError("--fine_tune_steps must be at least 1")
-    if not config.fine_tune_learning_rate > 0:
+    if not config.learning_rate > 0:
         raise UserError("--fine_tune_learning_rate must be positive")
-    if config.fine_tune_batch_size < 1:
+    if config.batch_size < 1:
         raise UserError("--fine_tune_batch_size must be at least 1")
+    if config.weight_decay < 0:
+        raise UserError("--fine_tune_weight_decay must be >= 0")
+    if config.distribute not in DISTRIBUTE:
+        raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE)}")
+    check_epoch_augmentation(config.augmentation)
 
 
-def start_block(module, layers: int) -> int:
-    """Index of the first unfrozen block; len(module.blocks) stands for the head conv."""
-    return module.tunable_block_count - layers
+@dataclass
+class TunedModel:
+    head: Head
+    best_epoch: int | None  # None: no validation set, the last epoch is kept
+    history: list[EpochResult]
+    resumed_from: int  # epochs a checkpoint had already finished
 
 
-@dataclass(frozen=True)
-class ActivationSource:
-    """Stands in for the backbone in compute_bottlenecks, so activations get the same
-    cache, threading and bad-image handling as bottlenecks."""
-
-    input_size: int
-    feature_size: int  # the activations, flattened
-    identity: str
-
-
-def activation_shape(backbone, first: int) -> tuple[int, ...]:
+def _tuning_net(module, variables, head: Head, dropout: float):
     import tensorflow as tf
 
-    size = backbone.input_size
-    spec = tf.TensorSpec([1, size, size, 3], tf.float32)
-    traced = tf.function(lambda images: backbone.module.activations_before(images, first)).get_concrete_function(spec)
-    return tuple(traced.structured_outputs.shape[1:])
+    class TuningNet(tf.Module):
+        """The backbone's tuning path and the top layer, with dropout on the pooled features."""
+
+        def __init__(self):
+            super().__init__(name="tuning_net")
+            self.backbone = module
+            self.tuned = list(variables)
+            self.head_weights = tf.Variable(head.weights, name="final_weights")
+            self.head_bias = tf.Variable(head.bias, name="final_biases")
+
+        @property
+        def trainable(self) -> list:
+            return self.tuned + [self.head_weights, self.head_bias]
+
+        def logits(self, images, dropout_seed=None):
+            features = self.backbone.tuning_features(images)
+            if dropout_seed is not None and dropout:
+                features = tf.nn.experimental.stateless_dropout(features, dropout, seed=dropout_seed)
+            return tf.matmul(features, self.head_weights) + self.head_bias
+
+    return TuningNet()
 
 
-def open_activation_cache(bottleneck_dir: Path, backbone, first: int, feature_size: int):
-    """Beside the bottlenecks of the same backbone, in a folder that names the split point."""
-    from retrain.bottlenecks import BottleneckCache
-    from retrain.images import PREPROCESSING_VERSION
-
-    namespace = f"{backbone.identity}-p{PREPROCESSING_VERSION}-block{first}-input"
-    return BottleneckCache(Path(bottleneck_dir).expanduser() / namespace, feature_size)
+def run_fingerprint(**settings) -> str:
+    """Names what a checkpoint continues: a run with other settings or images starts afresh."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_activations(paths: list[Path], backbone, first: int, bottleneck_dir: Path, progress=None, distortions=None):
-    """The activations entering block `first` for every path (a distorted copy where
-    `distortions` names one), from the cache where possible. Returns the Extraction
-    (features flattened), the activation shape and the cache."""
-    import tensorflow as tf
+class _KeepBest(Callback):
+    """Remembers the weights of the best epoch by validation AUC (or loss); the last without validation."""
 
-    from retrain.bottlenecks import compute_bottlenecks
-    from retrain.feature_engines import TENSORFLOW_BATCH_SIZE, FeatureEngine
+    def __init__(self, net, metric: str, checkpoint: Checkpoint | None):
+        self.net, self.metric = net, metric
+        self.epoch = checkpoint.best_epoch if checkpoint else None
+        self.score = checkpoint.best_score if checkpoint else None
+        self.weights = checkpoint.best_weights if checkpoint else []
 
-    shape = activation_shape(backbone, first)
-    source = ActivationSource(backbone.input_size, int(np.prod(shape)), backbone.identity)
-    cache = open_activation_cache(bottleneck_dir, backbone, first, source.feature_size)
-    size = backbone.input_size
-    frozen_part = tf.function(
-        lambda images: backbone.module.activations_before(images, first),
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-    )
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        return frozen_part(np.asarray(pixels, np.float32)).numpy().reshape(len(pixels), -1)
-
-    engine = FeatureEngine("tensorflow", run)
-    extraction = compute_bottlenecks(
-        paths, source, cache, batch_size=TENSORFLOW_BATCH_SIZE, progress=progress, engine=engine, distortions=distortions
-    )
-    return extraction, shape, cache
+    def on_epoch_end(self, result: EpochResult) -> None:
+        if result.validation_auc is None:
+            return
+        score = result.validation_auc if self.metric == "auc" else -result.validation_loss
+        if math.isnan(score):
+            return
+        if self.score is None or score >= self.score:  # a tie goes to the later, further-trained epoch
+            self.epoch, self.score = result.epoch, score
+            self.weights = [v.numpy() for v in self.net.trainable]
 
 
-def tuned_features(module, first: int, activations: np.ndarray) -> np.ndarray:
-    """Bottlenecks of the (tuned) backbone from cached activations; kept in memory only."""
-    import tensorflow as tf
+class _Checkpointing(Callback):
+    def __init__(self, run_dir: Path, fingerprint: str, seed: int, net, optimizer, keep_best: _KeepBest, history: list[dict]):
+        self.run_dir, self.fingerprint, self.seed = run_dir, fingerprint, seed
+        self.net, self.optimizer, self.keep_best, self.history = net, optimizer, keep_best, history
 
-    out = [
-        module.features_from(tf.constant(activations[i : i + EVALUATION_BATCH_SIZE]), first).numpy()
-        for i in range(0, len(activations), EVALUATION_BATCH_SIZE)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, module.layers["head_bias"].shape[0]), np.float32)
+    def on_epoch_end(self, result: EpochResult) -> None:
+        self.history.append(dataclasses.asdict(result))
+        try:
+            save_checkpoint(self.run_dir, Checkpoint(
+                fingerprint=self.fingerprint, seed=self.seed, epoch=result.epoch,
+                weights=[v.numpy() for v in self.net.trainable],
+                optimizer=[v.numpy() for v in self.optimizer.variables],
+                best_epoch=self.keep_best.epoch, best_score=self.keep_best.score,
+                best_weights=self.keep_best.weights, history=self.history,
+            ))
+        except OSError as e:
+            raise UserError(f"cannot write the fine-tuning checkpoint in {self.run_dir}: {e.strerror or e}") from e
 
 
-@dataclass(frozen=True)
-class FineTuneReport:
-    step: int
-    train_accuracy: float
-    cross_entropy: float
-    validation_accuracy: float | None
-    validation_auc: float | None
+class _Report(Callback):
+    """A progress bar within each epoch, then one line per epoch."""
+
+    def __init__(self, images_per_epoch: int, log, progress_factory):
+        self.images_per_epoch, self.log, self.progress_factory = images_per_epoch, log, progress_factory
+        self.update = None
+
+    def on_epoch_begin(self, epoch: int, epochs: int) -> None:
+        if self.progress_factory:
+            self.update = self.progress_factory(self.images_per_epoch, f"Epoch {epoch}/{epochs}")
+
+    def on_batch_end(self, images: int) -> None:
+        if self.update:
+            self.update(images)
+
+    def on_epoch_end(self, r: EpochResult) -> None:
+        line = f"Epoch {r.epoch}/{r.epochs}: train loss {r.train_loss:.4f}"
+        if r.validation_auc is not None:
+            line += (f", validation loss {r.validation_loss:.4f}, accuracy {100 * r.validation_accuracy:.1f}%, "
+                     f"AUC {r.validation_auc:.3f}")
+        self.log(line + f" ({r.seconds:.0f} s, {r.images_per_second:.1f} images/s)")
 
 
 def fine_tune(
-    module,
-    first: int,
+    backbone,
+    build_backbone: Callable[[], object],
     head: Head,
-    train_a: np.ndarray,
-    train_y: np.ndarray,
-    val_a: np.ndarray,
-    val_y: np.ndarray,
-    training: TrainingConfig,
+    input_size: int,
+    train: list[tuple[Path, int]],
+    validation: list[tuple[Path, int]],
+    class_count: int,
     config: FineTuneConfig,
-    report: Callable[[FineTuneReport], None] | None = None,
-) -> Head:
-    """Tune blocks `first`.. of `module` (in place) and the head by Adam on cached activations.
-
-    The top layer's own options apply (dropout, weight decay, label smoothing, class
-    weights, seed); with early stopping on and a validation set, the best evaluated
-    state by validation AUC is kept, the untuned one included, so tuning never leaves
-    the model worse on validation than it found it."""
+    training: TrainingConfig,
+    run_dir: Path,
+    fingerprint: str,
+    log: Callable[[str], None],
+    warn: Callable[[str], None],
+    progress_factory=None,
+    extra_callbacks: tuple[Callback, ...] = (),
+    images_factory=TrainingImages,
+) -> tuple[object, TunedModel]:
+    """Tune a copy of `backbone` (built by `build_backbone` inside the strategy's scope, so
+    its variables live on every replica) and the head; return the copy, holding the kept
+    epoch's weights, and the tuned head. `images_factory` (TrainingImages' signature) lets
+    the benchmark feed pre-decoded batches through the same loop."""
+    import keras
     import tensorflow as tf
 
-    if training.random_seed is not None:
-        tf.random.set_seed(training.random_seed)
-    rng = np.random.default_rng(None if training.random_seed is None else training.random_seed + 2)
-    class_count = head.weights.shape[1]
-    tuned = module.unfreeze_from(first)
-    weights = tf.Variable(head.weights, name="final_weights")
-    bias = tf.Variable(head.bias, name="final_biases")
-    params = [*tuned, weights, bias]
-    slots = [(tf.Variable(tf.zeros_like(p)), tf.Variable(tf.zeros_like(p))) for p in params]
-    adam_step = tf.Variable(0.0)
-    targets = tf.constant(
-        np.eye(class_count, dtype=np.float32) * (1 - training.label_smoothing) + training.label_smoothing / class_count
-    )
-    class_weight = tf.constant(
-        np.ones(class_count, np.float32) if training.class_weights is None else np.asarray(training.class_weights, np.float32)
-    )
-    rate = config.fine_tune_learning_rate
+    from retrain.distribution import describe, make_strategy
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *train_a.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)])
-    def train_step(x, y):
+    strategy = make_strategy(config.distribute)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size < replicas:
+        raise UserError(f"--fine_tune_batch_size {config.batch_size}: smaller than the {replicas} replicas training it")
+    checkpoint = _usable_checkpoint(run_dir, fingerprint, log, warn)
+    seed = checkpoint.seed if checkpoint else (training.random_seed if training.random_seed is not None
+                                               else secrets.randbits(31))
+    images = images_factory([p for p, _ in train], np.array([c for _, c in train], np.int64), input_size,
+                            config.augmentation, seed, config.batch_size)
+    batches_per_epoch = images.batches_per_epoch
+    total_batches = batches_per_epoch * config.epochs
+    if config.steps is not None:
+        total_batches = min(total_batches, config.steps)
+    epochs = math.ceil(total_batches / batches_per_epoch)
+
+    with strategy.scope():
+        twin = build_backbone()
+        _copy_variables(backbone.module, twin.module)
+        net = _tuning_net(twin.module, twin.module.unfreeze(config.layers), head, training.dropout)
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_batches, alpha=0.0)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+        optimizer.build(net.trainable)  # a Keras 3 optimizer makes its slots here, not in a replica step
+    log(f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} on {describe(strategy)}: "
+        f"{epochs} epochs of {batches_per_epoch} batches of {config.batch_size}, AdamW at {config.learning_rate:g} "
+        f"(cosine decay, weight decay {config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
+
+    first_epoch, history = 0, []
+    if checkpoint:
+        _restore(net, optimizer, checkpoint)
+        first_epoch, history = checkpoint.epoch, list(checkpoint.history)
+        if first_epoch >= epochs:
+            log(f"Fine-tuning: all {epochs} epochs were already done in {run_dir} (delete it to train again)")
+        else:
+            log(f"Fine-tuning: resuming after epoch {first_epoch} from {run_dir}")
+
+    targets = np.eye(class_count, dtype=np.float32) * (1 - training.label_smoothing) + training.label_smoothing / class_count
+    weights = np.ones(class_count, np.float32) if training.class_weights is None else np.asarray(training.class_weights, np.float32)
+    targets, weights = tf.constant(targets), tf.constant(weights)
+
+    def replica_step(pixels, labels, seed_pair, count):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         with tf.GradientTape() as tape:
-            features = module.features_from(x, first)
-            if training.dropout:
-                features = tf.nn.dropout(features, training.dropout)
-            logits = tf.matmul(features, weights) + bias
-            per_example = tf.nn.softmax_cross_entropy_with_logits(tf.gather(targets, y), logits)
-            loss = tf.reduce_mean(per_example * tf.gather(class_weight, y))
-            loss += 0.5 * training.weight_decay * tf.reduce_sum(tf.square(weights))
-        grads = tape.gradient(loss, params)
-        adam_step.assign_add(1.0)
-        correction = tf.sqrt(1 - 0.999**adam_step) / (1 - 0.9**adam_step)
-        for p, g, (m, v) in zip(params, grads, slots):
-            m.assign(0.9 * m + 0.1 * g)
-            v.assign(0.999 * v + 0.001 * tf.square(g))
-            p.assign_sub(rate * correction * m / (tf.sqrt(v) + 1e-7))
-        return tf.nn.softmax(logits)
+            logits = net.logits(pixels, dropout_seed=seed_pair + tf.constant([0, 1_000_003], tf.int64) * tf.cast(replica, tf.int64))
+            losses = tf.nn.softmax_cross_entropy_with_logits(tf.gather(targets, labels), logits) * tf.gather(weights, labels)
+            loss = tf.reduce_sum(losses) / count
+        gradients = tape.gradient(loss, net.trainable)
+        optimizer.apply_gradients(zip(gradients, net.trainable))
+        return tf.reduce_sum(losses)
 
-    def current_head(step=None) -> Head:
-        return Head(weights.numpy().copy(), bias.numpy().copy(), step)
+    @tf.function(reduce_retracing=True)
+    def train_step(pixels, labels, seed_pair, count):
+        per_replica = strategy.run(replica_step, args=(pixels, labels, seed_pair, count))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def validation_scores():
-        probabilities = current_head().probabilities(tuned_features(module, first, val_a))
-        return accuracy(probabilities, val_y), mean_auc(probabilities, val_y)
+    @tf.function(reduce_retracing=True)
+    def predict(pixels):
+        return tf.nn.softmax(net.logits(pixels))
 
-    keep_best = training.early_stopping_patience > 0 and len(val_y) > 0
-    best_score, best_state, evaluations_since_best = -np.inf, None, 0
-    if keep_best:
-        best_score = validation_scores()[1]
-        best_state = ([p.numpy().copy() for p in params], None)
-    for step in range(config.fine_tune_steps):
-        batch = rng.integers(0, len(train_y), size=config.fine_tune_batch_size)
-        probabilities = train_step(tf.constant(train_a[batch]), tf.constant(train_y[batch], tf.int64)).numpy()
-        last = step + 1 == config.fine_tune_steps
-        if not ((step + 1) % training.eval_step_interval == 0 or last):
-            continue
-        val_accuracy, val_auc = validation_scores() if len(val_y) else (None, None)
-        if report:
-            report(FineTuneReport(step + 1, accuracy(probabilities, train_y[batch]),
-                                  cross_entropy(probabilities, train_y[batch]), val_accuracy, val_auc))
-        if keep_best and not np.isnan(val_auc):
-            if val_auc > best_score:
-                best_score, best_state, evaluations_since_best = val_auc, ([p.numpy().copy() for p in params], step + 1), 0
-            else:
-                evaluations_since_best += 1
-                if evaluations_since_best >= training.early_stopping_patience:
-                    break
-    if best_state is not None:
-        for p, value in zip(params, best_state[0]):
-            p.assign(value)
-        return current_head(best_state[1] if best_state[1] is not None else 0)
-    return current_head()
+    def distribute(array: np.ndarray):
+        parts = np.array_split(array, replicas)
+        return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+
+    def train_epoch(epoch: int, on_batch) -> tuple[float, int]:
+        loss_sum, seen = 0.0, 0
+        limit = total_batches - (epoch - 1) * batches_per_epoch
+        for index, batch in enumerate(images.epoch(epoch, limit=limit, on_unreadable=lambda e: warn(
+                f"skipped {e.path}: {e.reason} (left out of every epoch)"))):
+            step = (epoch - 1) * batches_per_epoch + index
+            loss_sum += float(train_step(distribute(batch.pixels), distribute(batch.labels),
+                                         tf.constant([seed, step], tf.int64), tf.constant(len(batch.labels), tf.float32)))
+            seen += len(batch.labels)
+            on_batch(len(batch.labels))
+        return loss_sum / max(seen, 1), seen
+
+    def validate() -> Validation | None:
+        if not validation:
+            return None
+        probabilities, true = predict_paths(predict, [p for p, _ in validation], input_size)
+        labels = np.array([c for _, c in validation], np.int64)[true]
+        return Validation(cross_entropy(probabilities, labels), accuracy(probabilities, labels), mean_auc(probabilities, labels))
+
+    keep_best = _KeepBest(net, training.early_stopping_metric, checkpoint)
+    callbacks = [
+        _Report(batches_per_epoch * config.batch_size, log, progress_factory),
+        keep_best,
+        _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
+        *extra_callbacks,
+    ]
+    fit(first_epoch, epochs, train_epoch, validate, callbacks)
+    results = [EpochResult(**r) for r in history]
+    if keep_best.epoch is not None:
+        for variable, value in zip(net.trainable, keep_best.weights):
+            variable.assign(value)
+        log(f"Fine-tuning: kept epoch {keep_best.epoch} (best validation {training.early_stopping_metric})")
+    tuned_head = Head(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
+    return twin, TunedModel(tuned_head, keep_best.epoch, results, first_epoch)
 
 
-def tuned_identity(backbone, layers: int) -> str:
-    """A new identity naming the tuned weights, so no cache keyed by the pretrained one is reused or polluted."""
+def predict_paths(predict, paths: list[Path], size: int, warn=None) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs for every readable path, in order, and a mask of the readable ones."""
+    outputs, ok = [], np.zeros(len(paths), bool)
+    for indices, pixels, failures in load_batches(paths, size, EVALUATION_BATCH_SIZE):
+        for failure in failures:
+            if warn:
+                warn(f"skipped {failure.path}: {failure.reason}")
+        if pixels is not None:
+            outputs.append(np.asarray(predict(pixels)))
+            ok[indices] = True
+    return (np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)), ok
+
+
+def _usable_checkpoint(run_dir: Path, fingerprint: str, log, warn) -> Checkpoint | None:
+    try:
+        checkpoint = load_checkpoint(run_dir)
+    except DamagedCheckpoint as e:
+        warn(f"{run_dir}: the fine-tuning checkpoint is damaged ({e}); fine-tuning starts afresh")
+        return None
+    if checkpoint is not None and checkpoint.fingerprint != fingerprint:
+        log(f"{run_dir}: its checkpoint is from other settings or images; fine-tuning starts afresh")
+        return None
+    return checkpoint
+
+
+def _copy_variables(source, target) -> None:
+    """Make the copy start from exactly the backbone's weights, however it was built."""
+    pairs = list(zip(source.variables, target.variables))
+    if len(source.variables) != len(target.variables) or any(a.shape != b.shape for a, b in pairs):
+        raise UserError("internal: the backbone built for fine-tuning differs from the one the bottlenecks came from")
+    for a, b in pairs:
+        b.assign(a)
+
+
+def _restore(net, optimizer, checkpoint: Checkpoint) -> None:
+    pairs = list(zip(net.trainable, checkpoint.weights)) + list(zip(optimizer.variables, checkpoint.optimizer))
+    if len(checkpoint.weights) != len(net.trainable) or len(checkpoint.optimizer) != len(optimizer.variables) or any(
+            tuple(v.shape) != value.shape for v, value in pairs):
+        raise UserError("the fine-tuning checkpoint does not fit this network; delete its run folder")
+    for variable, value in pairs:
+        variable.assign(value)
+
+
+def _what_is_tuned(backbone, layers, variable_count: int) -> str:
+    if layers == "all":
+        return f"all of {backbone.config.name} ({variable_count} weight arrays)"
+    return f"the last {layers} blocks of {backbone.config.name} ({variable_count} weight arrays)"
+
+
+def copy_tuned_weights(tuned, backbone, layers) -> None:
+    """Write the tuned copy's weights into the backbone the exports are made from, and give it
+    a new identity naming them."""
+    targets = backbone.module.unfreeze(layers)
+    sources = tuned.module.unfreeze(layers)
     digest = hashlib.sha256()
-    for name in backbone.module.block_layer_names(start_block(backbone.module, layers)):
-        digest.update(name.encode())
-        digest.update(backbone.module.layers[name].numpy().tobytes())
-    return f"{backbone.identity}-ft{layers}-{digest.hexdigest()[:12]}"
-
-
-def fine_tune_classifier(options, backbone, head: Head, split, training: TrainingConfig, log, warn, progress_factory=None):
-    """The pipeline's fine-tuning stage: cache activations, tune, and return the tuned head
-    with the tuned backbone's validation and test bottlenecks (in memory, never cached)."""
-    from retrain import paths as default_paths
-
-    config = options.fine_tuning
-    module = backbone.module
-    first = start_block(module, config.fine_tune_layers)
-    copies = copies_to_make(options.distortion, options.distorted_copies)
-    training_paths = [path for path, _ in split.training]
-    # Training images, then their distorted copies, then validation and test: the rows tuning draws from are one slice.
-    all_paths = training_paths + [path for path in training_paths for _ in range(copies)]
-    all_paths += [path for group in (split.validation, split.testing) for path, _ in group]
-    distortions = [None] * len(training_paths) + [DistortedCopy(options.distortion, i) for _ in training_paths for i in range(copies)]
-    distortions += [None] * (len(all_paths) - len(distortions))
-    bottleneck_dir = options.bottleneck_dir or default_paths.default_bottleneck_dir()
-    progress = progress_factory(len(all_paths), "Activations") if progress_factory else None
-    extraction, shape, cache = cached_activations(
-        all_paths, backbone, first, bottleneck_dir, progress, distortions if copies else None
-    )
-    train_rows = len(training_paths) * (1 + copies)
-    originals_ok = np.concatenate([extraction.ok[: len(training_paths)], extraction.ok[train_rows:]])
-    if not originals_ok.all():
-        failure = extraction.failures[0]
-        raise UserError(f"{failure.path}: {failure.reason} (while caching activations for fine-tuning)")
-    for failure in extraction.failures:
-        warn(f"skipped a distorted copy of {failure.path}: {failure.reason}")
-    last = len(module.blocks) - 1
-    what = {last + 1: "the head conv", last: f"block {last} and the head conv"}.get(first, f"blocks {first}-{last} and the head conv")
-    log(
-        f"Fine-tuning {what} ({config.fine_tune_layers} of {module.tunable_block_count} blocks): activations "
-        f"{'x'.join(map(str, shape))} per image, {extraction.reused} reused, {extraction.computed} computed "
-        f"({extraction.features.nbytes / 1e6:.0f} MB in memory"
-        + (f", {copies} distorted copies per training image" if copies else "") + f"); cache {cache.root}"
-    )
-    activations = extraction.features.reshape(-1, *shape)
-    train_y = np.array([c for _, c in split.training], np.int64)
-    train_y = np.concatenate([train_y, np.repeat(train_y, copies)])
-    train_a = activations[:train_rows]
-    if not extraction.ok[:train_rows].all():  # a distorted copy that failed is left out
-        train_a, train_y = train_a[extraction.ok[:train_rows]], train_y[extraction.ok[:train_rows]]
-    val_a = activations[train_rows : train_rows + len(split.validation)]
-    test_a = activations[train_rows + len(split.validation) :]
-    val_y = np.array([c for _, c in split.validation], np.int64)
-
-    def report(r: FineTuneReport) -> None:
-        line = f"Fine-tune step {r.step}: Train accuracy = {100 * r.train_accuracy:.1f}%, Cross entropy = {r.cross_entropy:f}"
-        if r.validation_auc is not None:
-            line += f", Validation accuracy = {100 * r.validation_accuracy:.1f}%, AUC = {r.validation_auc:.3f}"
-        log(line)
-
-    tuned_head = fine_tune(module, first, head, train_a, train_y, val_a, val_y, training, config, report)
-    if tuned_head.step is not None:
-        log(f"Fine-tuning: kept the state after step {tuned_head.step} (best validation AUC; 0 = untuned)")
-    backbone.identity = tuned_identity(backbone, config.fine_tune_layers)
-    return tuned_head, tuned_features(module, first, val_a), tuned_features(module, first, test_a)
+    for target, source in zip(targets, sources):
+        value = source.numpy()
+        target.assign(value)
+        digest.update(value.tobytes())
+    backbone.identity = f"{backbone.identity}-ft{layers}-{digest.hexdigest()[:12]}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -26,8 +26,72 @@ MAX_PIXELS = 120_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-if TYPE_CHECKING:
-    from retrain.augmentation import DistortionDraw
+# ITU-R 601 luma weights, for contrast and saturation.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+
+
+@dataclass(frozen=True)
+class DistortionDraw:
+    """One random version of an image, applied by load_image: a crop of the decoded
+    image (before the one resize), then flips, quarter turns and colour changes of the
+    resized pixels. Drawn by retrain.augmentation."""
+
+    zoom: float  # >= 1: the crop keeps 1/zoom of the width
+    crop_x: float  # where the crop sits in the room left, 0..1
+    crop_y: float
+    flip_left_right: bool
+    flip_up_down: bool
+    quarter_turns: int  # counter-clockwise, 0..3
+    brightness: float  # pixel multiplier
+    zoom_y: float | None = None  # the crop keeps 1/zoom_y of the height; None = zoom (same aspect)
+    contrast: float = 1.0  # distance from the mean grey level multiplied by this
+    saturation: float = 1.0  # distance from each pixel's grey multiplied by this
+    hue: float = 0.0  # hue turned by this fraction of the colour wheel
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float] | None:
+        """The region of the decoded image to keep, or None for the whole image."""
+        zoom_y = self.zoom if self.zoom_y is None else self.zoom_y
+        if self.zoom <= 1 and zoom_y <= 1:
+            return None
+        box_width, box_height = width / max(self.zoom, 1.0), height / max(zoom_y, 1.0)
+        left, top = self.crop_x * (width - box_width), self.crop_y * (height - box_height)
+        return (left, top, left + box_width, top + box_height)
+
+    @property
+    def decode_zoom(self) -> float:
+        """How much larger than the target the decoded image must be for the crop to stay sharp."""
+        return max(self.zoom, self.zoom if self.zoom_y is None else self.zoom_y, 1.0)
+
+    def apply_to_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Flips, quarter turns (half turns only for a non-square image, to keep its shape),
+        then brightness, contrast, saturation and hue, rounded to uint8 once."""
+        if self.flip_left_right:
+            pixels = pixels[:, ::-1]
+        if self.flip_up_down:
+            pixels = pixels[::-1]
+        turns = self.quarter_turns if pixels.shape[0] == pixels.shape[1] else self.quarter_turns // 2 * 2
+        pixels = np.rot90(pixels, turns)
+        if (self.brightness, self.contrast, self.saturation, self.hue) != (1.0, 1.0, 1.0, 0.0):
+            values = pixels.astype(np.float32) * self.brightness
+            if self.contrast != 1:
+                grey = float((values @ _LUMA).mean())
+                values = (values - grey) * self.contrast + grey
+            if self.saturation != 1:
+                grey = (values @ _LUMA)[..., None]
+                values = (values - grey) * self.saturation + grey
+            if self.hue:
+                values = values @ _hue_rotation(self.hue).T
+            pixels = np.clip(np.rint(values), 0, 255)
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def _hue_rotation(turn: float) -> np.ndarray:
+    """RGB -> RGB matrix turning the hue by `turn` of a full circle (a rotation of the YIQ chroma plane)."""
+    angle = 2 * np.pi * turn
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotate = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], np.float32)
+    return np.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ
 
 
 class ImageError(ValueError):
@@ -53,8 +117,8 @@ def load_image(
 
     `data` lets a caller that already read the file (to hash it) avoid a second read.
 
-    `distortion` (a cached augmentation copy, see retrain.augmentation) crops the decoded
-    image before the one resize, then flips, turns and brightens the resized pixels.
+    `distortion` (a random version, see retrain.augmentation) crops the decoded image
+    before the one resize, then flips, turns and recolours the resized pixels.
     """
     width, height = (size, size) if isinstance(size, int) else size
     if data is None:
@@ -72,7 +136,7 @@ def load_image(
                 raise ImageError(path, f"image is too large ({image.size[0]}x{image.size[1]} pixels; limit {MAX_PIXELS:,})")
             if image.format == "JPEG":
                 # DCT scaling: decode straight to the smallest size that is still >= the target.
-                zoom = distortion.zoom if distortion else 1.0  # a crop is enlarged: decode it sharp enough
+                zoom = distortion.decode_zoom if distortion else 1.0  # a crop is enlarged: decode it sharp enough
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, (round(width * zoom), round(height * zoom)))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image

@@ -14,11 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.augmentation import Distortion, add_distorted_copies, check_distortion, copies_to_make
+from retrain.augmentation import Distortion, check_distortion, copies_to_make
 from retrain.backbones import DEFAULT_ARCHITECTURE
-from retrain.dataset import scan_image_tree, split_images
+from retrain.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
 from retrain.errors import UserError
-from retrain.fine_tuning import FineTuneConfig, check_fine_tuning, fine_tune_classifier
+from retrain.fine_tuning import FineTuneConfig, check_fine_tuning
+from retrain.learner import Callback
 from retrain.metrics import positive_class_index, roc_auc
 from retrain.training import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
 
@@ -37,6 +38,10 @@ class RetrainOptions:
     final_tensor_name: str = "final_result"
     testing_percentage: float = 10.0
     validation_percentage: float = 10.0
+    # Class-per-folder trees added to the validation / test set (on top of the hash split of
+    # image_dir by the percentages; the CLI sets a percentage to 0 when its dir is given alone).
+    validation_dir: Path | None = None
+    test_dir: Path | None = None
     test_batch_size: int = -1
     print_misclassified_test_images: bool = False
     summaries_dir: Path | None = None
@@ -50,6 +55,7 @@ class RetrainOptions:
     distortion: Distortion = field(default_factory=Distortion)  # cached augmentation of training images
     distorted_copies: int | None = None  # None = the default K when a distortion is set
     fine_tuning: FineTuneConfig = field(default_factory=FineTuneConfig)  # --fine_tune_layers and friends
+    recipe: str = "poets"  # recorded in the model's metadata
 
 
 @dataclass
@@ -119,6 +125,8 @@ class _SummaryWriters:
         if report.learning_rate is not None:
             scalars.append((self.train, "learning_rate", report.learning_rate))
         for writer, tag, value in scalars:
+            if np.isnan(value):
+                continue
             with writer.as_default(step=report.step):
                 self._tf.summary.write(tag, self._tf.constant(value, self._tf.float32), metadata=self._scalar_metadata)
         self.train.flush()
@@ -158,14 +166,23 @@ def run_retrain(
         log(f"Class {image_class.label!r}: {len(image_class.images)} images in {image_class.folder}")
     if options.class_weights:
         parse_class_weights(options.class_weights, tree.labels, np.zeros(0, int))  # a typo fails before slow work
+    held_out = {}  # --validation_dir / --test_dir trees, checked against tree's classes before slow work
+    for set_name, directory in (("validation", options.validation_dir), ("testing", options.test_dir)):
+        if directory is not None:
+            held_out[set_name] = scan_held_out_tree(directory, set_name, tree, warn)
+            count = sum(len(c.images) for c in held_out[set_name].classes)
+            log(f"{'Validation' if set_name == 'validation' else 'Test'} set: {count} images from {held_out[set_name].root}")
 
     model_dir = Path(options.model_dir or paths.default_model_dir()).expanduser()
     if options.tfhub_module:
         backbone = create_hub_backbone(options.tfhub_module, options.image_size)
     else:
         backbone = create_backbone(options.architecture, model_dir)
+    if options.fine_tuning.active:
+        backbone.module.unfreeze(options.fine_tuning.layers)  # a backbone that cannot be tuned fails before slow work
     cache = open_cache(options.bottleneck_dir or paths.default_bottleneck_dir(), backbone)
     all_paths = [path for image_class in tree.classes for path in image_class.images]
+    all_paths += [path for held in held_out.values() for image_class in held.classes for path in image_class.images]
     progress = progress_factory(len(all_paths), "Bottlenecks") if progress_factory else None
     extraction = compute_bottlenecks(all_paths, backbone, cache, progress=progress)
     for failure in extraction.failures:
@@ -191,6 +208,7 @@ def run_retrain(
         raise UserError(f"--image_dir {tree.root}: fewer than two classes have readable images")
 
     split = split_images(images_by_class, labels, options.validation_percentage, options.testing_percentage)
+    split = add_held_out_trees(split, labels, held_out, usable=features_by_path.__contains__)
     for note in split.notes:
         warn(note)
     log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.testing)} testing")
@@ -239,10 +257,13 @@ def run_retrain(
         log(f"Early stopping: kept the top layer from step {head.step}, best validation {training.early_stopping_metric}")
     if len(val_y):
         log(_format_auc("Validation", head.probabilities(val_x), val_y, labels))
-    if options.fine_tuning.fine_tune_layers:
-        head, val_x, test_x = fine_tune_classifier(options, backbone, head, split, training, log, warn, progress_factory)
-        metadata = {**model_metadata(backbone, labels, options.final_tensor_name),
-                    "fine_tune_layers": options.fine_tuning.fine_tune_layers}
+    metadata["recipe"] = options.recipe
+    if options.fine_tuning.active:
+        head, tuned = _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, log, warn,
+                                 progress_factory)
+        val_x, test_x = (_features(backbone, [p for p, _ in pairs]) for pairs in (split.validation, split.testing))
+        metadata = {**model_metadata(backbone, labels, options.final_tensor_name), "recipe": options.recipe,
+                    "fine_tuning": tuned}
         if len(val_y):
             log(_format_auc("Fine-tuned validation", head.probabilities(val_x), val_y, labels))
 
@@ -277,6 +298,65 @@ def run_retrain(
     )
 
 
+def _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, log, warn, progress_factory):
+    """Tune a copy of the backbone with the head, then put the tuned weights into `backbone`
+    (the one every export is made from); returns the tuned head and what to record of the run."""
+    from retrain.backbones import create_backbone, create_hub_backbone
+    from retrain.fine_tuning import copy_tuned_weights, fine_tune, run_fingerprint
+
+    def build():
+        if options.tfhub_module:
+            return create_hub_backbone(options.tfhub_module, options.image_size)
+        return create_backbone(options.architecture, model_dir)
+
+    config = options.fine_tuning
+    run_dir = Path(options.output_graph).expanduser().with_suffix(".finetune")
+    fingerprint = run_fingerprint(
+        backbone=backbone.identity, labels=labels, fine_tuning=dataclasses.asdict(config),
+        training=dataclasses.asdict(training),
+        images={name: [(str(path), c, path.stat().st_size) for path, c in pairs]
+                for name, pairs in (("training", split.training), ("validation", split.validation))},
+    )
+    callbacks = (_EpochSummaries(summaries, training.steps),) if summaries else ()
+    tuned, result = fine_tune(backbone, build, head, backbone.input_size, split.training, split.validation, len(labels),
+                              config, training, run_dir, fingerprint, log, warn, progress_factory, callbacks)
+    copy_tuned_weights(tuned, backbone, config.layers)
+    log(f"Checkpoints and epoch results: {run_dir}")
+    return result.head, {
+        "layers": config.layers, "epochs": config.epochs, "steps": config.steps, "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size, "weight_decay": config.weight_decay,
+        "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
+        "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
+    }
+
+
+def _features(backbone, paths: list[Path]) -> np.ndarray:
+    """The (tuned) backbone's features of each image, read as serving reads it; images here
+    were all read once already, when their bottlenecks were made."""
+    import tensorflow as tf
+
+    from retrain.fine_tuning import predict_paths
+
+    if not paths:
+        return np.zeros((0, backbone.feature_size), np.float32)
+    features, _ = predict_paths(tf.function(backbone.module.features, reduce_retracing=True), paths, backbone.input_size)
+    return features
+
+
+class _EpochSummaries(Callback):
+    """TensorBoard scalars of each fine-tuning epoch, numbered on from the top layer's steps."""
+
+    def __init__(self, summaries, head_steps: int):
+        self.summaries, self.head_steps = summaries, head_steps
+
+    def on_epoch_end(self, result) -> None:
+        self.summaries.write(StepReport(
+            step=self.head_steps + result.epoch, train_accuracy=float("nan"), cross_entropy=result.train_loss,
+            validation_accuracy=result.validation_accuracy, validation_count=0, validation_auc=result.validation_auc,
+            validation_loss=result.validation_loss,
+        ))
+
+
 def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, cache, log, warn, progress_factory):
     """Training rows plus K cached distorted copies per training image (none unless asked for)."""
     copies = copies_to_make(options.distortion, options.distorted_copies)
@@ -287,6 +367,8 @@ def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, c
     if options.distorted_copies is None:
         log(f"Distortion flags without --distorted_copies: caching {copies} distorted copies per training image")
     progress = progress_factory(copies * len(train_y), "Distorted copies") if progress_factory else None
+    from retrain.bottlenecks import add_distorted_copies
+
     added = add_distorted_copies(training_paths, train_x, train_y, options.distortion, copies, backbone, cache, progress)
     for failure in added.failures:
         warn(f"skipped a distorted copy of {failure.path}: {failure.reason}")

@@ -3,6 +3,10 @@
 `python -m retrain.results add ...` appends a row from a retrain log (held-out test
 figures) and an optional `evaluate --json` file (validation figures);
 `python -m retrain.results markdown results.csv` prints the table as Markdown.
+
+A row records the --recipe, learning rate and step count the run used: a value the
+script did not pass to retrain (left empty) is filled in with the recipe's, else
+retrain's default, so every row reads the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import click
 
-COLUMNS = ["task", "architecture", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
+COLUMNS = ["task", "architecture", "recipe", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
 
 
 def figures_from_retrain_log(text: str) -> dict[str, str]:
@@ -44,9 +48,40 @@ def figures_from_evaluation(result: dict) -> dict[str, str]:
     }
 
 
+def effective_settings(recipe: str, steps: str, learning_rate: str) -> dict[str, str]:
+    """The recipe, steps and learning rate a retrain run used, given what was passed to it
+    ("" = not passed: the recipe's value, else retrain's default)."""
+    from retrain.cli import retrain
+    from retrain.recipes import RECIPES
+
+    defaults = {parameter.name: parameter.default for parameter in retrain.params}
+    recipe = recipe or defaults["recipe"]
+    settings = {**defaults, **RECIPES.get(recipe, {})}
+    return {
+        "recipe": recipe,
+        "steps": steps or str(settings["how_many_training_steps"]),
+        "learning_rate": learning_rate or f"{settings['learning_rate']:g}",
+    }
+
+
+def _upgrade(table: Path) -> None:
+    """Rewrite a table written with other columns (an older version's) with COLUMNS."""
+    with open(table, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or reader.fieldnames == COLUMNS:
+            return
+        rows = list(reader)
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({column: row.get(column) or "" for column in COLUMNS} for row in rows)
+
+
 def append_row(table: Path, row: dict[str, str]) -> None:
     new = not table.exists() or table.stat().st_size == 0
     table.parent.mkdir(parents=True, exist_ok=True)
+    if not new:
+        _upgrade(table)
     with open(table, "a", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
         if new:
@@ -71,12 +106,13 @@ def main():
 @click.option("--table", type=click.Path(path_type=Path), required=True)
 @click.option("--task", required=True)
 @click.option("--architecture", required=True)
-@click.option("--steps", required=True)
-@click.option("--learning_rate", required=True)
+@click.option("--recipe", default="", help="retrain's --recipe; empty: not passed (retrain's default).")
+@click.option("--steps", default="", help="--how_many_training_steps as passed; empty: the recipe's.")
+@click.option("--learning_rate", default="", help="--learning_rate as passed; empty: the recipe's.")
 @click.option("--retrain_log", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--eval_json", type=click.Path(path_type=Path), default=None)
-def add(table, task, architecture, steps, learning_rate, retrain_log, eval_json):
-    row = {"task": task, "architecture": architecture, "steps": steps, "learning_rate": learning_rate}
+def add(table, task, architecture, recipe, steps, learning_rate, retrain_log, eval_json):
+    row = {"task": task, "architecture": architecture, **effective_settings(recipe, steps, learning_rate)}
     row.update(figures_from_retrain_log(retrain_log.read_text(errors="replace")))
     if eval_json and eval_json.exists():
         row.update(figures_from_evaluation(json.loads(eval_json.read_text())))

@@ -35,22 +35,6 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 EARLY_STOPPING_METRICS = ("auc", "loss")
 
-# Named presets of the options above. `poets` is tensorflow-for-poets' recipe; `strong`
-# is the best we measured on ISIC 2017 (see README).
-RECIPES: dict[str, dict] = {
-    "poets": {},
-    "strong": {
-        "optimizer": "adam",
-        "learning_rate": 0.001,
-        "learning_rate_schedule": "cosine",
-        "weight_decay": 1e-3,
-        "dropout": 0.5,
-        "early_stopping_patience": 40,
-        "early_stopping_metric": "auc",
-    },
-}
-
-
 @dataclass
 class Head:
     weights: np.ndarray  # [features, classes]
@@ -175,15 +159,6 @@ class _Optimizer:
                 m_hat = m / (1 - 0.9**self.step)
                 v_hat = v / (1 - 0.999**self.step)
                 p -= rate * m_hat / (np.sqrt(v_hat) + 1e-7)
-
-
-def apply_recipe(name: str, explicit: dict) -> TrainingConfig:
-    """The named recipe's settings, with any explicitly given option winning."""
-    from retrain.errors import UserError
-
-    if name not in RECIPES:
-        raise UserError(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
-    return TrainingConfig(**{**RECIPES[name], **explicit})
 
 
 def check_config(config: TrainingConfig) -> None:

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain.augmentation import Distortion, DistortedCopy, DistortionDraw, add_distorted_copies
-from retrain.bottlenecks import compute_bottlenecks, open_cache
+from retrain.augmentation import Distortion, DistortedCopy
+from retrain.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
 from retrain.cli import evaluate, label_image, retrain
-from retrain.images import load_image
+from retrain.images import DistortionDraw, load_image
 from retrain.prediction import LoadedModel, with_flip_tta
 from tests.conftest import write_colour_tree
 

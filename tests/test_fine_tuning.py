@@ -1,14 +1,115 @@
-"""--fine_tune_layers: the split backbone, what tuning may change, the activation cache,
-exports carrying the tuned weights, and flag validation."""
+"""Fine-tuning (--recipe finetune, --fine_tune_layers): the batches it trains on, what it
+changes, checkpoints and resuming after kill -9, the mirrored strategy, exports, and
+flag mistakes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from retrain.augmentation import EpochAugmentation
 from retrain.cli import retrain
+from retrain.image_batches import TrainingImages, epoch_order
+from retrain.images import load_image
 from retrain.training import Head, TrainingConfig
+
+BIN = Path(sys.executable).parent
+FULL_AUGMENTATION = EpochAugmentation(crop_area=0.5, crop_aspect=4 / 3, flip_left_right=True, flip_up_down=True,
+                                      rotate90=True, random_brightness=15, random_contrast=20, random_saturation=20,
+                                      random_hue=3)
+
+
+def _images(make_tree, counts=None):
+    tree = make_tree(counts or {"red": 5, "blue": 5})
+    paths = sorted(tree.rglob("*.jpg"))
+    labels = np.array([0 if "blue" in p.name else 1 for p in paths], np.int64)
+    return paths, labels
+
+
+def test_without_augmentation_the_batches_hold_exactly_what_load_image_gives(make_tree):
+    paths, labels = _images(make_tree)
+    images = TrainingImages(paths, labels, 224, EpochAugmentation(), seed=3, batch_size=4)
+    seen = 0
+    for batch in images.epoch(1):
+        for row, index in enumerate(batch.indices):
+            np.testing.assert_array_equal(batch.pixels[row], load_image(paths[index], 224).astype(np.float32))
+            assert batch.labels[row] == labels[index]
+        seen += len(batch.indices)
+    assert seen == 8  # two full batches of 4; the last partial batch is dropped
+
+
+def test_each_epoch_is_a_new_order_and_new_versions_the_same_on_every_run(make_tree):
+    paths, labels = _images(make_tree)
+    images = TrainingImages(paths, labels, 64, FULL_AUGMENTATION, seed=3, batch_size=5)
+    first, again, second = (list(images.epoch(e)) for e in (1, 1, 2))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+    assert not all(np.array_equal(a.indices, b.indices) for a, b in zip(first, second))
+    plain = load_image(paths[first[0].indices[0]], 64).astype(np.float32)
+    assert not np.array_equal(first[0].pixels[0], plain)
+    assert sorted(np.concatenate([b.indices for b in first]).tolist()) == list(range(10))
+
+
+def test_epoch_order_covers_every_image_once_in_full_batches():
+    batches = epoch_order(10, 3, seed=0, epoch=4)
+    assert [len(b) for b in batches] == [3, 3, 3]
+    assert len(set(np.concatenate(batches).tolist())) == 9
+    assert [len(b) for b in epoch_order(2, 8, seed=0, epoch=1)] == [2]
+
+
+def test_colour_changes_stay_in_range_and_keep_grey_grey(tmp_path):
+    from retrain.images import DistortionDraw
+
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    draw = DistortionDraw(zoom=1.0, crop_x=0, crop_y=0, flip_left_right=False, flip_up_down=False, quarter_turns=0,
+                          brightness=1.1, contrast=1.2, saturation=0.8, hue=0.03)
+    out = draw.apply_to_pixels(grey).astype(int)
+    assert np.abs(out - 110).max() <= 1  # hue and saturation leave grey alone; brightness scales it
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 0] = 250
+    turned = DistortionDraw(**{**draw.__dict__, "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.25})
+    out = turned.apply_to_pixels(colour)
+    assert out.dtype == np.uint8 and not np.array_equal(out, colour)
+
+
+def test_an_image_that_cannot_be_read_mid_epoch_is_named_once_and_left_out(make_tree):
+    paths, labels = _images(make_tree)
+    paths[2].write_bytes(b"not a jpeg")
+    named = []
+    images = TrainingImages(paths, labels, 32, FULL_AUGMENTATION, seed=1, batch_size=3)
+    for epoch in (1, 2, 3):
+        for batch in images.epoch(epoch, on_unreadable=named.append):
+            assert 2 not in batch.indices
+    assert [e.path for e in named] == [paths[2]]
+
+
+def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, **kw):
+    from retrain.fine_tuning import FineTuneConfig, fine_tune
+
+    head = Head(np.random.default_rng(3).normal(0, 0.05, (backbone.feature_size, 2)).astype(np.float32),
+                np.zeros(2, np.float32))
+    config = FineTuneConfig(layers=layers, epochs=epochs, steps=steps, learning_rate=1e-3, batch_size=4,
+                            distribute=distribute, **kw)
+    pairs = list(zip(paths, labels.tolist()))
+    lines = []
+    tuned, result = fine_tune(backbone, lambda: _clone(backbone), head, backbone.input_size, pairs, pairs[:4], 2, config,
+                              TrainingConfig(random_seed=0, dropout=dropout), tmp_path / "run", "fp", lines.append,
+                              lines.append)
+    return tuned, result, lines
+
+
+def _clone(backbone):
+    from retrain.backbones import create_backbone
+
+    return create_backbone(backbone.config.name, Path("/nonexistent"), random_weights=True)
 
 
 @pytest.fixture
@@ -18,132 +119,209 @@ def random_lite0(tmp_path):
     return create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
 
 
-def _pixels(count, seed=0, size=224):
-    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
-
-
-@pytest.mark.parametrize("first", [0, 11, 15, 16])
-def test_frozen_part_then_tuned_part_is_the_whole_network(random_lite0, first):
-    module = random_lite0.module
-    images = _pixels(2)
-    split = module.features_from(module.activations_before(images, first), first).numpy()
-    np.testing.assert_allclose(split, module.features(images).numpy(), rtol=1e-5, atol=1e-5)
-
-
-def _tune(backbone, layers, steps=6):
-    from retrain.fine_tuning import FineTuneConfig, fine_tune, start_block
-
-    module = backbone.module
-    first = start_block(module, layers)
-    activations = module.activations_before(_pixels(8, seed=1), first).numpy()
-    labels = np.array([0, 1] * 4)
-    rng = np.random.default_rng(0)
-    head = Head(rng.normal(0, 0.01, (1280, 2)).astype(np.float32), np.zeros(2, np.float32))
-    config = FineTuneConfig(fine_tune_layers=layers, fine_tune_steps=steps, fine_tune_learning_rate=1e-3, fine_tune_batch_size=4)
-    return fine_tune(module, first, head, activations, labels, activations[:4], labels[:4],
-                     TrainingConfig(eval_step_interval=3, random_seed=0), config)
-
-
-@pytest.mark.parametrize("layers, tuned_prefixes", [(1, ("head_",)), (3, ("head_", "block15_", "block14_"))])
-def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, layers, tuned_prefixes):
-    module = random_lite0.module
-    before = {name: variable.numpy().copy() for name, variable in module.layers.items()}
-    _tune(random_lite0, layers)
-    assert set(module.layers) == set(before)
-    for name, variable in module.layers.items():
-        unfrozen = name.startswith(tuned_prefixes)
-        assert variable.trainable == unfrozen, name
-        if unfrozen and not name.endswith("bias"):
+@pytest.mark.parametrize("layers, tuned_prefixes", [(1, ("head_",)), (3, ("head_", "block15_", "block14_")),
+                                                    ("all", ("head_", "block", "stem_"))])
+def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, tmp_path, layers, tuned_prefixes):
+    paths, labels = _images(make_tree)
+    before = {name: variable.numpy().copy() for name, variable in random_lite0.module.layers.items()}
+    tuned, result, _ = _tune(tmp_path, random_lite0, paths, labels, layers)
+    for name, variable in tuned.module.layers.items():
+        if name.startswith(tuned_prefixes) and name.endswith("kernel"):
             assert not np.array_equal(variable.numpy(), before[name]), f"{name} was not tuned"
-        elif not unfrozen:
+        elif not name.startswith(tuned_prefixes):
             np.testing.assert_array_equal(variable.numpy(), before[name], err_msg=f"{name} is frozen but changed")
+    assert not np.array_equal(result.head.weights, np.random.default_rng(3).normal(0, 0.05, (1280, 2)))
 
 
-def test_exports_carry_the_tuned_weights(random_lite0, tmp_path):
+def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
     from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata
-    from retrain.fine_tuning import tuned_identity
+    from retrain.fine_tuning import copy_tuned_weights
     from retrain.prediction import load_model
-    from retrain.tflite_export import export_classifier_tflite
 
-    images = _pixels(3, seed=2)
+    paths, labels = _images(make_tree)
+    pixels = np.stack([load_image(p, 224) for p in paths[:3]]).astype(np.float32)
     untuned_identity = random_lite0.identity
-    head = Head(np.random.default_rng(3).normal(0, 0.05, (1280, 2)).astype(np.float32), np.zeros(2, np.float32))
-    untuned = Classifier(random_lite0, head, "final_result").serve(images)["final_result"].numpy()
-
-    tuned_head = _tune(random_lite0, layers=2)
-    random_lite0.identity = tuned_identity(random_lite0, 2)
-    assert random_lite0.identity.startswith(untuned_identity) and random_lite0.identity != untuned_identity
-    classifier = Classifier(random_lite0, tuned_head, "final_result")
-    in_memory = classifier.serve(images)["final_result"].numpy()
+    tuned, result, _ = _tune(tmp_path, random_lite0, paths, labels, 2)
+    before = Classifier(random_lite0, result.head, "final_result").serve(pixels)["final_result"].numpy()
+    copy_tuned_weights(tuned, random_lite0, 2)
+    assert random_lite0.identity.startswith(untuned_identity + "-ft2-")
+    classifier = Classifier(random_lite0, result.head, "final_result")
+    in_memory = classifier.serve(pixels)["final_result"].numpy()
+    assert np.abs(in_memory - before).max() > 1e-4
     metadata = model_metadata(random_lite0, ["a", "b"], "final_result")
     export_frozen_graph(classifier, metadata, tmp_path / "g.pb")
     export_saved_model(classifier, metadata, tmp_path / "saved")
-    export_classifier_tflite(classifier, metadata, tmp_path / "saved", tmp_path / "m.tflite", "none", [])
+    for exported in ("g.pb", "saved"):
+        np.testing.assert_allclose(load_model(tmp_path / exported).predict(pixels), in_memory, atol=1e-5, err_msg=exported)
 
-    assert np.abs(in_memory - untuned).max() > 1e-3
-    for exported in ("g.pb", "saved", "m.tflite"):
-        np.testing.assert_allclose(load_model(tmp_path / exported).predict(images), in_memory, atol=1e-4, err_msg=exported)
+
+def test_a_damaged_checkpoint_is_reported_in_one_line_and_training_starts_afresh(random_lite0, make_tree, tmp_path):
+    paths, labels = _images(make_tree)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
+    _, result, lines = _tune(tmp_path, random_lite0, paths, labels, 1)
+    damaged = [line for line in lines if "damaged" in line]
+    assert len(damaged) == 1 and "starts afresh" in damaged[0]
+    assert result.resumed_from == 0 and len(result.history) == 1
+    from retrain.checkpoints import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run").epoch == 1  # replaced by a sound one
+
+
+def test_a_finished_run_resumes_to_the_same_weights_without_training_again(random_lite0, make_tree, tmp_path):
+    paths, labels = _images(make_tree)
+    first, one, _ = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
+    second, two, lines = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
+    assert any("already done" in line for line in lines)
+    np.testing.assert_array_equal(one.head.weights, two.head.weights)
+    np.testing.assert_array_equal(first.module.layers["head_kernel"].numpy(), second.module.layers["head_kernel"].numpy())
+
+
+MIRRORED_SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from tests.test_fine_tuning import _images_at, _tune
+from retrain.backbones import create_backbone
+paths, labels = _images_at(Path({images!r}))
+results = {{}}
+base = create_backbone("efficientnet_lite0", Path("/nonexistent"), random_weights=True)
+for name in ("auto", "mirrored"):
+    tuned, result, lines = _tune(Path({tmp!r}) / name, base, paths, labels, 2, distribute=name, steps=2)
+    print(name, lines[0])
+    results[name] = np.concatenate([result.head.weights.ravel(), tuned.module.layers["head_kernel"].numpy().ravel()])
+np.save({out!r}, np.stack([results["auto"], results["mirrored"]]))
+"""
+
+
+def _images_at(root: Path):
+    paths = sorted(root.rglob("*.jpg"))
+    return paths, np.array([0 if "blue" in p.name else 1 for p in paths], np.int64)
+
+
+def test_the_mirrored_strategy_on_two_logical_cpus_matches_one_device(make_tree, tmp_path):
+    tree = make_tree({"red": 4, "blue": 4})
+    out = tmp_path / "weights.npy"
+    script = MIRRORED_SCRIPT.format(root=str(Path(__file__).parents[1]), images=str(tree), tmp=str(tmp_path), out=str(out))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on the CPU" in result.stdout and "2 replicas" in result.stdout, result.stdout
+    single, mirrored = np.load(out)
+    changed = np.abs(single).max()
+    np.testing.assert_allclose(mirrored, single, atol=1e-4 * changed, rtol=1e-3)
+
+
+def _retrain_args(tree, out, *extra):
+    return [str(BIN / "retrain"), f"--image_dir={tree}", f"--output_graph={out / 'g.pb'}",
+            f"--output_labels={out / 'labels.txt'}", f"--bottleneck_dir={out.parent / 'bn'}",
+            "--recipe=finetune", "--how_many_training_steps=20", "--fine_tune_batch_size=4", "--validation_percentage=25",
+            "--testing_percentage=0", "--random_seed=2", *map(str, extra)]
+
+
+def _graph_output(path: Path, pixels):
+    from retrain.prediction import load_model
+
+    return load_model(path).predict(pixels)
+
+
+def test_kill_9_mid_fine_tuning_then_rerun_resumes_and_ends_where_an_uninterrupted_run_does(make_tree, tmp_path):
+    tree = make_tree({"red": 6, "blue": 6})
+    epochs = ("--fine_tune_epochs", 4)
+    whole = subprocess.run(_retrain_args(tree, tmp_path / "whole", *epochs), capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_retrain_args(tree, out, *epochs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    checkpoint = out / "g.finetune" / "checkpoint.npz"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "g.pb").exists()
+
+    again = subprocess.run(_retrain_args(tree, out, *epochs), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Fine-tuning: resuming after epoch " in again.stdout, again.stdout
+    resumed_after = int(again.stdout.split("resuming after epoch ")[1].split()[0])
+    assert 1 <= resumed_after < 4
+    assert f"Epoch {resumed_after}/4:" not in again.stdout and "Epoch 4/4:" in again.stdout
+    pixels = np.stack([load_image(p, 224) for p in sorted(tree.rglob("*.jpg"))]).astype(np.float32)
+    np.testing.assert_allclose(_graph_output(out / "g.pb", pixels), _graph_output(tmp_path / "whole" / "g.pb", pixels),
+                               atol=2e-3)
 
 
 @pytest.fixture(scope="module")
-def tuned_runs(tmp_path_factory):
-    """Two identical CLI runs with --fine_tune_layers 2 and one without, sharing a cache."""
+def fine_tuned(tmp_path_factory):
+    """One tiny --recipe finetune run that writes every export format."""
     from tests.conftest import write_colour_tree
 
-    root = tmp_path_factory.mktemp("fine_tune")
-    write_colour_tree(root / "images", {"red": 8, "blue": 8})
-
-    def run(name, *extra):
-        args = ["--image_dir", root / "images", "--output_graph", root / name / "g.pb", "--output_labels", root / name / "l.txt",
-                "--bottleneck_dir", root / "bn", "--how_many_training_steps", "20", "--validation_percentage", "25",
-                "--random_seed", "1", *extra]
-        result = CliRunner().invoke(retrain, [str(a) for a in args])
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    tune = ("--fine_tune_layers", "2", "--fine_tune_steps", "4", "--fine_tune_batch_size", "4", "--fine_tune_learning_rate", "0.001")
-    return root, run("first", *tune), run("again", *tune), run("plain")
-
-
-def test_activation_cache_is_written_once_and_reused(tuned_runs):
-    root, first, again, _ = tuned_runs
-    assert "Fine-tuning block 15 and the head conv (2 of 17 blocks): activations 7x7x192 per image, 0 reused, 16 computed" in first
-    assert "16 reused, 0 computed" in again.split("Fine-tuning block")[1]
-    folders = sorted(p.name for p in (root / "bn").iterdir())
-    assert len(folders) == 2 and folders[1] == folders[0] + "-block15-input", folders
-    assert sum(1 for _ in (root / "bn" / folders[1]).rglob("*.bn")) == 16
-    assert sum(1 for _ in (root / "bn" / folders[0]).rglob("*.bn")) == 16  # the pretrained bottlenecks only
+    root = tmp_path_factory.mktemp("finetuned")
+    tree = write_colour_tree(root / "images", {"red": 6, "blue": 6, "green": 6})
+    out = root / "out"
+    result = subprocess.run(_retrain_args(tree, out, "--fine_tune_steps", 3, f"--saved_model_dir={out / 'saved'}",
+                                          f"--tflite_output={out / 'dynamic.tflite'}", "--tflite_quantization=dynamic",
+                                          "--tflite_representative_images=4"),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for mode in ("none", "float16", "int8"):
+        exported = subprocess.run([str(BIN / "export_tflite"), f"--saved_model_dir={out / 'saved'}",
+                                   f"--output={out / (mode + '.tflite')}", f"--quantization={mode}",
+                                   f"--image_dir={tree}", "--representative_images=4", "--validation_percentage=25",
+                                   "--testing_percentage=0", "--random_seed=2"], capture_output=True, text=True, timeout=900)
+        assert exported.returncode == 0, exported.stderr[-3000:]
+    return tree, out, result.stdout
 
 
-def test_tuned_run_reports_validation_before_and_after_and_marks_its_export(tuned_runs):
-    from retrain.export import METADATA_NODE
-    from retrain.prediction import load_model
-    from tests.conftest import COLOURS, noisy_colour_image
-
-    root, first, _, plain = tuned_runs
-    assert "Validation AUC = " in first and "Fine-tuned validation AUC = " in first and "Fine-tune step 4:" in first
+def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
-    graph_def = tf.compat.v1.GraphDef.FromString((root / "first" / "g.pb").read_bytes())
+    from retrain.export import METADATA_NODE
+
+    _, out, stdout = fine_tuned
+    assert "Fine-tuning all of efficientnet_lite0" in stdout and "Epoch 1/1: train loss" in stdout
+    assert "validation loss" in stdout and "AUC" in stdout and "images/s" in stdout
+    graph_def = tf.compat.v1.GraphDef.FromString((out / "g.pb").read_bytes())
     (node,) = [n for n in graph_def.node if n.name == METADATA_NODE]
     metadata = json.loads(node.attr["value"].tensor.string_val[0])
-    assert metadata["fine_tune_layers"] == 2 and "-ft2-" in metadata["backbone_identity"]
-    pixels = np.asarray(noisy_colour_image(COLOURS["red"], size=(224, 224), seed=99), np.float32)[None]
-    tuned, untuned = (load_model(root / name / "g.pb").predict(pixels) for name in ("first", "plain"))
-    assert np.abs(tuned - untuned).max() > 1e-6
+    assert metadata["recipe"] == "finetune" and metadata["fine_tuning"]["layers"] == "all"
+    assert "-ftall-" in metadata["backbone_identity"]
+
+
+@pytest.mark.parametrize("model", ["g.pb", "saved", "none.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite"])
+def test_label_image_classifies_with_every_export_of_a_fine_tuned_model(fine_tuned, model, tmp_path):
+    from tests.conftest import COLOURS, noisy_colour_image
+
+    _, out, _ = fine_tuned
+    image = tmp_path / "red.jpg"
+    noisy_colour_image(COLOURS["red"], seed=1234).save(image)
+    expected = subprocess.run([str(BIN / "label_image"), f"--graph={out / 'g.pb'}", f"--image={image}"],
+                              capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(BIN / "label_image"), f"--graph={out / model}", f"--image={image}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.splitlines()[0].split(" (score=")[0] == expected.stdout.splitlines()[0].split(" (score=")[0]
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--fine_tune_layers", "-1"], "--fine_tune_layers must be 0 (off) or more"),
+        (["--fine_tune_layers", "-1"], "--fine_tune_layers must be 'all', or 0 (off) or more"),
+        (["--fine_tune_layers", "some"], "--fine_tune_layers must be 'all' or a number of blocks"),
         (["--fine_tune_layers", "18"], "efficientnet_lite0 has 17 blocks"),
-        (["--fine_tune_layers", "2", "--architecture", "resnet50"], "supported for efficientnet_lite0/1/2 only"),
-        (["--fine_tune_layers", "2", "--fine_tune_steps", "0"], "--fine_tune_steps must be at least 1"),
+        (["--recipe", "finetune", "--fine_tune_epochs", "0"], "--fine_tune_epochs must be at least 1"),
+        (["--recipe", "finetune", "--crop_area", "1.5"], "--crop_area must be in (0, 1]"),
+        (["--random_hue", "3"], "--random_hue applies to fine-tuning"),
+        (["--fine_tune_layers", "2", "--tfhub_module", "{tmp}"], "a TF Hub module can only be fine-tuned whole"),
     ],
 )
 def test_fine_tune_flag_mistakes_give_one_error_line(make_tree, tmp_path, extra, message):
     tree = make_tree({"red": 2, "blue": 2})
+    extra = [e.format(tmp=tmp_path) for e in extra]
     result = CliRunner().invoke(retrain, ["--image_dir", str(tree), "--bottleneck_dir", str(tmp_path / "bn"), *extra])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -151,22 +329,10 @@ def test_fine_tune_flag_mistakes_give_one_error_line(make_tree, tmp_path, extra,
     assert not (tmp_path / "bn").exists()
 
 
-def test_fine_tune_flags_are_in_the_help():
-    result = CliRunner().invoke(retrain, ["--help"])
-    for flag in ("--fine_tune_layers", "--fine_tune_steps", "--fine_tune_learning_rate", "--fine_tune_batch_size"):
-        assert flag in result.output
+def test_recipe_settings_can_be_turned_off_by_flags():
+    from retrain.recipes import RECIPES, apply_recipe
 
-
-def test_distorted_copies_are_tuned_on_and_their_activations_cached(make_tree, tmp_path):
-    tree = make_tree({"red": 4, "blue": 4})
-    args = ["--image_dir", tree, "--output_graph", tmp_path / "g.pb", "--output_labels", tmp_path / "l.txt",
-            "--bottleneck_dir", tmp_path / "bn", "--how_many_training_steps", "10", "--validation_percentage", "25",
-            "--testing_percentage", "0", "--random_seed", "1", "--flip_left_right", "--distorted_copies", "2",
-            "--fine_tune_layers", "1", "--fine_tune_steps", "2", "--fine_tune_batch_size", "4"]
-    result = CliRunner().invoke(retrain, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    split = next(line for line in result.output.splitlines() if line.startswith("Split: "))
-    training = int(split.split()[1])
-    assert "2 distorted copies per training image" in result.output
-    (activations,) = (tmp_path / "bn").glob("*-block16-input")
-    assert sum(1 for _ in activations.rglob("*.bn")) == 8 + 2 * training
+    flags = {"flip_left_right": False, "learning_rate": 0.01}
+    applied = apply_recipe("finetune", flags, explicit={"flip_left_right"})
+    assert applied["flip_left_right"] is False and applied["learning_rate"] == RECIPES["finetune"]["learning_rate"]
+    assert apply_recipe("poets", flags, explicit=set()) == flags

@@ -35,20 +35,55 @@ def test_batch_retrain_runs_the_grid_and_collects_one_row_per_run(make_tree, tmp
     assert "12 reused, 0 computed" in second_log  # the second run reused the shared cache
 
 
-def test_retrain_isic2017_prepares_trains_and_evaluates_all_three_tasks(tmp_path):
-    data = tmp_path / "isic"
+def _write_isic_data(data):
+    """A tiny ISIC 2017 download: 24 training and 9 validation images, one colour per class."""
     colours = {("1.0", "0.0"): (150, 40, 40), ("0.0", "1.0"): (50, 60, 170), ("0.0", "0.0"): (60, 160, 60)}
     for set_name, first_id, count in (("Training", 0, 24), ("Validation", 500, 9)):
         rows = [(f"ISIC_{first_id + i:07d}", *list(colours)[i % 3]) for i in range(count)]
         images, _ = write_challenge(data, rows, set_name=set_name)
         for seed, (image_id, melanoma, keratosis) in enumerate(rows):
             noisy_colour_image(colours[(melanoma, keratosis)], seed=seed).save(images / f"{image_id}.jpg")
+    return data
+
+
+def test_retrain_isic2017_prepares_trains_and_evaluates_all_three_tasks(tmp_path):
+    data = _write_isic_data(tmp_path / "isic")
     out = tmp_path / "out"
-    _run_script("retrain_isic2017.sh", data, out, cwd=tmp_path, TRAINING_STEPS="60", LEARNING_RATE="0.05")
+    result = _run_script("retrain_isic2017.sh", data, out, cwd=tmp_path, TRAINING_STEPS="60", LEARNING_RATE="0.05")
+    commands = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("+ retrain ")]
+    assert len(commands) == 3
+    assert all("--recipe poets" in c and "--how_many_training_steps 60" in c and "--validation_dir" in c for c in commands)
     rows = {r["task"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert set(rows) == {"task1_melanoma", "task2_seborrheic_keratosis", "three_class"}
     for row in rows.values():
+        assert (row["recipe"], row["steps"], row["learning_rate"]) == ("poets", "60", "0.05"), row
         assert float(row["val_auc"]) > 0.9, row
     assert (out / "results.md").exists()
     assert sorted(p.name for p in (out / "validation" / "three_class").iterdir() if p.is_dir()) == [
         "melanoma", "nevus", "seborrheic_keratosis"]
+
+
+def test_retrain_isic2017_recipe_and_tasks_train_on_the_validation_tree(tmp_path):
+    data = _write_isic_data(tmp_path / "isic")
+    out = tmp_path / "out"
+    result = _run_script("retrain_isic2017.sh", data, out, cwd=tmp_path, RECIPE="strong", TASKS="three_class",
+                         LEARNING_RATE="", TRAINING_STEPS="")
+    # The recipe sets the learning rate and steps: the script must not pass them.
+    [command] = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("+ retrain ")]
+    assert "--recipe strong" in command
+    assert "--learning_rate" not in command and "--how_many_training_steps" not in command
+    log = (out / "logs" / "three_class.retrain.log").read_text()
+    assert f"Validation set: 9 images from {out / 'validation' / 'three_class'}" in log, log[-3000:]
+    assert ", 9 validation," in log  # the validation tree only: no hash-split share of the training tree
+    assert not (out / "logs" / "task1_melanoma.retrain.log").exists()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["task"], r["recipe"], r["learning_rate"]) for r in rows] == [("three_class", "strong", "0.001")]
+    assert rows[0]["val_auc"] and rows[0]["test_accuracy"]
+    assert "| task | architecture | recipe |" in (out / "results.md").read_text()
+
+
+def test_retrain_isic2017_rejects_an_unknown_task(tmp_path):
+    environment = dict(os.environ, PYTHON=sys.executable, TASKS="three_class task3")
+    result = subprocess.run(["bash", str(COMMANDS / "retrain_isic2017.sh"), tmp_path, tmp_path / "out"],
+                            env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "unknown task task3" in result.stderr

@@ -100,12 +100,12 @@ def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
 
 
 def test_recipe_sets_options_and_explicit_flags_win():
-    from retrain.training import apply_recipe
+    from retrain.recipes import apply_recipe
 
-    strong = apply_recipe("strong", {})
-    assert strong.optimizer == "adam" and strong.early_stopping_patience > 0
-    assert apply_recipe("strong", {"learning_rate": 0.05}).learning_rate == 0.05
-    assert apply_recipe("poets", {}) == TrainingConfig()
+    strong = apply_recipe("strong", {"optimizer": "sgd", "learning_rate": 0.05}, explicit=set())
+    assert strong["optimizer"] == "adam" and strong["early_stopping_patience"] > 0
+    assert apply_recipe("strong", {"learning_rate": 0.05}, explicit={"learning_rate"})["learning_rate"] == 0.05
+    assert apply_recipe("poets", {"learning_rate": 0.01}, explicit=set()) == {"learning_rate": 0.01}
 
 
 def test_snapshots_are_taken_at_the_requested_interval():

@@ -79,7 +79,8 @@ def block_plan(width: float, depth: float) -> list[Block]:
 
 
 def tunable_block_count(config: BackboneConfig) -> int:
-    """How many blocks --fine_tune_layers can unfreeze: every MBConv block plus the head conv."""
+    """How many blocks --fine_tune_layers N can unfreeze: every MBConv block plus the head conv
+    (`all` also tunes the stem)."""
     options = dict(config.options)
     return len(block_plan(options["width"], options["depth"])) + 1
 
@@ -165,8 +166,8 @@ class EfficientNetLite(tf.Module):
         return x + inputs if block.residual else x
 
     def activations_before(self, images, start_block: int):
-        """The activations entering block `start_block` (len(blocks) = the head conv): the
-        frozen part of the network when the blocks from there on are fine-tuned."""
+        """The activations entering block `start_block` (len(blocks) = the head conv, -1 = the
+        stem, i.e. the images): the frozen part of the network when the rest is fine-tuned."""
         x = images
         for stage in range(start_block + 1):
             x = self.stage(x, stage)
@@ -186,18 +187,29 @@ class EfficientNetLite(tf.Module):
         """The MBConv blocks plus the head 1x1 conv, which counts as the last block."""
         return len(self.blocks) + 1
 
-    def block_layer_names(self, start_block: int) -> list[str]:
-        """The weight names of blocks `start_block`.. and the head conv (not the ImageNet classifier)."""
-        prefixes = tuple(f"block{i}_" for i in range(start_block, len(self.blocks))) + ("head_",)
+    def tuned_layer_names(self, start_block: int) -> list[str]:
+        """The weight names from block `start_block` on (-1: the stem too), head conv included,
+        never the ImageNet classifier."""
+        prefixes = tuple(f"block{i}_" for i in range(max(start_block, 0), len(self.blocks))) + ("head_",)
+        prefixes += ("stem_",) if start_block < 0 else ()
         return [name for name in self.layers if name.startswith(prefixes)]
 
-    def unfreeze_from(self, start_block: int) -> list[tf.Variable]:
-        """Make the weights of blocks `start_block`.. and the head conv trainable (a variable's
-        `trainable` is fixed at creation, so those are replaced by trainable copies) and return them."""
-        for name in self.block_layer_names(start_block):
+    def unfreeze(self, layers: int | str) -> list[tf.Variable]:
+        """Make the last `layers` blocks ("all": every layer, the stem too) trainable and return
+        their weights. A variable's `trainable` is fixed at creation, so those are replaced by
+        trainable copies (created in the caller's tf.distribute scope)."""
+        self.tuned_from = -1 if layers == "all" else self.tunable_block_count - int(layers)
+        for name in self.tuned_layer_names(self.tuned_from):
             if not self.layers[name].trainable:
                 self.layers[name] = tf.Variable(self.layers[name], trainable=True, name=name)
-        return [self.layers[name] for name in self.block_layer_names(start_block)]
+        return [self.layers[name] for name in self.tuned_layer_names(self.tuned_from)]
+
+    def tuning_features(self, images):
+        """`features`, with no gradient computed through the frozen part."""
+        start = getattr(self, "tuned_from", len(self.blocks))
+        if start < 0:
+            return self.features(images)
+        return self.features_from(tf.stop_gradient(self.activations_before(images, start)), start)
 
     def imagenet_logits(self, images):
         return tf.matmul(self.features(images), self.layers["classifier_kernel"]) + self.layers["classifier_bias"]

@@ -49,6 +49,24 @@ class KerasBackbone(tf.Module):
     def features(self, images):
         return self.model(preprocess(images, self.mode), training=False)
 
+    def unfreeze(self, layers: int | str) -> list:
+        """Make the last `layers` layers that have weights ("all": every one) trainable, batch
+        norm excepted: it stays frozen, in inference mode, as `features` always calls it."""
+        import keras
+
+        weighted = [layer for layer in self.model.layers
+                    if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+        if layers != "all" and int(layers) > len(weighted):
+            raise UserError(f"--fine_tune_layers {layers}: {self.name} has {len(weighted)} layers with weights "
+                            "(batch norm not counted)")
+        chosen = weighted if layers == "all" else weighted[len(weighted) - int(layers):]
+        for layer in self.model.layers:
+            layer.trainable = any(layer is c for c in chosen)
+        return [weight.value for layer in chosen for weight in layer.trainable_weights]
+
+    def tuning_features(self, images):
+        return self.features(images)
+
 
 def keras_home() -> Path:
     """Keras' cache root, read when needed (Keras itself reads $KERAS_HOME once, at import)."""

@@ -85,6 +85,19 @@ class HubFeatureVector(tf.Module):
     def features(self, images):
         return self.loaded(images / 255.0)
 
+    def unfreeze(self, layers: int | str) -> list:
+        """A module is tuned whole: its layers are not addressable one by one."""
+        if layers != "all":
+            raise UserError(f"--fine_tune_layers {layers}: a TF Hub module can only be fine-tuned whole; "
+                            "use --fine_tune_layers all")
+        variables = list(getattr(self.loaded, "trainable_variables", []))
+        if not variables:
+            raise UserError(f"{FLAG}: the module has no trainable variables, so it cannot be fine-tuned")
+        return variables
+
+    def tuning_features(self, images):
+        return self.features(images)
+
 
 def build(handle: str, image_size: int | None = None) -> Backbone:
     folder = resolve(handle)
