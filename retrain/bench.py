@@ -340,10 +340,10 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path) -> dict[st
     from retrain.backbones import create_backbone
     from retrain.fine_tuning import FineTuneConfig, fine_tune
     from retrain.image_batches import Batch, TrainingImages
-    from retrain.recipes import RECIPES
+    from retrain.recipes import BACKBONE_SETTINGS, RECIPES
     from retrain.training import Head, TrainingConfig
 
-    recipe = RECIPES["finetune"]
+    recipe = {**RECIPES["finetune"], **BACKBONE_SETTINGS[("finetune", "efficientnet_lite0")]}
     augmentation = EpochAugmentation(**{name: recipe[name] for name in (
         "crop_area", "crop_aspect", "flip_left_right", "flip_up_down", "rotate90", "random_brightness",
         "random_contrast", "random_saturation", "random_hue")})
@@ -359,18 +359,22 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path) -> dict[st
             for rows in epoch_order(len(self.paths), self.batch_size, self.seed, epoch)[:limit]:
                 yield Batch(self.pixels[rows], self.labels[rows], rows)
 
-    backbone = create_backbone("efficientnet_lite0", model_dir)
+    def build():
+        return create_backbone("efficientnet_lite0", model_dir, image_size=recipe["image_size"])
+
+    backbone = build()
     labels = [i % 3 for i in range(len(paths))]
     rows = {}
     for key, name, factory, aug in (
-            ("bare", "fine-tuning step alone, pre-decoded batches (forward + backward, batch 32)", PreDecoded,
+            ("bare", f"fine-tuning step alone, pre-decoded batches (forward + backward, batch 32, "
+                     f"{recipe['image_size']} px)", PreDecoded,
              EpochAugmentation()),
             ("pipeline", "fine-tuning through the pipeline (decode + fresh augmentation in worker threads)",
              TrainingImages, augmentation)):
         config = FineTuneConfig(layers="all", epochs=2, learning_rate=recipe["fine_tune_learning_rate"],
                                 batch_size=recipe["fine_tune_batch_size"], augmentation=aug)
         head = Head(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
-        _, result = fine_tune(backbone, lambda: create_backbone("efficientnet_lite0", model_dir), head,
+        _, result = fine_tune(backbone, build, head,
                               backbone.input_size, list(zip(paths, labels)), [], 3, config,
                               TrainingConfig(random_seed=0, dropout=recipe["dropout"]), scratch / f"ft-{key}", key,
                               lambda _: None, print, images_factory=factory)

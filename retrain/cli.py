@@ -36,7 +36,8 @@ def _reports_user_errors(command):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted; everything already cached is kept", err=True)
+            click.echo("interrupted; everything already computed is kept (cached bottlenecks, finished fine-tuning "
+                       "epochs): run the same command again to go on", err=True)
             sys.exit(130)
 
     return wrapper
@@ -99,7 +100,9 @@ _PATH = click.Path(path_type=Path)
 @_option("model_dir", type=_PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models].")
 @_option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures.")
 @_option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture).")
-@_option("image_size", type=int, default=None, help="Input size for a --tfhub_module that accepts any size.")
+@_option("image_size", type=int, default=None,
+         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
+              "at another size than its own [default: the backbone's].")
 @_option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit.")
 @_option("how_many_training_steps", type=int, default=4000, show_default=True)
 @_option("learning_rate", type=float, default=0.01, show_default=True)

@@ -49,8 +49,3 @@ def describe(strategy) -> str:
         return f"one device ({strategy.extended.worker_devices[0]})"
     return "the CPU"
 
-
-def is_chief(strategy) -> bool:
-    """Only the chief of a multi-machine run writes outputs meant to be shared."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return resolver is None or resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)

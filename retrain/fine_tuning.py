@@ -182,19 +182,23 @@ class _Checkpointing(Callback):
 class _Report(Callback):
     """A progress bar within each epoch, then one line per epoch."""
 
-    def __init__(self, images_per_epoch: int, log, progress_factory):
-        self.images_per_epoch, self.log, self.progress_factory = images_per_epoch, log, progress_factory
-        self.update = None
+    def __init__(self, images_in_epoch: Callable[[int], int], log, progress_factory):
+        self.images_in_epoch, self.log, self.progress_factory = images_in_epoch, log, progress_factory
+        self.update, self.expected, self.seen = None, 0, 0
 
     def on_epoch_begin(self, epoch: int, epochs: int) -> None:
         if self.progress_factory:
-            self.update = self.progress_factory(self.images_per_epoch, f"Epoch {epoch}/{epochs}")
+            self.expected, self.seen = self.images_in_epoch(epoch), 0
+            self.update = self.progress_factory(self.expected, f"Epoch {epoch}/{epochs}")
 
     def on_batch_end(self, images: int) -> None:
         if self.update:
+            self.seen += images
             self.update(images)
 
     def on_epoch_end(self, r: EpochResult) -> None:
+        if self.update and self.seen < self.expected:  # unreadable images: close the bar all the same
+            self.update(self.expected - self.seen)
         line = f"Epoch {r.epoch}/{r.epochs}: train loss {r.train_loss:.4f}"
         if r.validation_auc is not None:
             line += (f", validation loss {r.validation_loss:.4f}, accuracy {100 * r.validation_accuracy:.1f}%, "
@@ -219,17 +223,19 @@ def fine_tune(
     progress_factory=None,
     extra_callbacks: tuple[Callback, ...] = (),
     images_factory=TrainingImages,
+    strategy=None,
 ) -> tuple[object, TunedModel]:
     """Tune a copy of `backbone` (built by `build_backbone` inside the strategy's scope, so
     its variables live on every replica) and the head; return the copy, holding the kept
     epoch's weights, and the tuned head. `images_factory` (TrainingImages' signature) lets
-    the benchmark feed pre-decoded batches through the same loop."""
+    the benchmark feed pre-decoded batches through the same loop; `strategy` is made from
+    config.distribute when not given (a multi-machine one must exist before other TF work)."""
     import keras
     import tensorflow as tf
 
     from retrain.distribution import describe, make_strategy
 
-    strategy = make_strategy(config.distribute)
+    strategy = strategy or make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size < replicas:
         raise UserError(f"--fine_tune_batch_size {config.batch_size}: smaller than the {replicas} replicas training it")
@@ -251,7 +257,7 @@ def fine_tune(
         schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_batches, alpha=0.0)
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
         optimizer.build(net.trainable)  # a Keras 3 optimizer makes its slots here, not in a replica step
-    log(f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} on {describe(strategy)}: "
+    log(f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} at {input_size} px on {describe(strategy)}: "
         f"{epochs} epochs of {batches_per_epoch} batches of {config.batch_size}, AdamW at {config.learning_rate:g} "
         f"(cosine decay, weight decay {config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
 
@@ -264,32 +270,11 @@ def fine_tune(
         else:
             log(f"Fine-tuning: resuming after epoch {first_epoch} from {run_dir}")
 
-    targets = np.eye(class_count, dtype=np.float32) * (1 - training.label_smoothing) + training.label_smoothing / class_count
-    weights = np.ones(class_count, np.float32) if training.class_weights is None else np.asarray(training.class_weights, np.float32)
-    targets, weights = tf.constant(targets), tf.constant(weights)
-
-    def replica_step(pixels, labels, seed_pair, count):
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        with tf.GradientTape() as tape:
-            logits = net.logits(pixels, dropout_seed=seed_pair + tf.constant([0, 1_000_003], tf.int64) * tf.cast(replica, tf.int64))
-            losses = tf.nn.softmax_cross_entropy_with_logits(tf.gather(targets, labels), logits) * tf.gather(weights, labels)
-            loss = tf.reduce_sum(losses) / count
-        gradients = tape.gradient(loss, net.trainable)
-        optimizer.apply_gradients(zip(gradients, net.trainable))
-        return tf.reduce_sum(losses)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(pixels, labels, seed_pair, count):
-        per_replica = strategy.run(replica_step, args=(pixels, labels, seed_pair, count))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    train_step = _distributed_step(strategy, net, optimizer, class_count, training)
 
     @tf.function(reduce_retracing=True)
     def predict(pixels):
         return tf.nn.softmax(net.logits(pixels))
-
-    def distribute(array: np.ndarray):
-        parts = np.array_split(array, replicas)
-        return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
 
     def train_epoch(epoch: int, on_batch) -> tuple[float, int]:
         loss_sum, seen = 0.0, 0
@@ -297,8 +282,7 @@ def fine_tune(
         for index, batch in enumerate(images.epoch(epoch, limit=limit, on_unreadable=lambda e: warn(
                 f"skipped {e.path}: {e.reason} (left out of every epoch)"))):
             step = (epoch - 1) * batches_per_epoch + index
-            loss_sum += float(train_step(distribute(batch.pixels), distribute(batch.labels),
-                                         tf.constant([seed, step], tf.int64), tf.constant(len(batch.labels), tf.float32)))
+            loss_sum += train_step(batch.pixels, batch.labels, seed, step)
             seen += len(batch.labels)
             on_batch(len(batch.labels))
         return loss_sum / max(seen, 1), seen
@@ -312,7 +296,8 @@ def fine_tune(
 
     keep_best = _KeepBest(net, training.early_stopping_metric, checkpoint)
     callbacks = [
-        _Report(batches_per_epoch * config.batch_size, log, progress_factory),
+        _Report(lambda epoch: min(len(train), config.batch_size * min(
+            batches_per_epoch, total_batches - (epoch - 1) * batches_per_epoch)), log, progress_factory),
         keep_best,
         _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
         *extra_callbacks,
@@ -325,6 +310,44 @@ def fine_tune(
         log(f"Fine-tuning: kept epoch {keep_best.epoch} (best validation {training.early_stopping_metric})")
     tuned_head = Head(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
     return twin, TunedModel(tuned_head, keep_best.epoch, results, first_epoch)
+
+
+def _distributed_step(strategy, net, optimizer, class_count: int, training: TrainingConfig):
+    """One step on one global batch: each replica takes its share and divides its loss by
+    the global batch's size, so the gradients summed across replicas are the batch mean's,
+    whatever the number of devices. Returns step(pixels, labels, seed, step) -> loss sum."""
+    import tensorflow as tf
+
+    smoothing = training.label_smoothing
+    targets = tf.constant(np.eye(class_count, dtype=np.float32) * (1 - smoothing) + smoothing / class_count)
+    weights = tf.constant(np.ones(class_count, np.float32) if training.class_weights is None
+                          else np.asarray(training.class_weights, np.float32))
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(pixels, labels, seed_pair, count):
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        with tf.GradientTape() as tape:
+            logits = net.logits(pixels, dropout_seed=seed_pair + tf.constant([0, 1_000_003], tf.int64) * replica)
+            losses = tf.nn.softmax_cross_entropy_with_logits(tf.gather(targets, labels), logits) * tf.gather(weights, labels)
+            loss = tf.reduce_sum(losses) / count
+        gradients = tape.gradient(loss, net.trainable)
+        optimizer.apply_gradients(zip(gradients, net.trainable))
+        return tf.reduce_sum(losses)
+
+    @tf.function(reduce_retracing=True)
+    def global_step(pixels, labels, seed_pair, count):
+        per_replica = strategy.run(replica_step, args=(pixels, labels, seed_pair, count))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def distribute(array: np.ndarray):
+        parts = np.array_split(array, replicas)
+        return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+
+    def step(pixels: np.ndarray, labels: np.ndarray, seed: int, index: int) -> float:
+        return float(global_step(distribute(pixels), distribute(labels), tf.constant([seed, index], tf.int64),
+                                 tf.constant(len(labels), tf.float32)))
+
+    return step
 
 
 def predict_paths(predict, paths: list[Path], size: int, warn=None) -> tuple[np.ndarray, np.ndarray]:

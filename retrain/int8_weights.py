@@ -18,6 +18,7 @@ max |w| / 127, with that largest weight kept), so the converter keeps our intege
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def write_int8_ready_saved_model(
     from retrain.export import Classifier, export_saved_model
     from retrain.training import Head
 
-    config = lite_config(metadata)
+    config = dataclasses.replace(lite_config(metadata), input_size=metadata["input_size"])
     options = dict(config.options)
     blocks = block_plan(options["width"], options["depth"])
     loaded = tf.saved_model.load(str(saved_model_dir))

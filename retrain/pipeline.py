@@ -34,7 +34,7 @@ class RetrainOptions:
     model_dir: Path | None = None
     architecture: str = DEFAULT_ARCHITECTURE
     tfhub_module: str | None = None  # TF Hub URL or SavedModel folder; replaces --architecture
-    image_size: int | None = None  # input size for a hub module that accepts any size
+    image_size: int | None = None  # input size: a hub module that accepts any size, or EfficientNet-Lite at another size
     final_tensor_name: str = "final_result"
     testing_percentage: float = 10.0
     validation_percentage: float = 10.0
@@ -140,11 +140,12 @@ def run_retrain(
     progress_factory: Callable[[int, str], Callable[[int], None]] | None = None,
 ) -> RetrainResult:
     from retrain import paths
-    from retrain.backbones import create_backbone, create_hub_backbone, get_config
+    from retrain.backbones import create_backbone, create_hub_backbone, sized_config
     from retrain.bottlenecks import compute_bottlenecks, open_cache
 
     _check_backbone_options(options)
-    backbone_config = None if options.tfhub_module else get_config(options.architecture)  # a typo fails before slow work
+    # A typo or an impossible size fails before slow work.
+    backbone_config = None if options.tfhub_module else sized_config(options.architecture, options.image_size)
     check_fine_tuning(options.fine_tuning, backbone_config)
     if options.training.steps < 1:
         raise UserError("--how_many_training_steps must be at least 1")
@@ -155,6 +156,11 @@ def run_retrain(
     if options.tflite_output is not None:
         _check_tflite_options(options)
     check_distortion(options.distortion, options.distorted_copies)
+    strategy = None
+    if options.fine_tuning.active:
+        from retrain.distribution import make_strategy
+
+        strategy = make_strategy(options.fine_tuning.distribute)  # before any other TensorFlow work, as multi_worker needs
     tree = scan_image_tree(options.image_dir)
     for folder in tree.skipped_empty:
         warn(f"{folder}: no .jpg/.jpeg/.png images; class skipped")
@@ -177,7 +183,7 @@ def run_retrain(
     if options.tfhub_module:
         backbone = create_hub_backbone(options.tfhub_module, options.image_size)
     else:
-        backbone = create_backbone(options.architecture, model_dir)
+        backbone = create_backbone(options.architecture, model_dir, image_size=options.image_size)
     if options.fine_tuning.active:
         backbone.module.unfreeze(options.fine_tuning.layers)  # a backbone that cannot be tuned fails before slow work
     cache = open_cache(options.bottleneck_dir or paths.default_bottleneck_dir(), backbone)
@@ -259,8 +265,8 @@ def run_retrain(
         log(_format_auc("Validation", head.probabilities(val_x), val_y, labels))
     metadata["recipe"] = options.recipe
     if options.fine_tuning.active:
-        head, tuned = _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, log, warn,
-                                 progress_factory)
+        head, tuned = _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, strategy, log,
+                                 warn, progress_factory)
         val_x, test_x = (_features(backbone, [p for p, _ in pairs]) for pairs in (split.validation, split.testing))
         metadata = {**model_metadata(backbone, labels, options.final_tensor_name), "recipe": options.recipe,
                     "fine_tuning": tuned}
@@ -298,7 +304,8 @@ def run_retrain(
     )
 
 
-def _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, log, warn, progress_factory):
+def _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, strategy, log, warn,
+               progress_factory):
     """Tune a copy of the backbone with the head, then put the tuned weights into `backbone`
     (the one every export is made from); returns the tuned head and what to record of the run."""
     from retrain.backbones import create_backbone, create_hub_backbone
@@ -307,7 +314,7 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
     def build():
         if options.tfhub_module:
             return create_hub_backbone(options.tfhub_module, options.image_size)
-        return create_backbone(options.architecture, model_dir)
+        return create_backbone(options.architecture, model_dir, image_size=options.image_size)
 
     config = options.fine_tuning
     run_dir = Path(options.output_graph).expanduser().with_suffix(".finetune")
@@ -319,7 +326,8 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
     )
     callbacks = (_EpochSummaries(summaries, training.steps),) if summaries else ()
     tuned, result = fine_tune(backbone, build, head, backbone.input_size, split.training, split.validation, len(labels),
-                              config, training, run_dir, fingerprint, log, warn, progress_factory, callbacks)
+                              config, training, run_dir, fingerprint, log, warn, progress_factory, callbacks,
+                              strategy=strategy)
     copy_tuned_weights(tuned, backbone, config.layers)
     log(f"Checkpoints and epoch results: {run_dir}")
     return result.head, {
@@ -415,8 +423,6 @@ def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels
 def _check_backbone_options(options: RetrainOptions) -> None:
     if options.tfhub_module and options.architecture.strip().lower() != DEFAULT_ARCHITECTURE:
         raise UserError("--tfhub_module and --architecture both name a backbone; pass only one")
-    if options.image_size is not None and not options.tfhub_module:
-        raise UserError("--image_size applies only to --tfhub_module; each --architecture has its own input size")
     if options.image_size is not None and options.image_size < 1:
         raise UserError("--image_size must be at least 1")
 

@@ -47,8 +47,18 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# Settings of a recipe for one backbone only. EfficientNet-Lite0 fine-tunes at 256 px: on
+# our held-out ISIC set that scored about 0.01 AUC above 224 px, for 1.3 times the time.
+BACKBONE_SETTINGS: dict[tuple[str, str], dict] = {
+    ("finetune", "efficientnet_lite0"): {"image_size": 256},
+}
+
+
 def apply_recipe(name: str, flags: dict, explicit: set[str]) -> dict:
     """`flags` with the recipe's value for every flag the user did not give."""
     if name not in RECIPES:
         raise UserError(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
-    return {**flags, **{flag: value for flag, value in RECIPES[name].items() if flag not in explicit}}
+    preset = dict(RECIPES[name])
+    if not flags.get("tfhub_module"):
+        preset.update(BACKBONE_SETTINGS.get((name, str(flags.get("architecture", "")).strip().lower()), {}))
+    return {**flags, **{flag: value for flag, value in preset.items() if flag not in explicit}}

@@ -282,7 +282,19 @@ def test_tfhub_url_offline_and_a_wrong_folder_give_one_clear_line(tmp_path, make
         assert line.startswith(f"error: --tfhub_module {handle}: {expected}")
 
 
-def test_image_size_without_a_hub_module_is_refused(make_tree):
-    result = _invoke(retrain, ["--image_dir", make_tree({"red": 2, "blue": 2}), "--image_size", 100])
+def test_image_size_for_a_fixed_size_backbone_is_refused(make_tree, tmp_path):
+    result = _invoke(retrain, ["--image_dir", make_tree({"red": 2, "blue": 2}), "--image_size", 100,
+                               "--architecture", "resnet50", "--bottleneck_dir", tmp_path / "bn"])
     assert result.exit_code == 1
-    assert "--image_size applies only to --tfhub_module" in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "--image_size 100: resnet50 takes 224x224 images only" in line
+    assert not (tmp_path / "bn").exists()
+
+
+def test_an_efficientnet_lite_backbone_runs_at_another_size_with_its_own_cache(tmp_path):
+    from retrain.backbones import create_backbone
+
+    plain = create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
+    larger = create_backbone("efficientnet_lite0", tmp_path, random_weights=True, image_size=256)
+    assert larger.input_size == 256 and larger.identity.endswith("-256px") and plain.input_size == 224
+    assert larger.module.features(np.zeros((1, 256, 256, 3), np.float32)).shape == (1, 1280)

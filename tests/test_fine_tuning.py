@@ -91,7 +91,7 @@ def test_an_image_that_cannot_be_read_mid_epoch_is_named_once_and_left_out(make_
     assert [e.path for e in named] == [paths[2]]
 
 
-def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, **kw):
+def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, build=None, **kw):
     from retrain.fine_tuning import FineTuneConfig, fine_tune
 
     head = Head(np.random.default_rng(3).normal(0, 0.05, (backbone.feature_size, 2)).astype(np.float32),
@@ -100,7 +100,7 @@ def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1
                             distribute=distribute, **kw)
     pairs = list(zip(paths, labels.tolist()))
     lines = []
-    tuned, result = fine_tune(backbone, lambda: _clone(backbone), head, backbone.input_size, pairs, pairs[:4], 2, config,
+    tuned, result = fine_tune(backbone, build or (lambda: _clone(backbone)), head, backbone.input_size, pairs, pairs[:4], 2, config,
                               TrainingConfig(random_seed=0, dropout=dropout), tmp_path / "run", "fp", lines.append,
                               lines.append)
     return tuned, result, lines
@@ -131,6 +131,54 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, t
         elif not name.startswith(tuned_prefixes):
             np.testing.assert_array_equal(variable.numpy(), before[name], err_msg=f"{name} is frozen but changed")
     assert not np.array_equal(result.head.weights, np.random.default_rng(3).normal(0, 0.05, (1280, 2)))
+
+
+def test_a_keras_backbone_tunes_its_last_layers_and_keeps_batch_norm_frozen(make_tree, tmp_path):
+    from retrain.backbones import create_backbone
+
+    backbone = create_backbone("mobilenet_0.25_128", tmp_path, random_weights=True)
+    paths, labels = _images(make_tree)
+    before = {w.path: w.numpy().copy() for w in backbone.module.model.weights}
+    tuned, _, _ = _tune(tmp_path, backbone, paths, labels, 2)
+    changed = {w.path for w in tuned.module.model.weights if not np.array_equal(w.numpy(), before[w.path])}
+    layers_with_changes = {path.rsplit("/", 1)[0] for path in changed}
+    assert len(layers_with_changes) == 2, changed
+    assert not any("bn" in path or "batch_norm" in path for path in changed), changed
+
+
+def _save_reusable_module(path: Path, trainable: bool) -> Path:
+    """A TF Hub style module (the Reusable SavedModel API): it lists its trainable variables."""
+    import tensorflow as tf
+
+    module = tf.train.Checkpoint()
+    module.kernel = tf.Variable(tf.random.stateless_normal([3, 3, 3, 5], seed=[1, 2]))
+    module.trainable_variables = [module.kernel] if trainable else []
+    module.variables = [module.kernel]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+    def call(images):
+        conv = tf.nn.relu(tf.nn.conv2d(images, module.kernel, 2, "SAME"))
+        return tf.concat([tf.reduce_mean(images, [1, 2]), tf.reduce_mean(conv, [1, 2])], axis=1)
+
+    module.__call__ = call
+    tf.saved_model.save(module, str(path))
+    return path
+
+
+def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_refused(make_tree, tmp_path):
+    from retrain.backbones import create_hub_backbone
+    from retrain.errors import UserError
+
+    module = _save_reusable_module(tmp_path / "hub", trainable=True)
+    backbone = create_hub_backbone(str(module))
+    paths, labels = _images(make_tree)
+    kernel = backbone.module.loaded.kernel.numpy().copy()
+    tuned, _, _ = _tune(tmp_path, backbone, paths, labels, "all", build=lambda: create_hub_backbone(str(module)))
+    assert not np.array_equal(tuned.module.loaded.kernel.numpy(), kernel)
+
+    frozen = _save_reusable_module(tmp_path / "frozen", trainable=False)
+    with pytest.raises(UserError, match="no trainable variables, so it cannot be fine-tuned"):
+        create_hub_backbone(str(frozen)).module.unfreeze("all")
 
 
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
@@ -211,6 +259,40 @@ def test_the_mirrored_strategy_on_two_logical_cpus_matches_one_device(make_tree,
     single, mirrored = np.load(out)
     changed = np.abs(single).max()
     np.testing.assert_allclose(mirrored, single, atol=1e-4 * changed, rtol=1e-3)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_on_two_local_processes_trains_one_model(make_tree, tmp_path):
+    tree = make_tree({"red": 6, "blue": 6})
+    ports = [_free_port(), _free_port()]
+    workers = []
+    for index in (0, 1):
+        cluster = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(cluster))
+        workers.append(subprocess.Popen(
+            _retrain_args(tree, tmp_path / f"w{index}", "--distribute=multi_worker", "--fine_tune_steps=2",
+                          "--image_size=224"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+        assert "on 2 replicas on 2 machines" in stdout, stdout
+    pixels = np.stack([load_image(p, 224) for p in sorted(tree.rglob("*.jpg"))]).astype(np.float32)
+    np.testing.assert_array_equal(_graph_output(tmp_path / "w0" / "g.pb", pixels), _graph_output(tmp_path / "w1" / "g.pb", pixels))
+
+
+def test_multi_worker_without_tf_config_is_one_error_line(make_tree, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = CliRunner().invoke(retrain, ["--image_dir", str(make_tree({"red": 2, "blue": 2})), "--recipe", "finetune",
+                                          "--distribute", "multi_worker", "--bottleneck_dir", str(tmp_path / "bn")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --distribute multi_worker needs TF_CONFIG with 'cluster' and 'task' (see README)"
 
 
 def _retrain_args(tree, out, *extra):
@@ -336,3 +418,13 @@ def test_recipe_settings_can_be_turned_off_by_flags():
     applied = apply_recipe("finetune", flags, explicit={"flip_left_right"})
     assert applied["flip_left_right"] is False and applied["learning_rate"] == RECIPES["finetune"]["learning_rate"]
     assert apply_recipe("poets", flags, explicit=set()) == flags
+
+
+def test_recipe_finetune_runs_efficientnet_lite0_at_256_px_unless_told_otherwise():
+    from retrain.recipes import apply_recipe
+
+    flags = {"architecture": "EfficientNet_Lite0", "tfhub_module": None, "image_size": None}
+    assert apply_recipe("finetune", flags, explicit=set())["image_size"] == 256
+    assert apply_recipe("finetune", {**flags, "image_size": 224}, explicit={"image_size"})["image_size"] == 224
+    assert apply_recipe("finetune", {**flags, "architecture": "resnet50"}, explicit=set())["image_size"] is None
+    assert apply_recipe("strong", flags, explicit=set())["image_size"] is None

@@ -8,44 +8,15 @@ imported when a backbone is actually built.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 
 DEFAULT_ARCHITECTURE = "efficientnet_lite0"
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    name: str
-    family: str  # module in retrain.backbones that builds it
-    input_size: int
-    feature_size: int
-    preprocessing: str  # how pixels in [0, 255] are normalised, inside the model
-    weights: str  # where the pretrained weights come from
-    options: tuple[tuple[str, Any], ...] = ()  # family-specific settings
-
-
-@dataclass
-class Backbone:
-    """A built backbone: `module.features(images)` maps [N, size, size, 3] float32 pixels
-    in [0, 255] to [N, feature_size]; `module.imagenet_logits` gives the stock 1000-class
-    scores where the weights include that head."""
-
-    config: BackboneConfig
-    identity: str  # names architecture + weights exactly; part of every bottleneck cache key
-    module: Any  # a tf.Module
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def feature_size(self) -> int:
-        return self.config.feature_size
 
 
 def _lite(name, size, width, depth, package, extra=None):
@@ -146,24 +117,46 @@ def get_config(name: str) -> BackboneConfig:
     return REGISTRY[key]
 
 
+def _family_module(family: str):
+    """Families import TensorFlow, so each is imported only when a backbone of it is built."""
+    return importlib.import_module(f"retrain.backbones.{family}")
+
+
 def _family(config: BackboneConfig):
-    return importlib.import_module(f"retrain.backbones.{config.family}")
+    return _family_module(config.family)
 
 
-def create_backbone(name: str, model_dir: Path, random_weights: bool = False) -> Backbone:
-    """Build the named backbone with its pretrained weights (converted once, cached in model_dir).
+# Families whose network is fully convolutional up to global pooling, so any input size works.
+RESIZABLE_FAMILIES = ("efficientnet_lite",)
+
+
+def sized_config(name: str, image_size: int | None = None) -> BackboneConfig:
+    """The registry entry, at `image_size` instead of its own input size where the family allows it."""
+    config = get_config(name)
+    if image_size is None or image_size == config.input_size:
+        return config
+    if config.family not in RESIZABLE_FAMILIES:
+        raise UserError(f"--image_size {image_size}: {config.name} takes {config.input_size}x{config.input_size} images "
+                        "only (EfficientNet-Lite backbones and --tfhub_module modules that accept any size can change it)")
+    return dataclasses.replace(config, input_size=image_size)
+
+
+def create_backbone(name: str, model_dir: Path, random_weights: bool = False, image_size: int | None = None) -> Backbone:
+    """Build the named backbone with its pretrained weights (converted once, cached in model_dir),
+    at its own input size or at `image_size` (see sized_config).
 
     `random_weights` skips the weights altogether (tests, smoke runs); such a backbone's
     identity is unique, so its features are never reused from the cache."""
-    config = get_config(name)
-    return _family(config).build(config, Path(model_dir), random_weights=random_weights)
+    config = sized_config(name, image_size)
+    backbone = _family(config).build(config, Path(model_dir), random_weights=random_weights)
+    if config.input_size != get_config(name).input_size:
+        backbone.identity += f"-{config.input_size}px"  # other features: their own bottleneck cache
+    return backbone
 
 
 def create_hub_backbone(handle: str, image_size: int | None = None) -> Backbone:
     """A TF Hub image feature-vector module (URL or local SavedModel folder) as a backbone."""
-    from retrain.backbones import tfhub
-
-    return tfhub.build(handle, image_size)
+    return _family_module("tfhub").build(handle, image_size)
 
 
 @dataclass(frozen=True)

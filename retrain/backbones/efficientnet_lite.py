@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.backbones import Backbone, BackboneConfig
+from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.backbones.torch_legacy import TorchFileError, load_state_dict
 from retrain.errors import UserError
 from retrain.paths import file_digest, write_atomically

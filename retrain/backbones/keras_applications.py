@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from retrain.backbones import Backbone, BackboneConfig
+from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 from retrain.paths import file_digest
 

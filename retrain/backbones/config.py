@@ -1,0 +1,37 @@
+"""What a backbone is: its registry entry and, once built, the module that computes its features.
+Kept apart from the registry so the family modules import it without importing the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str
+    family: str  # module in retrain.backbones that builds it
+    input_size: int
+    feature_size: int
+    preprocessing: str  # how pixels in [0, 255] are normalised, inside the model
+    weights: str  # where the pretrained weights come from
+    options: tuple[tuple[str, Any], ...] = ()  # family-specific settings
+
+
+@dataclass
+class Backbone:
+    """A built backbone: `module.features(images)` maps [N, size, size, 3] float32 pixels
+    in [0, 255] to [N, feature_size]; `module.imagenet_logits` gives the stock 1000-class
+    scores where the weights include that head."""
+
+    config: BackboneConfig
+    identity: str  # names architecture + weights exactly; part of every bottleneck cache key
+    module: Any  # a tf.Module
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @property
+    def feature_size(self) -> int:
+        return self.config.feature_size
