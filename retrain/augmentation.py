@@ -33,7 +33,7 @@ from retrain.errors import UserError
 from retrain.images import DistortionDraw
 
 # Bump when `draw_for` or `apply_to_pixels` change what a copy looks like; part of every copy's key.
-AUGMENTATION_VERSION = 1
+AUGMENTATION_VERSION = 2  # 2: colour changes rounded by Pillow (half up)
 
 DEFAULT_DISTORTED_COPIES = 5
 

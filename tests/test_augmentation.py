@@ -90,7 +90,7 @@ def test_changed_settings_make_new_entries_and_old_ones_stay_usable(training, tm
 
 def test_distorted_entry_keys_extend_the_content_key():
     copy = DistortedCopy(Distortion(flip_up_down=True, random_crop=10), 3)
-    assert copy.cache_key("abc123") == "abc123-aug1-ud-c10-s0-b0-copy3"
+    assert copy.cache_key("abc123") == "abc123-aug2-ud-c10-s0-b0-copy3"
 
 
 def test_copies_are_deterministic_and_differ_from_each_other(training, tmp_path):
