@@ -11,7 +11,7 @@
 # (and optionally the _Validation_ pair and the _metadata.csv files).
 # Environment:
 #   RECIPE (poets)        retrain --recipe: poets, strong or finetune (whole backbone,
-#                         ~25 min per task for the 2000 training images on 2 cores)
+#                         ~20 min per task for the 2000 training images on 2 cores)
 #   TASKS (task1_melanoma task2_seborrheic_keratosis three_class)   which trees to retrain
 #   LEARNING_RATE, TRAINING_STEPS   passed as --learning_rate / --how_many_training_steps
 #                         only when set; unset, the recipe's values apply

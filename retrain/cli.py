@@ -130,7 +130,7 @@ _PATH = click.Path(path_type=Path)
 @_option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
 @_option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
          help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
-              "finetune = train the whole backbone too, the best model (slow: ~25 min for 2000 images on 2 cores). "
+              "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
               "Flags given explicitly win.")
 @_option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @_option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
