@@ -12,7 +12,7 @@ import numpy as np
 
 from retrain.dataset import scan_image_tree
 from retrain.errors import UserError
-from retrain.images import ImageError, is_image_file, load_batches
+from retrain.images import ImageError, is_image_file, map_batches
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.prediction import LoadedModel
@@ -59,17 +59,16 @@ def predict_images(
 ) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
     """Probabilities for each readable path (the same load_image as training), a mask of
     which paths were readable, and the failures."""
-    probabilities = np.zeros((len(paths), len(labels)), np.float32)
-    ok = np.zeros(len(paths), bool)
-    failures: list[ImageError] = []
-    for indices, pixels, unreadable in load_batches(paths, (model.input_width, model.input_height), batch_size):
-        failures += unreadable
-        if pixels is not None:
-            output = model.predict(pixels)
-            if output.shape[1] != len(labels):
-                raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
-            probabilities[indices] = output
-            ok[indices] = True
+
+    def predict(pixels):
+        output = model.predict(pixels)
+        if output.shape[1] != len(labels):
+            raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
+        return output
+
+    probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size)
+    if probabilities is None:
+        probabilities = np.zeros((len(paths), len(labels)), np.float32)
     return probabilities, ok, failures
 
 

@@ -31,7 +31,7 @@ from retrain.augmentation import EpochAugmentation, check_epoch_augmentation
 from retrain.checkpoints import Checkpoint, DamagedCheckpoint, load_checkpoint, save_checkpoint
 from retrain.errors import UserError
 from retrain.image_batches import TrainingImages
-from retrain.images import load_batches
+from retrain.images import map_batches
 from retrain.learner import Callback, EpochResult, Validation, fit
 from retrain.training import Head, TrainingConfig, accuracy, cross_entropy, mean_auc
 
@@ -250,6 +250,9 @@ def fine_tune(
         total_batches = min(total_batches, config.steps)
     epochs = math.ceil(total_batches / batches_per_epoch)
 
+    def batches_in(epoch: int) -> int:
+        return min(batches_per_epoch, total_batches - (epoch - 1) * batches_per_epoch)
+
     with strategy.scope():
         twin = build_backbone()
         _copy_variables(backbone.module, twin.module)
@@ -278,8 +281,7 @@ def fine_tune(
 
     def train_epoch(epoch: int, on_batch) -> tuple[float, int]:
         loss_sum, seen = 0.0, 0
-        limit = total_batches - (epoch - 1) * batches_per_epoch
-        for index, batch in enumerate(images.epoch(epoch, limit=limit, on_unreadable=lambda e: warn(
+        for index, batch in enumerate(images.epoch(epoch, limit=batches_in(epoch), on_unreadable=lambda e: warn(
                 f"skipped {e.path}: {e.reason} (left out of every epoch)"))):
             step = (epoch - 1) * batches_per_epoch + index
             loss_sum += train_step(batch.pixels, batch.labels, seed, step)
@@ -290,14 +292,14 @@ def fine_tune(
     def validate() -> Validation | None:
         if not validation:
             return None
-        probabilities, true = predict_paths(predict, [p for p, _ in validation], input_size)
-        labels = np.array([c for _, c in validation], np.int64)[true]
+        probabilities, ok, _ = map_batches(predict, [p for p, _ in validation], input_size, EVALUATION_BATCH_SIZE)
+        labels = np.array([c for _, c in validation], np.int64)[ok]
+        probabilities = probabilities[ok] if probabilities is not None else np.zeros((0, class_count), np.float32)
         return Validation(cross_entropy(probabilities, labels), accuracy(probabilities, labels), mean_auc(probabilities, labels))
 
     keep_best = _KeepBest(net, training.early_stopping_metric, checkpoint)
     callbacks = [
-        _Report(lambda epoch: min(len(train), config.batch_size * min(
-            batches_per_epoch, total_batches - (epoch - 1) * batches_per_epoch)), log, progress_factory),
+        _Report(lambda epoch: min(len(train), config.batch_size * batches_in(epoch)), log, progress_factory),
         keep_best,
         _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
         *extra_callbacks,
@@ -348,19 +350,6 @@ def _distributed_step(strategy, net, optimizer, class_count: int, training: Trai
                                  tf.constant(len(labels), tf.float32)))
 
     return step
-
-
-def predict_paths(predict, paths: list[Path], size: int, warn=None) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs for every readable path, in order, and a mask of the readable ones."""
-    outputs, ok = [], np.zeros(len(paths), bool)
-    for indices, pixels, failures in load_batches(paths, size, EVALUATION_BATCH_SIZE):
-        for failure in failures:
-            if warn:
-                warn(f"skipped {failure.path}: {failure.reason}")
-        if pixels is not None:
-            outputs.append(np.asarray(predict(pixels)))
-            ok[indices] = True
-    return (np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)), ok
 
 
 def _usable_checkpoint(run_dir: Path, fingerprint: str, log, warn) -> Checkpoint | None:

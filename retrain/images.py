@@ -29,6 +29,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # ITU-R 601 luma weights, for contrast and saturation.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _hue_rotation(turn: float) -> np.ndarray:
     angle = 2 * np.pi * turn
     cos, sin = np.cos(angle), np.sin(angle)
     rotate = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], np.float32)
-    return np.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ
+    return _YIQ_TO_RGB @ rotate @ _RGB_TO_YIQ
 
 
 class ImageError(ValueError):
@@ -184,3 +185,19 @@ def load_batches(paths: list[Path], size: int | tuple[int, int], batch_size: int
             except ImageError as e:
                 failures.append(e)
         yield indices, np.stack(pixels).astype(np.float32) if pixels else None, failures
+
+
+def map_batches(fn, paths: list[Path], size: int | tuple[int, int], batch_size: int = 32):
+    """`fn` (pixels [n, h, w, 3] -> [n, k]) over every readable path, read as load_batches
+    reads them: the outputs in path order (zero rows for unreadable paths; None when none
+    was readable), a mask of the readable paths, and the failures."""
+    outputs, ok, failures = None, np.zeros(len(paths), bool), []
+    for indices, pixels, unreadable in load_batches(paths, size, batch_size):
+        failures += unreadable
+        if pixels is not None:
+            output = np.asarray(fn(pixels))
+            if outputs is None:
+                outputs = np.zeros((len(paths), output.shape[1]), np.float32)
+            outputs[indices] = output
+            ok[indices] = True
+    return outputs, ok, failures

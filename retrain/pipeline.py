@@ -18,6 +18,7 @@ from retrain.augmentation import Distortion, check_distortion, copies_to_make
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
 from retrain.errors import UserError
+from retrain.images import map_batches
 from retrain.fine_tuning import FineTuneConfig, check_fine_tuning
 from retrain.learner import Callback
 from retrain.metrics import positive_class_index, roc_auc
@@ -343,12 +344,11 @@ def _features(backbone, paths: list[Path]) -> np.ndarray:
     were all read once already, when their bottlenecks were made."""
     import tensorflow as tf
 
-    from retrain.fine_tuning import predict_paths
+    from retrain.fine_tuning import EVALUATION_BATCH_SIZE
 
-    if not paths:
-        return np.zeros((0, backbone.feature_size), np.float32)
-    features, _ = predict_paths(tf.function(backbone.module.features, reduce_retracing=True), paths, backbone.input_size)
-    return features
+    features, ok, _ = map_batches(tf.function(backbone.module.features, reduce_retracing=True), paths,
+                                  backbone.input_size, EVALUATION_BATCH_SIZE)
+    return features[ok] if features is not None else np.zeros((0, backbone.feature_size), np.float32)
 
 
 class _EpochSummaries(Callback):
