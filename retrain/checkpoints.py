@@ -67,6 +67,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
         return None
+    if not zipfile.is_zipfile(path):
+        raise DamagedCheckpoint("not an .npz archive: truncated or overwritten")
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))

@@ -261,7 +261,7 @@ def fine_tune(
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
         optimizer.build(net.trainable)  # a Keras 3 optimizer makes its slots here, not in a replica step
     log(f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} at {input_size} px on {describe(strategy)}: "
-        f"{epochs} epochs of {batches_per_epoch} batches of {config.batch_size}, AdamW at {config.learning_rate:g} "
+        f"{epochs} epoch{'s' * (epochs != 1)} of {batches_per_epoch} batches of {config.batch_size}, AdamW at {config.learning_rate:g} "
         f"(cosine decay, weight decay {config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
 
     first_epoch, history = 0, []
