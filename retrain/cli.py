@@ -51,39 +51,53 @@ def _switch(name: str, help: str):
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
-
-
-def _progress(total: int, label: str):
-    """Progress on stderr: a live bar (count, rate, ETA) on a terminal; otherwise a plain line
-    at most every ten seconds and at the end, so logs stay readable."""
-    start = time.monotonic()
-    state = {"done": 0, "shown": start}
-
-    def rate() -> float:
-        return state["done"] / max(time.monotonic() - start, 1e-9)
-
     if sys.stderr.isatty():
-        bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True, show_pos=True,
-                                item_show_func=lambda _: f"{rate():.1f} images/s")
-        bar.__enter__()
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+    else:
+        click.echo(f"warning: {message}", err=True)
+
+
+def _log(message: str) -> None:
+    """A line on stdout; on a terminal through tqdm, which lifts a live progress bar out of its way."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        tqdm.write(message)
+    else:
+        click.echo(message)
+
+
+def _progress(total: int, label: str, unit: str = "images"):
+    """Progress on stderr: a live tqdm bar (count, rate, ETA) on a terminal; otherwise a plain
+    line at most every ten seconds and at the end, so logs stay readable. The returned function
+    takes how many more are done; the bar closes when the total is reached."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=label, unit=unit[:-1] if unit.endswith("s") else unit, file=sys.stderr,
+                   dynamic_ncols=True)
 
         def update_bar(count: int) -> None:
-            state["done"] += count
-            bar.update(count, current_item=state["done"])
-            if state["done"] >= total:
-                bar.__exit__(None, None, None)
+            bar.update(count)
+            if bar.n >= total:
+                bar.close()
 
         return update_bar
+
+    start = time.monotonic()
+    state = {"done": 0, "shown": start}
 
     def update(count: int) -> None:
         state["done"] += count
         now = time.monotonic()
         if now - state["shown"] >= 10 or state["done"] >= total:
             state["shown"] = now
-            left = (total - state["done"]) / max(rate(), 1e-9)
+            rate = state["done"] / max(now - start, 1e-9)
+            left = (total - state["done"]) / max(rate, 1e-9)
             eta = f", {left // 60:.0f} min {left % 60:02.0f} s left" if state["done"] < total else ""
-            click.echo(f"{label}: {state['done']}/{total} ({rate():.1f} images/s{eta})", err=True)
+            click.echo(f"{label}: {state['done']}/{total} ({rate:.1f} {unit}/s{eta})", err=True)
 
     return update
 
@@ -189,7 +203,7 @@ def retrain(**flags):
     for directory, percentage in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage")):
         if flags[directory] is not None and context.get_parameter_source(percentage) == click.core.ParameterSource.DEFAULT:
             flags[percentage] = 0.0  # the held-out tree replaces the hash split of --image_dir
-    run_retrain(RetrainOptions(**flags), log=click.echo, warn=_warn, progress_factory=_progress)
+    run_retrain(RetrainOptions(**flags), log=_log, warn=_warn, progress_factory=_progress)
 
 
 _DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
@@ -275,12 +289,23 @@ def _print_architectures(model_dir: Path | None) -> None:
 @_option("input_mean", type=float, default=None)
 @_option("input_std", type=float, default=None)
 @_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
+@_option("heatmap", type=_PATH, default=None,
+         help="Write the image as PNG with a heatmap over it: where the evidence for the top class (or "
+              "--heatmap_class) lies. Needs a .pb or SavedModel from retrain, or the stock model.")
+@_option("heatmap_class", default=None, help="Label whose heatmap --heatmap draws [default: the top class].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: labels with scores best first, model, input size; with --heatmap, "
+                   "the map as a grid of numbers in [0, 1] at the network's own resolution.")
 @_reports_user_errors
-def label_image(image, graph, labels, architecture, model_dir, top_k, tta, **feed):
+def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatmap, heatmap_class, as_json, **feed):
     """Print the top predictions for one image, best first."""
-    from retrain import paths, prediction
+    import json
+
+    from retrain import heatmaps, paths, prediction
     from retrain.tflite_model import is_tflite_file
 
+    if heatmap_class is not None and heatmap is None:
+        raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
     if not Path(image).expanduser().is_file():
         raise UserError(f"--image {image}: no such file")
     if graph is None or not is_tflite_file(Path(graph).expanduser()):
@@ -294,9 +319,25 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, **fee
             _warn(note)
     if tta:
         model = prediction.with_flip_tta(model)
-    label_list = prediction.read_labels(labels) if labels else None
-    for result in prediction.classify(model, image, label_list, top_k):
-        click.echo(f"{result.label} (score={result.score:.5f})")
+    label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
+    pixels = prediction.load_image_for(model, image)
+    results = prediction.classify_pixels(model, pixels, label_list, top_k)
+    drawn, heatmap_error = None, None
+    if heatmap is not None:
+        try:
+            drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class)[0]
+            heatmaps.write_heatmap(heatmap, image, drawn)
+        except UserError as e:
+            drawn, heatmap_error = None, str(e)
+    if as_json:
+        click.echo(json.dumps(prediction.prediction_json(model, image, results, drawn, heatmap, heatmap_error)))
+    else:
+        for result in results:
+            click.echo(f"{result.label} (score={result.score:.5f})")
+    if heatmap_error is not None:
+        raise UserError(f"{heatmap_error} (the prediction above is complete; only the heatmap failed)")
+    if drawn is not None:
+        click.echo(f"Wrote the heatmap of {drawn.label} to {heatmap}", err=as_json)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -324,17 +365,23 @@ def prepare_isic(images, ground_truth, metadata, output):
 @_option("labels", type=_PATH, multiple=True, help="Labels file per --graph [default: the labels stored in the model].")
 @_option("image_dir", type=_PATH, required=True, help="Class-per-folder tree (or a folder of unlabelled images).")
 @click.option("--json", "json_path", type=_PATH, default=None, help="Write the metrics as JSON.")
-@_option("plot", type=_PATH, default=None, help="Draw ROC curves to this PNG (needs matplotlib).")
+@_option("plot", type=_PATH, default=None, help="Draw ROC curves to this PNG.")
+@_option("report", type=_PATH, default=None,
+         help="Write one self-contained HTML page (opens offline): the figures, ROC curves, confusion matrix, "
+              "calibration, operating points, and the mistakes with their heatmaps.")
 @_option("predictions", type=_PATH, default=None, help="Write per-image probabilities as CSV.")
 @_option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
 @_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
 @_reports_user_errors
-def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submission, tta):
+def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
     from retrain import evaluation, prediction
+    from retrain import report as html_report
     from retrain.metrics import format_report
     from retrain.tflite_model import is_tflite_file
 
+    if report is not None:
+        report = html_report.check_report_path(report)
     if not all(is_tflite_file(Path(g).expanduser()) for g in graph):
         import_tensorflow()
 
@@ -342,7 +389,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
     if isic_submission and not predictions:
         raise UserError("--isic_submission needs --predictions FILE to write the submission to")
-    results, runs = {}, []
+    results, runs, reported = {}, [], []
     for index, graph_path in enumerate(graph):
         model = prediction.load_model(graph_path)
         if tta:
@@ -350,7 +397,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
         label_list = prediction.read_labels(labels[index]) if labels else model.labels
         if label_list is None:
             raise UserError(f"--graph {graph_path}: carries no labels; pass --labels")
-        predicted, result = evaluation.evaluate_model(model, label_list, image_dir)
+        predicted, result = evaluation.evaluate_model(model, label_list, image_dir, _progress)
         for failure in predicted.failures:
             _warn(f"skipped {failure.path}: {failure.reason}")
         runs.append(predicted)
@@ -360,6 +407,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
             continue
         click.echo(format_report(result, label_list))
         results[str(graph_path)] = result
+        reported.append(html_report.EvaluatedModel(model, predicted, result))
         if plot:
             curves = [(label, predicted.probabilities[:, i], predicted.true == i, result["auc"][label])
                       for i, label in enumerate(label_list) if not (len(label_list) == 2 and i == 0)]
@@ -369,6 +417,11 @@ def evaluate(graph, labels, image_dir, json_path, plot, predictions, isic_submis
     if json_path:
         evaluation.write_json(json_path, next(iter(results.values())) if len(results) == 1 else results)
         click.echo(f"Wrote {json_path}")
+    if report is not None and reported:
+        html_report.write_report(report, reported, image_dir, tta)
+        click.echo(f"Wrote {report}")
+    elif report is not None:
+        _warn(f"--report {report}: not written: the images have no class folders, so there is nothing to measure")
     if predictions and isic_submission:
         melanoma = next((s for r in runs if (s := evaluation.isic_scores(r.probabilities, r.labels, "melanoma")) is not None), None)
         keratosis = next((s for r in runs if (s := evaluation.isic_scores(r.probabilities, r.labels, "seborrheic keratosis")) is not None), None)

@@ -15,7 +15,7 @@ from retrain.errors import UserError
 from retrain.images import ImageError, is_image_file, map_batches
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
-from retrain.prediction import LoadedModel
+from retrain.loaded_model import LoadedModel
 
 
 @dataclass
@@ -56,6 +56,7 @@ def predict_images(
     paths: list[Path],
     labels: list[str],
     batch_size: int = 32,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
     """Probabilities for each readable path (the same load_image as training), a mask of
     which paths were readable, and the failures."""
@@ -66,7 +67,8 @@ def predict_images(
             raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
         return output
 
-    probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size)
+    probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size,
+                                              progress)
     if probabilities is None:
         probabilities = np.zeros((len(paths), len(labels)), np.float32)
     return probabilities, ok, failures
@@ -127,14 +129,12 @@ def draw_roc(axes, curves: list[tuple[str, np.ndarray, np.ndarray, float | None]
 
 
 def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str) -> None:
-    """ROC curves (label, scores, positives, auc) to a PNG; needs the optional matplotlib."""
-    try:
-        import matplotlib
+    """ROC curves (label, scores, positives, auc) to a PNG."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise UserError("--plot needs matplotlib: pip install 'retrain[plot]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(5.5, 5))
     draw_roc(axes, curves)
     axes.set(title=title, xlim=(0, 1), ylim=(0, 1.01))
@@ -145,9 +145,12 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]]
     plt.close(figure)
 
 
-def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path) -> tuple[Predictions, dict | None]:
+def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path,
+                   progress_factory=None) -> tuple[Predictions, dict | None]:
+    """`progress_factory(total, label)` gives a function told how many images are done."""
     paths, true = labelled_images(image_dir, labels)
-    probabilities, ok, failures = predict_images(model, paths, labels)
+    progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
+    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress)
     kept = [p for p, keep in zip(paths, ok) if keep]
     predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures)
     if predictions.true is None or not len(kept):

@@ -20,12 +20,18 @@ from retrain.paths import write_atomically
 from retrain.training import Head
 
 INPUT_NAME = "input"
+MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
 METADATA_NODE = "retrain_metadata"
 METADATA_FILE = "retrain_metadata.json"
 
 
 class Classifier(tf.Module):
-    """Backbone features followed by the trained fully connected + softmax layer."""
+    """Backbone features followed by the trained fully connected + softmax layer.
+
+    Where the backbone exposes its last feature map, `serve_with_maps` also returns the
+    class activation maps (Zhou et al. 2016): the top layer's weights applied at every place
+    of that map. The top layer is linear over the map's spatial mean, so each class's map
+    averages exactly to its logit minus the bias: the heatmap needs no gradients."""
 
     def __init__(self, backbone, head: Head, final_tensor_name: str):
         super().__init__(name="retrained_classifier")
@@ -34,13 +40,24 @@ class Classifier(tf.Module):
         self.head_bias = tf.Variable(head.bias, name="final_biases")
         self.final_tensor_name = final_tensor_name
         size = backbone.input_size
-        self.serve = tf.function(
-            self._serve, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
-        )
+        signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
+        self.serve = tf.function(self._serve, input_signature=signature)
+        self.serve_with_maps = tf.function(self._serve_with_maps, input_signature=signature) if backbone.has_feature_map else None
+
+    def _probabilities(self, features):
+        logits = tf.matmul(features, self.head_weights) + self.head_bias
+        return tf.nn.softmax(logits, name=self.final_tensor_name)
 
     def _serve(self, images):
-        logits = tf.matmul(self.backbone.features(images), self.head_weights) + self.head_bias
-        return {self.final_tensor_name: tf.nn.softmax(logits, name=self.final_tensor_name)}
+        return {self.final_tensor_name: self._probabilities(self.backbone.features(images))}
+
+    def _serve_with_maps(self, images):
+        feature_map = self.backbone.feature_map(images)
+        maps = tf.einsum("nhwf,fc->nhwc", feature_map, self.head_weights)
+        return {
+            self.final_tensor_name: self._probabilities(tf.reduce_mean(feature_map, axis=[1, 2])),
+            MAPS_NAME: tf.identity(maps, name=MAPS_NAME),
+        }
 
 
 def model_metadata(backbone, labels: list[str], final_tensor_name: str) -> dict:
@@ -55,13 +72,14 @@ def model_metadata(backbone, labels: list[str], final_tensor_name: str) -> dict:
         "normalisation_in_model": backbone.config.preprocessing,
         "preprocessing_version": PREPROCESSING_VERSION,
         "labels": list(labels),
+        "class_activation_maps": MAPS_NAME if backbone.has_feature_map else None,
     }
 
 
 def frozen_graph_def(classifier: Classifier, metadata: dict):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    frozen = convert_variables_to_constants_v2(classifier.serve.get_concrete_function())
+    frozen = convert_variables_to_constants_v2((classifier.serve_with_maps or classifier.serve).get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
     node = graph_def.node.add()
     node.name = METADATA_NODE
@@ -94,7 +112,10 @@ def export_saved_model(classifier: Classifier, metadata: dict, directory: Path) 
             raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
         shutil.rmtree(directory)
     _check_writable(directory, "--saved_model_dir")
-    tf.saved_model.save(classifier, str(directory), signatures={"serving_default": classifier.serve})
+    signatures = {"serving_default": classifier.serve}
+    if classifier.serve_with_maps is not None:
+        signatures[MAPS_NAME] = classifier.serve_with_maps
+    tf.saved_model.save(classifier, str(directory), signatures=signatures)
     write_atomically(directory / "assets.extra" / METADATA_FILE, json.dumps(metadata, indent=2).encode())
 
 

@@ -125,6 +125,29 @@ def load_image(
     before the one resize, then flips, turns and recolours the resized pixels.
     """
     width, height = (size, size) if isinstance(size, int) else size
+    zoom = distortion.decode_zoom if distortion else 1.0  # a crop is enlarged: decode it sharp enough
+    image = _decode_upright_rgb(path, data, (round(width * zoom), round(height * zoom)))
+    try:
+        box = distortion.crop_box(*image.size) if distortion else None
+        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    except (OSError, ValueError) as e:
+        raise ImageError(path, f"corrupt or truncated image ({e})") from e
+    pixels = np.asarray(image, dtype=np.uint8)
+    return distortion.apply_to_pixels(pixels) if distortion else pixels
+
+
+def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
+    """The image as the model sees it before the resize (decoded, turned upright by its EXIF
+    orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on."""
+    image = _decode_upright_rgb(path, None, (max_side, max_side) if max_side else None)
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
+def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
+    """The one decoding step every reader of images shares; `draft_size` lets a JPEG decode
+    straight to the smallest size (DCT scaling) that is still at least that large."""
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -138,15 +161,11 @@ def load_image(
             image = Image.open(io.BytesIO(data))
             if image.size[0] * image.size[1] > MAX_PIXELS:
                 raise ImageError(path, f"image is too large ({image.size[0]}x{image.size[1]} pixels; limit {MAX_PIXELS:,})")
-            if image.format == "JPEG":
-                # DCT scaling: decode straight to the smallest size that is still >= the target.
-                zoom = distortion.decode_zoom if distortion else 1.0  # a crop is enlarged: decode it sharp enough
-                image.draft(image.mode if image.mode in ("RGB", "L") else None, (round(width * zoom), round(height * zoom)))
+            if image.format == "JPEG" and draft_size:
+                image.draft(image.mode if image.mode in ("RGB", "L") else None, draft_size)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
-            image = _to_rgb(image)
-            box = distortion.crop_box(*image.size) if distortion else None
-            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+            return _to_rgb(image)
     except ImageError:
         raise
     except UnidentifiedImageError as e:
@@ -155,8 +174,6 @@ def load_image(
         raise ImageError(path, "image is too large (decompression bomb guard)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"corrupt or truncated image ({e})") from e
-    pixels = np.asarray(image, dtype=np.uint8)
-    return distortion.apply_to_pixels(pixels) if distortion else pixels
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -187,13 +204,16 @@ def load_batches(paths: list[Path], size: int | tuple[int, int], batch_size: int
         yield indices, np.stack(pixels).astype(np.float32) if pixels else None, failures
 
 
-def map_batches(fn, paths: list[Path], size: int | tuple[int, int], batch_size: int = 32):
+def map_batches(fn, paths: list[Path], size: int | tuple[int, int], batch_size: int = 32, progress=None):
     """`fn` (pixels [n, h, w, 3] -> [n, k]) over every readable path, read as load_batches
     reads them: the outputs in path order (zero rows for unreadable paths; None when none
-    was readable), a mask of the readable paths, and the failures."""
+    was readable), a mask of the readable paths, and the failures. `progress` is told how
+    many paths each batch took."""
     outputs, ok, failures = None, np.zeros(len(paths), bool), []
     for indices, pixels, unreadable in load_batches(paths, size, batch_size):
         failures += unreadable
+        if progress:
+            progress(len(indices) + len(unreadable))
         if pixels is not None:
             output = np.asarray(fn(pixels))
             if outputs is None:

@@ -138,7 +138,7 @@ def run_retrain(
     options: RetrainOptions,
     log: Callable[[str], None],
     warn: Callable[[str], None],
-    progress_factory: Callable[[int, str], Callable[[int], None]] | None = None,
+    progress_factory: Callable[..., Callable[[int], None]] | None = None,  # (total, label[, unit])
 ) -> RetrainResult:
     from retrain import paths
     from retrain.backbones import create_backbone, create_hub_backbone, sized_config
@@ -257,9 +257,9 @@ def run_retrain(
         log(f"Saved intermediate graph {target}")
 
     store_every = options.intermediate_store_frequency if options.intermediate_output_graphs_dir else 0
-    head = train_head(
-        train_x, train_y, val_x, val_y, len(labels), training, report=report, snapshot=snapshot, snapshot_every=store_every
-    )
+    progress = progress_factory(training.steps, "Top layer", "steps") if progress_factory else None
+    head = train_head(train_x, train_y, val_x, val_y, len(labels), training, report=report, snapshot=snapshot,
+                      snapshot_every=store_every, progress=progress)
     if head.step is not None:
         log(f"Early stopping: kept the top layer from step {head.step}, best validation {training.early_stopping_metric}")
     if len(val_y):
@@ -388,15 +388,12 @@ def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, c
 
 
 def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels, log) -> None:
-    """Training curves (and the validation ROC) as a PNG beside the graph, when matplotlib is installed."""
-    try:
-        import matplotlib
+    """Training curves (and the validation ROC) as a PNG beside the graph."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("(install matplotlib, pip install 'retrain[plot]', for a PNG of the training curves)")
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from retrain.evaluation import draw_roc
 
     target = Path(output_graph).expanduser().with_suffix(".training.png")

@@ -1,4 +1,4 @@
-"""Loading an exported model (frozen .pb or SavedModel) or the stock ImageNet model,
+"""Loading an exported model (frozen .pb, SavedModel or .tflite) or the stock ImageNet model,
 and classifying images with the shared preprocessing."""
 
 from __future__ import annotations
@@ -7,42 +7,23 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from retrain.errors import UserError
 from retrain.images import ImageError, load_image
+from retrain.loaded_model import FeedOverrides, LoadedModel
+from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
 
 # tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
 POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_size": 224, "mean": 128.0, "std": 128.0}
-
-
-@dataclass
-class LoadedModel:
-    predict: Callable[[np.ndarray], np.ndarray]  # float32 [N, H, W, 3] pixels in [0, 255] -> probabilities
-    input_height: int
-    input_width: int
-    labels: list[str] | None
-    source: str
+OLD_EXPORT = "the model was exported before retrain wrote class activation maps; run retrain again to export it anew"
 
 
 @dataclass(frozen=True)
 class Prediction:
     label: str
     score: float
-
-
-@dataclass(frozen=True)
-class FeedOverrides:
-    """tensorflow-for-poets' label_image flags; None means 'take it from the model'."""
-
-    input_layer: str | None = None
-    output_layer: str | None = None
-    input_height: int | None = None
-    input_width: int | None = None
-    input_mean: float | None = None
-    input_std: float | None = None
 
 
 def read_labels(path: Path) -> list[str]:
@@ -62,8 +43,6 @@ def load_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: li
         raise UserError(f"--graph {path}: no such file or directory")
     if path.is_dir():
         return _load_saved_model(path)
-    from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
-
     if is_tflite_file(path):
         return load_tflite_model(path, overrides, notes)
     return _load_frozen_graph(path, overrides, notes if notes is not None else [])
@@ -122,8 +101,28 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
     def predict(pixels: np.ndarray) -> np.ndarray:
         return fn(tf.constant((pixels - mean) / std, tf.float32)).numpy()
 
+    maps_name = (metadata or {}).get("class_activation_maps")
+    maps, reason = None, _no_maps_reason(metadata)
+    if maps_name in names and output_layer == defaults["output_layer"]:
+        graph = wrapped.graph
+        both = wrapped.prune(graph.get_tensor_by_name(f"{input_layer}:0"),
+                             [graph.get_tensor_by_name(f"{output_layer}:0"), graph.get_tensor_by_name(f"{maps_name}:0")])
+
+        def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            probabilities, activation_maps = both(tf.constant((pixels - mean) / std, tf.float32))
+            return probabilities.numpy(), activation_maps.numpy()
+
     labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, height, width, labels, str(path))
+    return LoadedModel(predict, height, width, labels, str(path), maps, reason, metadata)
+
+
+def _no_maps_reason(metadata: dict | None) -> str:
+    if metadata is None:
+        return "the model carries no retrain metadata (not exported by retrain), so its feature map is unknown"
+    if "class_activation_maps" not in metadata:
+        return OLD_EXPORT
+    return (f"its backbone ({metadata.get('architecture')}) exposes only pooled features, not the feature map "
+            "a heatmap is made of")
 
 
 def _load_saved_model(path: Path) -> LoadedModel:
@@ -148,12 +147,23 @@ def _load_saved_model(path: Path) -> LoadedModel:
     metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
     input_key = input_spec.name
 
+    output_name = metadata["output_name"] if metadata else None
+
     def predict(pixels: np.ndarray) -> np.ndarray:
         outputs = signature(**{input_key: tf.constant(pixels, tf.float32)})
-        return next(iter(outputs.values())).numpy()
+        return (outputs[output_name] if output_name in outputs else next(iter(outputs.values()))).numpy()
+
+    maps_name = (metadata or {}).get("class_activation_maps")
+    maps, reason = None, _no_maps_reason(metadata)
+    if maps_name in loaded.signatures:
+        maps_signature = loaded.signatures[maps_name]
+
+        def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            outputs = maps_signature(**{input_key: tf.constant(pixels, tf.float32)})
+            return outputs[output_name].numpy(), outputs[maps_name].numpy()
 
     labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, int(height), int(width), labels, str(path))
+    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, metadata)
 
 
 def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
@@ -170,7 +180,16 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
     def predict(pixels: np.ndarray) -> np.ndarray:
         return np.mean([model.predict(np.ascontiguousarray(v)) for v in flip_variants(pixels)], axis=0)
 
-    return dataclasses.replace(model, predict=predict)
+    if model.class_activation_maps is None:
+        return dataclasses.replace(model, predict=predict)
+
+    def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        results = [model.class_activation_maps(np.ascontiguousarray(v)) for v in flip_variants(pixels)]
+        # Flip i applied again to the maps of flip i's image undoes it: every flip is its own inverse.
+        upright = [flip_variants(activation_maps)[i] for i, (_, activation_maps) in enumerate(results)]
+        return np.mean([p for p, _ in results], axis=0), np.mean(upright, axis=0)
+
+    return dataclasses.replace(model, predict=predict, class_activation_maps=maps)
 
 
 def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:
@@ -189,14 +208,43 @@ def top_k(probabilities: np.ndarray, labels: list[str], k: int = 5) -> list[Pred
     return [Prediction(labels[i], float(probabilities[i])) for i in order]
 
 
-def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int = 5) -> list[Prediction]:
+def model_labels(model: LoadedModel, labels: list[str] | None) -> list[str]:
+    """--labels if given, else the labels the model carries."""
     labels = labels or model.labels
     if labels is None:
         raise UserError(f"--graph {model.source}: carries no labels; pass --labels")
-    probabilities = model.predict(load_image_for(model, image)[None])[0]
+    return labels
+
+
+def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k: int = 5) -> list[Prediction]:
+    probabilities = model.predict(pixels[None])[0]
     if len(labels) != len(probabilities):
         raise UserError(f"labels: {len(labels)} labels but the model has {len(probabilities)} outputs")
     return top_k(probabilities, labels, k)
+
+
+def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int = 5) -> list[Prediction]:
+    return classify_pixels(model, load_image_for(model, image), model_labels(model, labels), k)
+
+
+def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,
+                    heatmap_file: Path | None = None, heatmap_error: str | None = None) -> dict:
+    """label_image --json: what a script needs, the heatmap grid (network resolution, [0, 1]) included."""
+    result = {
+        "image": str(image),
+        "model": model.source,
+        "input_size": {"height": model.input_height, "width": model.input_width},
+        "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions],
+    }
+    if heatmap is not None:
+        result["heatmap"] = {
+            "label": heatmap.label,
+            "file": str(heatmap_file),
+            "grid": np.round(heatmap.grid, 4).tolist(),
+        }
+    if heatmap_error is not None:
+        result["heatmap_error"] = heatmap_error
+    return result
 
 
 def imagenet_labels() -> list[str]:
@@ -218,8 +266,17 @@ def stock_imagenet_model(architecture: str, model_dir: Path) -> LoadedModel:
     if not hasattr(backbone.module, "imagenet_logits"):
         raise UserError(f"{architecture} has no ImageNet classifier head; pass --graph")
 
+    module = backbone.module
+
     def predict(pixels: np.ndarray) -> np.ndarray:
-        return tf.nn.softmax(backbone.module.imagenet_logits(tf.constant(pixels, tf.float32))).numpy()
+        return tf.nn.softmax(module.imagenet_logits(tf.constant(pixels, tf.float32))).numpy()
+
+    def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feature_map = module.feature_map(tf.constant(pixels, tf.float32))
+        logits = tf.matmul(tf.reduce_mean(feature_map, axis=[1, 2]), module.layers["classifier_kernel"])
+        logits += module.layers["classifier_bias"]
+        activation_maps = tf.einsum("nhwf,fc->nhwc", feature_map, module.layers["classifier_kernel"])
+        return tf.nn.softmax(logits).numpy(), activation_maps.numpy()
 
     size = backbone.input_size
-    return LoadedModel(predict, size, size, imagenet_labels(), f"stock ImageNet {architecture}")
+    return LoadedModel(predict, size, size, imagenet_labels(), f"stock ImageNet {architecture}", maps)

@@ -22,7 +22,7 @@ from retrain.export import METADATA_FILE, Classifier, export_saved_model
 from retrain.images import load_batches
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
-from retrain.prediction import LoadedModel
+from retrain.loaded_model import LoadedModel
 from retrain.tflite_model import QUANTIZATIONS, load_tflite_model, sidecar_path
 
 # The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/test_tflite.py).

@@ -14,7 +14,7 @@ import numpy as np
 
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
-from retrain.prediction import FeedOverrides, LoadedModel
+from retrain.loaded_model import FeedOverrides, LoadedModel
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
 SIDECAR_SUFFIX = ".json"
@@ -119,7 +119,9 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
             rows.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
         return np.concatenate(rows) if rows else np.zeros((0, class_count), np.float32)
 
-    return LoadedModel(predict, height, width, labels, str(path))
+    return LoadedModel(predict, height, width, labels, str(path), None,
+                       "a .tflite model has no class activation maps; use the .pb or SavedModel retrain exported beside it",
+                       metadata)
 
 
 def _to_input(values: np.ndarray, detail: dict) -> np.ndarray:

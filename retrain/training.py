@@ -188,6 +188,7 @@ def train_head(
     report: Callable[[StepReport], None] | None = None,
     snapshot: Callable[[int, Head], None] | None = None,
     snapshot_every: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> Head:
     """Softmax regression by minibatch gradient descent, as retrain.py's final layer, with
     optional weight decay, dropout, label smoothing, momentum/Adam, a cosine schedule and
@@ -205,7 +206,9 @@ def train_head(
     optimizer = _Optimizer(config.optimizer)
     early_stopping = config.early_stopping_patience > 0 and len(val_y) > 0
     best_score, best_head, evaluations_since_best = -np.inf, None, 0
+    steps_run = 0
     for step in range(config.steps):
+        steps_run = step + 1
         batch = _sample(rng, len(train_y), config.train_batch_size)
         x, y = train_x[batch], train_y[batch]
         inputs = x
@@ -221,6 +224,8 @@ def train_head(
         last = step + 1 == config.steps
         if snapshot and snapshot_every and step > 0 and step % snapshot_every == 0:
             snapshot(step, head)
+        if progress:
+            progress(1)
         if not (step % config.eval_step_interval == 0 or last):
             continue
         val_accuracy, val_count, val_auc, val_loss = None, 0, None, None
@@ -255,6 +260,8 @@ def train_head(
                 evaluations_since_best += 1
                 if evaluations_since_best >= config.early_stopping_patience:
                     break
+    if progress and steps_run < config.steps:
+        progress(config.steps - steps_run)  # the steps early stopping skipped: the bar closes
     if best_head is not None:
         return best_head
     return head

@@ -55,6 +55,50 @@ def make_tree(tmp_path):
     return make
 
 
+SQUARE_COLOURS = {"red": (215, 35, 35), "green": (35, 185, 55), "blue": (35, 55, 215)}
+SIZE = 192  # square_image's side
+SIDE = 64  # the coloured square's side
+
+
+def square_image(colour, seed: int, corner: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """A grey, lightly noisy background with one coloured square; returns the square's top-left corner."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(150 + rng.normal(0, 12, (SIZE, SIZE, 3)), 0, 255)
+    x, y = corner if corner is not None else (int(v) for v in rng.integers(0, SIZE - SIDE, 2))
+    pixels[y:y + SIDE, x:x + SIDE] = colour
+    return Image.fromarray(pixels.astype(np.uint8)), (x, y)
+
+
+def run_cli(command, args):
+    """A click command run in-process, as a user would run it; never a traceback."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def square_model(tmp_path_factory):
+    """A model trained where the class is the colour of a square at a random place: its
+    heatmaps must find the square."""
+    from retrain.cli import retrain
+
+    root = tmp_path_factory.mktemp("squares")
+    for index, (name, colour) in enumerate(SQUARE_COLOURS.items()):
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(16):
+            square_image(colour, seed=100 * index + i)[0].save(root / "images" / name / f"{name}_{i}.png")
+    result = run_cli(retrain, [
+        "--image_dir", root / "images", "--output_graph", root / "graph.pb", "--output_labels", root / "labels.txt",
+        "--saved_model_dir", root / "saved_model", "--how_many_training_steps", 200, "--learning_rate", 0.05,
+        "--random_seed", 1, "--bottleneck_dir", root / "bottlenecks",
+    ])
+    assert result.exit_code == 0, result.output
+    return root
+
+
 @pytest.fixture(scope="session")
 def backbone():
     from retrain import paths

@@ -15,7 +15,8 @@ from retrain.augmentation import Distortion, DistortedCopy
 from retrain.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
 from retrain.cli import evaluate, label_image, retrain
 from retrain.images import DistortionDraw, load_image
-from retrain.prediction import LoadedModel, with_flip_tta
+from retrain.loaded_model import LoadedModel
+from retrain.prediction import with_flip_tta
 from tests.conftest import write_colour_tree
 
 FLIPS = Distortion(flip_left_right=True, flip_up_down=True, rotate90=True)

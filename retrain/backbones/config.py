@@ -22,7 +22,9 @@ class BackboneConfig:
 class Backbone:
     """A built backbone: `module.features(images)` maps [N, size, size, 3] float32 pixels
     in [0, 255] to [N, feature_size]; `module.imagenet_logits` gives the stock 1000-class
-    scores where the weights include that head."""
+    scores where the weights include that head. `module.feature_map(images)`, where the
+    family has it, is the [N, h, w, feature_size] map whose spatial mean is `features`:
+    what class activation maps (heatmaps) are made of."""
 
     config: BackboneConfig
     identity: str  # names architecture + weights exactly; part of every bottleneck cache key
@@ -35,3 +37,7 @@ class Backbone:
     @property
     def feature_size(self) -> int:
         return self.config.feature_size
+
+    @property
+    def has_feature_map(self) -> bool:
+        return callable(getattr(self.module, "feature_map", None))

@@ -157,13 +157,20 @@ class EfficientNetLite(tf.Module):
         if stage == 0:
             return tf.nn.relu6(conv((x - 127.0) / 128.0, "stem", 2))
         if stage == self.stage_count - 1:
-            return tf.reduce_mean(tf.nn.relu6(conv(x, "head")), axis=[1, 2])
+            return tf.reduce_mean(self.head_map(x, conv), axis=[1, 2])
         block, inputs = self.blocks[stage - 1], x
         for name, stride, depthwise in self.stage_layers(stage):
             x = conv(x, name, stride, depthwise)
             if not name.endswith("_project"):
                 x = tf.nn.relu6(x)
         return x + inputs if block.residual else x
+
+    def head_map(self, x, conv=None):
+        """The head conv's activations: the last feature map, before global pooling."""
+        return tf.nn.relu6((conv or self.conv)(x, "head"))
+
+    def feature_map(self, images):
+        return self.head_map(self.activations_before(images, len(self.blocks)))
 
     def activations_before(self, images, start_block: int):
         """The activations entering block `start_block` (len(blocks) = the head conv, -1 = the

@@ -39,15 +39,22 @@ def preprocess(images, mode: str):
 
 class KerasBackbone(tf.Module):
     def __init__(self, model, mode: str, name: str):
+        import keras
+
         super().__init__(name=re.sub(r"\W", "_", name))
         self.model = model
         self.mode = mode
         # A Keras 3 model is invisible to tf.Module's variable tracking; without this list a
         # SavedModel-based conversion (LiteRT, TFLite) would lose the weights and give NaN.
         self.keras_variables = [weight.value for weight in model.weights]
+        # The same layers up to the global average pooling (build_model's last layer), for heatmaps.
+        self.map_model = keras.Model(model.inputs, model.layers[-1].input)
 
     def features(self, images):
         return self.model(preprocess(images, self.mode), training=False)
+
+    def feature_map(self, images):
+        return self.map_model(preprocess(images, self.mode), training=False)
 
     def unfreeze(self, layers: int | str) -> list:
         """Make the last `layers` layers that have weights ("all": every one) trainable, batch

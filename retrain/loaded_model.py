@@ -1,0 +1,34 @@
+"""What every loader (frozen graph, SavedModel, .tflite, stock ImageNet) returns, kept
+apart from the loaders so they can import it without importing one another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class LoadedModel:
+    predict: Callable[[np.ndarray], np.ndarray]  # float32 [N, H, W, 3] pixels in [0, 255] -> probabilities
+    input_height: int
+    input_width: int
+    labels: list[str] | None
+    source: str
+    # pixels -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
+    class_activation_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    no_maps_reason: str = ""  # why class_activation_maps is None, for the user
+    metadata: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
+
+
+@dataclass(frozen=True)
+class FeedOverrides:
+    """tensorflow-for-poets' label_image flags; None means 'take it from the model'."""
+
+    input_layer: str | None = None
+    output_layer: str | None = None
+    input_height: int | None = None
+    input_width: int | None = None
+    input_mean: float | None = None
+    input_std: float | None = None

@@ -1,0 +1,326 @@
+"""evaluate --report: one self-contained HTML page to open offline (every picture embedded as
+a data: URL, no script, no outside reference): the model and data, the figures, ROC
+curves, confusion matrix, calibration, operating points, and the mistakes with heatmaps."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrain.errors import UserError
+from retrain.evaluation import Predictions, draw_roc
+from retrain.heatmaps import heatmaps_for, overlay
+from retrain.images import ImageError, load_image, load_upright
+from retrain.loaded_model import LoadedModel
+from retrain.metrics import positive_class_index, roc_curve
+from retrain.paths import write_atomically
+
+THUMBNAILS = 8  # per gallery
+THUMBNAIL_SIDE = 200
+CALIBRATION_BINS = 10
+SENSITIVITY_TARGETS = (0.90, 0.95)
+
+
+@dataclass
+class EvaluatedModel:
+    model: LoadedModel
+    predictions: Predictions
+    result: dict  # metrics.evaluate_probabilities
+
+
+def check_report_path(path: Path) -> Path:
+    """Checked before any image is classified, so a typo costs nothing."""
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise UserError(f"--report {path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"--report {path}: is a folder; give a file name such as report.html")
+    return path
+
+
+def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool) -> None:
+    sections = [_model_section(e, tta) for e in evaluated]
+    page = _PAGE.format(
+        title=html.escape(f"retrain report: {Path(image_dir).name}"),
+        heading=html.escape(f"Evaluation of {', '.join(Path(e.model.source).name for e in evaluated)}"),
+        when=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        image_dir=html.escape(str(Path(image_dir).expanduser().resolve())),
+        body="\n".join(sections),
+    )
+    path = Path(path).expanduser()
+    try:
+        write_atomically(path, page.encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"--report {path}: cannot write ({e.strerror or e})") from e
+
+
+def _model_section(evaluated: EvaluatedModel, tta: bool) -> str:
+    model, predictions, result = evaluated.model, evaluated.predictions, evaluated.result
+    labels = predictions.labels
+    parts = [f"<h2>{html.escape(model.source)}</h2>", _model_table(model, predictions, tta)]
+    parts.append(_summary(result, labels))
+    parts.append("<div class='row'>" + _figure(_roc_png(predictions, result), "ROC curves")
+                 + _figure(_confusion_png(result, labels), "Confusion matrix (rows: true class)")
+                 + _figure(_calibration_png(predictions), "Reliability diagram") + "</div>")
+    parts.append(_per_class_table(result, labels))
+    parts.append(_operating_points(predictions))
+    parts.append(_galleries(model, predictions))
+    return "<section>" + "\n".join(parts) + "</section>"
+
+
+def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str:
+    metadata = model.metadata or {}
+    counts = np.bincount(predictions.true, minlength=len(predictions.labels))
+    rows = [
+        ("Model", model.source),
+        ("Backbone", metadata.get("architecture", "unknown (no retrain metadata)")),
+        ("Recipe", metadata.get("recipe", "unknown")),
+        ("Input size", f"{model.input_width} x {model.input_height} pixels"),
+        ("Classes", ", ".join(f"{label} ({n})" for label, n in zip(predictions.labels, counts))),
+        ("Images", f"{len(predictions.paths)}" + (f" ({len(predictions.failures)} unreadable, left out)"
+                                                  if predictions.failures else "")),
+        ("Test-time augmentation", "the four flips, averaged" if tta else "none"),
+    ]
+    tuned = metadata.get("fine_tuning")
+    if tuned:
+        rows.append(("Fine-tuning", ", ".join(f"{k} {v}" for k, v in tuned.items() if not isinstance(v, (list, dict)))))
+    return _table(["", ""], rows, header=False)
+
+
+def _summary(result: dict, labels: list[str]) -> str:
+    aucs = [v for v in result["auc"].values() if v == v]
+    if len(labels) == 2:
+        positive = labels[positive_class_index(labels)]
+        auc_text = f"AUC ({positive}) {result['auc'][positive]:.3f}"
+    else:
+        auc_text = f"mean one-vs-rest AUC {np.mean(aucs):.3f}" if aucs else "AUC undefined"
+    figures = [f"{result['n']} images", f"accuracy {100 * result['accuracy']:.1f}%",
+               f"balanced accuracy {100 * result['balanced_accuracy']:.1f}%", auc_text]
+    return "<p class='summary'>" + " &middot; ".join(html.escape(f) for f in figures) + "</p>"
+
+
+def _per_class_table(result: dict, labels: list[str]) -> str:
+    rows = []
+    for label in labels:
+        c = result["per_class"][label]
+        rows.append((label, _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), _num(result["auc"][label]),
+                     str(c["support"])))
+    return "<h3>Per class</h3>" + _table(["class", "precision", "recall (sensitivity)", "F1", "AUC", "images"], rows)
+
+
+def _positive_classes(labels: list[str]) -> list[int]:
+    """Two classes: the one that is not 'other'; more: each class against the rest."""
+    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
+
+
+def operating_points(scores: np.ndarray, positive: np.ndarray) -> list[tuple[str, float, float, float]]:
+    """(how chosen, threshold, sensitivity, specificity): at 0.5, and the highest threshold
+    whose sensitivity reaches each target."""
+    positive = np.asarray(positive, bool)
+    points = []
+
+    def at(threshold: float) -> tuple[float, float]:
+        called = scores >= threshold
+        sensitivity = called[positive].mean() if positive.any() else float("nan")
+        specificity = (~called[~positive]).mean() if (~positive).any() else float("nan")
+        return float(sensitivity), float(specificity)
+
+    points.append(("threshold 0.5", 0.5, *at(0.5)))
+    if positive.any():
+        _, tpr, thresholds = roc_curve(scores, positive)
+        for target in SENSITIVITY_TARGETS:
+            threshold = float(thresholds[np.argmax(tpr >= target - 1e-12)])
+            points.append((f"sensitivity {100 * target:.0f}%", threshold, *at(threshold)))
+    return points
+
+
+def _operating_points(predictions: Predictions) -> str:
+    rows = []
+    for index in _positive_classes(predictions.labels):
+        label = predictions.labels[index]
+        for how, threshold, sensitivity, specificity in operating_points(
+                predictions.probabilities[:, index], predictions.true == index):
+            rows.append((label, how, f"{threshold:.3f}", _num(sensitivity), _num(specificity)))
+    note = ("<p class='note'>An image is called positive when the class's probability is at least the threshold. "
+            "The thresholds that reach a sensitivity are chosen on these images, so they are optimistic for new ones.</p>")
+    return "<h3>Sensitivity and specificity</h3>" + note + _table(
+        ["positive class", "chosen by", "threshold", "sensitivity", "specificity"], rows)
+
+
+def _galleries(model: LoadedModel, predictions: Predictions) -> str:
+    probabilities, true = predictions.probabilities, predictions.true
+    predicted = np.argmax(probabilities, axis=1)
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != true)
+    right = np.flatnonzero(predicted == true)
+    mistakes = wrong[np.argsort(-confidence[wrong], kind="stable")][:THUMBNAILS]
+    unsure = right[np.argsort(confidence[right], kind="stable")][:THUMBNAILS]
+    note = ("<p class='note'>Each picture shows where the evidence for the predicted class lies (red: most), "
+            "as in <code>label_image --heatmap</code>.</p>")
+    if model.class_activation_maps is None:
+        note = f"<p class='note'>No heatmaps: {html.escape(model.no_maps_reason)}.</p>"
+    return (note + "<h3>The most confident mistakes</h3>" + _gallery(model, predictions, mistakes, "no mistakes")
+            + "<h3>The least confident correct answers</h3>" + _gallery(model, predictions, unsure, "none"))
+
+
+def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, empty: str) -> str:
+    if not len(indices):
+        return f"<p class='note'>{empty}</p>"
+    labels = predictions.labels
+    heatmaps = [None] * len(indices)
+    if model.class_activation_maps is not None:
+        try:
+            pixels = np.stack([load_image(predictions.paths[i], (model.input_width, model.input_height))
+                               for i in indices]).astype(np.float32)
+            heatmaps = heatmaps_for(model, pixels, labels)
+        except ImageError:
+            pass  # the image changed since it was classified: show it without a heatmap
+    cards = []
+    for i, heatmap in zip(indices, heatmaps):
+        path = predictions.paths[i]
+        try:
+            picture = load_upright(path, THUMBNAIL_SIDE)
+        except ImageError:
+            continue
+        if heatmap is not None:
+            picture = overlay(picture, heatmap.grid)
+        order = np.argsort(-predictions.probabilities[i], kind="stable")
+        scores = "<br>".join(f"{html.escape(labels[k])} {predictions.probabilities[i, k]:.3f}" for k in order[:4])
+        cards.append(
+            f"<figure class='card'><img src='{_data_url(_png_of(picture))}' alt='{html.escape(path.name)}'>"
+            f"<figcaption><b>{html.escape(path.name)}</b><br>true: {html.escape(labels[predictions.true[i]])}"
+            f"<br>predicted: {html.escape(labels[order[0]])}<br>{scores}</figcaption></figure>"
+        )
+    return "<div class='row'>" + "".join(cards) + "</div>"
+
+
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS):
+    """Per equal-width confidence bin: count, mean confidence and accuracy; and the expected
+    calibration error (the count-weighted mean gap between the two)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    mean_confidence = np.bincount(which, confidence, bins) / np.maximum(counts, 1)
+    accuracy = np.bincount(which, correct.astype(float), bins) / np.maximum(counts, 1)
+    error = float(np.sum(counts * np.abs(accuracy - mean_confidence)) / max(counts.sum(), 1))
+    return edges, counts, mean_confidence, accuracy, error
+
+
+def _calibration_png(predictions: Predictions) -> bytes:
+    probabilities = predictions.probabilities
+    predicted = np.argmax(probabilities, axis=1)
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    edges, counts, mean_confidence, accuracy, error = calibration_bins(confidence, predicted == predictions.true)
+    figure, axes = _figure_and_axes()
+    filled = counts > 0
+    centres = (edges[:-1] + edges[1:]) / 2
+    axes.bar(centres[filled], accuracy[filled], width=edges[1] - edges[0], edgecolor="black", alpha=0.7,
+             label="accuracy in the bin")
+    axes.plot(mean_confidence[filled], mean_confidence[filled], "o", color="crimson", label="mean confidence")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    for centre, count in zip(centres[filled], counts[filled]):
+        axes.text(centre, 0.02, str(count), ha="center", fontsize=7)
+    axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence in the predicted class", ylabel="accuracy",
+             title=f"expected calibration error {error:.3f}")
+    axes.legend(loc="upper left", fontsize=8)
+    return _png_of_figure(figure)
+
+
+def _roc_png(predictions: Predictions, result: dict) -> bytes:
+    curves = [(predictions.labels[i], predictions.probabilities[:, i], predictions.true == i,
+               result["auc"][predictions.labels[i]]) for i in _positive_classes(predictions.labels)]
+    figure, axes = _figure_and_axes()
+    draw_roc(axes, curves)
+    axes.set(xlim=(0, 1), ylim=(0, 1.01))
+    return _png_of_figure(figure)
+
+
+def _confusion_png(result: dict, labels: list[str]) -> bytes:
+    matrix = np.array(result["confusion_matrix"])
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = _figure_and_axes()
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, f"{count}\n{100 * shares[row, column]:.0f}%", ha="center", va="center", fontsize=8,
+                  color="white" if shares[row, column] > 0.6 else "black")
+    axes.set_xticks(range(len(labels)), [label[:14] for label in labels], rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(labels)), [label[:14] for label in labels], fontsize=8)
+    axes.set(xlabel="predicted", ylabel="true")
+    return _png_of_figure(figure)
+
+
+def _figure_and_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(4.2, 4), dpi=100)
+
+
+def _png_of_figure(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _png_of(picture) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(png: bytes, caption: str) -> str:
+    return (f"<figure><img src='{_data_url(png)}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _num(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"
+
+
+def _table(columns: list[str], rows: list[tuple], header: bool = True) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; }}
+h3 {{ font-size: 1.05em; margin-top: 1.5em; }}
+table {{ border-collapse: collapse; margin: .5em 0; }}
+td, th {{ border: 1px solid #ddd; padding: .25em .6em; text-align: left; font-size: .9em; }}
+th {{ background: #f4f4f4; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
+figure {{ margin: 0; }} figcaption {{ font-size: .8em; color: #555; text-align: center; }}
+.card {{ width: {thumb}px; }} .card figcaption {{ text-align: left; }}
+.summary {{ font-size: 1.1em; font-weight: 600; }} .note {{ color: #555; font-size: .9em; }}
+</style>
+</head>
+<body>
+<h1>{heading}</h1>
+<p class="note">Made by retrain's <code>evaluate --report</code> on {when}, from the images in <code>{image_dir}</code>.</p>
+{body}
+</body>
+</html>
+""".replace("{thumb}", str(THUMBNAIL_SIDE))
