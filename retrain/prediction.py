@@ -240,7 +240,7 @@ def prediction_json(model: LoadedModel, image: Path, predictions: list[Predictio
         result["heatmap"] = {
             "label": heatmap.label,
             "file": str(heatmap_file),
-            "grid": np.round(heatmap.grid, 4).tolist(),
+            "grid": np.round(heatmap.grid.astype(np.float64), 4).tolist(),
         }
     if heatmap_error is not None:
         result["heatmap_error"] = heatmap_error

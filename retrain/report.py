@@ -22,7 +22,7 @@ from retrain.metrics import positive_class_index, roc_curve
 from retrain.paths import write_atomically
 
 THUMBNAILS = 8  # per gallery
-THUMBNAIL_SIDE = 200
+THUMBNAIL_SIDE = 150  # the image and its heatmap side by side
 CALIBRATION_BINS = 10
 SENSITIVITY_TARGETS = (0.90, 0.95)
 
@@ -89,7 +89,8 @@ def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str
     ]
     tuned = metadata.get("fine_tuning")
     if tuned:
-        rows.append(("Fine-tuning", ", ".join(f"{k} {v}" for k, v in tuned.items() if not isinstance(v, (list, dict)))))
+        rows.append(("Fine-tuning", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tuned.items()
+                                               if v is not None and not isinstance(v, (list, dict)))))
     return _table(["", ""], rows, header=False)
 
 
@@ -188,13 +189,13 @@ def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, 
             picture = load_upright(path, THUMBNAIL_SIDE)
         except ImageError:
             continue
-        if heatmap is not None:
-            picture = overlay(picture, heatmap.grid)
+        pictures = [picture] + ([overlay(picture, heatmap.grid)] if heatmap is not None else [])
         order = np.argsort(-predictions.probabilities[i], kind="stable")
         scores = "<br>".join(f"{html.escape(labels[k])} {predictions.probabilities[i, k]:.3f}" for k in order[:4])
         cards.append(
-            f"<figure class='card'><img src='{_data_url(_png_of(picture))}' alt='{html.escape(path.name)}'>"
-            f"<figcaption><b>{html.escape(path.name)}</b><br>true: {html.escape(labels[predictions.true[i]])}"
+            "<figure class='card'>"
+            + "".join(f"<img src='{_data_url(_png_of(p))}' alt='{html.escape(path.name)}'>" for p in pictures)
+            + f"<figcaption><b>{html.escape(path.name)}</b><br>true: {html.escape(labels[predictions.true[i]])}"
             f"<br>predicted: {html.escape(labels[order[0]])}<br>{scores}</figcaption></figure>"
         )
     return "<div class='row'>" + "".join(cards) + "</div>"
@@ -249,8 +250,9 @@ def _confusion_png(result: dict, labels: list[str]) -> bytes:
     for (row, column), count in np.ndenumerate(matrix):
         axes.text(column, row, f"{count}\n{100 * shares[row, column]:.0f}%", ha="center", va="center", fontsize=8,
                   color="white" if shares[row, column] > 0.6 else "black")
-    axes.set_xticks(range(len(labels)), [label[:14] for label in labels], rotation=30, ha="right", fontsize=8)
-    axes.set_yticks(range(len(labels)), [label[:14] for label in labels], fontsize=8)
+    names = [label.replace(" ", "\n") for label in labels]
+    axes.set_xticks(range(len(labels)), names, fontsize=8)
+    axes.set_yticks(range(len(labels)), names, fontsize=8)
     axes.set(xlabel="predicted", ylabel="true")
     return _png_of_figure(figure)
 
@@ -313,7 +315,7 @@ td, th {{ border: 1px solid #ddd; padding: .25em .6em; text-align: left; font-si
 th {{ background: #f4f4f4; }}
 .row {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
 figure {{ margin: 0; }} figcaption {{ font-size: .8em; color: #555; text-align: center; }}
-.card {{ width: {thumb}px; }} .card figcaption {{ text-align: left; }}
+.card {{ width: {card}px; }} .card img {{ margin-right: 4px; }} .card figcaption {{ text-align: left; }}
 .summary {{ font-size: 1.1em; font-weight: 600; }} .note {{ color: #555; font-size: .9em; }}
 </style>
 </head>
@@ -323,4 +325,4 @@ figure {{ margin: 0; }} figcaption {{ font-size: .8em; color: #555; text-align: 
 {body}
 </body>
 </html>
-""".replace("{thumb}", str(THUMBNAIL_SIDE))
+""".replace("{card}", str(2 * THUMBNAIL_SIDE + 8))

@@ -1,4 +1,8 @@
-"""User mistakes get one clear line on stderr and a non-zero exit, never a traceback."""
+"""The command line: user mistakes get one clear line on stderr and a non-zero exit, never a
+traceback; progress is a live bar on a terminal and plain lines in a log."""
+
+import io
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -93,3 +97,34 @@ def test_label_image_reports_a_missing_labels_file(tmp_path, make_tree):
     result = _run(label_image, ["--image", image, "--labels", tmp_path / "labels.txt"])
     assert result.exit_code == 1
     assert "labels.txt: cannot read" in _error_line(result)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_live_bar_on_a_terminal(monkeypatch):
+    from retrain import cli
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    update = cli._progress(50, "Bottlenecks")
+    for _ in range(5):
+        update(10)
+    drawn = terminal.getvalue()
+    assert "\r" in drawn  # redrawn in place
+    assert "Bottlenecks" in drawn and "50/50" in drawn and "100%" in drawn and "image/s" in drawn
+
+
+def test_progress_is_plain_lines_in_a_log(monkeypatch):
+    from retrain import cli
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    update = cli._progress(30, "Top layer", "steps")
+    for _ in range(3):
+        update(10)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert len(lines) == 1 and lines[0].startswith("Top layer: 30/30 (") and lines[0].endswith(" steps/s)")

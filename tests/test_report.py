@@ -38,7 +38,7 @@ def test_report_is_self_contained(report):
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", page)  # base64 can spell anything
     assert "http" not in text.lower() and "file:" not in text
     assert "<script" not in text and "<link" not in text and "url(" not in text
-    assert len(sources) >= 3 + 1 + 8  # ROC, confusion, calibration; the mistake; least sure correct answers
+    assert len(sources) >= 3 + 2 * (1 + 8)  # ROC, confusion, calibration; image + heatmap of the mistake and 8 more
     assert re.findall(r"src=", page) == ["src="] * len(sources)  # no image referenced any other way
     for source in sources:
         assert source.startswith("data:image/png;base64,")

@@ -335,3 +335,13 @@ def test_export_tflite_refuses_a_saved_model_not_written_by_retrain(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "sm"))
     result = _run(export_tflite, ["--saved_model_dir", tmp_path / "sm", "--output", tmp_path / "x.tflite"])
     assert "not written by retrain (no assets.extra/retrain_metadata.json)" in _error_line(result)
+
+
+def test_heatmap_from_a_tflite_says_it_needs_the_graph_and_still_prints_the_prediction(models, tmp_path):
+    image = models["held_back"][0]
+    result = _run(label_image, ["--graph", models["exports"]["none"].path, "--image", image,
+                                "--heatmap", tmp_path / "heat.png"])
+    line = _error_line(result)
+    assert result.stdout.startswith(f"{image.parent.name} (score=")
+    assert ".pb or SavedModel" in line and "only the heatmap failed" in line
+    assert not (tmp_path / "heat.png").exists()
