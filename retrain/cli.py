@@ -17,6 +17,7 @@ from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
 from retrain.native_logs import import_tensorflow
 from retrain.distribution import DISTRIBUTE
+from retrain.metadata_fusion import FUSIONS
 from retrain.recipes import RECIPES, apply_recipe
 from retrain.tflite_model import QUANTIZATIONS
 from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, SCHEDULES, TrainingConfig
@@ -183,6 +184,15 @@ _PATH = click.Path(path_type=Path)
 @_option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %.")
 @_option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %.")
 @_option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel.")
+@_option("metadata", type=_PATH, default=None,
+         help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
+              "(e.g. age_approximate, sex); the model then takes them as a second input.")
+@_option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id].")
+@_option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric.")
+@_option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error).")
+@_option("metadata_fusion", type=click.Choice(FUSIONS), default="shift", show_default=True,
+         help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
+              "trained on image features and metadata side by side.")
 @_reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
@@ -296,8 +306,12 @@ def _print_architectures(model_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: labels with scores best first, model, input size; with --heatmap, "
                    "the map as a grid of numbers in [0, 1] at the network's own resolution.")
+@_option("metadata", default=None,
+         help="The patient's metadata, for a model trained with --metadata: \"age_approximate=55,sex=female\" "
+              "(columns left out count as missing).")
 @_reports_user_errors
-def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatmap, heatmap_class, as_json, **feed):
+def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatmap, heatmap_class, as_json, metadata,
+                **feed):
     """Print the top predictions for one image, best first."""
     import json
 
@@ -320,12 +334,14 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     if tta:
         model = prediction.with_flip_tta(model)
     label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
+    row = prediction.image_metadata(model, metadata, _warn)
     pixels = prediction.load_image_for(model, image)
-    results = prediction.classify_pixels(model, pixels, label_list, top_k)
+    results = prediction.classify_pixels(model, pixels, label_list, top_k, row)
     drawn, heatmap_error = None, None
     if heatmap is not None:
         try:
-            drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class)[0]
+            drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class,
+                                          None if row is None else row[None])[0]
             heatmaps.write_heatmap(heatmap, image, drawn)
         except UserError as e:
             drawn, heatmap_error = None, str(e)
@@ -343,7 +359,8 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_option("images", type=_PATH, required=True, help="Folder of ISIC_<id>.jpg images (the challenge's *_Data folder).")
 @_option("ground_truth", type=_PATH, required=True, help="CSV image_id,melanoma,seborrheic_keratosis.")
-@_option("metadata", type=_PATH, default=None, help="Optional CSV image_id,age_approximate,sex (validated).")
+@_option("metadata", type=_PATH, default=None,
+         help="Optional CSV image_id,age_approximate,sex: checked, and the retrain flag that uses it is printed.")
 @_option("output", type=_PATH, required=True, help="Where to write the class-per-folder trees.")
 @_reports_user_errors
 def prepare_isic(images, ground_truth, metadata, output):
@@ -357,6 +374,8 @@ def prepare_isic(images, ground_truth, metadata, output):
     click.echo("Images placed as " + ", ".join(f"{how} ({n})" for how, n in result.methods.items()) + "; originals untouched")
     if result.sexes is not None:
         click.echo("Metadata checked: " + ", ".join(f"{sex} {n}" for sex, n in sorted(result.sexes.items())))
+        click.echo(f"To use age and sex in the model, pass --metadata {metadata} to retrain (and to evaluate), "
+                   "and --metadata \"age_approximate=..,sex=..\" to label_image")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -372,8 +391,10 @@ def prepare_isic(images, ground_truth, metadata, output):
 @_option("predictions", type=_PATH, default=None, help="Write per-image probabilities as CSV.")
 @_option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
 @_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
+@_option("metadata", type=_PATH, default=None,
+         help="Patient metadata CSV (image_id + columns), for models trained with --metadata; rows matched by image id.")
 @_reports_user_errors
-def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta):
+def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
     from retrain import evaluation, prediction
     from retrain import report as html_report
@@ -382,6 +403,11 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
 
     if report is not None:
         report = html_report.check_report_path(report)
+    table = None
+    if metadata is not None:
+        from retrain.patient_metadata import read_metadata_csv
+
+        table = read_metadata_csv(metadata)
     if not all(is_tflite_file(Path(g).expanduser()) for g in graph):
         import_tensorflow()
 
@@ -397,7 +423,9 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
         label_list = prediction.read_labels(labels[index]) if labels else model.labels
         if label_list is None:
             raise UserError(f"--graph {graph_path}: carries no labels; pass --labels")
-        predicted, result = evaluation.evaluate_model(model, label_list, image_dir, _progress)
+        if table is not None and model.metadata_encoding is None:
+            _warn(f"--metadata ignored for {graph_path}: the model takes no patient metadata")
+        predicted, result = evaluation.evaluate_model(model, label_list, image_dir, _progress, table, click.echo, _warn)
         for failure in predicted.failures:
             _warn(f"skipped {failure.path}: {failure.reason}")
         runs.append(predicted)

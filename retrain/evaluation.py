@@ -25,6 +25,7 @@ class Predictions:
     true: np.ndarray | None  # class index per image, None for an unlabelled folder
     labels: list[str]
     failures: list[ImageError]
+    metadata: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
 
 
 def labelled_images(image_dir: Path, model_labels: list[str]) -> tuple[list[Path], np.ndarray | None]:
@@ -57,21 +58,38 @@ def predict_images(
     labels: list[str],
     batch_size: int = 32,
     progress=None,
+    metadata: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
     """Probabilities for each readable path (the same load_image as training), a mask of
-    which paths were readable, and the failures."""
+    which paths were readable, and the failures. `metadata`: encoded rows aligned with
+    `paths`, for a model that takes patient metadata (None: every value missing)."""
 
-    def predict(pixels):
-        output = model.predict(pixels)
+    def predict(pixels, rows=None):
+        output = model.predict(pixels, rows) if model.metadata_encoding is not None else model.predict(pixels)
         if output.shape[1] != len(labels):
             raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
         return output
 
     probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size,
-                                              progress)
+                                              progress, metadata)
     if probabilities is None:
         probabilities = np.zeros((len(paths), len(labels)), np.float32)
     return probabilities, ok, failures
+
+
+def images_metadata(model: LoadedModel, table, paths: list[Path], log, warn) -> np.ndarray | None:
+    """The encoded rows of `paths` for a model that takes patient metadata; None (every value
+    missing, said once) without a table."""
+    from retrain.patient_metadata import encode, match_images
+
+    columns = ", ".join(model.metadata_encoding.column_names)
+    if table is None:
+        warn(f"{model.source} also takes patient metadata ({columns}); without --metadata every value counts as missing")
+        return None
+    rows, without_row, _ = match_images(table, paths)
+    log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.path}"
+        + (f"; {without_row} without one count as all missing" if without_row else ""))
+    return encode(model.metadata_encoding, rows, warn, str(table.path))
 
 
 def _json_ready(value):
@@ -145,14 +163,18 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]]
     plt.close(figure)
 
 
-def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path,
-                   progress_factory=None) -> tuple[Predictions, dict | None]:
-    """`progress_factory(total, label)` gives a function told how many images are done."""
+def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path, progress_factory=None,
+                   metadata_table=None, log=None, warn=None) -> tuple[Predictions, dict | None]:
+    """`progress_factory(total, label)` gives a function told how many images are done;
+    `metadata_table` (patient_metadata.MetadataTable) gives the patient metadata of a
+    model that takes it, matched to the images by id."""
     paths, true = labelled_images(image_dir, labels)
+    rows = images_metadata(model, metadata_table, paths, log, warn) if model.metadata_encoding is not None else None
     progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
-    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress)
+    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress, metadata=rows)
     kept = [p for p, keep in zip(paths, ok) if keep]
-    predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures)
+    predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures,
+                              None if rows is None else rows[ok])
     if predictions.true is None or not len(kept):
         return predictions, None
     return predictions, evaluate_probabilities(predictions.probabilities, predictions.true, labels)

@@ -20,6 +20,7 @@ from retrain.paths import write_atomically
 from retrain.training import Head
 
 INPUT_NAME = "input"
+METADATA_INPUT = "metadata"  # the second input of a model trained with --metadata: [N, M] encoded values
 MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
 METADATA_NODE = "retrain_metadata"
 METADATA_FILE = "retrain_metadata.json"
@@ -38,24 +39,33 @@ class Classifier(tf.Module):
         self.backbone = backbone.module
         self.head_weights = tf.Variable(head.weights, name="final_weights")
         self.head_bias = tf.Variable(head.bias, name="final_biases")
+        self.metadata_weights = None if head.metadata_weights is None else tf.Variable(
+            head.metadata_weights, name="metadata_weights")
         self.final_tensor_name = final_tensor_name
         size = backbone.input_size
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
+        if self.metadata_weights is not None:
+            width = head.metadata_weights.shape[0]
+            signature.append(tf.TensorSpec([None, width], tf.float32, name=METADATA_INPUT))
         self.serve = tf.function(self._serve, input_signature=signature)
         self.serve_with_maps = tf.function(self._serve_with_maps, input_signature=signature) if backbone.has_feature_map else None
 
-    def _probabilities(self, features):
+    def _probabilities(self, features, metadata):
         logits = tf.matmul(features, self.head_weights) + self.head_bias
+        if self.metadata_weights is not None:
+            logits += tf.matmul(metadata, self.metadata_weights)
         return tf.nn.softmax(logits, name=self.final_tensor_name)
 
-    def _serve(self, images):
-        return {self.final_tensor_name: self._probabilities(self.backbone.features(images))}
+    def _serve(self, images, metadata=None):
+        return {self.final_tensor_name: self._probabilities(self.backbone.features(images), metadata)}
 
-    def _serve_with_maps(self, images):
+    def _serve_with_maps(self, images, metadata=None):
+        """The metadata's share of each logit is the same at every place, so the maps are the
+        image's evidence alone."""
         feature_map = self.backbone.feature_map(images)
         maps = tf.einsum("nhwf,fc->nhwc", feature_map, self.head_weights)
         return {
-            self.final_tensor_name: self._probabilities(tf.reduce_mean(feature_map, axis=[1, 2])),
+            self.final_tensor_name: self._probabilities(tf.reduce_mean(feature_map, axis=[1, 2]), metadata),
             MAPS_NAME: tf.identity(maps, name=MAPS_NAME),
         }
 

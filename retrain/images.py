@@ -204,18 +204,20 @@ def load_batches(paths: list[Path], size: int | tuple[int, int], batch_size: int
         yield indices, np.stack(pixels).astype(np.float32) if pixels else None, failures
 
 
-def map_batches(fn, paths: list[Path], size: int | tuple[int, int], batch_size: int = 32, progress=None):
+def map_batches(fn, paths: list[Path], size: int | tuple[int, int], batch_size: int = 32, progress=None,
+                beside: np.ndarray | None = None):
     """`fn` (pixels [n, h, w, 3] -> [n, k]) over every readable path, read as load_batches
     reads them: the outputs in path order (zero rows for unreadable paths; None when none
     was readable), a mask of the readable paths, and the failures. `progress` is told how
-    many paths each batch took."""
+    many paths each batch took. With `beside` (rows aligned with `paths`, e.g. encoded
+    patient metadata), `fn` is called as fn(pixels, beside rows of the same images)."""
     outputs, ok, failures = None, np.zeros(len(paths), bool), []
     for indices, pixels, unreadable in load_batches(paths, size, batch_size):
         failures += unreadable
         if progress:
             progress(len(indices) + len(unreadable))
         if pixels is not None:
-            output = np.asarray(fn(pixels))
+            output = np.asarray(fn(pixels) if beside is None else fn(pixels, beside[indices]))
             if outputs is None:
                 outputs = np.zeros((len(paths), output.shape[1]), np.float32)
             outputs[indices] = output

@@ -207,6 +207,8 @@ def write_int8_ready_saved_model(
     module = EfficientNetLite({name: v.numpy() for name, v in loaded.backbone.layers.items()}, blocks, name=config.name)
     ready = int8_ready_layers(module, images, quantization)
     backbone = Backbone(config, metadata["backbone_identity"], EfficientNetLite(ready.layers, blocks, name=config.name))
-    head = Head(loaded.head_weights.numpy(), loaded.head_bias.numpy())
+    metadata_weights = getattr(loaded, "metadata_weights", None)
+    head = Head(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
+                metadata_weights=None if metadata_weights is None else metadata_weights.numpy())
     export_saved_model(Classifier(backbone, head, metadata["output_name"]), metadata, destination)
     return ready

@@ -4,22 +4,25 @@ apart from the loaders so they can import it without importing one another."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 
 @dataclass
 class LoadedModel:
-    predict: Callable[[np.ndarray], np.ndarray]  # float32 [N, H, W, 3] pixels in [0, 255] -> probabilities
+    # float32 [N, H, W, 3] pixels in [0, 255] (and, for a model that takes patient metadata, its
+    # encoded [N, M] rows; None = every value missing) -> probabilities
+    predict: Callable[..., np.ndarray]
     input_height: int
     input_width: int
     labels: list[str] | None
     source: str
-    # pixels -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
-    class_activation_maps: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    # pixels (and metadata rows) -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
+    class_activation_maps: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     no_maps_reason: str = ""  # why class_activation_maps is None, for the user
     metadata: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
+    metadata_encoding: Any = None  # a patient_metadata.MetadataEncoding when the model takes patient metadata
 
 
 @dataclass(frozen=True)

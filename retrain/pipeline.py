@@ -57,6 +57,11 @@ class RetrainOptions:
     distorted_copies: int | None = None  # None = the default K when a distortion is set
     fine_tuning: FineTuneConfig = field(default_factory=FineTuneConfig)  # --fine_tune_layers and friends
     recipe: str = "poets"  # recorded in the model's metadata
+    metadata: Path | None = None  # patient-metadata CSV (image_id + columns): a second model input
+    metadata_columns: str | None = None  # comma-separated; None = every column but image_id
+    metadata_categorical: str | None = None  # columns forced categorical
+    metadata_numeric: str | None = None  # columns forced numeric
+    metadata_fusion: str = "shift"  # see retrain.metadata_fusion
 
 
 @dataclass
@@ -157,6 +162,7 @@ def run_retrain(
     if options.tflite_output is not None:
         _check_tflite_options(options)
     check_distortion(options.distortion, options.distorted_copies)
+    table = _read_metadata(options) if options.metadata is not None else None
     strategy = None
     if options.fine_tuning.active:
         from retrain.distribution import make_strategy
@@ -219,6 +225,8 @@ def run_retrain(
     for note in split.notes:
         warn(note)
     log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.testing)} testing")
+    patient = _encode_metadata(table, options, split, log, warn) if table is not None else None
+    train_m, val_m, test_m = patient.rows if patient else (None, None, None)
 
     def arrays(pairs):
         if not pairs:
@@ -273,13 +281,24 @@ def run_retrain(
                     "fine_tuning": tuned}
         if len(val_y):
             log(_format_auc("Fine-tuned validation", head.probabilities(val_x), val_y, labels))
+    if patient:
+        from retrain.export import METADATA_INPUT
+        from retrain.metadata_fusion import fuse
+
+        train_x = _features(backbone, [p for p, _ in split.training]) if options.fine_tuning.active else train_x
+        head = fuse(options.metadata_fusion, head, train_x, train_m, train_y, val_x, val_m, val_y, len(labels), training,
+                    logits_in_sample=options.fine_tuning.active)
+        metadata["patient_metadata"] = {"input_name": METADATA_INPUT, "fusion": options.metadata_fusion,
+                                        "columns": patient.encoding.column_names, "encoding": patient.encoding.to_json()}
+        if len(val_y):
+            log(_format_auc("Validation with patient metadata", head.probabilities(val_x, val_m), val_y, labels))
 
     test_accuracy = None
     if len(test_y):
         chosen = np.arange(len(test_y))
         if options.test_batch_size >= 0:
             chosen = np.random.default_rng(options.training.random_seed).integers(0, len(test_y), options.test_batch_size)
-        predictions = head.probabilities(test_x[chosen])
+        predictions = head.probabilities(test_x[chosen], None if test_m is None else test_m[chosen])
         test_accuracy = accuracy(predictions, test_y[chosen])
         log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
         log(_format_auc("Final test", predictions, test_y[chosen], labels))
@@ -297,7 +316,8 @@ def run_retrain(
     if options.saved_model_dir:
         export_saved_model(classifier, metadata, options.saved_model_dir)
         log(f"Wrote SavedModel {options.saved_model_dir}")
-    _plot_training(options.output_graph, history, head.probabilities(val_x) if len(val_y) else None, val_y, labels, log)
+    _plot_training(options.output_graph, history, head.probabilities(val_x, val_m) if len(val_y) else None, val_y,
+                   labels, log)
     if options.tflite_output is not None:
         _export_tflite(options, classifier, metadata, split, log, warn)
     return RetrainResult(
@@ -337,6 +357,52 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
         "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
         "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
     }
+
+
+def _read_metadata(options: RetrainOptions):
+    """The patient-metadata CSV, read and its flags checked before any slow work."""
+    from retrain.metadata_fusion import FUSIONS
+    from retrain.patient_metadata import fit_encoding, read_metadata_csv
+
+    if options.metadata_fusion not in FUSIONS:
+        raise UserError(f"--metadata_fusion must be one of {', '.join(FUSIONS)}, got {options.metadata_fusion!r}")
+    if copies_to_make(options.distortion, options.distorted_copies) and not options.fine_tuning.active:
+        raise UserError("--metadata cannot be used with cached distorted copies (distortion flags without "
+                        "fine-tuning); drop the distortion flags, or fine-tune with --recipe finetune")
+    table = read_metadata_csv(options.metadata)
+    fit_encoding(table, list(table.rows), *_metadata_column_flags(options))  # a column typo fails here
+    return table
+
+
+def _metadata_column_flags(options: RetrainOptions) -> tuple:
+    def names(text: str | None):
+        return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+    return names(options.metadata_columns), names(options.metadata_categorical) or (), names(options.metadata_numeric) or ()
+
+
+@dataclass
+class _EncodedMetadata:
+    encoding: object  # patient_metadata.MetadataEncoding
+    rows: tuple  # encoded [N, M] arrays of the training, validation and test images
+
+
+def _encode_metadata(table, options: RetrainOptions, split, log, warn) -> _EncodedMetadata:
+    """Fit the encoding on the training images only (means, categories), then encode every set."""
+    from retrain.patient_metadata import describe, encode, fit_encoding, match_images
+
+    training_ids = [path.stem for path, _ in split.training]
+    encoding = fit_encoding(table, training_ids, *_metadata_column_flags(options))
+    for line in describe(encoding, table, training_ids):
+        log(f"Metadata column {line}")
+    every_path = [path for pairs in (split.training, split.validation, split.testing) for path, _ in pairs]
+    _, without_row, unused_rows = match_images(table, every_path)
+    log(f"Metadata: {len(every_path) - without_row} of {len(every_path)} images have a row in {options.metadata}"
+        + (f"; {without_row} without one count as all missing" if without_row else "")
+        + (f"; {unused_rows} rows match no image and are ignored" if unused_rows else ""))
+    rows = tuple(encode(encoding, match_images(table, [p for p, _ in pairs])[0], warn, str(options.metadata))
+                 for pairs in (split.training, split.validation, split.testing))
+    return _EncodedMetadata(encoding, rows)
 
 
 def _features(backbone, paths: list[Path]) -> np.ndarray:

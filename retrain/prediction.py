@@ -13,6 +13,7 @@ import numpy as np
 from retrain.errors import UserError
 from retrain.images import ImageError, load_image
 from retrain.loaded_model import FeedOverrides, LoadedModel
+from retrain.patient_metadata import MetadataEncoding, encode, model_encoding, parse_key_values
 from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
 
 # tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
@@ -94,26 +95,39 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
         tf.compat.v1.import_graph_def(graph_def, name="")
 
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
-    fn = wrapped.prune(
-        wrapped.graph.get_tensor_by_name(f"{input_layer}:0"), wrapped.graph.get_tensor_by_name(f"{output_layer}:0")
-    )
+    graph = wrapped.graph
+    encoding = model_encoding(metadata, path)
+    feeds = [graph.get_tensor_by_name(f"{input_layer}:0")]
+    if encoding is not None:
+        feeds.append(graph.get_tensor_by_name(f"{metadata['patient_metadata']['input_name']}:0"))
+    fn = wrapped.prune(feeds, graph.get_tensor_by_name(f"{output_layer}:0"))
 
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        return fn(tf.constant((pixels - mean) / std, tf.float32)).numpy()
+    def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> list:
+        fed = [tf.constant((pixels - mean) / std, tf.float32)]
+        return fed + ([tf.constant(metadata_rows(encoding, rows, len(pixels)))] if encoding is not None else [])
+
+    def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return fn(*inputs(pixels, rows)).numpy()
 
     maps_name = (metadata or {}).get("class_activation_maps")
     maps, reason = None, _no_maps_reason(metadata)
     if maps_name in names and output_layer == defaults["output_layer"]:
-        graph = wrapped.graph
-        both = wrapped.prune(graph.get_tensor_by_name(f"{input_layer}:0"),
-                             [graph.get_tensor_by_name(f"{output_layer}:0"), graph.get_tensor_by_name(f"{maps_name}:0")])
+        both = wrapped.prune(feeds, [graph.get_tensor_by_name(f"{output_layer}:0"),
+                                     graph.get_tensor_by_name(f"{maps_name}:0")])
 
-        def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            probabilities, activation_maps = both(tf.constant((pixels - mean) / std, tf.float32))
+        def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            probabilities, activation_maps = both(*inputs(pixels, rows))
             return probabilities.numpy(), activation_maps.numpy()
 
     labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, height, width, labels, str(path), maps, reason, metadata)
+    return LoadedModel(predict, height, width, labels, str(path), maps, reason, metadata, encoding)
+
+
+def metadata_rows(encoding: MetadataEncoding, rows: np.ndarray | None, count: int) -> np.ndarray:
+    """The encoded metadata fed beside `count` images: as given, or every value missing."""
+    if rows is None:
+        return encode(encoding, [None] * count, warn=lambda _: None)
+    return np.asarray(rows, np.float32)
 
 
 def _no_maps_reason(metadata: dict | None) -> str:
@@ -139,18 +153,24 @@ def _load_saved_model(path: Path) -> LoadedModel:
     if "serving_default" not in loaded.signatures:
         raise UserError(f"--graph {path}: SavedModel has no serving_default signature")
     signature = loaded.signatures["serving_default"]
-    (input_spec,) = signature.structured_input_signature[1].values()
+    input_spec = next(spec for spec in signature.structured_input_signature[1].values() if spec.shape.rank == 4)
     height, width = input_spec.shape[1], input_spec.shape[2]
     if height is None or width is None:
         raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
     metadata_file = path / "assets.extra" / METADATA_FILE
     metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
     input_key = input_spec.name
-
     output_name = metadata["output_name"] if metadata else None
+    encoding = model_encoding(metadata, path)
 
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        outputs = signature(**{input_key: tf.constant(pixels, tf.float32)})
+    def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
+        fed = {input_key: tf.constant(pixels, tf.float32)}
+        if encoding is not None:
+            fed[metadata["patient_metadata"]["input_name"]] = tf.constant(metadata_rows(encoding, rows, len(pixels)))
+        return fed
+
+    def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        outputs = signature(**inputs(pixels, rows))
         return (outputs[output_name] if output_name in outputs else next(iter(outputs.values()))).numpy()
 
     maps_name = (metadata or {}).get("class_activation_maps")
@@ -158,12 +178,12 @@ def _load_saved_model(path: Path) -> LoadedModel:
     if maps_name in loaded.signatures:
         maps_signature = loaded.signatures[maps_name]
 
-        def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            outputs = maps_signature(**{input_key: tf.constant(pixels, tf.float32)})
+        def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            outputs = maps_signature(**inputs(pixels, rows))
             return outputs[output_name].numpy(), outputs[maps_name].numpy()
 
     labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, metadata)
+    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, metadata, encoding)
 
 
 def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
@@ -177,14 +197,14 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
     It acts on the preprocessed pixels and the output probabilities only, so it works the
     same for frozen graphs, SavedModels and .tflite models."""
 
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        return np.mean([model.predict(np.ascontiguousarray(v)) for v in flip_variants(pixels)], axis=0)
+    def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return np.mean([model.predict(np.ascontiguousarray(v), rows) for v in flip_variants(pixels)], axis=0)
 
     if model.class_activation_maps is None:
         return dataclasses.replace(model, predict=predict)
 
-    def maps(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        results = [model.class_activation_maps(np.ascontiguousarray(v)) for v in flip_variants(pixels)]
+    def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        results = [model.class_activation_maps(np.ascontiguousarray(v), rows) for v in flip_variants(pixels)]
         # Flip i applied again to the maps of flip i's image undoes it: every flip is its own inverse.
         upright = [flip_variants(activation_maps)[i] for i, (_, activation_maps) in enumerate(results)]
         return np.mean([p for p, _ in results], axis=0), np.mean(upright, axis=0)
@@ -216,8 +236,10 @@ def model_labels(model: LoadedModel, labels: list[str] | None) -> list[str]:
     return labels
 
 
-def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k: int = 5) -> list[Prediction]:
-    probabilities = model.predict(pixels[None])[0]
+def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k: int = 5,
+                    metadata: np.ndarray | None = None) -> list[Prediction]:
+    """`metadata`: the image's encoded row, for a model that takes patient metadata."""
+    probabilities = model.predict(pixels[None], None if metadata is None else metadata[None])[0]
     if len(labels) != len(probabilities):
         raise UserError(f"labels: {len(labels)} labels but the model has {len(probabilities)} outputs")
     return top_k(probabilities, labels, k)
@@ -225,6 +247,21 @@ def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k
 
 def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int = 5) -> list[Prediction]:
     return classify_pixels(model, load_image_for(model, image), model_labels(model, labels), k)
+
+
+def image_metadata(model: LoadedModel, text: str | None, warn) -> np.ndarray | None:
+    """label_image --metadata "age_approximate=55,sex=female": the encoded row, for a model
+    that takes patient metadata; None (every value missing, said once) when not given."""
+    encoding = model.metadata_encoding
+    if encoding is None:
+        if text is not None:
+            warn("--metadata ignored: the model takes no patient metadata")
+        return None
+    if text is None:
+        warn(f"the model also takes patient metadata ({', '.join(encoding.column_names)}); none given with "
+             "--metadata, so every value counts as missing")
+        return None
+    return encode(encoding, [parse_key_values(text, encoding)], warn, "--metadata")[0]
 
 
 def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,

@@ -179,7 +179,8 @@ def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, 
         try:
             pixels = np.stack([load_image(predictions.paths[i], (model.input_width, model.input_height))
                                for i in indices]).astype(np.float32)
-            heatmaps = heatmaps_for(model, pixels, labels)
+            rows = None if predictions.metadata is None else predictions.metadata[indices]
+            heatmaps = heatmaps_for(model, pixels, labels, metadata=rows)
         except ImageError:
             pass  # the image changed since it was classified: show it without a heatmap
     cards = []

@@ -18,12 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.errors import UserError
-from retrain.export import METADATA_FILE, Classifier, export_saved_model
+from retrain.export import INPUT_NAME, METADATA_FILE, METADATA_INPUT, Classifier, export_saved_model
 from retrain.images import load_batches
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 from retrain.loaded_model import LoadedModel
-from retrain.tflite_model import QUANTIZATIONS, load_tflite_model, sidecar_path
+from retrain.patient_metadata import model_encoding
+from retrain.tflite_model import QUANTIZATIONS, classifier_inputs, load_tflite_model, sidecar_path
 
 # The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/test_tflite.py).
 PARITY_THRESHOLDS = {"none": 0.995, "float16": 0.995, "dynamic": 0.99, "int8": 0.97}
@@ -87,8 +88,29 @@ def _calibration_batches(pixels: list[np.ndarray]) -> list[np.ndarray]:
     return batches
 
 
-def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[np.ndarray]) -> bytes:
-    """The .tflite bytes for one quantization mode; int8 takes uint8 pixels and gives uint8 probabilities."""
+def calibration_metadata(encoding, count: int) -> np.ndarray:
+    """Encoded metadata rows to calibrate int8 with: standardised numbers across [-4, 4] (the
+    first two rows are the ends, so the range is exactly that), missing flags and one-hot
+    slots 0 or 1. The real rows are not at hand when a SavedModel is converted alone."""
+    rng = np.random.default_rng(0)
+    rows = np.zeros((count, encoding.width), np.float32)
+    start = 0
+    for column in encoding.columns:
+        if column.kind == "numeric":
+            rows[:, start] = np.clip(rng.normal(0, 1.5, count), -4, 4)
+            rows[:, start + 1] = rng.integers(0, 2, count)
+        else:
+            rows[np.arange(count), start + rng.integers(0, column.width, count)] = 1.0
+        start += column.width
+    rows[0, :] = np.minimum(rows[0], -4.0)
+    rows[min(1, count - 1), :] = np.maximum(rows[min(1, count - 1)], 4.0)
+    return rows
+
+
+def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[np.ndarray],
+                        encoding=None) -> bytes:
+    """The .tflite bytes for one quantization mode; int8 takes uint8 pixels and gives uint8
+    probabilities. `encoding` (patient_metadata.MetadataEncoding) for a model with a metadata input."""
     if quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
@@ -100,7 +122,12 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         if not representative:
             raise UserError("the representative set for int8 calibration is empty")
         batches = _calibration_batches(representative)
-        converter.representative_dataset = lambda: ([batch] for batch in batches)
+        if encoding is None:
+            converter.representative_dataset = lambda: ([batch] for batch in batches)
+        else:
+            rows = calibration_metadata(encoding, len(batches))
+            converter.representative_dataset = lambda: (
+                {INPUT_NAME: batch, METADATA_INPUT: rows[i:i + 1]} for i, batch in enumerate(batches))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
@@ -130,7 +157,9 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
 
     with native_logs_silenced():
         interpreter = Interpreter(model_content=model_bytes)
-    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+    outputs = interpreter.get_output_details()
+    input_detail, metadata_detail = classifier_inputs(Path("model.tflite"), interpreter.get_input_details(), outputs)
+    (output_detail,) = outputs
 
     def tensor(detail):
         scale, zero_point = detail["quantization"]
@@ -139,7 +168,11 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
             described.update(scale=float(scale), zero_point=int(zero_point))
         return described
 
-    return {**metadata, "quantization": quantization, "input_tensor": tensor(input_detail), "output_tensor": tensor(output_detail)}
+    described = {**metadata, "quantization": quantization, "input_tensor": tensor(input_detail),
+                 "output_tensor": tensor(output_detail)}
+    if metadata_detail is not None:
+        described["metadata_tensor"] = tensor(metadata_detail)
+    return described
 
 
 def _convert(saved_model_dir: Path, metadata: dict, quantization: str, representative: list[Path],
@@ -153,13 +186,14 @@ def _convert(saved_model_dir: Path, metadata: dict, quantization: str, represent
              "model; give training images (export_tflite: --image_dir) and a representative count above 0")
     prepare = preparable and bool(representative)
     pixels = load_representative(representative, metadata["input_size"]) if prepare or quantization == "int8" else []
+    encoding = model_encoding(metadata, saved_model_dir)
     if not prepare:
-        return convert_saved_model(saved_model_dir, quantization, pixels), None
+        return convert_saved_model(saved_model_dir, quantization, pixels, encoding), None
     log(f"Rounding the backbone's weights to int8 on {len(pixels)} training images (GPTQ + bias correction)")
     with tempfile.TemporaryDirectory(prefix="retrain-int8-") as scratch:
         ready_dir = Path(scratch) / "int8_ready"
         ready = write_int8_ready_saved_model(saved_model_dir, metadata, pixels, quantization, ready_dir)
-        return convert_saved_model(ready_dir, quantization, pixels), ready.images
+        return convert_saved_model(ready_dir, quantization, pixels, encoding), ready.images
 
 
 def export_tflite(

@@ -15,6 +15,7 @@ import numpy as np
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
 from retrain.loaded_model import FeedOverrides, LoadedModel
+from retrain.patient_metadata import encode, model_encoding
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
 SIDECAR_SUFFIX = ".json"
@@ -53,23 +54,31 @@ def read_sidecar(model_path: Path) -> dict | None:
 def _shape_error(path: Path, detail: str) -> UserError:
     return UserError(
         f"--graph {path}: not an image classifier of the shape retrain makes "
-        f"(input [1, height, width, 3] float32 or uint8, output [1, classes]); {detail}"
+        f"(input [1, height, width, 3] float32 or uint8, and [1, M] patient metadata when trained with it; "
+        f"output [1, classes]); {detail}"
     )
 
 
-def _check_classifier_shape(path: Path, inputs: list[dict], outputs: list[dict]) -> None:
-    if len(inputs) != 1 or len(outputs) != 1:
+def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tuple[dict, dict | None]:
+    """The image input's details and the metadata input's (None for a model without one),
+    after checking the model has the shape retrain exports."""
+    images = [d for d in inputs if len(d["shape"]) == 4]
+    rows = [d for d in inputs if len(d["shape"]) == 2]
+    if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1:
         raise _shape_error(path, f"it has {len(inputs)} inputs and {len(outputs)} outputs")
-    input_shape, output_shape = [int(d) for d in inputs[0]["shape"]], [int(d) for d in outputs[0]["shape"]]
-    if len(input_shape) != 4 or input_shape[0] != 1 or input_shape[3] != 3:
+    input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in outputs[0]["shape"]]
+    if input_shape[0] != 1 or input_shape[3] != 3:
         raise _shape_error(path, f"its input is {input_shape}")
+    if rows and int(rows[0]["shape"][0]) != 1:
+        raise _shape_error(path, f"its metadata input is {[int(d) for d in rows[0]['shape']]}")
     if len(output_shape) != 2 or output_shape[0] != 1 or output_shape[1] < 2:
         raise _shape_error(path, f"its output is {output_shape}")
-    for kind, detail in (("input", inputs[0]), ("output", outputs[0])):
+    for kind, detail in (("input", images[0]), *(("metadata input", r) for r in rows), ("output", outputs[0])):
         if detail["dtype"] not in (np.float32, np.uint8):
             raise _shape_error(path, f"its {kind} is {np.dtype(detail['dtype']).name}")
         if detail["dtype"] == np.uint8 and not detail["quantization"][0] > 0:
             raise _shape_error(path, f"its uint8 {kind} has no quantization scale")
+    return images[0], rows[0] if rows else None
 
 
 def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: list[str] | None = None) -> LoadedModel:
@@ -84,9 +93,9 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise UserError(f"--graph {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    _check_classifier_shape(path, inputs, outputs)
-    input_detail, output_detail = inputs[0], outputs[0]
+    outputs = interpreter.get_output_details()
+    input_detail, metadata_detail = classifier_inputs(path, interpreter.get_input_details(), outputs)
+    output_detail = outputs[0]
     height, width = int(input_detail["shape"][1]), int(input_detail["shape"][2])
     class_count = int(output_detail["shape"][1])
 
@@ -98,6 +107,15 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
             raise UserError(f"{sidecar_path(path)}: {len(labels)} labels but {path} has {class_count} outputs")
         if metadata.get("input_size") not in (None, height) or height != width:
             raise UserError(f"{sidecar_path(path)}: input size {metadata.get('input_size')} but {path} takes {height}x{width}")
+    encoding = None
+    if metadata_detail is not None:
+        encoding = model_encoding(metadata, sidecar_path(path))
+        if encoding is None:
+            raise UserError(f"{path}: takes patient metadata, but {sidecar_path(path)} (which says how to encode it) "
+                            "is missing or has no \"patient_metadata\"")
+        if encoding.width != int(metadata_detail["shape"][1]):
+            raise UserError(f"{sidecar_path(path)}: encodes {encoding.width} metadata values but {path} takes "
+                            f"{int(metadata_detail['shape'][1])}")
 
     ignored = [f"--{name}" for name in ("input_layer", "output_layer", "input_height", "input_width")
                if getattr(overrides, name) is not None]
@@ -111,17 +129,22 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
             mean = overrides.input_mean if overrides.input_mean is not None else 0.0
             std = overrides.input_std if overrides.input_std is not None else 1.0
 
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        rows = []
-        for image in np.asarray(pixels, np.float32):
+    def predict(pixels: np.ndarray, metadata_rows: np.ndarray | None = None) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)
+        if encoding is not None and metadata_rows is None:
+            metadata_rows = encode(encoding, [None] * len(pixels), warn=lambda _: None)  # every value missing
+        results = []
+        for i, image in enumerate(pixels):
             interpreter.set_tensor(input_detail["index"], _to_input(((image - mean) / std)[None], input_detail))
+            if encoding is not None:
+                interpreter.set_tensor(metadata_detail["index"], _to_input(np.asarray(metadata_rows[i:i + 1]), metadata_detail))
             interpreter.invoke()
-            rows.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
-        return np.concatenate(rows) if rows else np.zeros((0, class_count), np.float32)
+            results.append(_from_output(interpreter.get_tensor(output_detail["index"]), output_detail))
+        return np.concatenate(results) if results else np.zeros((0, class_count), np.float32)
 
     return LoadedModel(predict, height, width, labels, str(path), None,
                        "a .tflite model has no class activation maps; use the .pb or SavedModel retrain exported beside it",
-                       metadata)
+                       metadata, encoding)
 
 
 def _to_input(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -40,9 +40,17 @@ class Head:
     weights: np.ndarray  # [features, classes]
     bias: np.ndarray  # [classes]
     step: int | None = None  # the training step these weights were taken at, when kept early
+    # [encoded patient metadata, classes] for a model that also takes metadata (retrain.metadata_fusion)
+    metadata_weights: np.ndarray | None = None
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return softmax(features @ self.weights + self.bias)
+    def logits(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        logits = features @ self.weights + self.bias
+        if self.metadata_weights is not None:
+            logits = logits + metadata @ self.metadata_weights
+        return logits
+
+    def probabilities(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        return softmax(self.logits(features, metadata))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""Joining patient metadata (age, sex, site, encoded by retrain.patient_metadata) to the
+image model, after the image model is trained.
+
+Both fusions end as one linear layer over [pooled image features, encoded metadata], so
+every export takes the same two inputs whichever is used:
+
+- `shift`: the image model stays as trained; a small second stage learns, from the image
+  logits and the metadata, how far the metadata should move each class's logit (and how
+  far to trust the image logits). It is fitted on out-of-fold image logits: logits of
+  images the image head never trained on, so it does not learn to over-trust them.
+- `concat`: the top layer is trained afresh on the image features and the metadata side
+  by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from retrain.training import Head, TrainingConfig, train_head
+
+FUSIONS = ("shift", "concat")
+FOLDS = 5
+# The second stage: a handful of weights per class, so Adam converges well within these steps.
+SECOND_STAGE = TrainingConfig(steps=2000, learning_rate=0.01, train_batch_size=100, optimizer="adam",
+                              learning_rate_schedule="cosine", weight_decay=1e-3)
+
+
+def fuse(kind: str, image_head: Head, train_x: np.ndarray, train_m: np.ndarray, train_y: np.ndarray,
+         val_x: np.ndarray, val_m: np.ndarray, val_y: np.ndarray, class_count: int, config: TrainingConfig,
+         logits_in_sample: bool = False) -> Head:
+    """The image head extended to take metadata. `config` is the image head's training
+    configuration (for `concat`, and the out-of-fold heads of `shift`). With
+    `logits_in_sample` (after fine-tuning, whose folds would each cost a fine-tune) the
+    second stage learns from the image head's own logits on its training images."""
+    if kind == "concat":
+        head = train_head(np.hstack([train_x, train_m]), train_y, np.hstack([val_x, val_m]), val_y, class_count, config)
+        features = train_x.shape[1]
+        return Head(head.weights[:features], head.bias, head.step, head.weights[features:])
+    if kind != "shift":
+        raise ValueError(f"unknown fusion {kind!r}")
+    logits = image_head.logits(train_x) if logits_in_sample else out_of_fold_logits(train_x, train_y, class_count, config)
+    second = train_head(np.hstack([logits, train_m]), train_y, np.zeros((0, class_count + train_m.shape[1]), np.float32),
+                        np.zeros(0, np.int64), class_count,
+                        dataclasses.replace(SECOND_STAGE, random_seed=config.random_seed, class_weights=config.class_weights))
+    scale, shift = second.weights[:class_count], second.weights[class_count:]
+    return Head(image_head.weights @ scale, image_head.bias @ scale + second.bias, image_head.step, shift)
+
+
+def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: int, config: TrainingConfig,
+                       folds: int = FOLDS) -> np.ndarray:
+    """Each training image's logits from a head trained on the other folds (stratified by
+    class, fixed by the seed), with the image head's settings but no early stopping."""
+    rng = np.random.default_rng(config.random_seed)
+    fold_of = np.zeros(len(train_y), int)
+    for label in np.unique(train_y):
+        members = rng.permutation(np.flatnonzero(train_y == label))
+        fold_of[members] = np.arange(len(members)) % folds
+    logits = np.zeros((len(train_y), class_count), np.float32)
+    settings = dataclasses.replace(config, early_stopping_patience=0)
+    empty_x, empty_y = np.zeros((0, train_x.shape[1]), np.float32), np.zeros(0, np.int64)
+    for fold in range(folds):
+        held = fold_of == fold
+        if not held.any() or len(np.unique(train_y[~held])) < 2:
+            continue
+        head = train_head(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
+        logits[held] = head.logits(train_x[held])
+    return logits
