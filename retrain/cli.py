@@ -184,9 +184,10 @@ _PATH = click.Path(path_type=Path)
 @_option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %.")
 @_option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %.")
 @_option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel.")
-@_option("metadata", type=_PATH, default=None,
+@_option("metadata", type=_PATH, multiple=True,
          help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
-              "(e.g. age_approximate, sex); the model then takes them as a second input.")
+              "(e.g. age_approximate, sex); the model then takes them as a second input. Repeat for several files "
+              "(e.g. the training and the validation set's).")
 @_option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id].")
 @_option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric.")
 @_option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error).")
@@ -208,6 +209,11 @@ def retrain(**flags):
     context = click.get_current_context()
     explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     flags = apply_recipe(flags["recipe"], flags, explicit)
+    if not flags["metadata"]:
+        given = [name for name in ("metadata_columns", "metadata_categorical", "metadata_numeric", "metadata_fusion")
+                 if name in explicit]
+        if given:
+            raise UserError(f"--{given[0]} applies to patient metadata; add --metadata FILE.csv")
     flags["training"] = TrainingConfig(**{field: flags.pop(flag) for flag, field in _TRAINING_FLAGS.items()})
     flags["distortion"], flags["fine_tuning"] = _augmentation_and_fine_tuning(flags, explicit)
     for directory, percentage in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage")):
@@ -391,8 +397,9 @@ def prepare_isic(images, ground_truth, metadata, output):
 @_option("predictions", type=_PATH, default=None, help="Write per-image probabilities as CSV.")
 @_option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
 @_option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
-@_option("metadata", type=_PATH, default=None,
-         help="Patient metadata CSV (image_id + columns), for models trained with --metadata; rows matched by image id.")
+@_option("metadata", type=_PATH, multiple=True,
+         help="Patient metadata CSV (image_id + columns), for models trained with --metadata; rows matched by image "
+              "id. Repeat for several files.")
 @_reports_user_errors
 def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
@@ -404,10 +411,10 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
     if report is not None:
         report = html_report.check_report_path(report)
     table = None
-    if metadata is not None:
-        from retrain.patient_metadata import read_metadata_csv
+    if metadata:
+        from retrain.patient_metadata import merge_tables, read_metadata_csv
 
-        table = read_metadata_csv(metadata)
+        table = merge_tables([read_metadata_csv(path) for path in metadata])
     if not all(is_tflite_file(Path(g).expanduser()) for g in graph):
         import_tensorflow()
 

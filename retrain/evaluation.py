@@ -87,9 +87,9 @@ def images_metadata(model: LoadedModel, table, paths: list[Path], log, warn) -> 
         warn(f"{model.source} also takes patient metadata ({columns}); without --metadata every value counts as missing")
         return None
     rows, without_row, _ = match_images(table, paths)
-    log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.path}"
+    log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
         + (f"; {without_row} without one count as all missing" if without_row else ""))
-    return encode(model.metadata_encoding, rows, warn, str(table.path))
+    return encode(model.metadata_encoding, rows, warn, table.where())
 
 
 def _json_ready(value):

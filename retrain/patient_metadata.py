@@ -58,9 +58,33 @@ class MetadataTable:
     rows: dict[str, Row]
     lines: dict[str, int] = field(default_factory=dict)
     flag: str = "--metadata"
+    files: dict[str, Path] = field(default_factory=dict)  # image_id -> its file, for a table merged from several
+
+    def file_names(self) -> str:
+        return ", ".join(str(p) for p in dict.fromkeys(self.files.values())) if self.files else str(self.path)
 
     def where(self) -> str:
-        return f"{self.flag} {self.path}"
+        return f"{self.flag} {self.file_names()}"
+
+    def line_of(self, image_id: str) -> str:
+        line = f"line {self.lines.get(image_id, 0)}"
+        return f"{self.files[image_id]} {line}" if image_id in self.files else line
+
+
+def merge_tables(tables: Sequence[MetadataTable]) -> MetadataTable:
+    """Several metadata CSVs as one (e.g. ISIC's training and validation files); an id in
+    two of them is an error, since which row is meant would be a guess."""
+    if len(tables) == 1:
+        return tables[0]
+    rows, lines, files, columns = {}, {}, {}, []
+    for table in tables:
+        columns += [c for c in table.columns if c not in columns]
+        for image_id, row in table.rows.items():
+            if image_id in rows:
+                raise UserError(f"{table.flag}: image_id {image_id!r} is in {files[image_id]} (line {lines[image_id]}) "
+                                f"and in {table.path} (line {table.lines.get(image_id, 0)})")
+            rows[image_id], lines[image_id], files[image_id] = row, table.lines.get(image_id, 0), table.path
+    return MetadataTable(tables[0].path, tuple(columns), rows, lines, tables[0].flag, files)
 
 
 def read_metadata_csv(path: Path | str, flag: str = "--metadata") -> MetadataTable:
@@ -349,8 +373,9 @@ def _choose_columns(
     return chosen
 
 
-def _non_missing(table: MetadataTable, name: str) -> list[tuple[int, str]]:
-    return [(table.lines.get(image_id, 0), row.get(name, "")) for image_id, row in table.rows.items() if not is_missing(row.get(name))]
+def _non_missing(table: MetadataTable, name: str) -> list[tuple[str, str]]:
+    """(where the row is, e.g. "line 7", value) for each non-missing value of the column."""
+    return [(table.line_of(image_id), row.get(name, "")) for image_id, row in table.rows.items() if not is_missing(row.get(name))]
 
 
 def _infer_kind(table: MetadataTable, name: str, flag_categorical: str) -> str:
@@ -365,7 +390,7 @@ def _infer_kind(table: MetadataTable, name: str, flag_categorical: str) -> str:
         others = f" (and {len(words) - 1} other non-number(s))" if len(words) > 1 else ""
         raise UserError(
             f"{table.where()}: column {name!r} looks numeric ({len(values) - len(words)} of {len(values)} values are numbers) "
-            f"but line {line} has {value!r}{others}; pass {flag_categorical} {name} if it is a category"
+            f"but {line} has {value!r}{others}; pass {flag_categorical} {name} if it is a category"
         )
     return CATEGORICAL
 
@@ -373,7 +398,7 @@ def _infer_kind(table: MetadataTable, name: str, flag_categorical: str) -> str:
 def _check_all_numbers(table: MetadataTable, name: str, flag_numeric: str) -> None:
     for line, value in _non_missing(table, name):
         if _number(value) is None:
-            raise UserError(f"{table.where()}: column {name!r} is in {flag_numeric} but line {line} has {value!r}, which is not a number")
+            raise UserError(f"{table.where()}: column {name!r} is in {flag_numeric} but {line} has {value!r}, which is not a number")
 
 
 def encode(encoding: MetadataEncoding, values: Sequence[Row | None], warn: Callable[[str], None], source: str = "") -> np.ndarray:

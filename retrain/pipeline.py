@@ -57,7 +57,7 @@ class RetrainOptions:
     distorted_copies: int | None = None  # None = the default K when a distortion is set
     fine_tuning: FineTuneConfig = field(default_factory=FineTuneConfig)  # --fine_tune_layers and friends
     recipe: str = "poets"  # recorded in the model's metadata
-    metadata: Path | None = None  # patient-metadata CSV (image_id + columns): a second model input
+    metadata: tuple[Path, ...] = ()  # patient-metadata CSVs (image_id + columns): a second model input
     metadata_columns: str | None = None  # comma-separated; None = every column but image_id
     metadata_categorical: str | None = None  # columns forced categorical
     metadata_numeric: str | None = None  # columns forced numeric
@@ -162,7 +162,7 @@ def run_retrain(
     if options.tflite_output is not None:
         _check_tflite_options(options)
     check_distortion(options.distortion, options.distorted_copies)
-    table = _read_metadata(options) if options.metadata is not None else None
+    table = _read_metadata(options) if options.metadata else None
     strategy = None
     if options.fine_tuning.active:
         from retrain.distribution import make_strategy
@@ -362,14 +362,14 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
 def _read_metadata(options: RetrainOptions):
     """The patient-metadata CSV, read and its flags checked before any slow work."""
     from retrain.metadata_fusion import FUSIONS
-    from retrain.patient_metadata import fit_encoding, read_metadata_csv
+    from retrain.patient_metadata import fit_encoding, merge_tables, read_metadata_csv
 
     if options.metadata_fusion not in FUSIONS:
         raise UserError(f"--metadata_fusion must be one of {', '.join(FUSIONS)}, got {options.metadata_fusion!r}")
     if copies_to_make(options.distortion, options.distorted_copies) and not options.fine_tuning.active:
         raise UserError("--metadata cannot be used with cached distorted copies (distortion flags without "
                         "fine-tuning); drop the distortion flags, or fine-tune with --recipe finetune")
-    table = read_metadata_csv(options.metadata)
+    table = merge_tables([read_metadata_csv(path) for path in options.metadata])
     fit_encoding(table, list(table.rows), *_metadata_column_flags(options))  # a column typo fails here
     return table
 
@@ -397,10 +397,10 @@ def _encode_metadata(table, options: RetrainOptions, split, log, warn) -> _Encod
         log(f"Metadata column {line}")
     every_path = [path for pairs in (split.training, split.validation, split.testing) for path, _ in pairs]
     _, without_row, unused_rows = match_images(table, every_path)
-    log(f"Metadata: {len(every_path) - without_row} of {len(every_path)} images have a row in {options.metadata}"
+    log(f"Metadata: {len(every_path) - without_row} of {len(every_path)} images have a row in {table.file_names()}"
         + (f"; {without_row} without one count as all missing" if without_row else "")
         + (f"; {unused_rows} rows match no image and are ignored" if unused_rows else ""))
-    rows = tuple(encode(encoding, match_images(table, [p for p, _ in pairs])[0], warn, str(options.metadata))
+    rows = tuple(encode(encoding, match_images(table, [p for p, _ in pairs])[0], warn, table.where())
                  for pairs in (split.training, split.validation, split.testing))
     return _EncodedMetadata(encoding, rows)
 

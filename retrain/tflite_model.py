@@ -64,6 +64,8 @@ def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tu
     after checking the model has the shape retrain exports."""
     images = [d for d in inputs if len(d["shape"]) == 4]
     rows = [d for d in inputs if len(d["shape"]) == 2]
+    if len(inputs) == 1 and not images:
+        raise _shape_error(path, f"its input is {[int(d) for d in inputs[0]['shape']]}")
     if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1:
         raise _shape_error(path, f"it has {len(inputs)} inputs and {len(outputs)} outputs")
     input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in outputs[0]["shape"]]

@@ -145,7 +145,7 @@ def test_a_model_without_metadata_keeps_one_input(trained):
 
 @pytest.mark.parametrize("csv_text, flags, message", [
     ("id,age\na,1\n", [], "no image_id column"),
-    ("image_id,age\na,1\na,2\n", [], "duplicate"),
+    ("image_id,age\na,1\na,2\n", [], "appears twice (lines 2 and 3)"),
     ("image_id,age\na,1\n", ["--metadata_columns", "agee"], "agee"),
     ("image_id,age\na,1\nb,old\n", ["--metadata_numeric", "age"], "'old'"),
 ])
@@ -174,3 +174,10 @@ def test_prepare_isic_names_the_flag_for_retrain(tmp_path):
                                     "--metadata", tmp_path / "meta.csv", "--output", tmp_path / "out"])
     assert result.exit_code == 0, result.output
     assert f"--metadata {tmp_path / 'meta.csv'}" in result.stdout
+
+
+def test_a_metadata_option_without_metadata_is_an_error(tmp_path, make_tree):
+    result = run_cli(retrain, ["--image_dir", make_tree({"red": 3, "blue": 3}), "--metadata_columns", "age",
+                               "--output_graph", tmp_path / "g.pb", "--bottleneck_dir", tmp_path / "bn"])
+    assert result.exit_code == 1
+    assert "--metadata_columns applies to patient metadata; add --metadata FILE.csv" in result.stderr

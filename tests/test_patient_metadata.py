@@ -254,3 +254,17 @@ def test_describe_gives_kind_statistics_and_missing_counts(tmp_path):
 def test_module_imports_neither_tensorflow_nor_click():
     code = "import sys, retrain.patient_metadata; print(sorted({'tensorflow', 'click'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_tables_from_several_files_merge_and_a_shared_id_names_both(tmp_path):
+    from retrain.patient_metadata import merge_tables
+
+    first, second = tmp_path / "train.csv", tmp_path / "val.csv"
+    first.write_text("image_id,age\na,30\nb,40\n")
+    second.write_text("image_id,age,sex\nc,50,male\n")
+    merged = merge_tables([read_metadata_csv(first), read_metadata_csv(second)])
+    assert merged.columns == ("age", "sex") and set(merged.rows) == {"a", "b", "c"}
+    assert merged.line_of("c") == f"{second} line 2"
+    second.write_text("image_id,age\nb,41\n")
+    with pytest.raises(UserError, match=r"'b' is in .*train.csv \(line 3\) and in .*val.csv \(line 2\)"):
+        merge_tables([read_metadata_csv(first), read_metadata_csv(second)])
