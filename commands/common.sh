@@ -26,11 +26,12 @@ PATH="$("$PYTHON" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$
 #   --steps N            retrain --how_many_training_steps N (not given: the recipe's)
 #   --validation_dir DIR retrain --validation_dir DIR: DIR is retrain's validation set
 #   --evaluate_on DIR    evaluate the model on DIR and record validation figures
+#   --metadata CSV       patient metadata for retrain and evaluate (repeatable)
 # A flag not given is left to the recipe: retrain lets any explicit flag override it.
 retrain_and_record() {
   local image_dir=$1 name=$2 task=$3 architecture=$4
   shift 4
-  local recipe= learning_rate= steps= validation_dir= evaluate_on=
+  local recipe= learning_rate= steps= validation_dir= evaluate_on= metadata_args=()
   while [[ $# -gt 0 ]]; do
     [[ $# -ge 2 ]] || die "retrain_and_record: $1 needs a value"
     case $1 in
@@ -39,6 +40,7 @@ retrain_and_record() {
       --steps) steps=$2 ;;
       --validation_dir) validation_dir=$2 ;;
       --evaluate_on) evaluate_on=$2 ;;
+      --metadata) [[ -z $2 ]] || metadata_args+=(--metadata "$2") ;;
       *) die "retrain_and_record: unknown option $1" ;;
     esac
     shift 2
@@ -50,16 +52,17 @@ retrain_and_record() {
   if [[ -n $learning_rate ]]; then args+=(--learning_rate "$learning_rate"); fi
   if [[ -n $steps ]]; then args+=(--how_many_training_steps "$steps"); fi
   if [[ -n $validation_dir ]]; then args+=(--validation_dir "$validation_dir"); fi
-  run retrain "${args[@]}" "${EXTRA[@]}" 2>&1 | tee "$log"
+  run retrain "${args[@]}" "${metadata_args[@]}" "${EXTRA[@]}" 2>&1 | tee "$log"
   local eval_args=()
   if [[ -n $evaluate_on ]]; then
     local json="$OUT_DIR/logs/$name.validation.json"
     run evaluate --graph "$graph" --labels "$labels" --image_dir "$evaluate_on" --json "$json" \
-      --plot "$OUT_DIR/logs/$name.validation_roc.png" | tee "$OUT_DIR/logs/$name.validation.txt"
+      --plot "$OUT_DIR/logs/$name.validation_roc.png" "${metadata_args[@]}" | tee "$OUT_DIR/logs/$name.validation.txt"
     eval_args=(--eval_json "$json")
   fi
   run "$PYTHON" -m retrain.results add --table "$TABLE" --task "$task" --architecture "$architecture" \
-    --recipe "$recipe" --steps "$steps" --learning_rate "$learning_rate" --retrain_log "$log" "${eval_args[@]}"
+    --recipe "$recipe" --steps "$steps" --learning_rate "$learning_rate" --retrain_log "$log" "${eval_args[@]}" \
+    --metadata "$([[ ${#metadata_args[@]} -gt 0 ]] && echo yes || echo no)"
 }
 
 write_markdown() {

@@ -16,6 +16,8 @@
 #   LEARNING_RATE, TRAINING_STEPS   passed as --learning_rate / --how_many_training_steps
 #                         only when set; unset, the recipe's values apply
 #   ARCHITECTURE (efficientnet_lite0)
+#   METADATA (0)          1: also give retrain and evaluate the patients' age and sex
+#                         (DATA_DIR's *_Data_metadata.csv) as a second model input
 #   RETRAIN_FLAGS         extra retrain flags, e.g. "--class_weights balanced" (set the
 #                         recipe, learning rate and steps with the variables above)
 #   BOTTLENECK_DIR (OUT_DIR/bottlenecks), PYTHON (python3)
@@ -40,6 +42,7 @@ TRAINING_STEPS=${TRAINING_STEPS:-}
 BOTTLENECK_DIR=${BOTTLENECK_DIR:-$OUT_DIR/bottlenecks}
 read -r -a EXTRA <<< "${RETRAIN_FLAGS:-}"
 PYTHON=${PYTHON:-python3}
+METADATA=${METADATA:-0}
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 read -r -a TASK_LIST <<< "$TASKS"
@@ -79,10 +82,21 @@ if [[ -f "$DATA_DIR/ISIC-2017_Validation_Part3_GroundTruth.csv" ]]; then
   HAVE_VALIDATION=1
 fi
 
+METADATA_FILES=()
+if [[ $METADATA == 1 ]]; then
+  [[ -f "$DATA_DIR/ISIC-2017_Training_Data_metadata.csv" ]] \
+    || die "METADATA=1: DATA_DIR $DATA_DIR has no ISIC-2017_Training_Data_metadata.csv"
+  METADATA_FILES+=(--metadata "$DATA_DIR/ISIC-2017_Training_Data_metadata.csv")
+  if [[ -n $HAVE_VALIDATION && -f "$DATA_DIR/ISIC-2017_Validation_Data_metadata.csv" ]]; then
+    METADATA_FILES+=(--metadata "$DATA_DIR/ISIC-2017_Validation_Data_metadata.csv")
+  fi
+fi
+
 for task in "${TASK_LIST[@]}"; do
   validation=
   [[ -n $HAVE_VALIDATION ]] && validation="$OUT_DIR/validation/$task"
   retrain_and_record "$OUT_DIR/train/$task" "$task" "$task" "$ARCHITECTURE" --recipe "$RECIPE" \
-    --learning_rate "$LEARNING_RATE" --steps "$TRAINING_STEPS" --validation_dir "$validation" --evaluate_on "$validation"
+    --learning_rate "$LEARNING_RATE" --steps "$TRAINING_STEPS" --validation_dir "$validation" --evaluate_on "$validation" \
+    "${METADATA_FILES[@]}"
 done
 write_markdown

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-COLUMNS = ["task", "architecture", "recipe", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
+COLUMNS = ["task", "architecture", "recipe", "metadata", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
 
 
 def figures_from_retrain_log(text: str) -> dict[str, str]:
@@ -111,8 +111,10 @@ def main():
 @click.option("--learning_rate", default="", help="--learning_rate as passed; empty: the recipe's.")
 @click.option("--retrain_log", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--eval_json", type=click.Path(path_type=Path), default=None)
-def add(table, task, architecture, recipe, steps, learning_rate, retrain_log, eval_json):
-    row = {"task": task, "architecture": architecture, **effective_settings(recipe, steps, learning_rate)}
+@click.option("--metadata", default="no", help="yes when retrain was given patient metadata.")
+def add(table, task, architecture, recipe, steps, learning_rate, retrain_log, eval_json, metadata):
+    row = {"task": task, "architecture": architecture, "metadata": metadata,
+           **effective_settings(recipe, steps, learning_rate)}
     row.update(figures_from_retrain_log(retrain_log.read_text(errors="replace")))
     if eval_json and eval_json.exists():
         row.update(figures_from_evaluation(json.loads(eval_json.read_text())))

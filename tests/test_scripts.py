@@ -87,3 +87,22 @@ def test_retrain_isic2017_rejects_an_unknown_task(tmp_path):
     result = subprocess.run(["bash", str(COMMANDS / "retrain_isic2017.sh"), tmp_path, tmp_path / "out"],
                             env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "unknown task task3" in result.stderr
+
+
+def test_retrain_isic2017_metadata_gives_age_and_sex_to_retrain_and_evaluate(tmp_path):
+    data = _write_isic_data(tmp_path / "isic")
+    for set_name, first_id, count in (("Training", 0, 24), ("Validation", 500, 9)):
+        rows = [f"ISIC_{first_id + i:07d},{30 + 2 * i},{'female' if i % 2 else 'male'}" for i in range(count)]
+        (data / f"ISIC-2017_{set_name}_Data_metadata.csv").write_text("image_id,age_approximate,sex\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = _run_script("retrain_isic2017.sh", data, out, cwd=tmp_path, TASKS="three_class", METADATA="1",
+                         TRAINING_STEPS="60", LEARNING_RATE="0.05")
+    lines = (result.stdout + result.stderr).splitlines()
+    [retrain_command] = [line for line in lines if line.startswith("+ retrain ")]
+    [evaluate_command] = [line for line in lines if line.startswith("+ evaluate ")]
+    for command in (retrain_command, evaluate_command):
+        assert "ISIC-2017_Training_Data_metadata.csv" in command and "ISIC-2017_Validation_Data_metadata.csv" in command
+    log = (out / "logs" / "three_class.retrain.log").read_text()
+    assert "Metadata: 33 of 33 images have a row" in log and "Validation with patient metadata AUC" in log
+    [row] = list(csv.DictReader(open(out / "results.csv")))
+    assert row["metadata"] == "yes" and row["val_auc"]
