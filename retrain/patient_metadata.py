@@ -514,3 +514,10 @@ def model_encoding(model_metadata: dict | None, source: Path | str) -> MetadataE
     if not patient:
         return None
     return MetadataEncoding.from_json(patient.get("encoding"), source=str(source))
+
+
+def fed_rows(encoding: MetadataEncoding, rows: np.ndarray | None, count: int) -> np.ndarray:
+    """The encoded rows fed beside `count` images: as given, or every value missing."""
+    if rows is None:
+        return encode(encoding, [None] * count, warn=lambda _: None)
+    return np.asarray(rows, np.float32)

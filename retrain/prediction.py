@@ -13,7 +13,7 @@ import numpy as np
 from retrain.errors import UserError
 from retrain.images import ImageError, load_image
 from retrain.loaded_model import FeedOverrides, LoadedModel
-from retrain.patient_metadata import MetadataEncoding, encode, model_encoding, parse_key_values
+from retrain.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
 from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
 
 # tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
@@ -104,7 +104,7 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> list:
         fed = [tf.constant((pixels - mean) / std, tf.float32)]
-        return fed + ([tf.constant(metadata_rows(encoding, rows, len(pixels)))] if encoding is not None else [])
+        return fed + ([tf.constant(fed_rows(encoding, rows, len(pixels)))] if encoding is not None else [])
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return fn(*inputs(pixels, rows)).numpy()
@@ -121,13 +121,6 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
 
     labels = metadata["labels"] if metadata else None
     return LoadedModel(predict, height, width, labels, str(path), maps, reason, metadata, encoding)
-
-
-def metadata_rows(encoding: MetadataEncoding, rows: np.ndarray | None, count: int) -> np.ndarray:
-    """The encoded metadata fed beside `count` images: as given, or every value missing."""
-    if rows is None:
-        return encode(encoding, [None] * count, warn=lambda _: None)
-    return np.asarray(rows, np.float32)
 
 
 def _no_maps_reason(metadata: dict | None) -> str:
@@ -166,7 +159,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
         fed = {input_key: tf.constant(pixels, tf.float32)}
         if encoding is not None:
-            fed[metadata["patient_metadata"]["input_name"]] = tf.constant(metadata_rows(encoding, rows, len(pixels)))
+            fed[metadata["patient_metadata"]["input_name"]] = tf.constant(fed_rows(encoding, rows, len(pixels)))
         return fed
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

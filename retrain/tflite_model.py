@@ -15,7 +15,7 @@ import numpy as np
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
 from retrain.loaded_model import FeedOverrides, LoadedModel
-from retrain.patient_metadata import encode, model_encoding
+from retrain.patient_metadata import fed_rows, model_encoding
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
 SIDECAR_SUFFIX = ".json"
@@ -133,8 +133,8 @@ def load_tflite_model(path: Path, overrides: FeedOverrides = FeedOverrides(), no
 
     def predict(pixels: np.ndarray, metadata_rows: np.ndarray | None = None) -> np.ndarray:
         pixels = np.asarray(pixels, np.float32)
-        if encoding is not None and metadata_rows is None:
-            metadata_rows = encode(encoding, [None] * len(pixels), warn=lambda _: None)  # every value missing
+        if encoding is not None:
+            metadata_rows = fed_rows(encoding, metadata_rows, len(pixels))
         results = []
         for i, image in enumerate(pixels):
             interpreter.set_tensor(input_detail["index"], _to_input(((image - mean) / std)[None], input_detail))
