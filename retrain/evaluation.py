@@ -15,7 +15,7 @@ from retrain.errors import UserError
 from retrain.images import ImageError, is_image_file, map_batches
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
-from retrain.loaded_model import LoadedModel
+from retrain.loaded_model import LoadedModel, with_rows
 
 
 @dataclass
@@ -65,7 +65,7 @@ def predict_images(
     `paths`, for a model that takes patient metadata (None: every value missing)."""
 
     def predict(pixels, rows=None):
-        output = model.predict(pixels, rows) if model.metadata_encoding is not None else model.predict(pixels)
+        output = with_rows(model.predict, pixels, rows)
         if output.shape[1] != len(labels):
             raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
         return output

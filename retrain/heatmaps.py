@@ -18,7 +18,7 @@ from PIL import Image
 
 from retrain.errors import UserError
 from retrain.images import load_upright
-from retrain.loaded_model import LoadedModel
+from retrain.loaded_model import LoadedModel, with_rows
 from retrain.paths import write_atomically
 
 COLOUR_MAP = "jet"
@@ -51,8 +51,7 @@ def heatmaps_for(model: LoadedModel, pixels: np.ndarray, labels: list[str], want
         raise UserError(f"no heatmap for {model.source}: {model.no_maps_reason}")
     if wanted is not None and wanted not in labels:
         raise UserError(f"--heatmap_class {wanted!r}: not one of the model's labels ({', '.join(labels)})")
-    probabilities, maps = (model.class_activation_maps(pixels) if metadata is None
-                           else model.class_activation_maps(pixels, metadata))
+    probabilities, maps = with_rows(model.class_activation_maps, pixels, metadata)
     heatmaps = []
     for image_probabilities, image_maps in zip(probabilities, maps):
         index = labels.index(wanted) if wanted is not None else int(np.argmax(image_probabilities))

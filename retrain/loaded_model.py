@@ -35,3 +35,9 @@ class FeedOverrides:
     input_width: int | None = None
     input_mean: float | None = None
     input_std: float | None = None
+
+
+def with_rows(fn: Callable, pixels: np.ndarray, rows: np.ndarray | None):
+    """`fn(pixels)`, or `fn(pixels, rows)` when patient-metadata rows are given: only models
+    that take metadata are handed them."""
+    return fn(pixels) if rows is None else fn(pixels, rows)

@@ -12,7 +12,7 @@ import numpy as np
 
 from retrain.errors import UserError
 from retrain.images import ImageError, load_image
-from retrain.loaded_model import FeedOverrides, LoadedModel
+from retrain.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
 from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
 
@@ -191,13 +191,13 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
     same for frozen graphs, SavedModels and .tflite models."""
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        return np.mean([model.predict(np.ascontiguousarray(v), rows) for v in flip_variants(pixels)], axis=0)
+        return np.mean([with_rows(model.predict, np.ascontiguousarray(v), rows) for v in flip_variants(pixels)], axis=0)
 
     if model.class_activation_maps is None:
         return dataclasses.replace(model, predict=predict)
 
     def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        results = [model.class_activation_maps(np.ascontiguousarray(v), rows) for v in flip_variants(pixels)]
+        results = [with_rows(model.class_activation_maps, np.ascontiguousarray(v), rows) for v in flip_variants(pixels)]
         # Flip i applied again to the maps of flip i's image undoes it: every flip is its own inverse.
         upright = [flip_variants(activation_maps)[i] for i, (_, activation_maps) in enumerate(results)]
         return np.mean([p for p, _ in results], axis=0), np.mean(upright, axis=0)
@@ -232,7 +232,7 @@ def model_labels(model: LoadedModel, labels: list[str] | None) -> list[str]:
 def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k: int = 5,
                     metadata: np.ndarray | None = None) -> list[Prediction]:
     """`metadata`: the image's encoded row, for a model that takes patient metadata."""
-    probabilities = model.predict(pixels[None], None if metadata is None else metadata[None])[0]
+    probabilities = with_rows(model.predict, pixels[None], None if metadata is None else metadata[None])[0]
     if len(labels) != len(probabilities):
         raise UserError(f"labels: {len(labels)} labels but the model has {len(probabilities)} outputs")
     return top_k(probabilities, labels, k)

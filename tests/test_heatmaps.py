@@ -114,3 +114,14 @@ def test_heatmap_class_without_heatmap_is_an_error(square_model):
                                 "--heatmap_class", "red"])
     assert result.exit_code == 1
     assert "--heatmap_class needs --heatmap" in result.stderr
+
+
+def test_stock_model_draws_a_heatmap_with_tta(square_model):
+    image, _ = square_image(SQUARE_COLOURS["red"], seed=12)
+    image.save(square_model / "stock.png")
+    result = _run(label_image, ["--image", square_model / "stock.png", "--tta", "--json",
+                                "--heatmap", square_model / "stock_heat.png"])
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.stdout)
+    assert len(output["predictions"]) == 5 and np.array(output["heatmap"]["grid"]).shape == (7, 7)
+    assert (square_model / "stock_heat.png").exists()
