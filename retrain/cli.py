@@ -51,23 +51,23 @@ def _switch(name: str, help: str):
     return click.option(*spellings, name, default=False, help=help)
 
 
-def _warn(message: str) -> None:
+def _echo(message: str, err: bool = False) -> None:
+    """A line on stdout (or stderr); on a terminal through tqdm, which lifts a live progress
+    bar out of its way."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        tqdm.write(f"warning: {message}", file=sys.stderr)
+        tqdm.write(message, file=sys.stderr if err else sys.stdout)
     else:
-        click.echo(f"warning: {message}", err=True)
+        click.echo(message, err=err)
+
+
+def _warn(message: str) -> None:
+    _echo(f"warning: {message}", err=True)
 
 
 def _log(message: str) -> None:
-    """A line on stdout; on a terminal through tqdm, which lifts a live progress bar out of its way."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        tqdm.write(message)
-    else:
-        click.echo(message)
+    _echo(message)
 
 
 def _progress(total: int, label: str, unit: str = "images"):
@@ -432,7 +432,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
             raise UserError(f"--graph {graph_path}: carries no labels; pass --labels")
         if table is not None and model.metadata_encoding is None:
             _warn(f"--metadata ignored for {graph_path}: the model takes no patient metadata")
-        predicted, result = evaluation.evaluate_model(model, label_list, image_dir, _progress, table, click.echo, _warn)
+        predicted, result = evaluation.evaluate_model(model, label_list, image_dir, _progress, table, _log, _warn)
         for failure in predicted.failures:
             _warn(f"skipped {failure.path}: {failure.reason}")
         runs.append(predicted)

@@ -395,14 +395,15 @@ def _encode_metadata(table, options: RetrainOptions, split, log, warn) -> _Encod
     encoding = fit_encoding(table, training_ids, *_metadata_column_flags(options))
     for line in describe(encoding, table, training_ids):
         log(f"Metadata column {line}")
-    every_path = [path for pairs in (split.training, split.validation, split.testing) for path, _ in pairs]
-    _, without_row, unused_rows = match_images(table, every_path)
+    sets = (split.training, split.validation, split.testing)
+    every_path = [path for pairs in sets for path, _ in pairs]
+    rows, without_row, unused_rows = match_images(table, every_path)
     log(f"Metadata: {len(every_path) - without_row} of {len(every_path)} images have a row in {table.file_names()}"
         + (f"; {without_row} without one count as all missing" if without_row else "")
         + (f"; {unused_rows} rows match no image and are ignored" if unused_rows else ""))
-    rows = tuple(encode(encoding, match_images(table, [p for p, _ in pairs])[0], warn, table.where())
-                 for pairs in (split.training, split.validation, split.testing))
-    return _EncodedMetadata(encoding, rows)
+    encoded = encode(encoding, rows, warn, table.where())
+    ends = np.cumsum([len(pairs) for pairs in sets])
+    return _EncodedMetadata(encoding, tuple(np.split(encoded, ends[:-1])))
 
 
 def _features(backbone, paths: list[Path]) -> np.ndarray:
