@@ -60,13 +60,13 @@ retrain_and_record() {
       --plot "$OUT_DIR/logs/$name.validation_roc.png" "${metadata_args[@]}" | tee "$OUT_DIR/logs/$name.validation.txt"
     eval_args=(--eval_json "$json")
   fi
-  run "$PYTHON" -m retrain.results add --table "$TABLE" --task "$task" --architecture "$architecture" \
+  run "$PYTHON" -m retrain.cli.results add --table "$TABLE" --task "$task" --architecture "$architecture" \
     --recipe "$recipe" --steps "$steps" --learning_rate "$learning_rate" --retrain_log "$log" "${eval_args[@]}" \
     --metadata "$([[ ${#metadata_args[@]} -gt 0 ]] && echo yes || echo no)"
 }
 
 write_markdown() {
-  "$PYTHON" -m retrain.results markdown "$TABLE" > "$OUT_DIR/results.md"
+  "$PYTHON" -m retrain.cli.results markdown "$TABLE" > "$OUT_DIR/results.md"
   echo "Results: $TABLE and $OUT_DIR/results.md" >&2
   cat "$OUT_DIR/results.md"
 }

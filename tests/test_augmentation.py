@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain.augmentation import Distortion, DistortedCopy
-from retrain.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
+from retrain.data.augmentation import Distortion, DistortedCopy
+from retrain.features.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
 from retrain.cli import evaluate, label_image, retrain
-from retrain.images import DistortionDraw, load_image
-from retrain.loaded_model import LoadedModel
-from retrain.prediction import with_flip_tta
+from retrain.data.images import DistortionDraw, load_image
+from retrain.predict.loaded_model import LoadedModel
+from retrain.predict.prediction import with_flip_tta
 from tests.conftest import write_colour_tree
 
 FLIPS = Distortion(flip_left_right=True, flip_up_down=True, rotate90=True)
@@ -167,7 +167,7 @@ def test_the_poets_distortion_flags_train_on_cached_copies(poets_run):
 
 
 def test_only_training_images_are_distorted(poets_run):
-    from retrain.dataset import split_images
+    from retrain.data.dataset import split_images
 
     root, _ = poets_run
     images = root / "images"
@@ -243,7 +243,7 @@ def test_tta_averages_over_the_four_flips():
 
 
 def test_tta_flag_of_label_image_and_evaluate(tmp_path, monkeypatch):
-    from retrain import prediction
+    from retrain.predict import prediction
 
     monkeypatch.setattr(prediction, "load_model", lambda *args, **kwargs: _orientation_model())
     image = _corner_image(tmp_path / "corner.png")
@@ -262,7 +262,7 @@ def test_tta_flag_of_label_image_and_evaluate(tmp_path, monkeypatch):
 
 
 def test_distortion_flags_without_a_count_use_the_default():
-    from retrain.augmentation import DEFAULT_DISTORTED_COPIES, copies_to_make
+    from retrain.data.augmentation import DEFAULT_DISTORTED_COPIES, copies_to_make
 
     assert copies_to_make(Distortion(rotate90=True), None) == DEFAULT_DISTORTED_COPIES == 5
     assert copies_to_make(Distortion(rotate90=True), 2) == 2

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrain.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 from retrain.errors import UserError
 
 

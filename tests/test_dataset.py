@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.dataset import MAX_NUM_IMAGES_PER_CLASS, label_for_folder, scan_image_tree, set_for_file, split_images
+from retrain.data.dataset import MAX_NUM_IMAGES_PER_CLASS, label_for_folder, scan_image_tree, set_for_file, split_images
 from retrain.errors import UserError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.prediction import load_model
+from retrain.predict.prediction import load_model
 
 BIN = Path(sys.executable).parent
 

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import evaluate
-from retrain.pipeline import RetrainOptions, run_retrain
-from retrain.training import TrainingConfig
+from retrain.api.train import RetrainOptions, run_retrain
+from retrain.train.top_layer import TrainingConfig
 from tests.conftest import noisy_colour_image
 
 CLASSES = {"melanoma": (150, 40, 40), "nevus": (60, 160, 60), "seborrheic_keratosis": (50, 60, 170)}

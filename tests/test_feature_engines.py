@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrain import feature_engines
-from retrain.bottlenecks import compute_bottlenecks, open_cache
-from retrain.feature_engines import EngineUnavailable, create_engine
+from retrain.features import engines as feature_engines
+from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.engines import EngineUnavailable, create_engine
 
 
 @dataclass

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from retrain.augmentation import EpochAugmentation
+from retrain.data.augmentation import EpochAugmentation
 from retrain.cli import retrain
-from retrain.image_batches import TrainingImages, epoch_order
-from retrain.images import load_image
-from retrain.training import Head, TrainingConfig
+from retrain.data.batches import TrainingImages, epoch_order
+from retrain.data.images import load_image
+from retrain.train.top_layer import Head, TrainingConfig
 
 BIN = Path(sys.executable).parent
 FULL_AUGMENTATION = EpochAugmentation(crop_area=0.5, crop_aspect=4 / 3, flip_left_right=True, flip_up_down=True,
@@ -66,7 +66,7 @@ def test_epoch_order_covers_every_image_once_in_full_batches():
 
 
 def test_colour_changes_stay_in_range_and_keep_grey_grey(tmp_path):
-    from retrain.images import DistortionDraw
+    from retrain.data.images import DistortionDraw
 
     grey = np.full((8, 8, 3), 100, np.uint8)
     draw = DistortionDraw(zoom=1.0, crop_x=0, crop_y=0, flip_left_right=False, flip_up_down=False, quarter_turns=0,
@@ -92,7 +92,7 @@ def test_an_image_that_cannot_be_read_mid_epoch_is_named_once_and_left_out(make_
 
 
 def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, build=None, **kw):
-    from retrain.fine_tuning import FineTuneConfig, fine_tune
+    from retrain.train.fine_tuning import FineTuneConfig, fine_tune
 
     head = Head(np.random.default_rng(3).normal(0, 0.05, (backbone.feature_size, 2)).astype(np.float32),
                 np.zeros(2, np.float32))
@@ -182,9 +182,9 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
 
 
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
-    from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata
-    from retrain.fine_tuning import copy_tuned_weights
-    from retrain.prediction import load_model
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata
+    from retrain.train.fine_tuning import copy_tuned_weights
+    from retrain.predict.prediction import load_model
 
     paths, labels = _images(make_tree)
     pixels = np.stack([load_image(p, 224) for p in paths[:3]]).astype(np.float32)
@@ -211,7 +211,7 @@ def test_a_damaged_checkpoint_is_reported_in_one_line_and_training_starts_afresh
     damaged = [line for line in lines if "damaged" in line]
     assert len(damaged) == 1 and "starts afresh" in damaged[0]
     assert result.resumed_from == 0 and len(result.history) == 1
-    from retrain.checkpoints import load_checkpoint
+    from retrain.train.checkpoints import load_checkpoint
 
     assert load_checkpoint(tmp_path / "run").epoch == 1  # replaced by a sound one
 
@@ -303,7 +303,7 @@ def _retrain_args(tree, out, *extra):
 
 
 def _graph_output(path: Path, pixels):
-    from retrain.prediction import load_model
+    from retrain.predict.prediction import load_model
 
     return load_model(path).predict(pixels)
 
@@ -362,7 +362,7 @@ def fine_tuned(tmp_path_factory):
 def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
-    from retrain.export import METADATA_NODE
+    from retrain.export.graph import METADATA_NODE
 
     _, out, stdout = fine_tuned
     assert "Fine-tuning all of efficientnet_lite0" in stdout and "Epoch 1/1: train loss" in stdout
@@ -412,7 +412,7 @@ def test_fine_tune_flag_mistakes_give_one_error_line(make_tree, tmp_path, extra,
 
 
 def test_recipe_settings_can_be_turned_off_by_flags():
-    from retrain.recipes import RECIPES, apply_recipe
+    from retrain.train.recipes import RECIPES, apply_recipe
 
     flags = {"flip_left_right": False, "learning_rate": 0.01}
     applied = apply_recipe("finetune", flags, explicit={"flip_left_right"})
@@ -421,7 +421,7 @@ def test_recipe_settings_can_be_turned_off_by_flags():
 
 
 def test_recipe_finetune_runs_efficientnet_lite0_at_256_px_unless_told_otherwise():
-    from retrain.recipes import apply_recipe
+    from retrain.train.recipes import apply_recipe
 
     flags = {"architecture": "EfficientNet_Lite0", "tfhub_module": None, "image_size": None}
     assert apply_recipe("finetune", flags, explicit=set())["image_size"] == 256

@@ -42,7 +42,7 @@ def test_class_maps_average_to_the_logits(square_model):
     """The map is exact, not an approximation: each class's map averages to its logit less the
     bias. So log-probability minus map mean is the bias less a per-image constant: centred,
     it is the same for every image."""
-    from retrain.prediction import load_image_for, load_model
+    from retrain.predict.prediction import load_image_for, load_model
 
     model = load_model(square_model / "graph.pb")
     for seed, name in enumerate(SQUARE_COLOURS):

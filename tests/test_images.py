@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.images import ImageError, load_image
+from retrain.data.images import ImageError, load_image
 
 
 def _save(tmp_path, image: Image.Image, name: str, **kwargs):

@@ -51,7 +51,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_circles():
     graph = import_graph()
-    assert "retrain.prediction" in graph and "retrain.tflite_model" in graph["retrain.prediction"]
+    assert "retrain.predict.prediction" in graph and "retrain.predict.tflite_model" in graph["retrain.predict.prediction"]
     assert cycles(graph) == []
 
 

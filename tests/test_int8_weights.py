@@ -9,7 +9,7 @@ import sklearn.datasets
 from PIL import Image
 
 from retrain.backbones.efficientnet_lite import EfficientNetLite
-from retrain.int8_weights import converter_quantizes, gptq_grid, int8_grid, int8_ready_layers, lite_config
+from retrain.export.int8 import converter_quantizes, gptq_grid, int8_grid, int8_ready_layers, lite_config
 
 SAMPLE_PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
 
@@ -160,9 +160,9 @@ def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):
     import tensorflow as tf
 
     from retrain.backbones import Backbone
-    from retrain.export import Classifier, export_saved_model, model_metadata
-    from retrain.int8_weights import write_int8_ready_saved_model
-    from retrain.training import Head
+    from retrain.export.graph import Classifier, export_saved_model, model_metadata
+    from retrain.export.int8 import write_int8_ready_saved_model
+    from retrain.train.top_layer import Head
 
     layers = {name: v.numpy() for name, v in backbone.module.layers.items()}
     layers["head_kernel"] = layers["head_kernel"] * np.linspace(0.5, 1.5, layers["head_kernel"].shape[-1], dtype=np.float32)

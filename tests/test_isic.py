@@ -6,7 +6,7 @@ from PIL import Image
 
 from retrain.cli import prepare_isic as prepare_isic_command
 from retrain.errors import UserError
-from retrain.isic import prepare_isic
+from retrain.data.isic import prepare_isic
 
 # (image id, melanoma, seborrheic keratosis) in the challenge's 0.0/1.0 spelling.
 ROWS = [
@@ -62,7 +62,7 @@ def test_a_rerun_gives_the_same_trees(challenge, tmp_path):
 
 
 def test_the_trees_are_what_retrain_reads(challenge, tmp_path):
-    from retrain.dataset import scan_image_tree
+    from retrain.data.dataset import scan_image_tree
 
     data, truth = challenge
     prepare_isic(data, truth, tmp_path / "out")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from retrain.cli import evaluate
-from retrain.report import calibration_bins, operating_points
+from retrain.evaluate.report import calibration_bins, operating_points
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 

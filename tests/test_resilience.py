@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain import bottlenecks as bottlenecks_module
-from retrain.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features import bottlenecks as bottlenecks_module
+from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 from retrain.cli import retrain
 from retrain.errors import UserError
 from tests.test_bottlenecks import MeanColourBackbone
@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 _SLOW_EXTRACTION = """
 import sys, time
 from pathlib import Path
-from retrain.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 from tests.test_bottlenecks import MeanColourBackbone
 backbone = MeanColourBackbone()
 paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
@@ -69,7 +69,7 @@ def test_kill_9_during_extraction_then_rerun_reuses_every_entry_and_matches_an_u
 
 def test_real_backbone_features_do_not_depend_on_which_images_share_a_batch(make_tree, tmp_path, backbone):
     """Why a resumed run caches exactly what an uninterrupted one would, bit for bit."""
-    from retrain.feature_engines import create_engine
+    from retrain.features.engines import create_engine
 
     paths = _paths(make_tree({"red": 3, "green": 3}))
     engine = create_engine(backbone)

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import export_tflite, label_image, retrain
-from retrain.prediction import load_model
-from retrain.tflite_model import sidecar_path
+from retrain.predict.prediction import load_model
+from retrain.predict.tflite_model import sidecar_path
 from tests.conftest import COLOURS, noisy_colour_image
 
 BIN = Path(sys.executable).parent
@@ -56,10 +56,10 @@ def models(backbone, tmp_path_factory):
     and one .tflite per quantization mode; plus held-back images no step has seen."""
     import tensorflow as tf
 
-    from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata
-    from retrain.images import load_image
-    from retrain.tflite_export import export_tflite as export
-    from retrain.training import TrainingConfig, train_head
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata
+    from retrain.data.images import load_image
+    from retrain.export.tflite import export_tflite as export
+    from retrain.train.top_layer import TrainingConfig, train_head
 
     root = tmp_path_factory.mktemp("tflite")
     training = _colour_images(root / "train", 8, first_seed=0)
@@ -120,7 +120,7 @@ def test_quantized_files_are_smaller(models):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
-    from retrain.tflite_export import measure_parity
+    from retrain.export.tflite import measure_parity
 
     export = models["exports"][mode]
     candidate = load_model(export.path)
@@ -136,7 +136,7 @@ def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
 def test_parity_near_the_decision_boundary(models, mode):
     """On colours between two classes a conversion error changes the top-1; float modes must
     still agree on every image, quantized ones on nearly every one."""
-    from retrain.tflite_export import measure_parity
+    from retrain.export.tflite import measure_parity
 
     export = models["exports"][mode]
     parity = measure_parity(load_model(export.path), models["reference"], models["blended"], mode, export.size_bytes)
@@ -149,7 +149,7 @@ def test_an_int8_model_takes_the_images_rgb_bytes_unchanged(models):
     """What an app does: feed load_image's uint8 pixels straight in, read uint8 scores times 1/256."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from retrain.images import load_image
+    from retrain.data.images import load_image
 
     path = models["exports"]["int8"].path
     interpreter = Interpreter(model_path=str(path))
@@ -166,7 +166,7 @@ def test_an_int8_model_takes_the_images_rgb_bytes_unchanged(models):
 
 
 def test_the_tflite_model_classifies_held_back_images_correctly(models):
-    from retrain.prediction import classify
+    from retrain.predict.prediction import classify
 
     model = load_model(models["exports"]["int8"].path)
     for path in models["held_back"][::6]:
@@ -310,7 +310,7 @@ def test_an_empty_representative_set_is_refused(models, tmp_path):
 
 def test_an_unreadable_representative_set_is_refused(tmp_path):
     from retrain.errors import UserError
-    from retrain.tflite_export import load_representative
+    from retrain.export.tflite import load_representative
 
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a jpeg")

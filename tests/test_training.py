@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retrain.training import TrainingConfig, accuracy, train_head
+from retrain.train.top_layer import TrainingConfig, accuracy, train_head
 
 
 def _blobs(rng, n_per_class=40, features=16, classes=3):
@@ -94,13 +94,13 @@ def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
     assert reports[-1].step < 2999  # stopped before the end
     best = max(reports, key=lambda r: r.validation_auc)
     assert head.step == best.step
-    from retrain.training import mean_auc
+    from retrain.train.top_layer import mean_auc
 
     assert mean_auc(head.probabilities(val_x), val_y) == pytest.approx(best.validation_auc)
 
 
 def test_recipe_sets_options_and_explicit_flags_win():
-    from retrain.recipes import apply_recipe
+    from retrain.train.recipes import apply_recipe
 
     strong = apply_recipe("strong", {"optimizer": "sgd", "learning_rate": 0.05}, explicit=set())
     assert strong["optimizer"] == "adam" and strong["early_stopping_patience"] > 0

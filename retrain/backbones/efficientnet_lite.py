@@ -152,7 +152,7 @@ class EfficientNetLite(tf.Module):
 
     def stage(self, x, stage: int, conv=None):
         """Run one stage; `conv` (default: self.conv) lets a caller substitute each layer, as
-        retrain.int8_weights does to run a quantized copy beside the float network."""
+        retrain.export.int8 does to run a quantized copy beside the float network."""
         conv = conv or self.conv
         if stage == 0:
             return tf.nn.relu6(conv((x - 127.0) / 128.0, "stem", 2))

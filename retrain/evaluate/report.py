@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from retrain.errors import UserError
-from retrain.evaluation import Predictions, draw_roc
-from retrain.heatmaps import heatmaps_for, overlay
-from retrain.images import ImageError, load_image, load_upright
-from retrain.loaded_model import LoadedModel
+from retrain.evaluate.evaluation import Predictions, draw_roc
+from retrain.predict.heatmaps import heatmaps_for, overlay
+from retrain.data.images import ImageError, load_image, load_upright
+from retrain.predict.loaded_model import LoadedModel
 from retrain.metrics import positive_class_index, roc_curve
 from retrain.paths import write_atomically
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from retrain.errors import UserError
-from retrain.images import ImageError, load_image
-from retrain.loaded_model import FeedOverrides, LoadedModel, with_rows
-from retrain.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
-from retrain.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
+from retrain.data.images import ImageError, load_image
+from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
+from retrain.data.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
+from retrain.predict.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
 
 # tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
 POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_size": 224, "mean": 128.0, "std": 128.0}
@@ -60,7 +60,7 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
     if not graph_def.node:
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
-    from retrain.export import METADATA_NODE
+    from retrain.export.graph import METADATA_NODE
 
     metadata = None
     for node in graph_def.node:
@@ -137,7 +137,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     if not (path / "saved_model.pb").exists():
         raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
-    from retrain.export import METADATA_FILE
+    from retrain.export.graph import METADATA_FILE
 
     try:
         loaded = tf.saved_model.load(str(path))

@@ -1,4 +1,4 @@
-"""Joining patient metadata (age, sex, site, encoded by retrain.patient_metadata) to the
+"""Joining patient metadata (age, sex, site, encoded by retrain.data.patient_metadata) to the
 image model, after the image model is trained.
 
 Both fusions end as one linear layer over [pooled image features, encoded metadata], so
@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from retrain.training import Head, TrainingConfig, train_head
+from retrain.train.top_layer import Head, TrainingConfig, train_head
 
 FUSIONS = ("shift", "concat")
 FOLDS = 5

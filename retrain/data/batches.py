@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from retrain.augmentation import EpochAugmentation
-from retrain.images import ImageError, load_image
+from retrain.data.augmentation import EpochAugmentation
+from retrain.data.images import ImageError, load_image
 from retrain.workers import prefetch
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from retrain.errors import UserError
-from retrain.images import load_upright
-from retrain.loaded_model import LoadedModel, with_rows
+from retrain.data.images import load_upright
+from retrain.predict.loaded_model import LoadedModel, with_rows
 from retrain.paths import write_atomically
 
 COLOUR_MAP = "jet"

@@ -1,4 +1,4 @@
-"""`python -m retrain.bench`: one table of retrain's speed and memory, every figure from this run.
+"""`python -m benchmarks.bench`: one table of retrain's speed and memory, every figure from this run.
 
 The machine is shared and its load changes from minute to minute, so absolute numbers
 drift between runs: ratios are taken between figures of one run, each extraction figure
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops
 
-from retrain.augmentation import EpochAugmentation
-from retrain.image_batches import epoch_order
+from retrain.data.augmentation import EpochAugmentation
+from retrain.data.batches import epoch_order
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ISIC_DIR = REPO_ROOT.parent / "shared" / "data" / "isic2017"
@@ -137,13 +137,13 @@ def forward_only(engine, pixels: np.ndarray, batch_size: int = 32) -> Timing:
 
 
 def decoded(paths: list[Path], size: int) -> np.ndarray:
-    from retrain.images import load_image
+    from retrain.data.images import load_image
 
     return np.stack([load_image(p, size) for p in paths])
 
 
 def cold_extraction(paths: list[Path], backbone, engine, scratch: Path) -> Timing:
-    from retrain.bottlenecks import compute_bottlenecks, open_cache
+    from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 
     folder = Path(tempfile.mkdtemp(dir=scratch))
     with Stopwatch() as watch:
@@ -156,8 +156,8 @@ def cold_extraction(paths: list[Path], backbone, engine, scratch: Path) -> Timin
 
 def one_image_per_call(paths: list[Path], backbone, tf_engine, scratch: Path) -> Timing:
     """retrain.py's way: for each image in turn, read, hash, decode, one TF call, write."""
-    from retrain.bottlenecks import content_key, open_cache
-    from retrain.images import load_image
+    from retrain.features.bottlenecks import content_key, open_cache
+    from retrain.data.images import load_image
 
     cache = open_cache(Path(tempfile.mkdtemp(dir=scratch)), backbone)
     tf_engine.run(np.zeros((1, backbone.input_size, backbone.input_size, 3), np.float32))
@@ -308,7 +308,7 @@ _RSS_CHILD = """
 import sys
 from pathlib import Path
 from retrain.backbones import create_backbone
-from retrain.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 paths = [Path(line) for line in Path(sys.argv[1]).read_text().splitlines()]
 backbone = create_backbone("efficientnet_lite0", Path(sys.argv[2]))
 result = compute_bottlenecks(paths, backbone, open_cache(Path(sys.argv[3]), backbone))
@@ -339,10 +339,10 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
     the same loop, strategy and step; the second epoch counts (the first traces the step), and
     the two alternate in order over `rounds`, the best of each counting, as for extraction."""
     from retrain.backbones import create_backbone
-    from retrain.fine_tuning import FineTuneConfig, fine_tune
-    from retrain.image_batches import Batch, TrainingImages
-    from retrain.recipes import BACKBONE_SETTINGS, RECIPES
-    from retrain.training import Head, TrainingConfig
+    from retrain.train.fine_tuning import FineTuneConfig, fine_tune
+    from retrain.data.batches import Batch, TrainingImages
+    from retrain.train.recipes import BACKBONE_SETTINGS, RECIPES
+    from retrain.train.top_layer import Head, TrainingConfig
 
     recipe = {**RECIPES["finetune"], **BACKBONE_SETTINGS[("finetune", "efficientnet_lite0")]}
     augmentation = EpochAugmentation(**{name: recipe[name] for name in (
@@ -410,7 +410,7 @@ def check(name: str, numerator: Row, denominator: Row) -> tuple[str, float, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrain.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats of each extraction row; the best counts")
     parser.add_argument("--images", type=int, default=160, help="images for the in-process extraction rows")
     parser.add_argument("--large", type=int, default=18, help="large JPEGs (4000x3000) to generate")
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from retrain.backbones import create_backbone
-    from retrain.feature_engines import create_engine, litert_engine, tensorflow_engine
+    from retrain.features.engines import create_engine, litert_engine, tensorflow_engine
 
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="retrain-bench-"))

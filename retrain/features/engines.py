@@ -3,7 +3,7 @@
 The backbone is defined once, in TensorFlow; for extraction its `features` function is
 converted in memory to a float32 LiteRT model and run by LiteRT's XNNPACK kernels, one
 image per call, one single-threaded interpreter per worker thread. Measured on a 2-core
-CPU (`python -m retrain.bench`), that spends about 2.5x less CPU per image than
+CPU (`python -m benchmarks.bench`), that spends about 2.5x less CPU per image than
 TensorFlow's own graph at any batch size; each worker decodes its image and then runs
 the network on it, so decoding and the network never compete for cores with a separate
 thread pool; and one image per call makes an image's features independent of which

@@ -5,7 +5,7 @@ SHA-1 of the image file's bytes: renaming a file reuses its entry, replacing its
 contents does not, and another backbone never sees these features. Entries are
 written atomically and carry a CRC, so an interrupted run leaves nothing half
 written and a damaged entry is recomputed, not read. A distorted training copy
-(retrain.augmentation) is keyed by the same content key plus its settings and index.
+(retrain.data.augmentation) is keyed by the same content key plus its settings and index.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.augmentation import Distortion, DistortedCopy
+from retrain.data.augmentation import Distortion, DistortedCopy
 from retrain.errors import UserError
-from retrain.images import PREPROCESSING_VERSION, ImageError, load_image
+from retrain.data.images import PREPROCESSING_VERSION, ImageError, load_image
 from retrain.workers import prefetch
 
 _MAGIC = b"RTBN"
@@ -130,7 +130,7 @@ def compute_bottlenecks(
     image needs computing (so a fully cached run never pays for it), or a FeatureEngine.
     `distortions`, aligned with `paths`, gives a DistortedCopy (or None) per item: its
     own cache key and pixels; a path may then appear once per copy."""
-    from retrain.feature_engines import create_engine
+    from retrain.features.engines import create_engine
 
     size = backbone.input_size
     result = Extraction(np.zeros((len(paths), backbone.feature_size), np.float32), np.zeros(len(paths), bool))

@@ -36,7 +36,7 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 class DistortionDraw:
     """One random version of an image, applied by load_image: a crop of the decoded
     image (before the one resize), then flips, quarter turns and colour changes of the
-    resized pixels. Drawn by retrain.augmentation."""
+    resized pixels. Drawn by retrain.data.augmentation."""
 
     zoom: float  # >= 1: the crop keeps 1/zoom of the width
     crop_x: float  # where the crop sits in the room left, 0..1
@@ -121,7 +121,7 @@ def load_image(
 
     `data` lets a caller that already read the file (to hash it) avoid a second read.
 
-    `distortion` (a random version, see retrain.augmentation) crops the decoded image
+    `distortion` (a random version, see retrain.data.augmentation) crops the decoded image
     before the one resize, then flips, turns and recolours the resized pixels.
     """
     width, height = (size, size) if isinstance(size, int) else size

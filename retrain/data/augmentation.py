@@ -1,6 +1,6 @@
 """Augmentation: the random versions of training images that training sees.
 
-Two ways, both drawing a `DistortionDraw` that `retrain.images.load_image` applies
+Two ways, both drawing a `DistortionDraw` that `retrain.data.images.load_image` applies
 inside the one preprocessing path:
 
 - `EpochAugmentation` (fine-tuning): a fresh random version of every training image
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.errors import UserError
-from retrain.images import DistortionDraw
+from retrain.data.images import DistortionDraw
 
 # Bump when `draw_for` or `apply_to_pixels` change what a copy looks like; part of every copy's key.
 AUGMENTATION_VERSION = 2  # 2: colour changes rounded by Pillow (half up)

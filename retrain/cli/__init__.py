@@ -16,11 +16,11 @@ import click
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
 from retrain.native_logs import import_tensorflow
-from retrain.distribution import DISTRIBUTE
-from retrain.metadata_fusion import FUSIONS
-from retrain.recipes import RECIPES, apply_recipe
-from retrain.tflite_model import QUANTIZATIONS
-from retrain.training import EARLY_STOPPING_METRICS, OPTIMIZERS, SCHEDULES, TrainingConfig
+from retrain.train.distribution import DISTRIBUTE
+from retrain.train.fusion import FUSIONS
+from retrain.train.recipes import RECIPES, apply_recipe
+from retrain.predict.tflite_model import QUANTIZATIONS
+from retrain.train.top_layer import EARLY_STOPPING_METRICS, OPTIMIZERS, SCHEDULES, TrainingConfig
 
 def _option(name: str, *args, **kwargs):
     """An option spelled --name_with_underscores, also accepted as --name-with-dashes."""
@@ -197,7 +197,7 @@ _PATH = click.Path(path_type=Path)
 @_reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
-    from retrain.pipeline import RetrainOptions, run_retrain
+    from retrain.api.train import RetrainOptions, run_retrain
 
     if flags.pop("list_architectures"):
         import_tensorflow()
@@ -238,8 +238,8 @@ _FINE_TUNE_FLAGS = {
 def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
     """The distortion flags drive fresh per-epoch augmentation when fine-tuning (cached copies
     only with an explicit --distorted_copies), else cached copies as in retrain.py."""
-    from retrain.augmentation import Distortion, EpochAugmentation
-    from retrain.fine_tuning import FineTuneConfig, parse_layers
+    from retrain.data.augmentation import Distortion, EpochAugmentation
+    from retrain.train.fine_tuning import FineTuneConfig, parse_layers
 
     layers = parse_layers(flags.pop("fine_tune_layers"))
     distortion = {name: flags.pop(name) for name in _DISTORTION_FLAGS}
@@ -321,8 +321,12 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     """Print the top predictions for one image, best first."""
     import json
 
-    from retrain import heatmaps, paths, prediction
-    from retrain.tflite_model import is_tflite_file
+    from retrain.predict import heatmaps
+
+    from retrain import paths
+
+    from retrain.predict import prediction
+    from retrain.predict.tflite_model import is_tflite_file
 
     if heatmap_class is not None and heatmap is None:
         raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
@@ -371,7 +375,7 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
 @_reports_user_errors
 def prepare_isic(images, ground_truth, metadata, output):
     """Arrange ISIC 2017 Part 3 images into class folders for both binary tasks and the three-class task."""
-    from retrain.isic import prepare_isic as prepare
+    from retrain.data.isic import prepare_isic as prepare
 
     result = prepare(images, ground_truth, output, metadata)
     for task, counts in result.counts.items():
@@ -403,16 +407,17 @@ def prepare_isic(images, ground_truth, metadata, output):
 @_reports_user_errors
 def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
-    from retrain import evaluation, prediction
-    from retrain import report as html_report
+    from retrain.evaluate import evaluation
+    from retrain.predict import prediction
+    from retrain.evaluate import report as html_report
     from retrain.metrics import format_report
-    from retrain.tflite_model import is_tflite_file
+    from retrain.predict.tflite_model import is_tflite_file
 
     if report is not None:
         report = html_report.check_report_path(report)
     table = None
     if metadata:
-        from retrain.patient_metadata import merge_tables, read_metadata_csv
+        from retrain.data.patient_metadata import merge_tables, read_metadata_csv
 
         table = merge_tables([read_metadata_csv(path) for path in metadata])
     if not all(is_tflite_file(Path(g).expanduser()) for g in graph):
@@ -493,7 +498,7 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
                   testing_percentage, reference_graph, random_seed):
     """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
     import_tensorflow()
-    from retrain import tflite_export
+    from retrain.export.graph import tflite as tflite_export
 
     if quantization == "int8" and image_dir is None:
         raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")

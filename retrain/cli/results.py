@@ -1,8 +1,8 @@
 """The results table the batch scripts in commands/ collect: one row per retrain run.
 
-`python -m retrain.results add ...` appends a row from a retrain log (held-out test
+`python -m retrain.cli.results add ...` appends a row from a retrain log (held-out test
 figures) and an optional `evaluate --json` file (validation figures);
-`python -m retrain.results markdown results.csv` prints the table as Markdown.
+`python -m retrain.cli.results markdown results.csv` prints the table as Markdown.
 
 A row records the --recipe, learning rate and step count the run used: a value the
 script did not pass to retrain (left empty) is filled in with the recipe's, else
@@ -52,7 +52,7 @@ def effective_settings(recipe: str, steps: str, learning_rate: str) -> dict[str,
     """The recipe, steps and learning rate a retrain run used, given what was passed to it
     ("" = not passed: the recipe's value, else retrain's default)."""
     from retrain.cli import retrain
-    from retrain.recipes import RECIPES
+    from retrain.train.recipes import RECIPES
 
     defaults = {parameter.name: parameter.default for parameter in retrain.params}
     recipe = recipe or defaults["recipe"]

@@ -14,8 +14,8 @@ import numpy as np
 
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
-from retrain.loaded_model import FeedOverrides, LoadedModel
-from retrain.patient_metadata import fed_rows, model_encoding
+from retrain.predict.loaded_model import FeedOverrides, LoadedModel
+from retrain.data.patient_metadata import fed_rows, model_encoding
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
 SIDECAR_SUFFIX = ".json"

@@ -14,15 +14,15 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.augmentation import Distortion, check_distortion, copies_to_make
+from retrain.data.augmentation import Distortion, check_distortion, copies_to_make
 from retrain.backbones import DEFAULT_ARCHITECTURE
-from retrain.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
+from retrain.data.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
 from retrain.errors import UserError
-from retrain.images import map_batches
-from retrain.fine_tuning import FineTuneConfig, check_fine_tuning
-from retrain.learner import Callback
+from retrain.data.images import map_batches
+from retrain.train.fine_tuning import FineTuneConfig, check_fine_tuning
+from retrain.train.learner import Callback
 from retrain.metrics import positive_class_index, roc_auc
-from retrain.training import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
+from retrain.train.top_layer import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
 
 
 @dataclass
@@ -61,7 +61,7 @@ class RetrainOptions:
     metadata_columns: str | None = None  # comma-separated; None = every column but image_id
     metadata_categorical: str | None = None  # columns forced categorical
     metadata_numeric: str | None = None  # columns forced numeric
-    metadata_fusion: str = "shift"  # see retrain.metadata_fusion
+    metadata_fusion: str = "shift"  # see retrain.train.fusion
 
 
 @dataclass
@@ -147,7 +147,7 @@ def run_retrain(
 ) -> RetrainResult:
     from retrain import paths
     from retrain.backbones import create_backbone, create_hub_backbone, sized_config
-    from retrain.bottlenecks import compute_bottlenecks, open_cache
+    from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 
     _check_backbone_options(options)
     # A typo or an impossible size fails before slow work.
@@ -165,7 +165,7 @@ def run_retrain(
     table = _read_metadata(options) if options.metadata else None
     strategy = None
     if options.fine_tuning.active:
-        from retrain.distribution import make_strategy
+        from retrain.train.distribution import make_strategy
 
         strategy = make_strategy(options.fine_tuning.distribute)  # before any other TensorFlow work, as multi_worker needs
     tree = scan_image_tree(options.image_dir)
@@ -255,7 +255,7 @@ def run_retrain(
         weights = parse_class_weights(options.class_weights, labels, train_y)
         training = dataclasses.replace(training, class_weights=weights)
         log("Class weights: " + ", ".join(f"{label} {w:.3g}" for label, w in zip(labels, weights)))
-    from retrain.export import Classifier, export_frozen_graph, export_saved_model, model_metadata, write_labels
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata, write_labels
 
     metadata = model_metadata(backbone, labels, options.final_tensor_name)
 
@@ -282,8 +282,8 @@ def run_retrain(
         if len(val_y):
             log(_format_auc("Fine-tuned validation", head.probabilities(val_x), val_y, labels))
     if patient:
-        from retrain.export import METADATA_INPUT
-        from retrain.metadata_fusion import fuse
+        from retrain.export.graph import METADATA_INPUT
+        from retrain.train.fusion import fuse
 
         train_x = _features(backbone, [p for p, _ in split.training]) if options.fine_tuning.active else train_x
         head = fuse(options.metadata_fusion, head, train_x, train_m, train_y, val_x, val_m, val_y, len(labels), training,
@@ -330,7 +330,7 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
     """Tune a copy of the backbone with the head, then put the tuned weights into `backbone`
     (the one every export is made from); returns the tuned head and what to record of the run."""
     from retrain.backbones import create_backbone, create_hub_backbone
-    from retrain.fine_tuning import copy_tuned_weights, fine_tune, run_fingerprint
+    from retrain.train.fine_tuning import copy_tuned_weights, fine_tune, run_fingerprint
 
     def build():
         if options.tfhub_module:
@@ -361,8 +361,8 @@ def _fine_tune(options, backbone, model_dir, head, split, labels, training, summ
 
 def _read_metadata(options: RetrainOptions):
     """The patient-metadata CSV, read and its flags checked before any slow work."""
-    from retrain.metadata_fusion import FUSIONS
-    from retrain.patient_metadata import fit_encoding, merge_tables, read_metadata_csv
+    from retrain.train.fusion import FUSIONS
+    from retrain.data.patient_metadata import fit_encoding, merge_tables, read_metadata_csv
 
     if options.metadata_fusion not in FUSIONS:
         raise UserError(f"--metadata_fusion must be one of {', '.join(FUSIONS)}, got {options.metadata_fusion!r}")
@@ -389,7 +389,7 @@ class _EncodedMetadata:
 
 def _encode_metadata(table, options: RetrainOptions, split, log, warn) -> _EncodedMetadata:
     """Fit the encoding on the training images only (means, categories), then encode every set."""
-    from retrain.patient_metadata import describe, encode, fit_encoding, match_images
+    from retrain.data.patient_metadata import describe, encode, fit_encoding, match_images
 
     training_ids = [path.stem for path, _ in split.training]
     encoding = fit_encoding(table, training_ids, *_metadata_column_flags(options))
@@ -411,7 +411,7 @@ def _features(backbone, paths: list[Path]) -> np.ndarray:
     were all read once already, when their bottlenecks were made."""
     import tensorflow as tf
 
-    from retrain.fine_tuning import EVALUATION_BATCH_SIZE
+    from retrain.train.fine_tuning import EVALUATION_BATCH_SIZE
 
     features, ok, _ = map_batches(tf.function(backbone.module.features, reduce_retracing=True), paths,
                                   backbone.input_size, EVALUATION_BATCH_SIZE)
@@ -442,7 +442,7 @@ def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, c
     if options.distorted_copies is None:
         log(f"Distortion flags without --distorted_copies: caching {copies} distorted copies per training image")
     progress = progress_factory(copies * len(train_y), "Distorted copies") if progress_factory else None
-    from retrain.bottlenecks import add_distorted_copies
+    from retrain.features.bottlenecks import add_distorted_copies
 
     added = add_distorted_copies(training_paths, train_x, train_y, options.distortion, copies, backbone, cache, progress)
     for failure in added.failures:
@@ -461,7 +461,7 @@ def _plot_training(output_graph: Path, history, val_probabilities, val_y, labels
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from retrain.evaluation import draw_roc
+    from retrain.evaluate.evaluation import draw_roc
 
     target = Path(output_graph).expanduser().with_suffix(".training.png")
     figure, (curves, roc) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -493,7 +493,7 @@ def _check_backbone_options(options: RetrainOptions) -> None:
 
 def _check_tflite_options(options: RetrainOptions) -> None:
     """Fail on a TFLite flag mistake before any slow work."""
-    from retrain.tflite_model import QUANTIZATIONS
+    from retrain.predict.tflite_model import QUANTIZATIONS
 
     if Path(options.tflite_output).suffix.lower() != ".tflite":
         raise UserError(f"--tflite_output {options.tflite_output}: must end in .tflite (label_image recognises the model by it)")
@@ -505,7 +505,7 @@ def _check_tflite_options(options: RetrainOptions) -> None:
 
 def _export_tflite(options: RetrainOptions, classifier, metadata: dict, split, log, warn) -> None:
     """Convert to .tflite (calibrated on training images) and compare it with the frozen graph on held-back ones."""
-    from retrain.tflite_export import describe_export, export_classifier_tflite, report_parity, representative_sample
+    from retrain.export.tflite import describe_export, export_classifier_tflite, report_parity, representative_sample
 
     representative = []
     if options.tflite_quantization in ("dynamic", "int8") and options.tflite_representative_images > 0:

@@ -197,8 +197,8 @@ def write_int8_ready_saved_model(
     read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.backbones import Backbone
     from retrain.backbones.efficientnet_lite import block_plan
-    from retrain.export import Classifier, export_saved_model
-    from retrain.training import Head
+    from retrain.export.graph import Classifier, export_saved_model
+    from retrain.train.top_layer import Head
 
     config = dataclasses.replace(lite_config(metadata), input_size=metadata["input_size"])
     options = dict(config.options)

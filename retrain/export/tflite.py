@@ -3,7 +3,7 @@
 Conversion always starts from a SavedModel (TFLiteConverter.from_saved_model): a Keras
 model converted through from_concrete_functions gave NaN outputs here, while the
 SavedModel route matched to ~1e-6. int8 calibration feeds training images through
-`retrain.images.load_image`, the same preprocessing as training and label_image.
+`retrain.data.images.load_image`, the same preprocessing as training and label_image.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.errors import UserError
-from retrain.export import INPUT_NAME, METADATA_FILE, METADATA_INPUT, Classifier, export_saved_model
-from retrain.images import load_batches
+from retrain.export.graph import INPUT_NAME, METADATA_FILE, METADATA_INPUT, Classifier, export_saved_model
+from retrain.data.images import load_batches
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
-from retrain.loaded_model import LoadedModel
-from retrain.patient_metadata import model_encoding
-from retrain.tflite_model import QUANTIZATIONS, classifier_inputs, load_tflite_model, sidecar_path
+from retrain.predict.loaded_model import LoadedModel
+from retrain.data.patient_metadata import model_encoding
+from retrain.predict.tflite_model import QUANTIZATIONS, classifier_inputs, load_tflite_model, sidecar_path
 
 # The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/test_tflite.py).
 PARITY_THRESHOLDS = {"none": 0.995, "float16": 0.995, "dynamic": 0.99, "int8": 0.97}
@@ -36,7 +36,7 @@ class TFLiteExport:
     sidecar: Path
     quantization: str
     size_bytes: int
-    int8_weights_prepared_on: int | None = None  # calibration images, when retrain.int8_weights prepared them
+    int8_weights_prepared_on: int | None = None  # calibration images, when retrain.export.int8 prepared them
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Parity:
 def training_and_held_back(image_dir: Path, validation_percentage: float, testing_percentage: float) -> tuple[list[Path], list[Path]]:
     """retrain's stable split of an image tree: the training images (for calibration) and the
     validation + testing images (for parity), so export_tflite never calibrates on what it measures."""
-    from retrain.dataset import scan_image_tree, split_images
+    from retrain.data.dataset import scan_image_tree, split_images
 
     tree = scan_image_tree(image_dir)
     split = split_images([c.images for c in tree.classes], tree.labels, validation_percentage, testing_percentage)
@@ -178,7 +178,7 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
 def _convert(saved_model_dir: Path, metadata: dict, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
-    from retrain.int8_weights import PREPARED_QUANTIZATIONS, lite_config, write_int8_ready_saved_model
+    from retrain.export.int8 import PREPARED_QUANTIZATIONS, lite_config, write_int8_ready_saved_model
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(metadata) is not None
     if preparable and not representative:
@@ -202,7 +202,7 @@ def export_tflite(
 ) -> TFLiteExport:
     """Write output (.tflite) and its sidecar output.json from a SavedModel written by retrain.
     `representative` calibrates int8 and, for EfficientNet-Lite, prepares the int8 weights of
-    dynamic and int8 (see retrain.int8_weights); without it dynamic rounds as the converter does."""
+    dynamic and int8 (see retrain.export.int8); without it dynamic rounds as the converter does."""
     output = Path(output).expanduser()
     if output.suffix.lower() != ".tflite":
         raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
@@ -282,7 +282,7 @@ def report_parity(
     warn: Callable[[str], None],
 ) -> Parity | None:
     """Print the parity table of one export against the model at reference_path, on held-back images."""
-    from retrain.prediction import load_model
+    from retrain.predict.prediction import load_model
 
     if not images:
         warn(f"no held-back images, so the parity of {export.path} with {reference_path} was not measured")

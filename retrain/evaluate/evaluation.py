@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-from retrain.dataset import scan_image_tree
+from retrain.data.dataset import scan_image_tree
 from retrain.errors import UserError
-from retrain.images import ImageError, is_image_file, map_batches
+from retrain.data.images import ImageError, is_image_file, map_batches
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
-from retrain.loaded_model import LoadedModel, with_rows
+from retrain.predict.loaded_model import LoadedModel, with_rows
 
 
 @dataclass
@@ -80,7 +80,7 @@ def predict_images(
 def images_metadata(model: LoadedModel, table, paths: list[Path], log, warn) -> np.ndarray | None:
     """The encoded rows of `paths` for a model that takes patient metadata; None (every value
     missing, said once) without a table."""
-    from retrain.patient_metadata import encode, match_images
+    from retrain.data.patient_metadata import encode, match_images
 
     columns = ", ".join(model.metadata_encoding.column_names)
     if table is None:

@@ -1,10 +1,10 @@
 """Fine-tuning: train the backbone (all of it, or its last N blocks) with the top layer,
 on a fresh random version of every training image every epoch.
 
-The top layer is first trained on cached bottlenecks as usual (retrain.training); its
+The top layer is first trained on cached bottlenecks as usual (retrain.train.top_layer); its
 weights start the joint training here. Batches are read, decoded and augmented by
-worker threads (retrain.image_batches) while the training step runs under a
-tf.distribute strategy (retrain.distribution). The step minimises the same loss as the
+worker threads (retrain.data.batches) while the training step runs under a
+tf.distribute strategy (retrain.train.distribution). The step minimises the same loss as the
 top layer (label smoothing, class weights, dropout on the pooled features) with AdamW
 and a cosine learning-rate decay to zero. After every epoch the validation set is
 scored, the best epoch by validation AUC is remembered, and a checkpoint is written
@@ -27,13 +27,13 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.augmentation import EpochAugmentation, check_epoch_augmentation
-from retrain.checkpoints import Checkpoint, DamagedCheckpoint, load_checkpoint, save_checkpoint
+from retrain.data.augmentation import EpochAugmentation, check_epoch_augmentation
+from retrain.train.checkpoints import Checkpoint, DamagedCheckpoint, load_checkpoint, save_checkpoint
 from retrain.errors import UserError
-from retrain.image_batches import TrainingImages
-from retrain.images import map_batches
-from retrain.learner import Callback, EpochResult, Validation, fit
-from retrain.training import Head, TrainingConfig, accuracy, cross_entropy, mean_auc
+from retrain.data.batches import TrainingImages
+from retrain.data.images import map_batches
+from retrain.train.learner import Callback, EpochResult, Validation, fit
+from retrain.train.top_layer import Head, TrainingConfig, accuracy, cross_entropy, mean_auc
 
 EVALUATION_BATCH_SIZE = 64
 
@@ -46,7 +46,7 @@ class FineTuneConfig:
     learning_rate: float = 5e-5  # AdamW, decayed to zero by a cosine
     batch_size: int = 32
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay
-    distribute: str = "auto"  # see retrain.distribution
+    distribute: str = "auto"  # see retrain.train.distribution
     augmentation: EpochAugmentation = field(default_factory=EpochAugmentation)
 
     @property
@@ -69,7 +69,7 @@ def parse_layers(text: str | int) -> int | str:
 
 def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
     """Fail on a flag mistake before any slow work; `backbone_config` is None for a TF Hub module."""
-    from retrain.distribution import DISTRIBUTE
+    from retrain.train.distribution import DISTRIBUTE
 
     if not config.active:
         return
@@ -233,7 +233,7 @@ def fine_tune(
     import keras
     import tensorflow as tf
 
-    from retrain.distribution import describe, make_strategy
+    from retrain.train.distribution import describe, make_strategy
 
     strategy = strategy or make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync

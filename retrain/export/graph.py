@@ -15,9 +15,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from retrain.errors import UserError
-from retrain.images import PREPROCESSING_VERSION
+from retrain.data.images import PREPROCESSING_VERSION
 from retrain.paths import write_atomically
-from retrain.training import Head
+from retrain.train.top_layer import Head
 
 INPUT_NAME = "input"
 METADATA_INPUT = "metadata"  # the second input of a model trained with --metadata: [N, M] encoded values

@@ -40,7 +40,7 @@ class Head:
     weights: np.ndarray  # [features, classes]
     bias: np.ndarray  # [classes]
     step: int | None = None  # the training step these weights were taken at, when kept early
-    # [encoded patient metadata, classes] for a model that also takes metadata (retrain.metadata_fusion)
+    # [encoded patient metadata, classes] for a model that also takes metadata (retrain.train.fusion)
     metadata_weights: np.ndarray | None = None
 
     def logits(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
@@ -83,7 +83,7 @@ def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def parse_class_weights(spec: str, labels: list[str], train_labels: np.ndarray) -> tuple[float, ...]:
     """`balanced` (each class weighs n / (classes * count), as scikit-learn does) or
     `label=weight,...` (unnamed classes weigh 1)."""
-    from retrain.dataset import label_for_folder
+    from retrain.data.dataset import label_for_folder
     from retrain.errors import UserError
 
     if spec.strip().lower() == "balanced":
