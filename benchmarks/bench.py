@@ -342,7 +342,7 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
     from retrain.train.fine_tuning import FineTuneConfig, fine_tune
     from retrain.data.batches import Batch, TrainingImages
     from retrain.train.recipes import BACKBONE_SETTINGS, RECIPES
-    from retrain.train.top_layer import Head, TrainingConfig
+    from retrain.train.top_layer import TopLayer, TrainingConfig
 
     recipe = {**RECIPES["finetune"], **BACKBONE_SETTINGS[("finetune", "efficientnet_lite0")]}
     augmentation = EpochAugmentation(**{name: recipe[name] for name in (
@@ -374,7 +374,7 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
         for key, _, factory, aug in runs if round_ % 2 == 0 else runs[::-1]:
             config = FineTuneConfig(layers="all", epochs=2, learning_rate=recipe["fine_tune_learning_rate"],
                                     batch_size=recipe["fine_tune_batch_size"], augmentation=aug)
-            head = Head(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
+            head = TopLayer(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
             _, result = fine_tune(backbone, build, head, backbone.input_size, list(zip(paths, labels)), [], 3, config,
                                   TrainingConfig(random_seed=0, dropout=recipe["dropout"]),
                                   scratch / f"ft-{key}-{round_}", key, lambda _: None, print, images_factory=factory)

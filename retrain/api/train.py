@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.data.augmentation import Distortion, check_distortion, copies_to_make
+from retrain.data.augmentation import CopyAugmentation, check_copy_augmentation, copies_to_make
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.data.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
 from retrain.errors import UserError
@@ -22,7 +22,7 @@ from retrain.data.images import map_batches
 from retrain.train.fine_tuning import FineTuneConfig, check_fine_tuning
 from retrain.train.learner import Callback
 from retrain.metrics import positive_class_index, roc_auc
-from retrain.train.top_layer import StepReport, TrainingConfig, accuracy, parse_class_weights, train_head
+from retrain.train.top_layer import StepReport, TrainingConfig, accuracy, parse_class_weights, train_top_layer
 
 
 @dataclass
@@ -53,7 +53,7 @@ class RetrainOptions:
     intermediate_output_graphs_dir: Path | None = None
     intermediate_store_frequency: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    distortion: Distortion = field(default_factory=Distortion)  # cached augmentation of training images
+    distortion: CopyAugmentation = field(default_factory=CopyAugmentation)  # cached augmentation of training images
     distorted_copies: int | None = None  # None = the default K when a distortion is set
     fine_tuning: FineTuneConfig = field(default_factory=FineTuneConfig)  # --fine_tune_layers and friends
     recipe: str = "poets"  # recorded in the model's metadata
@@ -161,7 +161,7 @@ def run_retrain(
         raise UserError("--eval_step_interval must be at least 1")
     if options.tflite_output is not None:
         _check_tflite_options(options)
-    check_distortion(options.distortion, options.distorted_copies)
+    check_copy_augmentation(options.distortion, options.distorted_copies)
     table = _read_metadata(options) if options.metadata else None
     strategy = None
     if options.fine_tuning.active:
@@ -255,9 +255,9 @@ def run_retrain(
         weights = parse_class_weights(options.class_weights, labels, train_y)
         training = dataclasses.replace(training, class_weights=weights)
         log("Class weights: " + ", ".join(f"{label} {w:.3g}" for label, w in zip(labels, weights)))
-    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata, write_labels
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_card, write_labels
 
-    metadata = model_metadata(backbone, labels, options.final_tensor_name)
+    metadata = model_card(backbone, labels, options.final_tensor_name)
 
     def snapshot(step: int, intermediate) -> None:
         target = Path(options.intermediate_output_graphs_dir).expanduser() / f"intermediate_{step}.pb"
@@ -266,7 +266,7 @@ def run_retrain(
 
     store_every = options.intermediate_store_frequency if options.intermediate_output_graphs_dir else 0
     progress = progress_factory(training.steps, "Top layer", "steps") if progress_factory else None
-    head = train_head(train_x, train_y, val_x, val_y, len(labels), training, report=report, snapshot=snapshot,
+    head = train_top_layer(train_x, train_y, val_x, val_y, len(labels), training, report=report, snapshot=snapshot,
                       snapshot_every=store_every, progress=progress)
     if head.step is not None:
         log(f"Early stopping: kept the top layer from step {head.step}, best validation {training.early_stopping_metric}")
@@ -277,18 +277,18 @@ def run_retrain(
         head, tuned = _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, strategy, log,
                                  warn, progress_factory)
         val_x, test_x = (_features(backbone, [p for p, _ in pairs]) for pairs in (split.validation, split.testing))
-        metadata = {**model_metadata(backbone, labels, options.final_tensor_name), "recipe": options.recipe,
+        metadata = {**model_card(backbone, labels, options.final_tensor_name), "recipe": options.recipe,
                     "fine_tuning": tuned}
         if len(val_y):
             log(_format_auc("Fine-tuned validation", head.probabilities(val_x), val_y, labels))
     if patient:
-        from retrain.export.graph import METADATA_INPUT
+        from retrain.export.graph import PATIENT_INPUT
         from retrain.train.fusion import fuse
 
         train_x = _features(backbone, [p for p, _ in split.training]) if options.fine_tuning.active else train_x
         head = fuse(options.metadata_fusion, head, train_x, train_m, train_y, val_x, val_m, val_y, len(labels), training,
                     logits_in_sample=options.fine_tuning.active)
-        metadata["patient_metadata"] = {"input_name": METADATA_INPUT, "fusion": options.metadata_fusion,
+        metadata["patient_metadata"] = {"input_name": PATIENT_INPUT, "fusion": options.metadata_fusion,
                                         "columns": patient.encoding.column_names, "encoding": patient.encoding.to_json()}
         if len(val_y):
             log(_format_auc("Validation with patient metadata", head.probabilities(val_x, val_m), val_y, labels))
@@ -440,7 +440,7 @@ def _add_distorted_copies(options, training_paths, train_x, train_y, backbone, c
     if not copies or not len(train_y):
         return train_x, train_y
     if options.distorted_copies is None:
-        log(f"Distortion flags without --distorted_copies: caching {copies} distorted copies per training image")
+        log(f"CopyAugmentation flags without --distorted_copies: caching {copies} distorted copies per training image")
     progress = progress_factory(copies * len(train_y), "Distorted copies") if progress_factory else None
     from retrain.features.bottlenecks import add_distorted_copies
 

@@ -1,12 +1,12 @@
 """Augmentation: the random versions of training images that training sees.
 
-Two ways, both drawing a `DistortionDraw` that `retrain.data.images.load_image` applies
+Two ways, both drawing a `AugmentationDraw` that `retrain.data.images.load_image` applies
 inside the one preprocessing path:
 
 - `EpochAugmentation` (fine-tuning): a fresh random version of every training image
   every epoch, drawn from (seed, epoch, image) so a resumed run sees what an
   uninterrupted one would;
-- `Distortion` + `DistortedCopy` (a top layer on cached bottlenecks): K distorted
+- `CopyAugmentation` + `DistortedCopy` (a top layer on cached bottlenecks): K distorted
   copies of every training image, computed once and cached, as below.
 
 tensorflow-for-poets' distortion flags made every training step run the backbone on
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.errors import UserError
-from retrain.data.images import DistortionDraw
+from retrain.data.images import AugmentationDraw
 
 # Bump when `draw_for` or `apply_to_pixels` change what a copy looks like; part of every copy's key.
 AUGMENTATION_VERSION = 2  # 2: colour changes rounded by Pillow (half up)
@@ -39,7 +39,7 @@ DEFAULT_DISTORTED_COPIES = 5
 
 
 @dataclass(frozen=True)
-class Distortion:
+class CopyAugmentation:
     """The settings, as retrain.py's flags: crop, scale and brightness are percentages."""
 
     flip_left_right: bool = False
@@ -68,7 +68,7 @@ class Distortion:
         return ", ".join(parts) or "none"
 
 
-def check_distortion(distortion: Distortion, distorted_copies: int | None) -> None:
+def check_copy_augmentation(distortion: CopyAugmentation, distorted_copies: int | None) -> None:
     """Reject impossible settings before any slow work."""
     for flag in ("random_crop", "random_scale", "random_brightness"):
         value = getattr(distortion, flag)
@@ -85,7 +85,7 @@ def check_distortion(distortion: Distortion, distorted_copies: int | None) -> No
         )
 
 
-def copies_to_make(distortion: Distortion, distorted_copies: int | None) -> int:
+def copies_to_make(distortion: CopyAugmentation, distorted_copies: int | None) -> int:
     """K: as given, else the default when any distortion is asked for, else none."""
     if distorted_copies is not None:
         return distorted_copies
@@ -96,13 +96,13 @@ def copies_to_make(distortion: Distortion, distorted_copies: int | None) -> int:
 class DistortedCopy:
     """Copy number `index` of an image under `distortion`."""
 
-    distortion: Distortion
+    distortion: CopyAugmentation
     index: int
 
     def cache_key(self, content: str) -> str:
         return f"{content}-{self.distortion.settings_key()}-copy{self.index}"
 
-    def draw_for(self, content: str) -> DistortionDraw:
+    def draw_for(self, content: str) -> AugmentationDraw:
         """The same values every time for the same (content key, settings, copy index)."""
         seed = hashlib.sha256(self.cache_key(content).encode()).digest()
         rng = np.random.default_rng(int.from_bytes(seed[:16], "little"))
@@ -113,7 +113,7 @@ class DistortedCopy:
         flip_lr, flip_ud = rng.random(2) < 0.5
         turns = int(rng.integers(0, 4))
         brightness = rng.uniform(1 - d.random_brightness / 100, 1 + d.random_brightness / 100)
-        return DistortionDraw(
+        return AugmentationDraw(
             zoom=float(zoom),
             crop_x=float(crop_x),
             crop_y=float(crop_y),
@@ -158,7 +158,7 @@ class EpochAugmentation:
             ("saturation", self.random_saturation), ("hue", self.random_hue)) if value]
         return ", ".join(parts) or "none"
 
-    def draw(self, seed: int, epoch: int, index: int) -> DistortionDraw | None:
+    def draw(self, seed: int, epoch: int, index: int) -> AugmentationDraw | None:
         """Image `index`'s version in `epoch`: the same for the same three numbers, whatever ran before."""
         if not self.active:
             return None
@@ -179,7 +179,7 @@ class EpochAugmentation:
             for p in (self.random_brightness, self.random_contrast, self.random_saturation)
         )
         hue = rng.uniform(-self.random_hue / 100, self.random_hue / 100) if self.random_hue else 0.0
-        return DistortionDraw(
+        return AugmentationDraw(
             zoom=float(zoom_x), zoom_y=float(zoom_y), crop_x=float(crop_x), crop_y=float(crop_y),
             flip_left_right=bool(self.flip_left_right and flips[0]), flip_up_down=bool(self.flip_up_down and flips[1]),
             quarter_turns=turns if self.rotate90 else 0,

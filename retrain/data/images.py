@@ -33,7 +33,7 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
 @dataclass(frozen=True)
-class DistortionDraw:
+class AugmentationDraw:
     """One random version of an image, applied by load_image: a crop of the decoded
     image (before the one resize), then flips, quarter turns and colour changes of the
     resized pixels. Drawn by retrain.data.augmentation."""
@@ -112,7 +112,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def load_image(
-    path: Path | str, size: int | tuple[int, int], data: bytes | None = None, distortion: DistortionDraw | None = None
+    path: Path | str, size: int | tuple[int, int], data: bytes | None = None, distortion: AugmentationDraw | None = None
 ) -> np.ndarray:
     """Return the image as a height x width x 3 uint8 RGB array, or raise ImageError.
 

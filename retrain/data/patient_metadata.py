@@ -507,10 +507,10 @@ def describe(encoding: MetadataEncoding, table: MetadataTable | None = None, ima
     return lines
 
 
-def model_encoding(model_metadata: dict | None, source: Path | str) -> MetadataEncoding | None:
+def model_encoding(model_card: dict | None, source: Path | str) -> MetadataEncoding | None:
     """The encoding recorded in an exported model's metadata (the `patient_metadata` entry
     of a model trained with --metadata), else None."""
-    patient = (model_metadata or {}).get("patient_metadata")
+    patient = (model_card or {}).get("patient_metadata")
     if not patient:
         return None
     return MetadataEncoding.from_json(patient.get("encoding"), source=str(source))

@@ -17,13 +17,13 @@ import tensorflow as tf
 from retrain.errors import UserError
 from retrain.data.images import PREPROCESSING_VERSION
 from retrain.paths import write_atomically
-from retrain.train.top_layer import Head
+from retrain.train.top_layer import TopLayer
 
 INPUT_NAME = "input"
-METADATA_INPUT = "metadata"  # the second input of a model trained with --metadata: [N, M] encoded values
+PATIENT_INPUT = "metadata"  # the second input of a model trained with --metadata: [N, M] encoded values
 MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
-METADATA_NODE = "retrain_metadata"
-METADATA_FILE = "retrain_metadata.json"
+MODEL_CARD_NODE = "retrain_metadata"
+MODEL_CARD_FILE = "retrain_metadata.json"
 
 
 class Classifier(tf.Module):
@@ -34,7 +34,7 @@ class Classifier(tf.Module):
     of that map. The top layer is linear over the map's spatial mean, so each class's map
     averages exactly to its logit minus the bias: the heatmap needs no gradients."""
 
-    def __init__(self, backbone, head: Head, final_tensor_name: str):
+    def __init__(self, backbone, head: TopLayer, final_tensor_name: str):
         super().__init__(name="retrained_classifier")
         self.backbone = backbone.module
         self.head_weights = tf.Variable(head.weights, name="final_weights")
@@ -46,7 +46,7 @@ class Classifier(tf.Module):
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
         if self.metadata_weights is not None:
             width = head.metadata_weights.shape[0]
-            signature.append(tf.TensorSpec([None, width], tf.float32, name=METADATA_INPUT))
+            signature.append(tf.TensorSpec([None, width], tf.float32, name=PATIENT_INPUT))
         self.serve = tf.function(self._serve, input_signature=signature)
         self.serve_with_maps = tf.function(self._serve_with_maps, input_signature=signature) if backbone.has_feature_map else None
 
@@ -70,7 +70,7 @@ class Classifier(tf.Module):
         }
 
 
-def model_metadata(backbone, labels: list[str], final_tensor_name: str) -> dict:
+def model_card(backbone, labels: list[str], final_tensor_name: str) -> dict:
     return {
         "format": "retrain",
         "architecture": backbone.config.name,
@@ -92,7 +92,7 @@ def frozen_graph_def(classifier: Classifier, metadata: dict):
     frozen = convert_variables_to_constants_v2((classifier.serve_with_maps or classifier.serve).get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
     node = graph_def.node.add()
-    node.name = METADATA_NODE
+    node.name = MODEL_CARD_NODE
     node.op = "Const"
     node.attr["dtype"].type = tf.string.as_datatype_enum
     node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(metadata)))
@@ -126,7 +126,7 @@ def export_saved_model(classifier: Classifier, metadata: dict, directory: Path) 
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
     tf.saved_model.save(classifier, str(directory), signatures=signatures)
-    write_atomically(directory / "assets.extra" / METADATA_FILE, json.dumps(metadata, indent=2).encode())
+    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, json.dumps(metadata, indent=2).encode())
 
 
 def write_labels(path: Path, labels: list[str]) -> None:

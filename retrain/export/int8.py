@@ -198,7 +198,7 @@ def write_int8_ready_saved_model(
     from retrain.backbones import Backbone
     from retrain.backbones.efficientnet_lite import block_plan
     from retrain.export.graph import Classifier, export_saved_model
-    from retrain.train.top_layer import Head
+    from retrain.train.top_layer import TopLayer
 
     config = dataclasses.replace(lite_config(metadata), input_size=metadata["input_size"])
     options = dict(config.options)
@@ -208,7 +208,7 @@ def write_int8_ready_saved_model(
     ready = int8_ready_layers(module, images, quantization)
     backbone = Backbone(config, metadata["backbone_identity"], EfficientNetLite(ready.layers, blocks, name=config.name))
     metadata_weights = getattr(loaded, "metadata_weights", None)
-    head = Head(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
+    head = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
                 metadata_weights=None if metadata_weights is None else metadata_weights.numpy())
     export_saved_model(Classifier(backbone, head, metadata["output_name"]), metadata, destination)
     return ready

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.errors import UserError
-from retrain.export.graph import INPUT_NAME, METADATA_FILE, METADATA_INPUT, Classifier, export_saved_model
+from retrain.export.graph import INPUT_NAME, MODEL_CARD_FILE, PATIENT_INPUT, Classifier, export_saved_model
 from retrain.data.images import load_batches
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
@@ -127,7 +127,7 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         else:
             rows = calibration_metadata(encoding, len(batches))
             converter.representative_dataset = lambda: (
-                {INPUT_NAME: batch, METADATA_INPUT: rows[i:i + 1]} for i, batch in enumerate(batches))
+                {INPUT_NAME: batch, PATIENT_INPUT: rows[i:i + 1]} for i, batch in enumerate(batches))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
@@ -142,11 +142,11 @@ def read_saved_model_metadata(saved_model_dir: Path) -> dict:
     saved_model_dir = Path(saved_model_dir).expanduser()
     if not (saved_model_dir / "saved_model.pb").exists():
         raise UserError(f"--saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
-    metadata_file = saved_model_dir / "assets.extra" / METADATA_FILE
+    metadata_file = saved_model_dir / "assets.extra" / MODEL_CARD_FILE
     try:
         return json.loads(metadata_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{METADATA_FILE})") from None
+        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{metadata_file}: cannot read ({e})") from e
 

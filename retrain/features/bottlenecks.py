@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.data.augmentation import Distortion, DistortedCopy
+from retrain.data.augmentation import CopyAugmentation, DistortedCopy
 from retrain.errors import UserError
 from retrain.data.images import PREPROCESSING_VERSION, ImageError, load_image
 from retrain.workers import prefetch
@@ -224,7 +224,7 @@ def add_distorted_copies(
     training_paths: list[Path],
     train_x: np.ndarray,
     train_y: np.ndarray,
-    distortion: Distortion,
+    distortion: CopyAugmentation,
     copies: int,
     backbone,
     cache: BottleneckCache,

@@ -60,11 +60,11 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
     if not graph_def.node:
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
-    from retrain.export.graph import METADATA_NODE
+    from retrain.export.graph import MODEL_CARD_NODE
 
     metadata = None
     for node in graph_def.node:
-        if node.name == METADATA_NODE:
+        if node.name == MODEL_CARD_NODE:
             metadata = json.loads(tf.make_ndarray(node.attr["value"].tensor).item().decode())
     if metadata:
         defaults = {
@@ -137,7 +137,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     if not (path / "saved_model.pb").exists():
         raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
-    from retrain.export.graph import METADATA_FILE
+    from retrain.export.graph import MODEL_CARD_FILE
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -150,7 +150,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     height, width = input_spec.shape[1], input_spec.shape[2]
     if height is None or width is None:
         raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
-    metadata_file = path / "assets.extra" / METADATA_FILE
+    metadata_file = path / "assets.extra" / MODEL_CARD_FILE
     metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
     input_key = input_spec.name
     output_name = metadata["output_name"] if metadata else None

@@ -33,7 +33,7 @@ from retrain.errors import UserError
 from retrain.data.batches import TrainingImages
 from retrain.data.images import map_batches
 from retrain.train.learner import Callback, EpochResult, Validation, fit
-from retrain.train.top_layer import Head, TrainingConfig, accuracy, cross_entropy, mean_auc
+from retrain.train.top_layer import TopLayer, TrainingConfig, accuracy, cross_entropy, mean_auc
 
 EVALUATION_BATCH_SIZE = 64
 
@@ -103,13 +103,13 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
 
 @dataclass
 class TunedModel:
-    head: Head
+    head: TopLayer
     best_epoch: int | None  # None: no validation set, the last epoch is kept
     history: list[EpochResult]
     resumed_from: int  # epochs a checkpoint had already finished
 
 
-def _tuning_net(module, variables, head: Head, dropout: float):
+def _tuning_net(module, variables, head: TopLayer, dropout: float):
     import tensorflow as tf
 
     class TuningNet(tf.Module):
@@ -209,7 +209,7 @@ class _Report(Callback):
 def fine_tune(
     backbone,
     build_backbone: Callable[[], object],
-    head: Head,
+    head: TopLayer,
     input_size: int,
     train: list[tuple[Path, int]],
     validation: list[tuple[Path, int]],
@@ -310,7 +310,7 @@ def fine_tune(
         for variable, value in zip(net.trainable, keep_best.weights):
             variable.assign(value)
         log(f"Fine-tuning: kept epoch {keep_best.epoch} (best validation {training.early_stopping_metric})")
-    tuned_head = Head(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
+    tuned_head = TopLayer(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
     return twin, TunedModel(tuned_head, keep_best.epoch, results, first_epoch)
 
 

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from retrain.train.top_layer import Head, TrainingConfig, train_head
+from retrain.train.top_layer import TopLayer, TrainingConfig, train_top_layer
 
 FUSIONS = ("shift", "concat")
 FOLDS = 5
@@ -27,25 +27,25 @@ SECOND_STAGE = TrainingConfig(steps=2000, learning_rate=0.01, train_batch_size=1
                               learning_rate_schedule="cosine", weight_decay=1e-3)
 
 
-def fuse(kind: str, image_head: Head, train_x: np.ndarray, train_m: np.ndarray, train_y: np.ndarray,
+def fuse(kind: str, image_head: TopLayer, train_x: np.ndarray, train_m: np.ndarray, train_y: np.ndarray,
          val_x: np.ndarray, val_m: np.ndarray, val_y: np.ndarray, class_count: int, config: TrainingConfig,
-         logits_in_sample: bool = False) -> Head:
+         logits_in_sample: bool = False) -> TopLayer:
     """The image head extended to take metadata. `config` is the image head's training
     configuration (for `concat`, and the out-of-fold heads of `shift`). With
     `logits_in_sample` (after fine-tuning, whose folds would each cost a fine-tune) the
     second stage learns from the image head's own logits on its training images."""
     if kind == "concat":
-        head = train_head(np.hstack([train_x, train_m]), train_y, np.hstack([val_x, val_m]), val_y, class_count, config)
+        head = train_top_layer(np.hstack([train_x, train_m]), train_y, np.hstack([val_x, val_m]), val_y, class_count, config)
         features = train_x.shape[1]
-        return Head(head.weights[:features], head.bias, head.step, head.weights[features:])
+        return TopLayer(head.weights[:features], head.bias, head.step, head.weights[features:])
     if kind != "shift":
         raise ValueError(f"unknown fusion {kind!r}")
     logits = image_head.logits(train_x) if logits_in_sample else out_of_fold_logits(train_x, train_y, class_count, config)
-    second = train_head(np.hstack([logits, train_m]), train_y, np.zeros((0, class_count + train_m.shape[1]), np.float32),
+    second = train_top_layer(np.hstack([logits, train_m]), train_y, np.zeros((0, class_count + train_m.shape[1]), np.float32),
                         np.zeros(0, np.int64), class_count,
                         dataclasses.replace(SECOND_STAGE, random_seed=config.random_seed, class_weights=config.class_weights))
     scale, shift = second.weights[:class_count], second.weights[class_count:]
-    return Head(image_head.weights @ scale, image_head.bias @ scale + second.bias, image_head.step, shift)
+    return TopLayer(image_head.weights @ scale, image_head.bias @ scale + second.bias, image_head.step, shift)
 
 
 def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: int, config: TrainingConfig,
@@ -64,6 +64,6 @@ def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: in
         held = fold_of == fold
         if not held.any() or len(np.unique(train_y[~held])) < 2:
             continue
-        head = train_head(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
+        head = train_top_layer(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
         logits[held] = head.logits(train_x[held])
     return logits

@@ -36,7 +36,7 @@ SCHEDULES = ("constant", "cosine")
 EARLY_STOPPING_METRICS = ("auc", "loss")
 
 @dataclass
-class Head:
+class TopLayer:
     weights: np.ndarray  # [features, classes]
     bias: np.ndarray  # [classes]
     step: int | None = None  # the training step these weights were taken at, when kept early
@@ -186,7 +186,7 @@ def check_config(config: TrainingConfig) -> None:
         raise UserError("--weight_decay must be >= 0 and --learning_rate > 0")
 
 
-def train_head(
+def train_top_layer(
     train_x: np.ndarray,
     train_y: np.ndarray,
     val_x: np.ndarray,
@@ -194,10 +194,10 @@ def train_head(
     class_count: int,
     config: TrainingConfig,
     report: Callable[[StepReport], None] | None = None,
-    snapshot: Callable[[int, Head], None] | None = None,
+    snapshot: Callable[[int, TopLayer], None] | None = None,
     snapshot_every: int = 0,
     progress: Callable[[int], None] | None = None,
-) -> Head:
+) -> TopLayer:
     """Softmax regression by minibatch gradient descent, as retrain.py's final layer, with
     optional weight decay, dropout, label smoothing, momentum/Adam, a cosine schedule and
     early stopping that keeps the best evaluated head."""
@@ -208,7 +208,7 @@ def train_head(
     features = train_x.shape[1]
     weights = _truncated_normal(rng, (features, class_count), 0.001).astype(np.float32)
     bias = np.zeros(class_count, np.float32)
-    head = Head(weights, bias)
+    head = TopLayer(weights, bias)
     targets = np.eye(class_count, dtype=np.float32) * (1 - config.label_smoothing) + config.label_smoothing / class_count
     example_weight = np.ones(class_count, np.float32) if config.class_weights is None else np.asarray(config.class_weights, np.float32)
     optimizer = _Optimizer(config.optimizer)
@@ -263,7 +263,7 @@ def train_head(
                 continue
             if score > best_score:
                 best_score, evaluations_since_best = score, 0
-                best_head = Head(head.weights.copy(), head.bias.copy(), step)
+                best_head = TopLayer(head.weights.copy(), head.bias.copy(), step)
             else:
                 evaluations_since_best += 1
                 if evaluations_since_best >= config.early_stopping_patience:

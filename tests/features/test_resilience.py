@@ -17,9 +17,9 @@ from retrain.features import bottlenecks as bottlenecks_module
 from retrain.features.bottlenecks import compute_bottlenecks, open_cache
 from retrain.cli import retrain
 from retrain.errors import UserError
-from tests.test_bottlenecks import MeanColourBackbone
+from tests.features.test_bottlenecks import MeanColourBackbone
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 # A child that extracts slowly (a pause per batch of 4), so the test can kill it part-way.
@@ -29,7 +29,7 @@ _SLOW_EXTRACTION = """
 import sys, time
 from pathlib import Path
 from retrain.features.bottlenecks import compute_bottlenecks, open_cache
-from tests.test_bottlenecks import MeanColourBackbone
+from tests.features.test_bottlenecks import MeanColourBackbone
 backbone = MeanColourBackbone()
 paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
 cache = open_cache(Path(sys.argv[2]), backbone)

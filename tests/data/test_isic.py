@@ -133,7 +133,7 @@ def test_command_gives_one_error_block_and_exit_one_for_a_missing_csv(challenge,
     assert "none.csv: cannot read" in result.stderr and "Traceback" not in result.output
 
 
-SHARED_ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
+SHARED_ISIC = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic2017"
 
 
 @pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason=f"real ISIC 2017 data not present at {SHARED_ISIC}")

@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain.data.augmentation import Distortion, DistortedCopy
+from retrain.data.augmentation import CopyAugmentation, DistortedCopy
 from retrain.features.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
 from retrain.cli import evaluate, label_image, retrain
-from retrain.data.images import DistortionDraw, load_image
+from retrain.data.images import AugmentationDraw, load_image
 from retrain.predict.loaded_model import LoadedModel
 from retrain.predict.prediction import with_flip_tta
 from tests.conftest import write_colour_tree
 
-FLIPS = Distortion(flip_left_right=True, flip_up_down=True, rotate90=True)
+FLIPS = CopyAugmentation(flip_left_right=True, flip_up_down=True, rotate90=True)
 
 
 @dataclass
@@ -83,19 +83,19 @@ def test_distorted_copies_are_cached_and_reused_on_rerun(training, tmp_path):
 
 def test_changed_settings_make_new_entries_and_old_ones_stay_usable(training, tmp_path):
     _copies(training, FLIPS, tmp_path / "bn")
-    other = _copies(training, Distortion(flip_left_right=True, random_crop=20), tmp_path / "bn")
+    other = _copies(training, CopyAugmentation(flip_left_right=True, random_crop=20), tmp_path / "bn")
     assert (other.computed, other.reused) == (8, 0)
     more = _copies(training, FLIPS, tmp_path / "bn", copies=3)
     assert (more.computed, more.reused) == (4, 8)
 
 
 def test_distorted_entry_keys_extend_the_content_key():
-    copy = DistortedCopy(Distortion(flip_up_down=True, random_crop=10), 3)
+    copy = DistortedCopy(CopyAugmentation(flip_up_down=True, random_crop=10), 3)
     assert copy.cache_key("abc123") == "abc123-aug2-ud-c10-s0-b0-copy3"
 
 
 def test_copies_are_deterministic_and_differ_from_each_other(training, tmp_path):
-    distortion = Distortion(flip_left_right=True, rotate90=True, random_crop=10, random_scale=10, random_brightness=20)
+    distortion = CopyAugmentation(flip_left_right=True, rotate90=True, random_crop=10, random_scale=10, random_brightness=20)
     one = _copies(training, distortion, tmp_path / "one", copies=4)
     two = _copies(training, distortion, tmp_path / "two", copies=4)
     np.testing.assert_array_equal(one.features, two.features)
@@ -113,7 +113,7 @@ def test_load_image_applies_flips_turns_crop_and_brightness(tmp_path):
     def draw(**changes):
         values = dict(zoom=1.0, crop_x=0.0, crop_y=0.0, flip_left_right=False, flip_up_down=False, quarter_turns=0,
                       brightness=1.0)
-        return DistortionDraw(**{**values, **changes})
+        return AugmentationDraw(**{**values, **changes})
 
     np.testing.assert_array_equal(load_image(path, 8, distortion=draw(flip_left_right=True)), plain[:, ::-1])
     np.testing.assert_array_equal(load_image(path, 8, distortion=draw(flip_up_down=True)), plain[::-1])
@@ -138,7 +138,7 @@ def test_compute_bottlenecks_mixes_plain_and_distorted_items(training, tmp_path)
     backbone = QuadrantBackbone()
     cache = open_cache(tmp_path / "bn", backbone)
     plain = compute_bottlenecks(paths[:1], backbone, cache)
-    flipped = DistortedCopy(Distortion(flip_left_right=True), 0)
+    flipped = DistortedCopy(CopyAugmentation(flip_left_right=True), 0)
     mixed = compute_bottlenecks([paths[0], paths[0]], backbone, cache, distortions=[None, flipped])
     assert (mixed.computed, mixed.reused) == (1, 1)
     np.testing.assert_array_equal(mixed.features[0], plain.features[0])
@@ -264,6 +264,6 @@ def test_tta_flag_of_label_image_and_evaluate(tmp_path, monkeypatch):
 def test_distortion_flags_without_a_count_use_the_default():
     from retrain.data.augmentation import DEFAULT_DISTORTED_COPIES, copies_to_make
 
-    assert copies_to_make(Distortion(rotate90=True), None) == DEFAULT_DISTORTED_COPIES == 5
-    assert copies_to_make(Distortion(rotate90=True), 2) == 2
-    assert copies_to_make(Distortion(), None) == 0
+    assert copies_to_make(CopyAugmentation(rotate90=True), None) == DEFAULT_DISTORTED_COPIES == 5
+    assert copies_to_make(CopyAugmentation(rotate90=True), 2) == 2
+    assert copies_to_make(CopyAugmentation(), None) == 0

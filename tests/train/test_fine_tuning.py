@@ -18,7 +18,7 @@ from retrain.data.augmentation import EpochAugmentation
 from retrain.cli import retrain
 from retrain.data.batches import TrainingImages, epoch_order
 from retrain.data.images import load_image
-from retrain.train.top_layer import Head, TrainingConfig
+from retrain.train.top_layer import TopLayer, TrainingConfig
 
 BIN = Path(sys.executable).parent
 FULL_AUGMENTATION = EpochAugmentation(crop_area=0.5, crop_aspect=4 / 3, flip_left_right=True, flip_up_down=True,
@@ -66,16 +66,16 @@ def test_epoch_order_covers_every_image_once_in_full_batches():
 
 
 def test_colour_changes_stay_in_range_and_keep_grey_grey(tmp_path):
-    from retrain.data.images import DistortionDraw
+    from retrain.data.images import AugmentationDraw
 
     grey = np.full((8, 8, 3), 100, np.uint8)
-    draw = DistortionDraw(zoom=1.0, crop_x=0, crop_y=0, flip_left_right=False, flip_up_down=False, quarter_turns=0,
+    draw = AugmentationDraw(zoom=1.0, crop_x=0, crop_y=0, flip_left_right=False, flip_up_down=False, quarter_turns=0,
                           brightness=1.1, contrast=1.2, saturation=0.8, hue=0.03)
     out = draw.apply_to_pixels(grey).astype(int)
     assert np.abs(out - 110).max() <= 1  # hue and saturation leave grey alone; brightness scales it
     colour = np.zeros((8, 8, 3), np.uint8)
     colour[..., 0] = 250
-    turned = DistortionDraw(**{**draw.__dict__, "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.25})
+    turned = AugmentationDraw(**{**draw.__dict__, "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.25})
     out = turned.apply_to_pixels(colour)
     assert out.dtype == np.uint8 and not np.array_equal(out, colour)
 
@@ -94,7 +94,7 @@ def test_an_image_that_cannot_be_read_mid_epoch_is_named_once_and_left_out(make_
 def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, build=None, **kw):
     from retrain.train.fine_tuning import FineTuneConfig, fine_tune
 
-    head = Head(np.random.default_rng(3).normal(0, 0.05, (backbone.feature_size, 2)).astype(np.float32),
+    head = TopLayer(np.random.default_rng(3).normal(0, 0.05, (backbone.feature_size, 2)).astype(np.float32),
                 np.zeros(2, np.float32))
     config = FineTuneConfig(layers=layers, epochs=epochs, steps=steps, learning_rate=1e-3, batch_size=4,
                             distribute=distribute, **kw)
@@ -182,7 +182,7 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
 
 
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
-    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_card
     from retrain.train.fine_tuning import copy_tuned_weights
     from retrain.predict.prediction import load_model
 
@@ -196,7 +196,7 @@ def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_t
     classifier = Classifier(random_lite0, result.head, "final_result")
     in_memory = classifier.serve(pixels)["final_result"].numpy()
     assert np.abs(in_memory - before).max() > 1e-4
-    metadata = model_metadata(random_lite0, ["a", "b"], "final_result")
+    metadata = model_card(random_lite0, ["a", "b"], "final_result")
     export_frozen_graph(classifier, metadata, tmp_path / "g.pb")
     export_saved_model(classifier, metadata, tmp_path / "saved")
     for exported in ("g.pb", "saved"):
@@ -231,7 +231,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tests.test_fine_tuning import _images_at, _tune
+from tests.train.test_fine_tuning import _images_at, _tune
 from retrain.backbones import create_backbone
 paths, labels = _images_at(Path({images!r}))
 results = {{}}
@@ -252,7 +252,7 @@ def _images_at(root: Path):
 def test_the_mirrored_strategy_on_two_logical_cpus_matches_one_device(make_tree, tmp_path):
     tree = make_tree({"red": 4, "blue": 4})
     out = tmp_path / "weights.npy"
-    script = MIRRORED_SCRIPT.format(root=str(Path(__file__).parents[1]), images=str(tree), tmp=str(tmp_path), out=str(out))
+    script = MIRRORED_SCRIPT.format(root=str(Path(__file__).parents[2]), images=str(tree), tmp=str(tmp_path), out=str(out))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on the CPU" in result.stdout and "2 replicas" in result.stdout, result.stdout
@@ -362,13 +362,13 @@ def fine_tuned(tmp_path_factory):
 def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
-    from retrain.export.graph import METADATA_NODE
+    from retrain.export.graph import MODEL_CARD_NODE
 
     _, out, stdout = fine_tuned
     assert "Fine-tuning all of efficientnet_lite0" in stdout and "Epoch 1/1: train loss" in stdout
     assert "validation loss" in stdout and "AUC" in stdout and "images/s" in stdout
     graph_def = tf.compat.v1.GraphDef.FromString((out / "g.pb").read_bytes())
-    (node,) = [n for n in graph_def.node if n.name == METADATA_NODE]
+    (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]
     metadata = json.loads(node.attr["value"].tensor.string_val[0])
     assert metadata["recipe"] == "finetune" and metadata["fine_tuning"]["layers"] == "all"
     assert "-ftall-" in metadata["backbone_identity"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retrain.train.top_layer import TrainingConfig, accuracy, train_head
+from retrain.train.top_layer import TrainingConfig, accuracy, train_top_layer
 
 
 def _blobs(rng, n_per_class=40, features=16, classes=3):
@@ -16,7 +16,7 @@ def test_learns_separable_classes_and_reports_at_each_interval_and_the_last_step
     x, y = _blobs(rng)
     reports = []
     config = TrainingConfig(steps=95, learning_rate=0.1, train_batch_size=30, eval_step_interval=10, random_seed=1)
-    head = train_head(x, y, x[:20], y[:20], 3, config, report=reports.append)
+    head = train_top_layer(x, y, x[:20], y[:20], 3, config, report=reports.append)
     assert accuracy(head.probabilities(x), y) > 0.95
     assert [r.step for r in reports] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 94]
     assert reports[-1].cross_entropy < reports[0].cross_entropy
@@ -27,10 +27,10 @@ def test_the_same_seed_gives_the_same_weights():
     rng = np.random.default_rng(0)
     x, y = _blobs(rng)
     config = TrainingConfig(steps=50, random_seed=7)
-    a = train_head(x, y, x, y, 3, config)
-    b = train_head(x, y, x, y, 3, config)
+    a = train_top_layer(x, y, x, y, 3, config)
+    b = train_top_layer(x, y, x, y, 3, config)
     np.testing.assert_array_equal(a.weights, b.weights)
-    c = train_head(x, y, x, y, 3, TrainingConfig(steps=50, random_seed=8))
+    c = train_top_layer(x, y, x, y, 3, TrainingConfig(steps=50, random_seed=8))
     assert not np.array_equal(a.weights, c.weights)
 
 
@@ -38,7 +38,7 @@ def test_validation_batch_of_minus_one_uses_the_whole_set():
     rng = np.random.default_rng(0)
     x, y = _blobs(rng)
     reports = []
-    train_head(x, y, x[:7], y[:7], 3, TrainingConfig(steps=1, validation_batch_size=-1), report=reports.append)
+    train_top_layer(x, y, x[:7], y[:7], 3, TrainingConfig(steps=1, validation_batch_size=-1), report=reports.append)
     assert reports[0].validation_count == 7
 
 
@@ -64,23 +64,23 @@ def _overlapping_blobs(seed=0, n=200, features=32):
 )
 def test_each_head_option_still_learns_and_changes_the_weights(options):
     x, y = _overlapping_blobs()
-    plain = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
-    varied = train_head(x, y, x, y, 2, TrainingConfig(**{"steps": 300, "learning_rate": 0.1, "random_seed": 0, **options}))
+    plain = train_top_layer(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
+    varied = train_top_layer(x, y, x, y, 2, TrainingConfig(**{"steps": 300, "learning_rate": 0.1, "random_seed": 0, **options}))
     assert accuracy(varied.probabilities(x), y) > 0.75
     assert not np.allclose(plain.weights, varied.weights)
 
 
 def test_weight_decay_shrinks_the_weights():
     x, y = _overlapping_blobs()
-    plain = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
-    decayed = train_head(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, weight_decay=0.5, random_seed=0))
+    plain = train_top_layer(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
+    decayed = train_top_layer(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, weight_decay=0.5, random_seed=0))
     assert np.linalg.norm(decayed.weights) < 0.8 * np.linalg.norm(plain.weights)
 
 
 def test_label_smoothing_keeps_probabilities_away_from_certainty():
     x, y = _blobs(np.random.default_rng(0))
-    sharp = train_head(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, random_seed=0))
-    smooth = train_head(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, label_smoothing=0.3, random_seed=0))
+    sharp = train_top_layer(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, random_seed=0))
+    smooth = train_top_layer(x, y, x, y, 3, TrainingConfig(steps=500, learning_rate=0.5, label_smoothing=0.3, random_seed=0))
     assert smooth.probabilities(x).max() < sharp.probabilities(x).max()
 
 
@@ -89,7 +89,7 @@ def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
     val_x, val_y = _overlapping_blobs(seed=1, n=200, features=200)
     reports = []
     config = TrainingConfig(steps=3000, learning_rate=0.5, eval_step_interval=10, early_stopping_patience=5, random_seed=0)
-    head = train_head(x, y, val_x, val_y, 2, config, report=reports.append)
+    head = train_top_layer(x, y, val_x, val_y, 2, config, report=reports.append)
     assert head.step is not None
     assert reports[-1].step < 2999  # stopped before the end
     best = max(reports, key=lambda r: r.validation_auc)
@@ -111,7 +111,7 @@ def test_recipe_sets_options_and_explicit_flags_win():
 def test_snapshots_are_taken_at_the_requested_interval():
     x, y = _blobs(np.random.default_rng(0))
     taken = []
-    train_head(x, y, x, y, 3, TrainingConfig(steps=50), snapshot=lambda step, head: taken.append(step), snapshot_every=20)
+    train_top_layer(x, y, x, y, 3, TrainingConfig(steps=50), snapshot=lambda step, head: taken.append(step), snapshot_every=20)
     assert taken == [20, 40]
 
 
@@ -121,4 +121,4 @@ def test_impossible_options_are_user_errors(bad):
 
     x, y = _blobs(np.random.default_rng(0))
     with pytest.raises(UserError):
-        train_head(x, y, x, y, 3, TrainingConfig(steps=5, **bad))
+        train_top_layer(x, y, x, y, 3, TrainingConfig(steps=5, **bad))

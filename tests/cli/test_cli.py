@@ -105,11 +105,11 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_is_a_live_bar_on_a_terminal(monkeypatch):
-    from retrain import cli
+    from retrain.cli import console
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    update = cli._progress(50, "Bottlenecks")
+    update = console.progress(50, "Bottlenecks")
     for _ in range(5):
         update(10)
     drawn = terminal.getvalue()
@@ -118,11 +118,11 @@ def test_progress_is_a_live_bar_on_a_terminal(monkeypatch):
 
 
 def test_progress_is_plain_lines_in_a_log(monkeypatch):
-    from retrain import cli
+    from retrain.cli import console
 
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
-    update = cli._progress(30, "Top layer", "steps")
+    update = console.progress(30, "Top layer", "steps")
     for _ in range(3):
         update(10)
     lines = log.getvalue().splitlines()

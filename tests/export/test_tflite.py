@@ -56,10 +56,10 @@ def models(backbone, tmp_path_factory):
     and one .tflite per quantization mode; plus held-back images no step has seen."""
     import tensorflow as tf
 
-    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_metadata
+    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_card
     from retrain.data.images import load_image
     from retrain.export.tflite import export_tflite as export
-    from retrain.train.top_layer import TrainingConfig, train_head
+    from retrain.train.top_layer import TrainingConfig, train_top_layer
 
     root = tmp_path_factory.mktemp("tflite")
     training = _colour_images(root / "train", 8, first_seed=0)
@@ -69,10 +69,10 @@ def models(backbone, tmp_path_factory):
     train_y = np.array([labels.index(label) for label in labels for _ in training[label]])
     pixels = np.stack([load_image(p, backbone.input_size) for p in train_paths]).astype(np.float32)
     features = backbone.module.features(tf.constant(pixels)).numpy()
-    head = train_head(features, train_y, features[:0], train_y[:0], len(labels),
+    head = train_top_layer(features, train_y, features[:0], train_y[:0], len(labels),
                       TrainingConfig(steps=60, learning_rate=0.05, train_batch_size=24, random_seed=0))
     classifier = Classifier(backbone, head, "final_result")
-    metadata = model_metadata(backbone, labels, "final_result")
+    metadata = model_card(backbone, labels, "final_result")
     export_frozen_graph(classifier, metadata, root / "graph.pb")
     export_saved_model(classifier, metadata, root / "saved_model")
     exports = {mode: export(root / "saved_model", root / f"model_{mode}.tflite", mode, train_paths[::2]) for mode in MODES}

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from tests.conftest import noisy_colour_image
-from tests.test_isic import write_challenge
+from tests.data.test_isic import write_challenge
 
-COMMANDS = Path(__file__).resolve().parent.parent / "commands"
+COMMANDS = Path(__file__).resolve().parents[2] / "commands"
 
 
 def _run_script(name, *args, cwd, **env):

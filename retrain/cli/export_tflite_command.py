@@ -1,0 +1,47 @@
+"""`export_tflite`: a SavedModel from retrain to .tflite, with parity measured."""
+
+from __future__ import annotations
+
+import click
+
+from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.options import PATH, option
+from retrain.errors import UserError
+from retrain.native_logs import import_tensorflow
+from retrain.predict.tflite_model import QUANTIZATIONS
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("saved_model_dir", type=PATH, required=True, help="SavedModel written by retrain --saved_model_dir.")
+@option("output", type=PATH, required=True, help="The .tflite file to write (and OUTPUT.json beside it).")
+@option("quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
+@option("image_dir", type=PATH, default=None,
+         help="The training tree: its training split calibrates int8 and rounds int8 weights, its held-back split measures parity.")
+@option("representative_images", type=int, default=100, show_default=True,
+         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
+@option("validation_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
+@option("testing_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
+@option("reference_graph", type=PATH, default=None, help="Model to measure parity against [default: the SavedModel].")
+@option("random_seed", type=int, default=None, help="Seed of the calibration sample, as given to retrain.")
+@reports_user_errors
+def export_tflite(saved_model_dir, output, quantization, image_dir, representative_images, validation_percentage,
+                  testing_percentage, reference_graph, random_seed):
+    """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
+    import_tensorflow()
+    from retrain.export.graph import tflite as tflite_export
+
+    if quantization == "int8" and image_dir is None:
+        raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")
+    training, held_back = [], []
+    if image_dir is not None:
+        training, held_back = tflite_export.training_and_held_back(image_dir, validation_percentage, testing_percentage)
+    representative = []
+    if quantization == "int8" or (quantization == "dynamic" and image_dir is not None and representative_images > 0):
+        representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
+    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=click.echo, warn=warn)
+    click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}) and {export.sidecar}")
+    if image_dir is None:
+        warn("no --image_dir, so parity with the SavedModel was not measured")
+    else:
+        tflite_export.report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)

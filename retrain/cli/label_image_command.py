@@ -1,0 +1,86 @@
+"""`label_image`: classify one image, print the top classes (and a heatmap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from retrain.backbones import DEFAULT_ARCHITECTURE
+from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.options import PATH, option
+from retrain.errors import UserError
+from retrain.native_logs import import_tensorflow
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("image", type=PATH, required=True, help="Image to classify (.jpg, .jpeg, .png).")
+@option("graph", type=PATH, default=None,
+         help="Frozen .pb, SavedModel folder or .tflite (run without TensorFlow); omit for the stock ImageNet model.")
+@option("labels", type=PATH, default=None, help="Labels file [default: the labels stored in the model].")
+@option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone for the stock ImageNet model.")
+@option("model_dir", type=PATH, default=None, help="Converted backbones [default: user cache dir/models].")
+@option("top_k", type=int, default=5, show_default=True)
+@option("input_layer", default=None, help="Input tensor name [default: from the model].")
+@option("output_layer", default=None, help="Output tensor name [default: from the model].")
+@option("input_height", type=int, default=None)
+@option("input_width", type=int, default=None)
+@option("input_mean", type=float, default=None)
+@option("input_std", type=float, default=None)
+@option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
+@option("heatmap", type=PATH, default=None,
+         help="Write the image as PNG with a heatmap over it: where the evidence for the top class (or "
+              "--heatmap_class) lies. Needs a .pb or SavedModel from retrain, or the stock model.")
+@option("heatmap_class", default=None, help="Label whose heatmap --heatmap draws [default: the top class].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: labels with scores best first, model, input size; with --heatmap, "
+                   "the map as a grid of numbers in [0, 1] at the network's own resolution.")
+@option("metadata", default=None,
+         help="The patient's metadata, for a model trained with --metadata: \"age_approximate=55,sex=female\" "
+              "(columns left out count as missing).")
+@reports_user_errors
+def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatmap, heatmap_class, as_json, metadata,
+                **feed):
+    """Print the top predictions for one image, best first."""
+    import json
+
+    from retrain import paths
+    from retrain.predict import heatmaps, prediction
+    from retrain.predict.tflite_model import is_tflite_file
+
+    if heatmap_class is not None and heatmap is None:
+        raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
+    if not Path(image).expanduser().is_file():
+        raise UserError(f"--image {image}: no such file")
+    if graph is None or not is_tflite_file(Path(graph).expanduser()):
+        import_tensorflow()
+    if graph is None:
+        model = prediction.stock_imagenet_model(architecture, model_dir or paths.default_model_dir())
+    else:
+        notes: list[str] = []
+        model = prediction.load_model(graph, prediction.FeedOverrides(**feed), notes)
+        for note in notes:
+            warn(note)
+    if tta:
+        model = prediction.with_flip_tta(model)
+    label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
+    row = prediction.image_metadata(model, metadata, warn)
+    pixels = prediction.load_image_for(model, image)
+    results = prediction.classify_pixels(model, pixels, label_list, top_k, row)
+    drawn, heatmap_error = None, None
+    if heatmap is not None:
+        try:
+            drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class,
+                                          None if row is None else row[None])[0]
+            heatmaps.write_heatmap(heatmap, image, drawn)
+        except UserError as e:
+            drawn, heatmap_error = None, str(e)
+    if as_json:
+        click.echo(json.dumps(prediction.prediction_json(model, image, results, drawn, heatmap, heatmap_error)))
+    else:
+        for result in results:
+            click.echo(f"{result.label} (score={result.score:.5f})")
+    if heatmap_error is not None:
+        raise UserError(f"{heatmap_error} (the prediction above is complete; only the heatmap failed)")
+    if drawn is not None:
+        click.echo(f"Wrote the heatmap of {drawn.label} to {heatmap}", err=as_json)

@@ -1,0 +1,207 @@
+"""`retrain`: flags to configs, once; then the library's train()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from retrain.backbones import DEFAULT_ARCHITECTURE
+from retrain.cli.console import log, progress, reports_user_errors, warn
+from retrain.cli.options import PATH, option, switch
+from retrain.errors import UserError
+from retrain.native_logs import import_tensorflow
+from retrain.predict.tflite_model import QUANTIZATIONS
+from retrain.train.distribution import DISTRIBUTE
+from retrain.train.fusion import FUSIONS
+from retrain.train.recipes import RECIPES, apply_recipe
+from retrain.train.top_layer import (
+    EARLY_STOPPING_METRICS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainingConfig,
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("image_dir", type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]")
+@option("output_graph", type=PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write.")
+@option("output_labels", type=PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write.")
+@option("saved_model_dir", type=PATH, default=None, help="Also export a SavedModel to this folder.")
+@option("bottleneck_dir", type=PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks].")
+@option("model_dir", type=PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models].")
+@option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures.")
+@option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture).")
+@option("image_size", type=int, default=None,
+         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
+              "at another size than its own [default: the backbone's].")
+@option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit.")
+@option("how_many_training_steps", type=int, default=4000, show_default=True)
+@option("learning_rate", type=float, default=0.01, show_default=True)
+@option("train_batch_size", type=int, default=100, show_default=True)
+@option("eval_step_interval", type=int, default=10, show_default=True)
+@option("validation_batch_size", type=int, default=100, show_default=True, help="-1 = whole validation set.")
+@option("test_batch_size", type=int, default=-1, show_default=True, help="-1 = whole test set.")
+@option("testing_percentage", type=float, default=10.0, show_default=True)
+@option("validation_percentage", type=float, default=10.0, show_default=True)
+@option("validation_dir", type=PATH, default=None,
+         help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
+              "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it.")
+@option("test_dir", type=PATH, default=None,
+         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
+              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it.")
+@option("final_tensor_name", default="final_result", show_default=True)
+@option("print_misclassified_test_images", is_flag=True)
+@option("random_seed", type=int, default=None, help="Make the run repeatable.")
+@option("summaries_dir", type=PATH, default=None, help="Write TensorBoard scalars under this folder.")
+@option("tflite_output", type=PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones.")
+@option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
+@option("tflite_representative_images", type=int, default=100, show_default=True,
+         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
+@option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
+@option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
+         help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
+              "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
+              "Flags given explicitly win.")
+@option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
+@option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights.")
+@option("dropout", type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training.")
+@option("label_smoothing", type=float, default=0.0, show_default=True)
+@option("early_stopping_patience", type=int, default=0, show_default=True,
+         help="Stop after this many evaluations without improvement and keep the best step (0 = off).")
+@option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
+         help="Whole-validation-set figure early stopping watches.")
+@switch("flip_left_right", "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning).")
+@switch("flip_up_down", "Randomly mirror training images top-bottom.")
+@switch("rotate90", "Turn training images a random number of quarter turns.")
+@option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image.")
+@option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in.")
+@option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %.")
+@option("distorted_copies", type=int, default=None,
+         help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning].")
+@option("intermediate_output_graphs_dir", type=PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps.")
+@option("intermediate_store_frequency", type=int, default=0, show_default=True)
+@option("fine_tune_layers", default="0", show_default=True,
+         help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
+              "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off).")
+@option("fine_tune_epochs", type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning.")
+@option("fine_tune_steps", type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole].")
+@option("fine_tune_learning_rate", type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0).")
+@option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together).")
+@option("fine_tune_weight_decay", type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay.")
+@option("distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
+         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
+              "multi_worker = several machines, from TF_CONFIG.")
+@option("crop_area", type=float, default=1.0, show_default=True,
+         help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop).")
+@option("crop_aspect", type=float, default=1.0, show_default=True,
+         help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept).")
+@option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %.")
+@option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %.")
+@option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel.")
+@option("metadata", type=PATH, multiple=True,
+         help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
+              "(e.g. age_approximate, sex); the model then takes them as a second input. Repeat for several files "
+              "(e.g. the training and the validation set's).")
+@option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id].")
+@option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric.")
+@option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error).")
+@option("metadata_fusion", type=click.Choice(FUSIONS), default="shift", show_default=True,
+         help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
+              "trained on image features and metadata side by side.")
+@reports_user_errors
+def retrain(**flags):
+    """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
+    from retrain.api.train import RetrainOptions, run_retrain
+
+    if flags.pop("list_architectures"):
+        import_tensorflow()
+        _print_architectures(flags["model_dir"])
+        return
+    if flags["image_dir"] is None:
+        raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
+    import_tensorflow()
+    context = click.get_current_context()
+    explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    flags = apply_recipe(flags["recipe"], flags, explicit)
+    if not flags["metadata"]:
+        given = [name for name in ("metadata_columns", "metadata_categorical", "metadata_numeric", "metadata_fusion")
+                 if name in explicit]
+        if given:
+            raise UserError(f"--{given[0]} applies to patient metadata; add --metadata FILE.csv")
+    flags["training"] = TrainingConfig(**{field: flags.pop(flag) for flag, field in _TRAINING_FLAGS.items()})
+    flags["distortion"], flags["fine_tuning"] = _augmentation_and_fine_tuning(flags, explicit)
+    for directory, percentage in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage")):
+        if flags[directory] is not None and context.get_parameter_source(percentage) == click.core.ParameterSource.DEFAULT:
+            flags[percentage] = 0.0  # the held-out tree replaces the hash split of --image_dir
+    run_retrain(RetrainOptions(**flags), log=log, warn=warn, progress_factory=progress)
+
+
+_DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
+_EPOCH_ONLY_FLAGS = ("crop_area", "crop_aspect", "random_contrast", "random_saturation", "random_hue")
+# retrain flag -> FineTuneConfig field
+_FINE_TUNE_FLAGS = {
+    "fine_tune_epochs": "epochs",
+    "fine_tune_steps": "steps",
+    "fine_tune_learning_rate": "learning_rate",
+    "fine_tune_batch_size": "batch_size",
+    "fine_tune_weight_decay": "weight_decay",
+    "distribute": "distribute",
+}
+
+
+def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
+    """The distortion flags drive fresh per-epoch augmentation when fine-tuning (cached copies
+    only with an explicit --distorted_copies), else cached copies as in retrain.py."""
+    from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
+    from retrain.train.fine_tuning import FineTuneConfig, parse_layers
+
+    layers = parse_layers(flags.pop("fine_tune_layers"))
+    distortion = {name: flags.pop(name) for name in _DISTORTION_FLAGS}
+    epoch_only = {name: flags.pop(name) for name in _EPOCH_ONLY_FLAGS}
+    fine_tuning = {field: flags.pop(flag) for flag, field in _FINE_TUNE_FLAGS.items()}
+    if not layers:
+        given = [name for name in (*_EPOCH_ONLY_FLAGS, *_FINE_TUNE_FLAGS) if name in explicit]
+        if given:
+            raise UserError(f"--{given[0]} applies to fine-tuning; add --fine_tune_layers all or --recipe finetune")
+        return CopyAugmentation(**distortion), FineTuneConfig()
+    augmentation = EpochAugmentation(**distortion, **epoch_only)
+    cached = CopyAugmentation(**distortion) if "distorted_copies" in explicit else CopyAugmentation()
+    return cached, FineTuneConfig(layers=layers, augmentation=augmentation, **fine_tuning)
+
+# retrain flag -> TrainingConfig field
+_TRAINING_FLAGS = {
+    "how_many_training_steps": "steps",
+    "learning_rate": "learning_rate",
+    "train_batch_size": "train_batch_size",
+    "eval_step_interval": "eval_step_interval",
+    "validation_batch_size": "validation_batch_size",
+    "random_seed": "random_seed",
+    "optimizer": "optimizer",
+    "learning_rate_schedule": "learning_rate_schedule",
+    "weight_decay": "weight_decay",
+    "dropout": "dropout",
+    "label_smoothing": "label_smoothing",
+    "early_stopping_patience": "early_stopping_patience",
+    "early_stopping_metric": "early_stopping_metric",
+}
+
+
+def _print_architectures(model_dir: Path | None) -> None:
+    """The registry as a table; 'offline' means its weights are on this machine now."""
+    from retrain import paths
+    from retrain.backbones import architecture_table
+
+    model_dir = Path(model_dir or paths.default_model_dir()).expanduser()
+    header = ("name", "input", "features", "offline", "weights")
+    rows = [
+        (row.config.name, f"{row.config.input_size}", f"{row.config.feature_size}",
+         "yes" if row.available_offline else "no", row.config.weights)
+        for row in architecture_table(model_dir)
+    ]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]
+    for cells in [header, *rows]:
+        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(cells, widths)), cells[-1]]))
+    click.echo(f"(--model_dir {model_dir}; --tfhub_module URL|DIR takes any TF Hub image feature-vector module)")
