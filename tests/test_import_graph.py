@@ -57,3 +57,36 @@ def test_the_package_has_no_import_circles():
 
 def test_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+# The package's layers in data-flow order. A module may import its own layer and the
+# layers before it, never one after. The modules at the package's root (errors, paths,
+# metrics, native logs, worker threads) are the foundation every layer may use.
+LAYERS = ("data", "backbones", "features", "train", "export", "predict", "evaluate", "api", "cli")
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS):
+        return LAYERS.index(parts[1]) + 1
+    return 0
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((source, target) for source, targets in graph.items() for target in targets
+                  if layer_of(target) > layer_of(source))
+
+
+def test_every_module_sits_in_a_layer_folder_or_is_a_foundation():
+    roots = {name for name in import_graph() if layer_of(name) == 0}
+    assert roots == {"retrain", "retrain.errors", "retrain.paths", "retrain.metrics", "retrain.native_logs",
+                     "retrain.workers"}
+
+
+def test_no_layer_imports_a_later_layer():
+    assert upward_imports(import_graph()) == []
+
+
+def test_layer_check_finds_an_upward_import():
+    graph = {"retrain.data.images": {"retrain.cli.console"}, "retrain.cli.console": {"retrain.data.images"}}
+    assert upward_imports(graph) == [("retrain.data.images", "retrain.cli.console")]

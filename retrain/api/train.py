@@ -180,7 +180,7 @@ def run_retrain(
     if options.class_weights:
         parse_class_weights(options.class_weights, tree.labels, np.zeros(0, int))  # a typo fails before slow work
     held_out = {}  # --validation_dir / --test_dir trees, checked against tree's classes before slow work
-    for set_name, directory in (("validation", options.validation_dir), ("testing", options.test_dir)):
+    for set_name, directory in (("validation", options.validation_dir), ("test", options.test_dir)):
         if directory is not None:
             held_out[set_name] = scan_held_out_tree(directory, set_name, tree, warn)
             count = sum(len(c.images) for c in held_out[set_name].classes)
@@ -224,7 +224,7 @@ def run_retrain(
     split = add_held_out_trees(split, labels, held_out, usable=features_by_path.__contains__)
     for note in split.notes:
         warn(note)
-    log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.testing)} testing")
+    log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.test)} testing")
     patient = _encode_metadata(table, options, split, log, warn) if table is not None else None
     train_m, val_m, test_m = patient.rows if patient else (None, None, None)
 
@@ -237,7 +237,7 @@ def run_retrain(
     train_x, train_y = _add_distorted_copies(options, [p for p, _ in split.training], train_x, train_y, backbone, cache,
                                              log, warn, progress_factory)
     val_x, val_y = arrays(split.validation)
-    test_x, test_y = arrays(split.testing)
+    test_x, test_y = arrays(split.test)
     summaries = _SummaryWriters(options.summaries_dir) if options.summaries_dir else None
     if summaries:
         log(f"TensorBoard summaries: {summaries.run_dir}")
@@ -276,7 +276,7 @@ def run_retrain(
     if options.fine_tuning.active:
         head, tuned = _fine_tune(options, backbone, model_dir, head, split, labels, training, summaries, strategy, log,
                                  warn, progress_factory)
-        val_x, test_x = (_features(backbone, [p for p, _ in pairs]) for pairs in (split.validation, split.testing))
+        val_x, test_x = (_features(backbone, [p for p, _ in pairs]) for pairs in (split.validation, split.test))
         metadata = {**model_card(backbone, labels, options.final_tensor_name), "recipe": options.recipe,
                     "fine_tuning": tuned}
         if len(val_y):
@@ -307,7 +307,7 @@ def run_retrain(
             for row, index in enumerate(chosen):
                 predicted = int(np.argmax(predictions[row]))
                 if predicted != test_y[index]:
-                    log(f"{split.testing[index][0]}  {labels[predicted]}")
+                    log(f"{split.test[index][0]}  {labels[predicted]}")
 
     classifier = Classifier(backbone, head, options.final_tensor_name)
     export_frozen_graph(classifier, metadata, options.output_graph)
@@ -395,7 +395,7 @@ def _encode_metadata(table, options: RetrainOptions, split, log, warn) -> _Encod
     encoding = fit_encoding(table, training_ids, *_metadata_column_flags(options))
     for line in describe(encoding, table, training_ids):
         log(f"Metadata column {line}")
-    sets = (split.training, split.validation, split.testing)
+    sets = (split.training, split.validation, split.test)
     every_path = [path for pairs in sets for path, _ in pairs]
     rows, without_row, unused_rows = match_images(table, every_path)
     log(f"Metadata: {len(every_path) - without_row} of {len(every_path)} images have a row in {table.file_names()}"
@@ -515,5 +515,5 @@ def _export_tflite(options: RetrainOptions, classifier, metadata: dict, split, l
         classifier, metadata, options.saved_model_dir, options.tflite_output, options.tflite_quantization, representative, log, warn
     )
     log(f"Wrote {export.path} ({describe_export(export)}) and {export.sidecar}")
-    held_back = [path for path, _ in split.validation + split.testing]
+    held_back = [path for path, _ in split.validation + split.test]
     report_parity(export, options.output_graph, held_back, log, warn)

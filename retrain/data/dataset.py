@@ -15,7 +15,7 @@ from retrain.data.images import is_image_file
 # when other files are added.
 MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
 
-SETS = ("training", "validation", "testing")
+SETS = ("training", "validation", "test")
 
 
 @dataclass
@@ -93,7 +93,7 @@ def set_for_file(path: Path, validation_percentage: float, testing_percentage: f
     if percentage < validation_percentage:
         return "validation"
     if percentage < validation_percentage + testing_percentage:
-        return "testing"
+        return "test"
     return "training"
 
 
@@ -103,7 +103,7 @@ class Split:
 
     training: list[tuple[Path, int]]
     validation: list[tuple[Path, int]]
-    testing: list[tuple[Path, int]]
+    test: list[tuple[Path, int]]
     notes: list[str]
 
 
@@ -119,7 +119,7 @@ def split_images(
     training, so the classifier still sees it (the original crashed or silently
     dropped the class).
     """
-    for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):
+    for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):  # flag names
         if not 0 <= value < 100:
             raise UserError(f"--{name}_percentage must be in [0, 100), got {value}")
     if validation_percentage + testing_percentage >= 100:
@@ -131,25 +131,27 @@ def split_images(
         for path in images:
             assigned[set_for_file(path, validation_percentage, testing_percentage)].append(path)
         if not assigned["training"]:
-            donor = "testing" if assigned["testing"] else "validation"
+            donor = "test" if assigned["test"] else "validation"
             assigned["training"].append(assigned[donor].pop())
-            notes.append(f"class {labels[index]!r}: all its images fell outside training; moved one from {donor}")
+            notes.append(f"class {labels[index]!r}: all its images fell outside training; moved one from {_SET_WORDS[donor]}")
         for name in SETS:
             sets[name].extend((path, index) for path in assigned[name])
     if not sets["validation"] and validation_percentage > 0:
         notes.append(_EMPTY_SET_NOTES["validation"])
-    if not sets["testing"] and testing_percentage > 0:
-        notes.append(_EMPTY_SET_NOTES["testing"])
-    return Split(sets["training"], sets["validation"], sets["testing"], notes)
+    if not sets["test"] and testing_percentage > 0:
+        notes.append(_EMPTY_SET_NOTES["test"])
+    return Split(sets["training"], sets["validation"], sets["test"], notes)
 
 
 _EMPTY_SET_NOTES = {
     "validation": "validation set is empty (too few images); validation accuracy is not reported",
-    "testing": "test set is empty (too few images); no final test accuracy",
+    "test": "test set is empty (too few images); no final test accuracy",
 }
 
 # Held-out set -> (its flag, what a class missing from its tree is not)
-HELD_OUT_FLAGS = {"validation": ("--validation_dir", "validated"), "testing": ("--test_dir", "tested")}
+HELD_OUT_FLAGS = {"validation": ("--validation_dir", "validated"), "test": ("--test_dir", "tested")}
+# How messages name each set (their wording predates the one word "test").
+_SET_WORDS = {"training": "training", "validation": "validation", "test": "testing"}
 
 
 def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTree, warn) -> ImageTree:
@@ -176,12 +178,12 @@ def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTr
 def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTree], usable=None) -> Split:
     """The split with each held-out tree's (path, class index) pairs appended to its set.
 
-    trees maps "validation"/"testing" to a tree from scan_held_out_tree; labels are the
+    trees maps "validation"/"test" to a tree from scan_held_out_tree; labels are the
     classes being trained (class index = position). Images of a class not in labels, and
     images for which usable(path) is false (unreadable), are left out. A set that is no
     longer empty loses split_images' "set is empty" note."""
     index = {label: i for i, label in enumerate(labels)}
-    sets = {"validation": list(split.validation), "testing": list(split.testing)}
+    sets = {"validation": list(split.validation), "test": list(split.test)}
     notes = list(split.notes)
     for set_name, tree in trees.items():
         for image_class in tree.classes:
@@ -193,5 +195,5 @@ def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTr
         if sets[set_name]:
             notes = [note for note in notes if note != _EMPTY_SET_NOTES[set_name]]
         elif tree.classes:
-            notes.append(f"{flag} {tree.root}: no usable images; the {set_name} set is empty")
-    return Split(list(split.training), sets["validation"], sets["testing"], notes)
+            notes.append(f"{flag} {tree.root}: no usable images; the {_SET_WORDS[set_name]} set is empty")
+    return Split(list(split.training), sets["validation"], sets["test"], notes)

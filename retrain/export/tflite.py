@@ -57,7 +57,7 @@ def training_and_held_back(image_dir: Path, validation_percentage: float, testin
 
     tree = scan_image_tree(image_dir)
     split = split_images([c.images for c in tree.classes], tree.labels, validation_percentage, testing_percentage)
-    return [path for path, _ in split.training], [path for path, _ in split.validation + split.testing]
+    return [path for path, _ in split.training], [path for path, _ in split.validation + split.test]
 
 
 def representative_sample(paths: list[Path], count: int, seed: int = 0) -> list[Path]:

@@ -173,7 +173,7 @@ def test_only_training_images_are_distorted(poets_run):
     images = root / "images"
     by_class = [sorted((images / name).glob("*.jpg")) for name in ("blue", "red")]
     split = split_images(by_class, ["blue", "red"], 25, 25)
-    held_back = [path for path, _ in split.validation + split.testing]
+    held_back = [path for path, _ in split.validation + split.test]
     assert held_back and split.training
     key = {path: hashlib.sha1(path.read_bytes()).hexdigest() for path in sum(by_class, [])}
     distorted = [entry.name.split("-aug")[0] for entry in (root / "bn").rglob("*-aug*.bn")]

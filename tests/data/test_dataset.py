@@ -56,7 +56,7 @@ def test_split_uses_retrain_py_hash_of_the_name_without_nohash_part():
     value = (int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (
         100.0 / MAX_NUM_IMAGES_PER_CLASS
     )
-    expected = "validation" if value < 10 else "testing" if value < 20 else "training"
+    expected = "validation" if value < 10 else "test" if value < 20 else "training"
     assert set_for_file(Path("/x") / name, 10, 10) == expected
     for i in range(50):
         assert set_for_file(Path(f"a/img{i}_nohash_1.jpg"), 10, 10) == set_for_file(Path(f"b/img{i}_nohash_7.jpg"), 10, 10)
@@ -66,9 +66,9 @@ def test_split_of_a_file_does_not_change_when_images_are_added():
     images = [Path(f"c/img{i}.jpg") for i in range(200)]
     small = split_images([images[:100]], ["c"], 10, 10)
     large = split_images([images], ["c"], 10, 10)
-    for name in ("training", "validation", "testing"):
+    for name in ("training", "validation", "test"):
         assert set(getattr(small, name)) <= set(getattr(large, name))
-    assert len(large.validation) > 5 and len(large.testing) > 5
+    assert len(large.validation) > 5 and len(large.test) > 5
 
 
 def test_every_class_keeps_a_training_image_and_empty_sets_are_noted():

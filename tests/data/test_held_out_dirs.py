@@ -46,7 +46,7 @@ def _warnings(result) -> list[str]:
 def test_zero_percentages_put_everything_in_training_without_notes():
     images = [[Path(f"a{i}.jpg") for i in range(20)], [Path(f"b{i}.jpg") for i in range(20)]]
     split = split_images(images, ["a", "b"], 0, 0)
-    assert len(split.training) == 40 and not split.validation and not split.testing
+    assert len(split.training) == 40 and not split.validation and not split.test
     assert split.notes == []
 
 
@@ -55,17 +55,17 @@ def test_held_out_images_are_appended_with_the_image_dir_class_index(make_tree, 
     held = scan_held_out_tree(_held_out_tree(tmp_path / "val", {"red": 2, "blue": 1}), "validation", tree, print)
     split = split_images([c.images for c in tree.classes], tree.labels, 0, 0)
     combined = add_held_out_trees(split, tree.labels, {"validation": held})
-    assert combined.training == split.training and combined.testing == []
+    assert combined.training == split.training and combined.test == []
     assert sorted((p.name, tree.labels[c]) for p, c in combined.validation) == [
         ("held_blue_0.jpg", "blue"), ("held_red_0.jpg", "red"), ("held_red_1.jpg", "red")]
 
 
 def test_unusable_held_out_images_and_dropped_classes_are_left_out(make_tree, tmp_path):
     tree = scan_image_tree(make_tree({"red": 3, "blue": 3}))
-    held = scan_held_out_tree(_held_out_tree(tmp_path / "test", {"red": 2, "blue": 2}), "testing", tree, print)
+    held = scan_held_out_tree(_held_out_tree(tmp_path / "test", {"red": 2, "blue": 2}), "test", tree, print)
     split = split_images([tree.classes[1].images], ["red"], 0, 0)  # as if blue were unreadable
-    combined = add_held_out_trees(split, ["red"], {"testing": held}, usable=lambda p: p.name != "held_red_1.jpg")
-    assert [(p.name, c) for p, c in combined.testing] == [("held_red_0.jpg", 0)]
+    combined = add_held_out_trees(split, ["red"], {"test": held}, usable=lambda p: p.name != "held_red_1.jpg")
+    assert [(p.name, c) for p, c in combined.test] == [("held_red_0.jpg", 0)]
 
 
 def test_a_filled_set_loses_the_empty_set_note(make_tree, tmp_path):
@@ -81,7 +81,7 @@ def test_a_filled_set_loses_the_empty_set_note(make_tree, tmp_path):
 def test_held_out_tree_errors_name_the_flag(make_tree, tmp_path):
     tree = scan_image_tree(make_tree({"red": 1, "blue": 1}))
     with pytest.raises(UserError, match=r"^--test_dir .*nowhere: no such directory"):
-        scan_held_out_tree(tmp_path / "nowhere", "testing", tree, print)
+        scan_held_out_tree(tmp_path / "nowhere", "test", tree, print)
     with pytest.raises(UserError, match=r"^--validation_dir .*: 'purple', 'teal' not among --image_dir's classes"):
         scan_held_out_tree(_held_out_tree(tmp_path / "val", {"red": 1, "purple": 1, "teal": 1}), "validation", tree, print)
 
