@@ -126,8 +126,27 @@ def _family(config: BackboneConfig):
     return _family_module(config.family)
 
 
-# Families whose network is fully convolutional up to global pooling, so any input size works.
-RESIZABLE_FAMILIES = ("efficientnet_lite",)
+# What each family can do besides building a backbone. Answered here, from the family's
+# name, because the family modules import TensorFlow; the family module does the work.
+RESIZABLE_FAMILIES = ("efficientnet_lite",)  # fully convolutional up to global pooling: any input size
+BLOCK_TUNABLE_FAMILIES = ("efficientnet_lite",)  # --fine_tune_layers N unfreezes the last N blocks
+STAGED_FAMILIES = ("efficientnet_lite",)  # runs stage by stage with a substitutable conv (int8 preparation)
+
+
+def tunable_blocks(config: BackboneConfig) -> int | None:
+    """How many blocks --fine_tune_layers N can unfreeze, or None where the family does not count blocks."""
+    return _family(config).tunable_block_count(config) if config.family in BLOCK_TUNABLE_FAMILIES else None
+
+
+def supports_int8_preparation(config: BackboneConfig) -> bool:
+    """Whether export can round the weights to int8 itself: the network runs stage by stage (staged_network)."""
+    return config.family in STAGED_FAMILIES
+
+
+def staged_network(config: BackboneConfig, layers: dict):
+    """The family's network with these weights (e.g. read back from an exported SavedModel): a module
+    with `layers`, `stage_count`, `stage_layers(stage)`, `stage(x, stage, conv)` and `conv_layer`."""
+    return _family(config).staged_network(config, layers)
 
 
 def sized_config(name: str, image_size: int | None = None) -> BackboneConfig:

@@ -125,6 +125,8 @@ def conv_layer(x, kernel, bias, stride: int, depthwise: bool):
 
 
 class EfficientNetLite(tf.Module):
+    conv_layer = staticmethod(conv_layer)  # for callers that run a layer with other weights (retrain.export.int8)
+
     def __init__(self, layers: dict[str, np.ndarray], blocks: list[Block], name: str):
         super().__init__(name=name)
         self.blocks = blocks
@@ -298,6 +300,12 @@ def random_layers(blocks: list[Block], seed: int | None = None) -> dict[str, np.
     put("head", (1, 1, blocks[-1].channels_out, HEAD_CHANNELS), blocks[-1].channels_out, HEAD_CHANNELS)
     put("classifier", (HEAD_CHANNELS, 1000), HEAD_CHANNELS, 1000)
     return layers
+
+
+def staged_network(config: BackboneConfig, layers: dict[str, np.ndarray]) -> EfficientNetLite:
+    """The network with these weights, e.g. a fine-tuned model's, read back from its SavedModel."""
+    options = dict(config.options)
+    return EfficientNetLite(layers, block_plan(options["width"], options["depth"]), name=config.name)
 
 
 def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False) -> Backbone:

@@ -7,8 +7,8 @@ import click
 from retrain.cli.console import reports_user_errors, warn
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
+from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
-from retrain.predict.tflite_model import QUANTIZATIONS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,11 +28,12 @@ from retrain.predict.tflite_model import QUANTIZATIONS
 def export_tflite(saved_model_dir, output, quantization, image_dir, representative_images, validation_percentage,
                   testing_percentage, reference_graph, random_seed):
     """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
-    import_tensorflow()
-    from retrain.export.graph import tflite as tflite_export
-
     if quantization == "int8" and image_dir is None:
         raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")
+    import_tensorflow()
+    from retrain.export import tflite as tflite_export
+    from retrain.predict.parity import report_parity
+
     training, held_back = [], []
     if image_dir is not None:
         training, held_back = tflite_export.training_and_held_back(image_dir, validation_percentage, testing_percentage)
@@ -44,4 +45,4 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     if image_dir is None:
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:
-        tflite_export.report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)
+        report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)

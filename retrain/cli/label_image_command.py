@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import reports_user_errors, warn
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
-from retrain.native_logs import import_tensorflow
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,43 +41,18 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     """Print the top predictions for one image, best first."""
     import json
 
-    from retrain import paths
-    from retrain.predict import heatmaps, prediction
-    from retrain.predict.tflite_model import is_tflite_file
+    from retrain.api.classify import classify
+    from retrain.predict.loaded_model import FeedOverrides
 
-    if heatmap_class is not None and heatmap is None:
-        raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
-    if not Path(image).expanduser().is_file():
-        raise UserError(f"--image {image}: no such file")
-    if graph is None or not is_tflite_file(Path(graph).expanduser()):
-        import_tensorflow()
-    if graph is None:
-        model = prediction.stock_imagenet_model(architecture, model_dir or paths.default_model_dir())
-    else:
-        notes: list[str] = []
-        model = prediction.load_model(graph, prediction.FeedOverrides(**feed), notes)
-        for note in notes:
-            warn(note)
-    if tta:
-        model = prediction.with_flip_tta(model)
-    label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
-    row = prediction.image_metadata(model, metadata, warn)
-    pixels = prediction.load_image_for(model, image)
-    results = prediction.classify_pixels(model, pixels, label_list, top_k, row)
-    drawn, heatmap_error = None, None
-    if heatmap is not None:
-        try:
-            drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class,
-                                          None if row is None else row[None])[0]
-            heatmaps.write_heatmap(heatmap, image, drawn)
-        except UserError as e:
-            drawn, heatmap_error = None, str(e)
+    result = classify(image, graph=graph, labels=labels, top_k=top_k, tta=tta, heatmap=heatmap,
+                      heatmap_class=heatmap_class, patient_metadata=metadata, architecture=architecture,
+                      model_dir=model_dir, feed=FeedOverrides(**feed), warn=warn)
     if as_json:
-        click.echo(json.dumps(prediction.prediction_json(model, image, results, drawn, heatmap, heatmap_error)))
+        click.echo(json.dumps(result.as_json()))
     else:
-        for result in results:
-            click.echo(f"{result.label} (score={result.score:.5f})")
-    if heatmap_error is not None:
-        raise UserError(f"{heatmap_error} (the prediction above is complete; only the heatmap failed)")
-    if drawn is not None:
-        click.echo(f"Wrote the heatmap of {drawn.label} to {heatmap}", err=as_json)
+        for predicted in result.predictions:
+            click.echo(f"{predicted.label} (score={predicted.score:.5f})")
+    if result.heatmap_error is not None:
+        raise UserError(f"{result.heatmap_error} (the prediction above is complete; only the heatmap failed)")
+    if result.heatmap is not None:
+        click.echo(f"Wrote the heatmap of {result.heatmap.label} to {heatmap}", err=as_json)

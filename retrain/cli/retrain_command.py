@@ -6,12 +6,24 @@ from pathlib import Path
 
 import click
 
+from retrain.api.config import (
+    BackboneChoice,
+    DataConfig,
+    ExportConfig,
+    FeatureConfig,
+    MonitorConfig,
+    PatientConfig,
+    RetrainConfig,
+    TestConfig,
+    TFLiteConfig,
+)
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.options import PATH, option, switch
 from retrain.errors import UserError
+from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
-from retrain.predict.tflite_model import QUANTIZATIONS
+from retrain.reporter import Reporter
 from retrain.train.distribution import DISTRIBUTE
 from retrain.train.fusion import FUSIONS
 from retrain.train.recipes import RECIPES, apply_recipe
@@ -19,6 +31,7 @@ from retrain.train.top_layer import (
     EARLY_STOPPING_METRICS,
     OPTIMIZERS,
     SCHEDULES,
+    ClassWeights,
     TrainingConfig,
 )
 
@@ -114,7 +127,7 @@ from retrain.train.top_layer import (
 @reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
-    from retrain.api.train import RetrainOptions, run_retrain
+    from retrain.api.train import train
 
     if flags.pop("list_architectures"):
         import_tensorflow()
@@ -125,18 +138,45 @@ def retrain(**flags):
     import_tensorflow()
     context = click.get_current_context()
     explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    flags = apply_recipe(flags["recipe"], flags, explicit)
+    train(retrain_config(apply_recipe(flags["recipe"], flags, explicit), explicit),
+          Reporter(log=log, warn=warn, progress=progress))
+
+
+def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
+    """The flags, once, as the configs of the stages."""
     if not flags["metadata"]:
         given = [name for name in ("metadata_columns", "metadata_categorical", "metadata_numeric", "metadata_fusion")
                  if name in explicit]
         if given:
             raise UserError(f"--{given[0]} applies to patient metadata; add --metadata FILE.csv")
-    flags["training"] = TrainingConfig(**{field: flags.pop(flag) for flag, field in _TRAINING_FLAGS.items()})
-    flags["distortion"], flags["fine_tuning"] = _augmentation_and_fine_tuning(flags, explicit)
-    for directory, percentage in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage")):
-        if flags[directory] is not None and context.get_parameter_source(percentage) == click.core.ParameterSource.DEFAULT:
-            flags[percentage] = 0.0  # the held-out tree replaces the hash split of --image_dir
-    run_retrain(RetrainOptions(**flags), log=log, warn=warn, progress_factory=progress)
+    augmentation, fine_tuning = _augmentation_and_fine_tuning(flags, explicit)
+    percentages = {name: 0.0 if flags[directory] is not None and name not in explicit else flags[name]
+                   for directory, name in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage"))}
+    tflite = None if flags["tflite_output"] is None else TFLiteConfig(
+        flags["tflite_output"], flags["tflite_quantization"], flags["tflite_representative_images"])
+    return RetrainConfig(
+        data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages),
+        backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
+        features=FeatureConfig(flags["bottleneck_dir"], augmentation, flags["distorted_copies"]),
+        top_layer=TrainingConfig(**{field: flags[flag] for flag, field in _TRAINING_FLAGS.items()}),
+        class_weights=ClassWeights.parse(flags["class_weights"]) if flags["class_weights"] else None,
+        fine_tuning=fine_tuning,
+        patient=_patient_config(flags) if flags["metadata"] else None,
+        test=TestConfig(flags["test_batch_size"], flags["print_misclassified_test_images"]),
+        export=ExportConfig(flags["output_graph"], flags["output_labels"], flags["saved_model_dir"],
+                            flags["final_tensor_name"], tflite, flags["recipe"]),
+        monitor=MonitorConfig(flags["summaries_dir"], flags["intermediate_output_graphs_dir"],
+                              flags["intermediate_store_frequency"]),
+    )
+
+
+def _patient_config(flags: dict) -> PatientConfig:
+    def names(text: str | None):
+        return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())
+
+    return PatientConfig(tuple(flags["metadata"]), names(flags["metadata_columns"]),
+                         names(flags["metadata_categorical"]) or (), names(flags["metadata_numeric"]) or (),
+                         flags["metadata_fusion"])
 
 
 _DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
@@ -158,10 +198,10 @@ def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
     from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
     from retrain.train.fine_tuning import FineTuneConfig, parse_layers
 
-    layers = parse_layers(flags.pop("fine_tune_layers"))
-    distortion = {name: flags.pop(name) for name in _DISTORTION_FLAGS}
-    epoch_only = {name: flags.pop(name) for name in _EPOCH_ONLY_FLAGS}
-    fine_tuning = {field: flags.pop(flag) for flag, field in _FINE_TUNE_FLAGS.items()}
+    layers = parse_layers(flags["fine_tune_layers"])
+    distortion = {name: flags[name] for name in _DISTORTION_FLAGS}
+    epoch_only = {name: flags[name] for name in _EPOCH_ONLY_FLAGS}
+    fine_tuning = {field: flags[flag] for flag, field in _FINE_TUNE_FLAGS.items()}
     if not layers:
         given = [name for name in (*_EPOCH_ONLY_FLAGS, *_FINE_TUNE_FLAGS) if name in explicit]
         if given:

@@ -54,7 +54,7 @@ class TrainingImages:
     def load(self, index: int, epoch: int) -> np.ndarray:
         """One training image's version in `epoch`, as the network gets it."""
         draw = self.augmentation.draw(self.seed, epoch, index)
-        return load_image(self.paths[index], self.size, distortion=draw)
+        return load_image(self.paths[index], self.size, draw=draw)
 
     def epoch(self, epoch: int, limit: int | None = None,
               on_unreadable: Callable[[ImageError], None] | None = None) -> Iterator[Batch]:

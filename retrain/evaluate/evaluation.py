@@ -25,7 +25,7 @@ class Predictions:
     true: np.ndarray | None  # class index per image, None for an unlabelled folder
     labels: list[str]
     failures: list[ImageError]
-    metadata: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
+    patient_rows: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
 
 
 def labelled_images(image_dir: Path, model_labels: list[str]) -> tuple[list[Path], np.ndarray | None]:
@@ -58,38 +58,38 @@ def predict_images(
     labels: list[str],
     batch_size: int = 32,
     progress=None,
-    metadata: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
     """Probabilities for each readable path (the same load_image as training), a mask of
-    which paths were readable, and the failures. `metadata`: encoded rows aligned with
-    `paths`, for a model that takes patient metadata (None: every value missing)."""
+    which paths were readable, and the failures. `rows`: encoded patient metadata aligned
+    with `paths`, for a model that takes it (None: every value missing)."""
 
-    def predict(pixels, rows=None):
-        output = with_rows(model.predict, pixels, rows)
+    def predict(pixels, batch_rows=None):
+        output = with_rows(model.predict, pixels, batch_rows)
         if output.shape[1] != len(labels):
             raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
         return output
 
     probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size,
-                                              progress, metadata)
+                                              progress, rows)
     if probabilities is None:
         probabilities = np.zeros((len(paths), len(labels)), np.float32)
     return probabilities, ok, failures
 
 
-def images_metadata(model: LoadedModel, table, paths: list[Path], log, warn) -> np.ndarray | None:
+def patient_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> np.ndarray | None:
     """The encoded rows of `paths` for a model that takes patient metadata; None (every value
     missing, said once) without a table."""
     from retrain.data.patient_metadata import encode, match_images
 
-    columns = ", ".join(model.metadata_encoding.column_names)
+    columns = ", ".join(model.patient_encoding.column_names)
     if table is None:
         warn(f"{model.source} also takes patient metadata ({columns}); without --metadata every value counts as missing")
         return None
     rows, without_row, _ = match_images(table, paths)
     log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
         + (f"; {without_row} without one count as all missing" if without_row else ""))
-    return encode(model.metadata_encoding, rows, warn, table.where())
+    return encode(model.patient_encoding, rows, warn, table.where())
 
 
 def _json_ready(value):
@@ -164,14 +164,14 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]]
 
 
 def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path, progress_factory=None,
-                   metadata_table=None, log=None, warn=None) -> tuple[Predictions, dict | None]:
+                   patient_table=None, log=None, warn=None) -> tuple[Predictions, dict | None]:
     """`progress_factory(total, label)` gives a function told how many images are done;
-    `metadata_table` (patient_metadata.MetadataTable) gives the patient metadata of a
+    `patient_table` (patient_metadata.MetadataTable) gives the patient metadata of a
     model that takes it, matched to the images by id."""
     paths, true = labelled_images(image_dir, labels)
-    rows = images_metadata(model, metadata_table, paths, log, warn) if model.metadata_encoding is not None else None
+    rows = patient_rows(model, patient_table, paths, log, warn) if model.patient_encoding is not None else None
     progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
-    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress, metadata=rows)
+    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress, rows=rows)
     kept = [p for p, keep in zip(paths, ok) if keep]
     predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures,
                               None if rows is None else rows[ok])

@@ -75,19 +75,19 @@ def _model_section(evaluated: EvaluatedModel, tta: bool) -> str:
 
 
 def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str:
-    metadata = model.metadata or {}
+    model_card = model.model_card or {}
     counts = np.bincount(predictions.true, minlength=len(predictions.labels))
     rows = [
         ("Model", model.source),
-        ("Backbone", metadata.get("architecture", "unknown (no retrain metadata)")),
-        ("Recipe", metadata.get("recipe", "unknown")),
+        ("Backbone", model_card.get("architecture", "unknown (no retrain metadata)")),
+        ("Recipe", model_card.get("recipe", "unknown")),
         ("Input size", f"{model.input_width} x {model.input_height} pixels"),
         ("Classes", ", ".join(f"{label} ({n})" for label, n in zip(predictions.labels, counts))),
         ("Images", f"{len(predictions.paths)}" + (f" ({len(predictions.failures)} unreadable, left out)"
                                                   if predictions.failures else "")),
         ("Test-time augmentation", "the four flips, averaged" if tta else "none"),
     ]
-    tuned = metadata.get("fine_tuning")
+    tuned = model_card.get("fine_tuning")
     if tuned:
         rows.append(("Fine-tuning", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tuned.items()
                                                if v is not None and not isinstance(v, (list, dict)))))
@@ -179,8 +179,8 @@ def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, 
         try:
             pixels = np.stack([load_image(predictions.paths[i], (model.input_width, model.input_height))
                                for i in indices]).astype(np.float32)
-            rows = None if predictions.metadata is None else predictions.metadata[indices]
-            heatmaps = heatmaps_for(model, pixels, labels, metadata=rows)
+            rows = None if predictions.patient_rows is None else predictions.patient_rows[indices]
+            heatmaps = heatmaps_for(model, pixels, labels, rows=rows)
         except ImageError:
             pass  # the image changed since it was classified: show it without a heatmap
     cards = []

@@ -1,5 +1,6 @@
 """Putting an EfficientNet-Lite classifier's weights on TFLite's int8 grid ourselves, with
-calibration images, before the dynamic and int8 conversions.
+calibration images, before the dynamic and int8 conversions. Any backbone family whose network
+runs stage by stage (retrain.backbones.supports_int8_preparation) can be prepared this way.
 
 Rounding this backbone's kernels to the nearest int8 step, as the converter does, moves its
 1280 features by 10-13 % (relative L2, on ISIC images): enough to flip 3-4 % of a
@@ -25,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.backbones.efficientnet_lite import EfficientNetLite, conv_layer
+from retrain.backbones import Backbone, BackboneConfig, get_config, staged_network, supports_int8_preparation
+from retrain.errors import UserError
 
 # The dynamic-range quantizer leaves weight tensors smaller than this in float
 # (TFLite's weights_min_num_elements default).
@@ -126,10 +128,10 @@ class _Measured(Exception):
     """Stops a stage once the layer being measured has run: the layers after it are not needed."""
 
 
-def int8_ready_layers(
-    module: EfficientNetLite, images: list[np.ndarray], quantization: str, chunk_size: int = 16
-) -> Int8Ready:
-    """The quantized network and the float one run side by side, stacked in one batch
+def int8_ready_layers(module, images: list[np.ndarray], quantization: str, chunk_size: int = 16) -> Int8Ready:
+    """`module` is a staged network (retrain.backbones.staged_network).
+
+    The quantized network and the float one run side by side, stacked in one batch
     (quantized half first), stage by stage. Within a stage each layer is rounded and then
     bias-corrected before the next is measured, so each sees the corrected layers before it."""
     if quantization not in PREPARED_QUANTIZATIONS:
@@ -146,8 +148,8 @@ def int8_ready_layers(
         if name == measuring["layer"] and measuring["what"] == "second_moments":
             measuring["total"] = measuring["total"] + _second_moments(quantized, kernel.shape[0], stride, depthwise)
             raise _Measured
-        quantized = conv_layer(quantized, prepared[f"{name}_kernel"], prepared[bias], stride, depthwise)
-        floating = conv_layer(floating, kernel, reference[bias], stride, depthwise)
+        quantized = module.conv_layer(quantized, prepared[f"{name}_kernel"], prepared[bias], stride, depthwise)
+        floating = module.conv_layer(floating, kernel, reference[bias], stride, depthwise)
         if name == measuring["layer"]:
             measuring["total"] = measuring["total"] + tf.reduce_sum(quantized - floating, axis=[0, 1, 2]).numpy().astype(np.float64)
             measuring["count"] += int(np.prod(quantized.shape[:3]))
@@ -178,37 +180,30 @@ def int8_ready_layers(
     return Int8Ready(layers=prepared, images=len(images))
 
 
-def lite_config(metadata: dict):
-    """The registry entry of an EfficientNet-Lite model's backbone, or None for other backbones."""
-    from retrain.backbones import get_config
-    from retrain.errors import UserError
-
+def lite_config(metadata: dict) -> BackboneConfig | None:
+    """The registry entry of a model's backbone when its weights can be prepared here, else None."""
     try:
         config = get_config(metadata.get("architecture", ""))
     except UserError:
         return None
-    return config if config.family == "efficientnet_lite" else None
+    return config if supports_int8_preparation(config) else None
 
 
 def write_int8_ready_saved_model(
     saved_model_dir: Path, metadata: dict, images: list[np.ndarray], quantization: str, destination: Path
 ) -> Int8Ready:
-    """A copy of retrain's EfficientNet-Lite SavedModel with int8-ready weights. The layers are
-    read from the SavedModel itself, so fine-tuned weights are kept."""
-    from retrain.backbones import Backbone
-    from retrain.backbones.efficientnet_lite import block_plan
+    """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
+    The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.export.graph import Classifier, export_saved_model
     from retrain.train.top_layer import TopLayer
 
     config = dataclasses.replace(lite_config(metadata), input_size=metadata["input_size"])
-    options = dict(config.options)
-    blocks = block_plan(options["width"], options["depth"])
     loaded = tf.saved_model.load(str(saved_model_dir))
-    module = EfficientNetLite({name: v.numpy() for name, v in loaded.backbone.layers.items()}, blocks, name=config.name)
+    module = staged_network(config, {name: v.numpy() for name, v in loaded.backbone.layers.items()})
     ready = int8_ready_layers(module, images, quantization)
-    backbone = Backbone(config, metadata["backbone_identity"], EfficientNetLite(ready.layers, blocks, name=config.name))
+    backbone = Backbone(config, metadata["backbone_identity"], staged_network(config, ready.layers))
     metadata_weights = getattr(loaded, "metadata_weights", None)
     head = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
-                metadata_weights=None if metadata_weights is None else metadata_weights.numpy())
+                    metadata_weights=None if metadata_weights is None else metadata_weights.numpy())
     export_saved_model(Classifier(backbone, head, metadata["output_name"]), metadata, destination)
     return ready

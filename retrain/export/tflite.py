@@ -1,4 +1,4 @@
-"""Converting a retrained SavedModel to TFLite, and measuring the .tflite against the reference.
+"""Converting a retrained SavedModel to TFLite (retrain.predict.parity measures the result).
 
 Conversion always starts from a SavedModel (TFLiteConverter.from_saved_model): a Keras
 model converted through from_concrete_functions gave NaN outputs here, while the
@@ -17,17 +17,19 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from retrain.data.images import load_batches
+from retrain.data.patient_metadata import model_encoding
 from retrain.errors import UserError
 from retrain.export.graph import INPUT_NAME, MODEL_CARD_FILE, PATIENT_INPUT, Classifier, export_saved_model
-from retrain.data.images import load_batches
+from retrain.export.tflite_format import (
+    QUANTIZATIONS,
+    classifier_inputs,
+    megabytes,
+    open_tflite_classifier,
+    sidecar_path,
+)
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
-from retrain.predict.loaded_model import LoadedModel
-from retrain.data.patient_metadata import model_encoding
-from retrain.predict.tflite_model import QUANTIZATIONS, classifier_inputs, load_tflite_model, sidecar_path
-
-# The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/test_tflite.py).
-PARITY_THRESHOLDS = {"none": 0.995, "float16": 0.995, "dynamic": 0.99, "int8": 0.97}
 
 
 @dataclass(frozen=True)
@@ -39,20 +41,9 @@ class TFLiteExport:
     int8_weights_prepared_on: int | None = None  # calibration images, when retrain.export.int8 prepared them
 
 
-@dataclass(frozen=True)
-class Parity:
-    """How a candidate model's outputs compare with the reference's on the same images."""
-
-    name: str
-    size_bytes: int
-    images: int
-    top1_agreement: float
-    max_probability_difference: float
-
-
 def training_and_held_back(image_dir: Path, validation_percentage: float, testing_percentage: float) -> tuple[list[Path], list[Path]]:
     """retrain's stable split of an image tree: the training images (for calibration) and the
-    validation + testing images (for parity), so export_tflite never calibrates on what it measures."""
+    validation and test set images (for parity), so export_tflite never calibrates on what it measures."""
     from retrain.data.dataset import scan_image_tree, split_images
 
     tree = scan_image_tree(image_dir)
@@ -88,8 +79,8 @@ def _calibration_batches(pixels: list[np.ndarray]) -> list[np.ndarray]:
     return batches
 
 
-def calibration_metadata(encoding, count: int) -> np.ndarray:
-    """Encoded metadata rows to calibrate int8 with: standardised numbers across [-4, 4] (the
+def calibration_patient_rows(encoding, count: int) -> np.ndarray:
+    """Encoded patient metadata rows to calibrate int8 with: standardised numbers across [-4, 4] (the
     first two rows are the ends, so the range is exactly that), missing flags and one-hot
     slots 0 or 1. The real rows are not at hand when a SavedModel is converted alone."""
     rng = np.random.default_rng(0)
@@ -110,7 +101,7 @@ def calibration_metadata(encoding, count: int) -> np.ndarray:
 def convert_saved_model(saved_model_dir: Path, quantization: str, representative: list[np.ndarray],
                         encoding=None) -> bytes:
     """The .tflite bytes for one quantization mode; int8 takes uint8 pixels and gives uint8
-    probabilities. `encoding` (patient_metadata.MetadataEncoding) for a model with a metadata input."""
+    probabilities. `encoding` (patient_metadata.MetadataEncoding) for a model with a patient metadata input."""
     if quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
@@ -125,7 +116,7 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         if encoding is None:
             converter.representative_dataset = lambda: ([batch] for batch in batches)
         else:
-            rows = calibration_metadata(encoding, len(batches))
+            rows = calibration_patient_rows(encoding, len(batches))
             converter.representative_dataset = lambda: (
                 {INPUT_NAME: batch, PATIENT_INPUT: rows[i:i + 1]} for i, batch in enumerate(batches))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -138,27 +129,27 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         raise UserError(f"--saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
 
 
-def read_saved_model_metadata(saved_model_dir: Path) -> dict:
+def read_saved_model_card(saved_model_dir: Path) -> dict:
     saved_model_dir = Path(saved_model_dir).expanduser()
     if not (saved_model_dir / "saved_model.pb").exists():
         raise UserError(f"--saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
-    metadata_file = saved_model_dir / "assets.extra" / MODEL_CARD_FILE
+    model_card_file = saved_model_dir / "assets.extra" / MODEL_CARD_FILE
     try:
-        return json.loads(metadata_file.read_text(encoding="utf-8"))
+        return json.loads(model_card_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{metadata_file}: cannot read ({e})") from e
+        raise UserError(f"{model_card_file}: cannot read ({e})") from e
 
 
-def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> dict:
-    """The SavedModel's metadata plus what an app needs to feed and read this .tflite."""
+def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -> dict:
+    """The SavedModel's model card plus what an app needs to feed and read this .tflite: the sidecar."""
     from ai_edge_litert.interpreter import Interpreter
 
     with native_logs_silenced():
         interpreter = Interpreter(model_content=model_bytes)
     outputs = interpreter.get_output_details()
-    input_detail, metadata_detail = classifier_inputs(Path("model.tflite"), interpreter.get_input_details(), outputs)
+    input_detail, patient_detail = classifier_inputs(Path("model.tflite"), interpreter.get_input_details(), outputs)
     (output_detail,) = outputs
 
     def tensor(detail):
@@ -168,31 +159,31 @@ def tflite_metadata(metadata: dict, quantization: str, model_bytes: bytes) -> di
             described.update(scale=float(scale), zero_point=int(zero_point))
         return described
 
-    described = {**metadata, "quantization": quantization, "input_tensor": tensor(input_detail),
+    described = {**model_card, "quantization": quantization, "input_tensor": tensor(input_detail),
                  "output_tensor": tensor(output_detail)}
-    if metadata_detail is not None:
-        described["metadata_tensor"] = tensor(metadata_detail)
+    if patient_detail is not None:
+        described["metadata_tensor"] = tensor(patient_detail)
     return described
 
 
-def _convert(saved_model_dir: Path, metadata: dict, quantization: str, representative: list[Path],
+def _convert(saved_model_dir: Path, model_card: dict, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
     from retrain.export.int8 import PREPARED_QUANTIZATIONS, lite_config, write_int8_ready_saved_model
 
-    preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(metadata) is not None
+    preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(model_card) is not None
     if preparable and not representative:
         warn("the int8 weights are rounded without calibration images, which costs agreement with the original "
              "model; give training images (export_tflite: --image_dir) and a representative count above 0")
     prepare = preparable and bool(representative)
-    pixels = load_representative(representative, metadata["input_size"]) if prepare or quantization == "int8" else []
-    encoding = model_encoding(metadata, saved_model_dir)
+    pixels = load_representative(representative, model_card["input_size"]) if prepare or quantization == "int8" else []
+    encoding = model_encoding(model_card, saved_model_dir)
     if not prepare:
         return convert_saved_model(saved_model_dir, quantization, pixels, encoding), None
     log(f"Rounding the backbone's weights to int8 on {len(pixels)} training images (GPTQ + bias correction)")
     with tempfile.TemporaryDirectory(prefix="retrain-int8-") as scratch:
         ready_dir = Path(scratch) / "int8_ready"
-        ready = write_int8_ready_saved_model(saved_model_dir, metadata, pixels, quantization, ready_dir)
+        ready = write_int8_ready_saved_model(saved_model_dir, model_card, pixels, quantization, ready_dir)
         return convert_saved_model(ready_dir, quantization, pixels, encoding), ready.images
 
 
@@ -207,9 +198,9 @@ def export_tflite(
     if output.suffix.lower() != ".tflite":
         raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
     saved_model_dir = Path(saved_model_dir).expanduser()
-    metadata = read_saved_model_metadata(saved_model_dir)
-    model_bytes, prepared_on = _convert(saved_model_dir, metadata, quantization, representative, log, warn)
-    description = tflite_metadata(metadata, quantization, model_bytes)
+    model_card = read_saved_model_card(saved_model_dir)
+    model_bytes, prepared_on = _convert(saved_model_dir, model_card, quantization, representative, log, warn)
+    description = tflite_model_card(model_card, quantization, model_bytes)
     if prepared_on is not None:
         description["int8_weights"] = {"method": "GPTQ rounding + empirical bias correction", "calibration_images": prepared_on}
     sidecar = sidecar_path(output)
@@ -219,12 +210,12 @@ def export_tflite(
         write_atomically(sidecar, json.dumps(description, indent=2).encode())
     except OSError as e:
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
-    load_tflite_model(output)  # what we ship must load as a classifier
+    open_tflite_classifier(output)  # what we ship must load as a classifier, its sidecar agreeing
     return TFLiteExport(output, sidecar, quantization, len(model_bytes), prepared_on)
 
 
 def export_classifier_tflite(
-    classifier: Classifier, metadata: dict, saved_model_dir: Path | None, output: Path, quantization: str,
+    classifier: Classifier, model_card: dict, saved_model_dir: Path | None, output: Path, quantization: str,
     representative: list[Path], log: Callable[[str], None] = lambda line: None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:
@@ -232,71 +223,12 @@ def export_classifier_tflite(
     if saved_model_dir is not None:
         return export_tflite(saved_model_dir, output, quantization, representative, "--tflite_output", log, warn)
     with tempfile.TemporaryDirectory(prefix="retrain-tflite-") as scratch:
-        export_saved_model(classifier, metadata, Path(scratch) / "saved_model")
+        export_saved_model(classifier, model_card, Path(scratch) / "saved_model")
         return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, "--tflite_output", log, warn)
 
 
 def describe_export(export: TFLiteExport) -> str:
-    described = f"{export.quantization}, {_megabytes(export.size_bytes)}"
+    described = f"{export.quantization}, {megabytes(export.size_bytes)}"
     if export.int8_weights_prepared_on is not None:
         described += f", int8 weights rounded on {export.int8_weights_prepared_on} training images"
     return described
-
-
-def measure_parity(
-    candidate: LoadedModel, reference: LoadedModel, images: list[Path], name: str, size_bytes: int,
-    batch_size: int = 32,
-) -> Parity:
-    """Top-1 agreement and the largest probability difference over the readable images."""
-    agreements, max_difference, count = 0, 0.0, 0
-    for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):
-        if batch is None:
-            continue
-        expected, actual = reference.predict(batch), candidate.predict(batch)
-        if expected.shape != actual.shape:
-            raise UserError(f"{candidate.source}: gives {actual.shape[1]} outputs but {reference.source} gives {expected.shape[1]}")
-        agreements += int(np.sum(expected.argmax(axis=1) == actual.argmax(axis=1)))
-        max_difference = max(max_difference, float(np.abs(expected - actual).max()))
-        count += len(batch)
-    if count == 0:
-        raise UserError("no readable held-back images to measure parity on")
-    return Parity(name, size_bytes, count, agreements / count, max_difference)
-
-
-def _megabytes(size_bytes: int) -> str:
-    return f"{size_bytes / 1e6:.2f} MB"
-
-
-def format_parity_table(reference_name: str, reference_size: int, rows: list[Parity]) -> str:
-    header = ("model", "size", "top-1 agreement", "max |prob diff|")
-    lines = [header, (reference_name, _megabytes(reference_size), "(reference)", "")]
-    for row in rows:
-        agreement = f"{100 * row.top1_agreement:.1f}% ({round(row.top1_agreement * row.images)}/{row.images})"
-        lines.append((row.name, _megabytes(row.size_bytes), agreement, f"{row.max_probability_difference:.4f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
-
-
-def report_parity(
-    export: TFLiteExport, reference_path: Path, images: list[Path], log: Callable[[str], None],
-    warn: Callable[[str], None],
-) -> Parity | None:
-    """Print the parity table of one export against the model at reference_path, on held-back images."""
-    from retrain.predict.prediction import load_model
-
-    if not images:
-        warn(f"no held-back images, so the parity of {export.path} with {reference_path} was not measured")
-        return None
-    reference = load_model(reference_path)
-    row = measure_parity(load_tflite_model(export.path), reference, images, f"{export.path.name} ({export.quantization})",
-                         export.size_bytes)
-    reference_path = Path(reference_path).expanduser()
-    reference_size = sum(p.stat().st_size for p in reference_path.rglob("*") if p.is_file()) if reference_path.is_dir() \
-        else reference_path.stat().st_size
-    log(f"TFLite parity on {row.images} held-back images:")
-    log(format_parity_table(reference_path.name, reference_size, [row]))
-    threshold = PARITY_THRESHOLDS[export.quantization]
-    if row.top1_agreement < threshold:
-        warn(f"{export.path}: top-1 agreement {100 * row.top1_agreement:.1f}% is below the {100 * threshold:.1f}% "
-             f"expected for {export.quantization}; check it on your own images before shipping")
-    return row

@@ -44,14 +44,14 @@ def class_evidence(activation_maps: np.ndarray, class_index: int) -> np.ndarray:
 
 
 def heatmaps_for(model: LoadedModel, pixels: np.ndarray, labels: list[str], wanted: str | None = None,
-                 metadata: np.ndarray | None = None) -> list[Heatmap]:
+                 rows: np.ndarray | None = None) -> list[Heatmap]:
     """One heatmap per image of the batch: of `wanted`, or of each image's top class (given
-    its encoded patient `metadata`, for a model that takes it)."""
+    its encoded patient metadata `rows`, for a model that takes it)."""
     if model.class_activation_maps is None:
         raise UserError(f"no heatmap for {model.source}: {model.no_maps_reason}")
     if wanted is not None and wanted not in labels:
         raise UserError(f"--heatmap_class {wanted!r}: not one of the model's labels ({', '.join(labels)})")
-    probabilities, maps = with_rows(model.class_activation_maps, pixels, metadata)
+    probabilities, maps = with_rows(model.class_activation_maps, pixels, rows)
     heatmaps = []
     for image_probabilities, image_maps in zip(probabilities, maps):
         index = labels.index(wanted) if wanted is not None else int(np.argmax(image_probabilities))

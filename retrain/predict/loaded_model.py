@@ -18,11 +18,11 @@ class LoadedModel:
     input_width: int
     labels: list[str] | None
     source: str
-    # pixels (and metadata rows) -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
+    # pixels (and patient metadata rows) -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
     class_activation_maps: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     no_maps_reason: str = ""  # why class_activation_maps is None, for the user
-    metadata: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
-    metadata_encoding: Any = None  # a patient_metadata.MetadataEncoding when the model takes patient metadata
+    model_card: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
+    patient_encoding: Any = None  # a patient_metadata.MetadataEncoding when the model takes patient metadata
 
 
 @dataclass(frozen=True)

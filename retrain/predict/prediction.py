@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.errors import UserError
 from retrain.data.images import ImageError, load_image
-from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.data.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
-from retrain.predict.tflite_model import is_tflite_file, load_tflite_model  # imports no TensorFlow
+from retrain.errors import UserError
+from retrain.export.tflite_format import is_tflite_file
+from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
+from retrain.predict.tflite_model import load_tflite_model  # imports no TensorFlow
 
-# tensorflow-for-poets' label_image defaults, used for graphs that carry no retrain metadata.
+# tensorflow-for-poets' label_image defaults, used for graphs that carry no model card.
 POETS_DEFAULTS = {"input_layer": "input", "output_layer": "final_result", "input_size": 224, "mean": 128.0, "std": 128.0}
 OLD_EXPORT = "the model was exported before retrain wrote class activation maps; run retrain again to export it anew"
 
@@ -49,7 +50,20 @@ def load_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: li
     return _load_frozen_graph(path, overrides, notes if notes is not None else [])
 
 
-def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -> LoadedModel:
+@dataclass(frozen=True)
+class _GraphFeed:
+    """Which tensors of a frozen graph to feed and read, its input size and normalisation."""
+
+    input_layer: str
+    output_layer: str
+    height: int
+    width: int
+    mean: float
+    std: float
+    own_output: bool  # the output the model card (or tensorflow-for-poets) names, not one the flags chose
+
+
+def _read_graph_def(path: Path):
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
@@ -60,34 +74,57 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
     if not graph_def.node:
         raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
+    return graph_def
+
+
+def _graph_model_card(graph_def) -> dict | None:
+    """The model card a frozen graph from retrain carries as a constant node."""
+    import tensorflow as tf
+
     from retrain.export.graph import MODEL_CARD_NODE
 
-    metadata = None
+    model_card = None
     for node in graph_def.node:
         if node.name == MODEL_CARD_NODE:
-            metadata = json.loads(tf.make_ndarray(node.attr["value"].tensor).item().decode())
-    if metadata:
+            model_card = json.loads(tf.make_ndarray(node.attr["value"].tensor).item().decode())
+    return model_card
+
+
+def _graph_feed(model_card: dict | None, overrides: FeedOverrides, notes: list[str]) -> _GraphFeed:
+    """The flags where given, else what the model card says, else tensorflow-for-poets' defaults."""
+    if model_card:
         defaults = {
-            "input_layer": metadata["input_name"],
-            "output_layer": metadata["output_name"],
-            "input_size": metadata["input_size"],
+            "input_layer": model_card["input_name"],
+            "output_layer": model_card["output_name"],
+            "input_size": model_card["input_size"],
             "mean": 0.0,
             "std": 1.0,
         }
         if overrides.input_mean is not None or overrides.input_std is not None:
             notes.append("--input_mean/--input_std ignored: this graph normalises its own input")
-            overrides = FeedOverrides(overrides.input_layer, overrides.output_layer, overrides.input_height, overrides.input_width)
+            overrides = dataclasses.replace(overrides, input_mean=None, input_std=None)
     else:
         defaults = POETS_DEFAULTS
-    input_layer = overrides.input_layer or defaults["input_layer"]
     output_layer = overrides.output_layer or defaults["output_layer"]
-    height = overrides.input_height or defaults["input_size"]
-    width = overrides.input_width or defaults["input_size"]
-    mean = defaults["mean"] if overrides.input_mean is None else overrides.input_mean
-    std = defaults["std"] if overrides.input_std is None else overrides.input_std
+    return _GraphFeed(
+        input_layer=overrides.input_layer or defaults["input_layer"],
+        output_layer=output_layer,
+        height=overrides.input_height or defaults["input_size"],
+        width=overrides.input_width or defaults["input_size"],
+        mean=defaults["mean"] if overrides.input_mean is None else overrides.input_mean,
+        std=defaults["std"] if overrides.input_std is None else overrides.input_std,
+        own_output=output_layer == defaults["output_layer"],
+    )
 
+
+def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -> LoadedModel:
+    import tensorflow as tf
+
+    graph_def = _read_graph_def(path)
+    model_card = _graph_model_card(graph_def)
+    feed = _graph_feed(model_card, overrides, notes)
     names = {node.name for node in graph_def.node}
-    for flag, name in (("--input_layer", input_layer), ("--output_layer", output_layer)):
+    for flag, name in (("--input_layer", feed.input_layer), ("--output_layer", feed.output_layer)):
         if name not in names:
             raise UserError(f"--graph {path}: has no tensor {name!r} (set {flag})")
 
@@ -96,39 +133,40 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
 
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
     graph = wrapped.graph
-    encoding = model_encoding(metadata, path)
-    feeds = [graph.get_tensor_by_name(f"{input_layer}:0")]
+    encoding = model_encoding(model_card, path)
+    feeds = [graph.get_tensor_by_name(f"{feed.input_layer}:0")]
     if encoding is not None:
-        feeds.append(graph.get_tensor_by_name(f"{metadata['patient_metadata']['input_name']}:0"))
-    fn = wrapped.prune(feeds, graph.get_tensor_by_name(f"{output_layer}:0"))
+        feeds.append(graph.get_tensor_by_name(f"{model_card['patient_metadata']['input_name']}:0"))
+    output = graph.get_tensor_by_name(f"{feed.output_layer}:0")
+    fn = wrapped.prune(feeds, output)
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> list:
-        fed = [tf.constant((pixels - mean) / std, tf.float32)]
+        fed = [tf.constant((pixels - feed.mean) / feed.std, tf.float32)]
         return fed + ([tf.constant(fed_rows(encoding, rows, len(pixels)))] if encoding is not None else [])
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return fn(*inputs(pixels, rows)).numpy()
 
-    maps_name = (metadata or {}).get("class_activation_maps")
-    maps, reason = None, _no_maps_reason(metadata)
-    if maps_name in names and output_layer == defaults["output_layer"]:
-        both = wrapped.prune(feeds, [graph.get_tensor_by_name(f"{output_layer}:0"),
-                                     graph.get_tensor_by_name(f"{maps_name}:0")])
+    maps_name = (model_card or {}).get("class_activation_maps")
+    maps = None
+    if maps_name in names and feed.own_output:
+        both = wrapped.prune(feeds, [output, graph.get_tensor_by_name(f"{maps_name}:0")])
 
         def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
             probabilities, activation_maps = both(*inputs(pixels, rows))
             return probabilities.numpy(), activation_maps.numpy()
 
-    labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, height, width, labels, str(path), maps, reason, metadata, encoding)
+    labels = model_card["labels"] if model_card else None
+    return LoadedModel(predict, feed.height, feed.width, labels, str(path), maps, _no_maps_reason(model_card),
+                       model_card, encoding)
 
 
-def _no_maps_reason(metadata: dict | None) -> str:
-    if metadata is None:
+def _no_maps_reason(model_card: dict | None) -> str:
+    if model_card is None:
         return "the model carries no retrain metadata (not exported by retrain), so its feature map is unknown"
-    if "class_activation_maps" not in metadata:
+    if "class_activation_maps" not in model_card:
         return OLD_EXPORT
-    return (f"its backbone ({metadata.get('architecture')}) exposes only pooled features, not the feature map "
+    return (f"its backbone ({model_card.get('architecture')}) exposes only pooled features, not the feature map "
             "a heatmap is made of")
 
 
@@ -150,24 +188,24 @@ def _load_saved_model(path: Path) -> LoadedModel:
     height, width = input_spec.shape[1], input_spec.shape[2]
     if height is None or width is None:
         raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
-    metadata_file = path / "assets.extra" / MODEL_CARD_FILE
-    metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+    model_card_file = path / "assets.extra" / MODEL_CARD_FILE
+    model_card = json.loads(model_card_file.read_text()) if model_card_file.exists() else None
     input_key = input_spec.name
-    output_name = metadata["output_name"] if metadata else None
-    encoding = model_encoding(metadata, path)
+    output_name = model_card["output_name"] if model_card else None
+    encoding = model_encoding(model_card, path)
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
         fed = {input_key: tf.constant(pixels, tf.float32)}
         if encoding is not None:
-            fed[metadata["patient_metadata"]["input_name"]] = tf.constant(fed_rows(encoding, rows, len(pixels)))
+            fed[model_card["patient_metadata"]["input_name"]] = tf.constant(fed_rows(encoding, rows, len(pixels)))
         return fed
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         outputs = signature(**inputs(pixels, rows))
         return (outputs[output_name] if output_name in outputs else next(iter(outputs.values()))).numpy()
 
-    maps_name = (metadata or {}).get("class_activation_maps")
-    maps, reason = None, _no_maps_reason(metadata)
+    maps_name = (model_card or {}).get("class_activation_maps")
+    maps, reason = None, _no_maps_reason(model_card)
     if maps_name in loaded.signatures:
         maps_signature = loaded.signatures[maps_name]
 
@@ -175,8 +213,8 @@ def _load_saved_model(path: Path) -> LoadedModel:
             outputs = maps_signature(**inputs(pixels, rows))
             return outputs[output_name].numpy(), outputs[maps_name].numpy()
 
-    labels = metadata["labels"] if metadata else None
-    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, metadata, encoding)
+    labels = model_card["labels"] if model_card else None
+    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding)
 
 
 def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
@@ -230,9 +268,9 @@ def model_labels(model: LoadedModel, labels: list[str] | None) -> list[str]:
 
 
 def classify_pixels(model: LoadedModel, pixels: np.ndarray, labels: list[str], k: int = 5,
-                    metadata: np.ndarray | None = None) -> list[Prediction]:
-    """`metadata`: the image's encoded row, for a model that takes patient metadata."""
-    probabilities = with_rows(model.predict, pixels[None], None if metadata is None else metadata[None])[0]
+                    row: np.ndarray | None = None) -> list[Prediction]:
+    """`row`: the image's encoded patient metadata, for a model that takes it."""
+    probabilities = with_rows(model.predict, pixels[None], None if row is None else row[None])[0]
     if len(labels) != len(probabilities):
         raise UserError(f"labels: {len(labels)} labels but the model has {len(probabilities)} outputs")
     return top_k(probabilities, labels, k)
@@ -242,10 +280,10 @@ def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int =
     return classify_pixels(model, load_image_for(model, image), model_labels(model, labels), k)
 
 
-def image_metadata(model: LoadedModel, text: str | None, warn) -> np.ndarray | None:
+def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None:
     """label_image --metadata "age_approximate=55,sex=female": the encoded row, for a model
     that takes patient metadata; None (every value missing, said once) when not given."""
-    encoding = model.metadata_encoding
+    encoding = model.patient_encoding
     if encoding is None:
         if text is not None:
             warn("--metadata ignored: the model takes no patient metadata")

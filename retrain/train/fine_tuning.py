@@ -28,12 +28,24 @@ from typing import Callable
 import numpy as np
 
 from retrain.data.augmentation import EpochAugmentation, check_epoch_augmentation
-from retrain.train.checkpoints import Checkpoint, DamagedCheckpoint, load_checkpoint, save_checkpoint
-from retrain.errors import UserError
 from retrain.data.batches import TrainingImages
 from retrain.data.images import map_batches
-from retrain.train.learner import Callback, EpochResult, Validation, fit
-from retrain.train.top_layer import TopLayer, TrainingConfig, accuracy, cross_entropy, mean_auc
+from retrain.errors import UserError
+from retrain.train.callbacks import KeepBest
+from retrain.train.checkpoints import (
+    Checkpoint,
+    DamagedCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from retrain.train.learner import Callback, FitState, Learner, Validation
+from retrain.train.top_layer import (
+    TopLayer,
+    TrainingConfig,
+    accuracy,
+    cross_entropy,
+    mean_auc,
+)
 
 EVALUATION_BATCH_SIZE = 64
 
@@ -69,6 +81,7 @@ def parse_layers(text: str | int) -> int | str:
 
 def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
     """Fail on a flag mistake before any slow work; `backbone_config` is None for a TF Hub module."""
+    from retrain.backbones import tunable_blocks
     from retrain.train.distribution import DISTRIBUTE
 
     if not config.active:
@@ -77,10 +90,7 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
         if config.layers != "all":
             raise UserError(f"--fine_tune_layers {config.layers}: a TF Hub module can only be fine-tuned whole; "
                             "use --fine_tune_layers all")
-    elif backbone_config.family == "efficientnet_lite" and config.layers != "all":
-        from retrain.backbones.efficientnet_lite import tunable_block_count
-
-        available = tunable_block_count(backbone_config)
+    elif config.layers != "all" and (available := tunable_blocks(backbone_config)) is not None:
         if config.layers > available:
             raise UserError(
                 f"--fine_tune_layers {config.layers}: {backbone_config.name} has {available} blocks "
@@ -99,6 +109,28 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
     if config.distribute not in DISTRIBUTE:
         raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE)}")
     check_epoch_augmentation(config.augmentation)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One fine-tuning epoch; checkpoints keep these fields as the run's history."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    images: int  # training images seen this epoch
+    seconds: float
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+    validation_auc: float | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+    @property
+    def position(self) -> int:
+        return self.epoch
 
 
 @dataclass
@@ -140,40 +172,20 @@ def run_fingerprint(**settings) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _KeepBest(Callback):
-    """Remembers the weights of the best epoch by validation AUC (or loss); the last without validation."""
-
-    def __init__(self, net, metric: str, checkpoint: Checkpoint | None):
-        self.net, self.metric = net, metric
-        self.epoch = checkpoint.best_epoch if checkpoint else None
-        self.score = checkpoint.best_score if checkpoint else None
-        self.weights = checkpoint.best_weights if checkpoint else []
-
-    def on_epoch_end(self, result: EpochResult) -> None:
-        if result.validation_auc is None:
-            return
-        score = result.validation_auc if self.metric == "auc" else -result.validation_loss
-        if math.isnan(score):
-            return
-        if self.score is None or score >= self.score:  # a tie goes to the later, further-trained epoch
-            self.epoch, self.score = result.epoch, score
-            self.weights = [v.numpy() for v in self.net.trainable]
-
-
 class _Checkpointing(Callback):
-    def __init__(self, run_dir: Path, fingerprint: str, seed: int, net, optimizer, keep_best: _KeepBest, history: list[dict]):
+    def __init__(self, run_dir: Path, fingerprint: str, seed: int, net, optimizer, keep_best: KeepBest, history: list[dict]):
         self.run_dir, self.fingerprint, self.seed = run_dir, fingerprint, seed
         self.net, self.optimizer, self.keep_best, self.history = net, optimizer, keep_best, history
 
-    def on_epoch_end(self, result: EpochResult) -> None:
+    def on_period_end(self, result: EpochResult, state: FitState) -> None:
         self.history.append(dataclasses.asdict(result))
         try:
             save_checkpoint(self.run_dir, Checkpoint(
                 fingerprint=self.fingerprint, seed=self.seed, epoch=result.epoch,
                 weights=[v.numpy() for v in self.net.trainable],
                 optimizer=[v.numpy() for v in self.optimizer.variables],
-                best_epoch=self.keep_best.epoch, best_score=self.keep_best.score,
-                best_weights=self.keep_best.weights, history=self.history,
+                best_epoch=self.keep_best.at, best_score=self.keep_best.score,
+                best_weights=self.keep_best.kept, history=self.history,
             ))
         except OSError as e:
             raise UserError(f"cannot write the fine-tuning checkpoint in {self.run_dir}: {e.strerror or e}") from e
@@ -182,21 +194,21 @@ class _Checkpointing(Callback):
 class _Report(Callback):
     """A progress bar within each epoch, then one line per epoch."""
 
-    def __init__(self, images_in_epoch: Callable[[int], int], log, progress_factory):
-        self.images_in_epoch, self.log, self.progress_factory = images_in_epoch, log, progress_factory
+    def __init__(self, images_in_epoch: Callable[[int], int], epochs: int, log, progress_factory):
+        self.images_in_epoch, self.epochs, self.log, self.progress_factory = images_in_epoch, epochs, log, progress_factory
         self.update, self.expected, self.seen = None, 0, 0
 
-    def on_epoch_begin(self, epoch: int, epochs: int) -> None:
+    def on_period_begin(self, epoch: int) -> None:
         if self.progress_factory:
             self.expected, self.seen = self.images_in_epoch(epoch), 0
-            self.update = self.progress_factory(self.expected, f"Epoch {epoch}/{epochs}")
+            self.update = self.progress_factory(self.expected, f"Epoch {epoch}/{self.epochs}")
 
-    def on_batch_end(self, images: int) -> None:
+    def on_batch_end(self, step: int, size: int) -> None:
         if self.update:
-            self.seen += images
-            self.update(images)
+            self.seen += size
+            self.update(size)
 
-    def on_epoch_end(self, r: EpochResult) -> None:
+    def on_period_end(self, r: EpochResult, state: FitState) -> None:
         if self.update and self.seen < self.expected:  # unreadable images: close the bar all the same
             self.update(self.expected - self.seen)
         line = f"Epoch {r.epoch}/{r.epochs}: train loss {r.train_loss:.4f}"
@@ -286,32 +298,42 @@ def fine_tune(
             step = (epoch - 1) * batches_per_epoch + index
             loss_sum += train_step(batch.pixels, batch.labels, seed, step)
             seen += len(batch.labels)
-            on_batch(len(batch.labels))
+            on_batch(step, len(batch.labels))
         return loss_sum / max(seen, 1), seen
 
-    def validate() -> Validation | None:
-        if not validation:
-            return None
-        probabilities, ok, _ = map_batches(predict, [p for p, _ in validation], input_size, EVALUATION_BATCH_SIZE)
-        labels = np.array([c for _, c in validation], np.int64)[ok]
-        probabilities = probabilities[ok] if probabilities is not None else np.zeros((0, class_count), np.float32)
-        return Validation(cross_entropy(probabilities, labels), accuracy(probabilities, labels), mean_auc(probabilities, labels))
+    def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
+        scores = _validate(predict, validation, input_size, class_count)
+        return EpochResult(epoch, epochs, *trained, seconds,
+                           *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
 
-    keep_best = _KeepBest(net, training.early_stopping_metric, checkpoint)
+    keep_best = KeepBest(training.early_stopping_metric, lambda result: [v.numpy() for v in net.trainable],
+                         later_wins_ties=True,  # a tie goes to the later, further-trained epoch
+                         **({"at": checkpoint.best_epoch, "score": checkpoint.best_score,
+                             "kept": checkpoint.best_weights} if checkpoint else {}))
     callbacks = [
-        _Report(lambda epoch: min(len(train), config.batch_size * batches_in(epoch)), log, progress_factory),
+        _Report(lambda epoch: min(len(train), config.batch_size * batches_in(epoch)), epochs, log, progress_factory),
         keep_best,
         _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
         *extra_callbacks,
     ]
-    fit(first_epoch, epochs, train_epoch, validate, callbacks)
+    Learner(train_epoch, finish, callbacks).fit(range(first_epoch + 1, epochs + 1), net)
     results = [EpochResult(**r) for r in history]
-    if keep_best.epoch is not None:
-        for variable, value in zip(net.trainable, keep_best.weights):
+    if keep_best.at is not None:
+        for variable, value in zip(net.trainable, keep_best.kept):
             variable.assign(value)
-        log(f"Fine-tuning: kept epoch {keep_best.epoch} (best validation {training.early_stopping_metric})")
+        log(f"Fine-tuning: kept epoch {keep_best.at} (best validation {training.early_stopping_metric})")
     tuned_head = TopLayer(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
-    return twin, TunedModel(tuned_head, keep_best.epoch, results, first_epoch)
+    return twin, TunedModel(tuned_head, keep_best.at, results, first_epoch)
+
+
+def _validate(predict, validation: list[tuple[Path, int]], input_size: int, class_count: int) -> Validation | None:
+    """The tuned network's figures on the whole validation set (None without one)."""
+    if not validation:
+        return None
+    probabilities, ok, _ = map_batches(predict, [p for p, _ in validation], input_size, EVALUATION_BATCH_SIZE)
+    labels = np.array([c for _, c in validation], np.int64)[ok]
+    probabilities = probabilities[ok] if probabilities is not None else np.zeros((0, class_count), np.float32)
+    return Validation(cross_entropy(probabilities, labels), accuracy(probabilities, labels), mean_auc(probabilities, labels))
 
 
 def _distributed_step(strategy, net, optimizer, class_count: int, training: TrainingConfig):

@@ -1,74 +1,84 @@
-"""The epoch loop of fine-tuning, configured by callbacks (progress, logging, keeping the
-best epoch, checkpoints, TensorBoard): the loop stays small, and each concern is one
-object that hooks in."""
+"""The one training loop, for the top layer and for fine-tuning alike, in the spirit of
+fastai's Learner: the loop only trains and validates, period after period; every other
+concern (progress, log lines, keeping the best weights, early stopping, checkpoints,
+TensorBoard, intermediate graphs) is a callback that hooks in.
+
+A period is what trains between two validations: for the top layer a run of
+`eval_step_interval` steps, for fine-tuning an epoch.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Sequence, TypeVar
 
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based
-    epochs: int
-    train_loss: float
-    images: int  # training images seen this epoch
-    seconds: float
-    validation_loss: float | None = None
-    validation_accuracy: float | None = None
-    validation_auc: float | None = None
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / max(self.seconds, 1e-9)
-
-
-class Callback:
-    """Override what you need; every hook is optional."""
-
-    def on_epoch_begin(self, epoch: int, epochs: int) -> None: ...
-
-    def on_batch_end(self, images: int) -> None: ...
-
-    def on_epoch_end(self, result: EpochResult) -> None: ...
+Period = TypeVar("Period")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
 class Validation:
+    """Figures on the whole validation set."""
+
     loss: float
     accuracy: float
     auc: float
 
 
-def fit(
-    first_epoch: int,
-    epochs: int,
-    train_epoch: Callable[[int, Callable[[int], None]], tuple[float, int]],
-    validate: Callable[[], Validation | None],
-    callbacks: Sequence[Callback],
-) -> list[EpochResult]:
-    """Run epochs first_epoch+1 .. epochs (1-based). `train_epoch(epoch, on_batch)` trains
-    one epoch and returns (mean loss, images seen); `validate()` scores the current state."""
-    results = []
-    for epoch in range(first_epoch + 1, epochs + 1):
-        for callback in callbacks:
-            callback.on_epoch_begin(epoch, epochs)
-        start = time.monotonic()
+@dataclass
+class FitState:
+    """What callbacks may read and change while the loop runs."""
 
-        def on_batch(images: int) -> None:
+    stop: bool = False  # set by a callback (early stopping): no further period runs
+
+
+class Callback(Generic[Period, Result]):
+    """Override what you need; every hook is optional."""
+
+    def on_fit_begin(self, model: object) -> None: ...
+
+    def on_period_begin(self, period: Period) -> None: ...
+
+    def on_batch_end(self, step: int, size: int) -> None: ...
+
+    def on_period_end(self, result: Result, state: FitState) -> None: ...
+
+    def on_fit_end(self, results: list[Result]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Learner(Generic[Period, Result]):
+    """`train(period, on_batch)` trains one period, calling `on_batch(step, size)` after each
+    batch, and returns what it measured; `finish(period, trained, seconds)` validates and
+    makes the period's result."""
+
+    train: Callable[[Period, Callable[[int, int], None]], object]
+    finish: Callable[[Period, object, float], Result]
+    callbacks: Sequence[Callback] = field(default_factory=tuple)
+
+    def fit(self, periods: Sequence[Period], model: object = None) -> list[Result]:
+        """Train `model` (handed to the callbacks, which may copy or save it) period by period."""
+        state, results = FitState(), []
+        callbacks = list(self.callbacks)
+        for callback in callbacks:
+            callback.on_fit_begin(model)
+
+        def on_batch(step: int, size: int) -> None:
             for callback in callbacks:
-                callback.on_batch_end(images)
+                callback.on_batch_end(step, size)
 
-        loss, images = train_epoch(epoch, on_batch)
-        seconds = time.monotonic() - start
-        scores = validate()
-        result = EpochResult(
-            epoch, epochs, loss, images, seconds,
-            *((scores.loss, scores.accuracy, scores.auc) if scores else ()),
-        )
+        for period in periods:
+            for callback in callbacks:
+                callback.on_period_begin(period)
+            start = time.monotonic()
+            trained = self.train(period, on_batch)
+            result = self.finish(period, trained, time.monotonic() - start)
+            for callback in callbacks:
+                callback.on_period_end(result, state)
+            results.append(result)
+            if state.stop:
+                break
         for callback in callbacks:
-            callback.on_epoch_end(result)
-        results.append(result)
-    return results
+            callback.on_fit_end(results)
+        return results

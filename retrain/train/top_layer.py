@@ -8,9 +8,12 @@ needs no TensorFlow graph at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
+
+from retrain.train.callbacks import KeepBest
+from retrain.train.learner import Callback, Learner
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,11 @@ class TopLayer:
     def probabilities(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
         return softmax(self.logits(features, metadata))
 
+    def copy(self, step: int | None = None) -> "TopLayer":
+        """A copy that later training steps do not change, taken at `step`."""
+        return TopLayer(self.weights.copy(), self.bias.copy(), step,
+                        None if self.metadata_weights is None else self.metadata_weights.copy())
+
 
 @dataclass(frozen=True)
 class StepReport:
@@ -63,6 +71,10 @@ class StepReport:
     validation_auc: float | None = None  # on the whole validation set
     validation_loss: float | None = None  # on the whole validation set
     learning_rate: float | None = None
+
+    @property
+    def position(self) -> int:
+        return self.step
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -80,28 +92,52 @@ def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
 
 
-def parse_class_weights(spec: str, labels: list[str], train_labels: np.ndarray) -> tuple[float, ...]:
-    """`balanced` (each class weighs n / (classes * count), as scikit-learn does) or
-    `label=weight,...` (unnamed classes weigh 1)."""
-    from retrain.data.dataset import label_for_folder
-    from retrain.errors import UserError
+@dataclass(frozen=True)
+class ClassWeights:
+    """--class_weights: `balanced` (each class weighs n / (classes * count), as scikit-learn
+    does) or `label=weight,...` (unnamed classes weigh 1). Labels are checked once the
+    classes are known."""
 
-    if spec.strip().lower() == "balanced":
-        counts = np.bincount(train_labels, minlength=len(labels))
-        return tuple(float(len(train_labels) / (len(labels) * c)) if c else 1.0 for c in counts)
-    weights = dict.fromkeys(labels, 1.0)
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        label, sep, value = part.rpartition("=")
-        label = label_for_folder(label.strip())
-        if not sep or label not in weights:
-            raise UserError(f"--class_weights: {part!r} is not label=weight for one of: {', '.join(labels)}")
-        try:
-            weights[label] = float(value)
-        except ValueError:
-            raise UserError(f"--class_weights: {value!r} is not a number") from None
-        if not weights[label] > 0:
-            raise UserError(f"--class_weights: weight of {label!r} must be positive")
-    return tuple(weights.values())
+    balanced: bool = False
+    given: tuple[tuple[str, str, float | None], ...] = ()  # (as written, label, weight; None: no '=')
+
+    @classmethod
+    def parse(cls, spec: str) -> "ClassWeights":
+        from retrain.data.dataset import label_for_folder
+        from retrain.errors import UserError
+
+        if spec.strip().lower() == "balanced":
+            return cls(balanced=True)
+        given = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            label, sep, value = part.rpartition("=")
+            label, weight = label_for_folder(label.strip()), None
+            if sep:
+                try:
+                    weight = float(value)
+                except ValueError:
+                    raise UserError(f"--class_weights: {value!r} is not a number") from None
+                if not weight > 0:
+                    raise UserError(f"--class_weights: weight of {label!r} must be positive")
+            given.append((part, label, weight))
+        return cls(given=tuple(given))
+
+    def check(self, labels: list[str]) -> None:
+        from retrain.errors import UserError
+
+        for part, label, weight in self.given:
+            if weight is None or label not in labels:
+                raise UserError(f"--class_weights: {part!r} is not label=weight for one of: {', '.join(labels)}")
+
+    def resolve(self, labels: list[str], train_labels: np.ndarray) -> tuple[float, ...]:
+        """One weight per class, in label order."""
+        if self.balanced:
+            counts = np.bincount(train_labels, minlength=len(labels))
+            return tuple(float(len(train_labels) / (len(labels) * c)) if c else 1.0 for c in counts)
+        self.check(labels)
+        weights = dict.fromkeys(labels, 1.0)
+        weights.update((label, weight) for _, label, weight in self.given)
+        return tuple(weights.values())
 
 
 def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
@@ -186,6 +222,13 @@ def check_config(config: TrainingConfig) -> None:
         raise UserError("--weight_decay must be >= 0 and --learning_rate > 0")
 
 
+def _evaluation_periods(steps: int, interval: int) -> list[range]:
+    """The steps between validations: retrain.py validates at step 0, every `interval` steps
+    and at the last step."""
+    ends = [step for step in range(steps) if step % interval == 0 or step == steps - 1]
+    return [range(first, last + 1) for first, last in zip([0] + [end + 1 for end in ends[:-1]], ends)]
+
+
 def train_top_layer(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -193,83 +236,75 @@ def train_top_layer(
     val_y: np.ndarray,
     class_count: int,
     config: TrainingConfig,
-    report: Callable[[StepReport], None] | None = None,
-    snapshot: Callable[[int, TopLayer], None] | None = None,
-    snapshot_every: int = 0,
-    progress: Callable[[int], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TopLayer:
     """Softmax regression by minibatch gradient descent, as retrain.py's final layer, with
     optional weight decay, dropout, label smoothing, momentum/Adam, a cosine schedule and
-    early stopping that keeps the best evaluated head."""
+    early stopping that keeps the best validated top layer. `callbacks` see a `StepReport`
+    at every validation."""
     check_config(config)
     rng = np.random.default_rng(config.random_seed)
-    # Evaluation draws from its own stream, so how often we evaluate never changes the weights.
+    # Validation draws from its own stream, so how often we validate never changes the weights.
     eval_rng = np.random.default_rng(None if config.random_seed is None else config.random_seed + 1)
-    features = train_x.shape[1]
-    weights = _truncated_normal(rng, (features, class_count), 0.001).astype(np.float32)
-    bias = np.zeros(class_count, np.float32)
-    head = TopLayer(weights, bias)
+    layer = TopLayer(_truncated_normal(rng, (train_x.shape[1], class_count), 0.001).astype(np.float32),
+                     np.zeros(class_count, np.float32))
+    step_once = _gradient_step(layer, config, class_count, rng)
+
+    def train(period: range, on_batch) -> tuple[np.ndarray, np.ndarray, float]:
+        for step in period:
+            batch = _sample(rng, len(train_y), config.train_batch_size)
+            x, y = train_x[batch], train_y[batch]
+            rate = step_once(x, y, step)
+            on_batch(step, 1)
+        return x, y, rate
+
+    def finish(period: range, trained, seconds: float) -> StepReport:
+        x, y, rate = trained
+        return _step_report(period[-1], layer, x, y, rate, val_x, val_y, config.validation_batch_size, eval_rng)
+
+    keep_best = None
+    if config.early_stopping_patience > 0 and len(val_y):
+        keep_best = KeepBest(config.early_stopping_metric, lambda report: layer.copy(report.step),
+                             patience=config.early_stopping_patience)
+    learner = Learner(train, finish, [*callbacks, *([keep_best] if keep_best else [])])
+    learner.fit(_evaluation_periods(config.steps, config.eval_step_interval), layer)
+    return keep_best.kept if keep_best and keep_best.kept is not None else layer
+
+
+def _gradient_step(layer: TopLayer, config: TrainingConfig, class_count: int, rng: np.random.Generator):
+    """One minibatch update of `layer` in place; returns the learning rate it used."""
     targets = np.eye(class_count, dtype=np.float32) * (1 - config.label_smoothing) + config.label_smoothing / class_count
-    example_weight = np.ones(class_count, np.float32) if config.class_weights is None else np.asarray(config.class_weights, np.float32)
+    example_weight = (np.ones(class_count, np.float32) if config.class_weights is None
+                      else np.asarray(config.class_weights, np.float32))
     optimizer = _Optimizer(config.optimizer)
-    early_stopping = config.early_stopping_patience > 0 and len(val_y) > 0
-    best_score, best_head, evaluations_since_best = -np.inf, None, 0
-    steps_run = 0
-    for step in range(config.steps):
-        steps_run = step + 1
-        batch = _sample(rng, len(train_y), config.train_batch_size)
-        x, y = train_x[batch], train_y[batch]
+
+    def step_once(x: np.ndarray, y: np.ndarray, step: int) -> float:
         inputs = x
         if config.dropout:
             inputs = x * (rng.random(x.shape) >= config.dropout) / (1 - config.dropout)
-        probabilities = head.probabilities(inputs)
-        gradient = (probabilities - targets[y]) * example_weight[y][:, None] / len(y)
+        gradient = (layer.probabilities(inputs) - targets[y]) * example_weight[y][:, None] / len(y)
         weight_gradient = inputs.T @ gradient
         if config.weight_decay:
-            weight_gradient += config.weight_decay * head.weights
+            weight_gradient += config.weight_decay * layer.weights
         rate = _learning_rate(config, step)
-        optimizer.apply([head.weights, head.bias], [weight_gradient, gradient.sum(axis=0)], rate)
-        last = step + 1 == config.steps
-        if snapshot and snapshot_every and step > 0 and step % snapshot_every == 0:
-            snapshot(step, head)
-        if progress:
-            progress(1)
-        if not (step % config.eval_step_interval == 0 or last):
-            continue
-        val_accuracy, val_count, val_auc, val_loss = None, 0, None, None
-        if len(val_y):
-            chosen = _sample(eval_rng, len(val_y), config.validation_batch_size)
-            val_accuracy = accuracy(head.probabilities(val_x[chosen]), val_y[chosen])
-            val_count = len(chosen)
-            all_probabilities = head.probabilities(val_x)
-            val_auc, val_loss = mean_auc(all_probabilities, val_y), cross_entropy(all_probabilities, val_y)
-        if report:
-            train_probabilities = head.probabilities(x)
-            report(
-                StepReport(
-                    step=step,
-                    train_accuracy=accuracy(train_probabilities, y),
-                    cross_entropy=cross_entropy(train_probabilities, y),
-                    validation_accuracy=val_accuracy,
-                    validation_count=val_count,
-                    validation_auc=val_auc,
-                    validation_loss=val_loss,
-                    learning_rate=rate,
-                )
-            )
-        if early_stopping:
-            score = val_auc if config.early_stopping_metric == "auc" else -val_loss
-            if np.isnan(score):
-                continue
-            if score > best_score:
-                best_score, evaluations_since_best = score, 0
-                best_head = TopLayer(head.weights.copy(), head.bias.copy(), step)
-            else:
-                evaluations_since_best += 1
-                if evaluations_since_best >= config.early_stopping_patience:
-                    break
-    if progress and steps_run < config.steps:
-        progress(config.steps - steps_run)  # the steps early stopping skipped: the bar closes
-    if best_head is not None:
-        return best_head
-    return head
+        optimizer.apply([layer.weights, layer.bias], [weight_gradient, gradient.sum(axis=0)], rate)
+        return rate
+
+    return step_once
+
+
+def _step_report(step: int, layer: TopLayer, x, y, rate: float, val_x, val_y, validation_batch_size: int,
+                 eval_rng: np.random.Generator) -> StepReport:
+    """The last batch's figures after its update, and the validation set's (a sample of
+    `validation_batch_size` for accuracy, as retrain.py; all of it for AUC and loss)."""
+    val_accuracy, val_count, val_auc, val_loss = None, 0, None, None
+    if len(val_y):
+        chosen = _sample(eval_rng, len(val_y), validation_batch_size)
+        val_accuracy = accuracy(layer.probabilities(val_x[chosen]), val_y[chosen])
+        val_count = len(chosen)
+        every = layer.probabilities(val_x)
+        val_auc, val_loss = mean_auc(every, val_y), cross_entropy(every, val_y)
+    train_probabilities = layer.probabilities(x)
+    return StepReport(step=step, train_accuracy=accuracy(train_probabilities, y),
+                      cross_entropy=cross_entropy(train_probabilities, y), validation_accuracy=val_accuracy,
+                      validation_count=val_count, validation_auc=val_auc, validation_loss=val_loss, learning_rate=rate)

@@ -11,10 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain.data.augmentation import CopyAugmentation, DistortedCopy
-from retrain.features.bottlenecks import add_distorted_copies, compute_bottlenecks, open_cache
+from retrain.data.augmentation import AugmentationDraw, CopyAugmentation, DistortedCopy
+from retrain.features.cache import open_cache
+from retrain.features.distorted_copies import add_distorted_copies
+from retrain.features.extraction import compute_bottlenecks
 from retrain.cli import evaluate, label_image, retrain
-from retrain.data.images import AugmentationDraw, load_image
+from retrain.data.images import load_image
 from retrain.predict.loaded_model import LoadedModel
 from retrain.predict.prediction import with_flip_tta
 from tests.conftest import write_colour_tree
@@ -115,22 +117,22 @@ def test_load_image_applies_flips_turns_crop_and_brightness(tmp_path):
                       brightness=1.0)
         return AugmentationDraw(**{**values, **changes})
 
-    np.testing.assert_array_equal(load_image(path, 8, distortion=draw(flip_left_right=True)), plain[:, ::-1])
-    np.testing.assert_array_equal(load_image(path, 8, distortion=draw(flip_up_down=True)), plain[::-1])
-    np.testing.assert_array_equal(load_image(path, 8, distortion=draw(quarter_turns=1)), np.rot90(plain))
-    top_left = load_image(path, 8, distortion=draw(zoom=2.0))
+    np.testing.assert_array_equal(load_image(path, 8, draw=draw(flip_left_right=True)), plain[:, ::-1])
+    np.testing.assert_array_equal(load_image(path, 8, draw=draw(flip_up_down=True)), plain[::-1])
+    np.testing.assert_array_equal(load_image(path, 8, draw=draw(quarter_turns=1)), np.rot90(plain))
+    top_left = load_image(path, 8, draw=draw(zoom=2.0))
     assert (top_left == (255, 0, 0)).all()
-    bottom_right = load_image(path, 8, distortion=draw(zoom=2.0, crop_x=1.0, crop_y=1.0))
+    bottom_right = load_image(path, 8, draw=draw(zoom=2.0, crop_x=1.0, crop_y=1.0))
     assert (bottom_right == 255).all()
-    darker = load_image(path, 8, distortion=draw(brightness=0.5))
+    darker = load_image(path, 8, draw=draw(brightness=0.5))
     np.testing.assert_array_equal(darker, np.rint(plain * 0.5).astype(np.uint8))
 
 
 def test_load_image_without_distortion_is_unchanged(tmp_path):
     path = tmp_path / "q.png"
     quadrant_image((30, 20)).save(path)
-    assert load_image(path, 8, distortion=None).shape == (8, 8, 3)
-    np.testing.assert_array_equal(load_image(path, 8), load_image(path, 8, distortion=None))
+    assert load_image(path, 8, draw=None).shape == (8, 8, 3)
+    np.testing.assert_array_equal(load_image(path, 8), load_image(path, 8, draw=None))
 
 
 def test_compute_bottlenecks_mixes_plain_and_distorted_items(training, tmp_path):

@@ -1,9 +1,8 @@
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from retrain.data.dataset import MAX_NUM_IMAGES_PER_CLASS, label_for_folder, scan_image_tree, set_for_file, split_images
+from retrain.data.dataset import label_for_folder, scan_image_tree, set_for_file, split_images
 from retrain.errors import UserError
 
 
@@ -51,15 +50,54 @@ def test_unusable_image_dir_is_a_user_error(tmp_path, problem):
         scan_image_tree(target)
 
 
-def test_split_uses_retrain_py_hash_of_the_name_without_nohash_part():
-    name = "ISIC_0000001.jpg"
-    value = (int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (
-        100.0 / MAX_NUM_IMAGES_PER_CLASS
-    )
-    expected = "validation" if value < 10 else "test" if value < 20 else "training"
-    assert set_for_file(Path("/x") / name, 10, 10) == expected
+# Sets worked out once with tensorflow-for-poets' retrain.py rule: SHA-1 of the file name with
+# any "_nohash_..." removed, as an integer, mod 2**27, times 100 / (2**27 - 1); below the validation
+# percentage -> validation, below validation + testing -> test, else training. The percentages
+# each name hashes to are in the comments.
+HASHED = {
+    "ISIC_0000000.jpg": 7.167,
+    "ISIC_0000001.jpg": 73.145,
+    "ISIC_0000002.jpg": 3.250,
+    "ISIC_0000003.jpg": 40.851,
+    "ISIC_0000005.jpg": 5.982,
+    "ISIC_0000006.jpg": 25.159,
+    "patient0.jpg": 24.335,
+    "patient0_nohash_0.jpg": 15.911,  # the hash of "patient0": no extension
+    "patient0_nohash_7.png": 15.911,
+    "patient6.jpg": 2.201,
+}
+
+
+@pytest.mark.parametrize("validation, testing, expected", [
+    (10, 10, {"validation": {"ISIC_0000000.jpg", "ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg"},
+              "test": {"patient0_nohash_0.jpg", "patient0_nohash_7.png"},
+              "training": {"ISIC_0000001.jpg", "ISIC_0000003.jpg", "ISIC_0000006.jpg", "patient0.jpg"}}),
+    (20, 30, {"validation": {"ISIC_0000000.jpg", "ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg",
+                             "patient0_nohash_0.jpg", "patient0_nohash_7.png"},
+              "test": {"ISIC_0000003.jpg", "ISIC_0000006.jpg", "patient0.jpg"},
+              "training": {"ISIC_0000001.jpg"}}),
+    (0, 0, {"validation": set(), "test": set(), "training": set(HASHED)}),
+    (7.2, 0, {"validation": {"ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg", "ISIC_0000000.jpg"},
+              "test": set(), "training": set(HASHED) - {"ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg",
+                                                          "ISIC_0000000.jpg"}}),
+    (7.1, 0, {"validation": {"ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg"}, "test": set(),
+              "training": set(HASHED) - {"ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg"}}),
+    (0, 25, {"validation": set(), "test": {"ISIC_0000000.jpg", "ISIC_0000002.jpg", "ISIC_0000005.jpg", "patient6.jpg",
+                                           "patient0_nohash_0.jpg", "patient0_nohash_7.png", "patient0.jpg"},
+             "training": {"ISIC_0000001.jpg", "ISIC_0000003.jpg", "ISIC_0000006.jpg"}}),
+])
+def test_split_puts_each_file_where_retrain_py_s_hash_of_its_name_does(validation, testing, expected):
+    assert set().union(*expected.values()) == set(HASHED)
+    found = {name: set() for name in ("training", "validation", "test")}
+    for name in HASHED:
+        found[set_for_file(Path("/some/folder") / name, validation, testing)].add(name)
+    assert found == expected
+
+
+def test_the_split_depends_on_the_file_name_only_and_not_on_its_nohash_part_or_folder():
     for i in range(50):
-        assert set_for_file(Path(f"a/img{i}_nohash_1.jpg"), 10, 10) == set_for_file(Path(f"b/img{i}_nohash_7.jpg"), 10, 10)
+        assert set_for_file(Path(f"a/img{i}_nohash_1.jpg"), 10, 10) == set_for_file(Path(f"b/c/img{i}_nohash_7.png"), 10, 10)
+        assert set_for_file(Path(f"a/img{i}.jpg"), 10, 10) == set_for_file(Path(f"b/img{i}.jpg"), 10, 10)
 
 
 def test_split_of_a_file_does_not_change_when_images_are_added():

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from retrain.cli import export_tflite, label_image, retrain
 from retrain.predict.prediction import load_model
-from retrain.predict.tflite_model import sidecar_path
+from retrain.export.tflite_format import sidecar_path
 from tests.conftest import COLOURS, noisy_colour_image
 
 BIN = Path(sys.executable).parent
@@ -120,7 +120,7 @@ def test_quantized_files_are_smaller(models):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
-    from retrain.export.tflite import measure_parity
+    from retrain.predict.parity import measure_parity
 
     export = models["exports"][mode]
     candidate = load_model(export.path)
@@ -136,7 +136,7 @@ def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
 def test_parity_near_the_decision_boundary(models, mode):
     """On colours between two classes a conversion error changes the top-1; float modes must
     still agree on every image, quantized ones on nearly every one."""
-    from retrain.export.tflite import measure_parity
+    from retrain.predict.parity import measure_parity
 
     export = models["exports"][mode]
     parity = measure_parity(load_model(export.path), models["reference"], models["blended"], mode, export.size_bytes)

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.cache import open_cache
+from retrain.features.extraction import compute_bottlenecks
 from retrain.errors import UserError
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from retrain.features import engines as feature_engines
-from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.cache import open_cache
+from retrain.features.extraction import compute_bottlenecks
 from retrain.features.engines import EngineUnavailable, create_engine
 
 

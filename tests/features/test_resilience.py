@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrain.features import bottlenecks as bottlenecks_module
-from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features import cache as cache_module
+from retrain.features.cache import open_cache
+from retrain.features.extraction import compute_bottlenecks
 from retrain.cli import retrain
 from retrain.errors import UserError
 from tests.features.test_bottlenecks import MeanColourBackbone
@@ -28,7 +29,8 @@ BIN = Path(sys.executable).parent
 _SLOW_EXTRACTION = """
 import sys, time
 from pathlib import Path
-from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.cache import open_cache
+from retrain.features.extraction import compute_bottlenecks
 from tests.features.test_bottlenecks import MeanColourBackbone
 backbone = MeanColourBackbone()
 paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
@@ -153,7 +155,7 @@ def test_a_failing_disk_is_a_clear_error_and_leaves_no_partial_entry(make_tree, 
         partial_files.append(Path(path))
         return _FailingFile(path, error)
 
-    monkeypatch.setattr(bottlenecks_module, "open", failing_open, raising=False)
+    monkeypatch.setattr(cache_module, "open", failing_open, raising=False)
     with pytest.raises(UserError) as info:
         compute_bottlenecks(_paths(tree), backbone, cache)
     message = str(info.value)
@@ -166,7 +168,7 @@ def test_a_failing_disk_is_a_clear_error_and_leaves_no_partial_entry(make_tree, 
 
 def test_retrain_reports_a_full_disk_in_one_line(make_tree, tmp_path, monkeypatch):
     tree = make_tree({"red": 3, "blue": 3})
-    monkeypatch.setattr(bottlenecks_module, "open", lambda path, *a, **k: _FailingFile(path, errno.ENOSPC), raising=False)
+    monkeypatch.setattr(cache_module, "open", lambda path, *a, **k: _FailingFile(path, errno.ENOSPC), raising=False)
     result = CliRunner().invoke(
         retrain, [f"--image_dir={tree}", f"--bottleneck_dir={tmp_path / 'bn'}", "--how_many_training_steps=5",
                   f"--output_graph={tmp_path / 'graph.pb'}", f"--output_labels={tmp_path / 'labels.txt'}"],

@@ -1,7 +1,19 @@
 import numpy as np
 import pytest
 
+from retrain.train.callbacks import IntermediateGraphs
+from retrain.train.learner import Callback
 from retrain.train.top_layer import TrainingConfig, accuracy, train_top_layer
+
+
+class _Recorder(Callback):
+    """Keeps every StepReport the loop validates."""
+
+    def __init__(self, reports: list):
+        self.reports = reports
+
+    def on_period_end(self, result, state) -> None:
+        self.reports.append(result)
 
 
 def _blobs(rng, n_per_class=40, features=16, classes=3):
@@ -16,7 +28,7 @@ def test_learns_separable_classes_and_reports_at_each_interval_and_the_last_step
     x, y = _blobs(rng)
     reports = []
     config = TrainingConfig(steps=95, learning_rate=0.1, train_batch_size=30, eval_step_interval=10, random_seed=1)
-    head = train_top_layer(x, y, x[:20], y[:20], 3, config, report=reports.append)
+    head = train_top_layer(x, y, x[:20], y[:20], 3, config, callbacks=[_Recorder(reports)])
     assert accuracy(head.probabilities(x), y) > 0.95
     assert [r.step for r in reports] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 94]
     assert reports[-1].cross_entropy < reports[0].cross_entropy
@@ -38,7 +50,7 @@ def test_validation_batch_of_minus_one_uses_the_whole_set():
     rng = np.random.default_rng(0)
     x, y = _blobs(rng)
     reports = []
-    train_top_layer(x, y, x[:7], y[:7], 3, TrainingConfig(steps=1, validation_batch_size=-1), report=reports.append)
+    train_top_layer(x, y, x[:7], y[:7], 3, TrainingConfig(steps=1, validation_batch_size=-1), callbacks=[_Recorder(reports)])
     assert reports[0].validation_count == 7
 
 
@@ -89,7 +101,7 @@ def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
     val_x, val_y = _overlapping_blobs(seed=1, n=200, features=200)
     reports = []
     config = TrainingConfig(steps=3000, learning_rate=0.5, eval_step_interval=10, early_stopping_patience=5, random_seed=0)
-    head = train_top_layer(x, y, val_x, val_y, 2, config, report=reports.append)
+    head = train_top_layer(x, y, val_x, val_y, 2, config, callbacks=[_Recorder(reports)])
     assert head.step is not None
     assert reports[-1].step < 2999  # stopped before the end
     best = max(reports, key=lambda r: r.validation_auc)
@@ -111,7 +123,7 @@ def test_recipe_sets_options_and_explicit_flags_win():
 def test_snapshots_are_taken_at_the_requested_interval():
     x, y = _blobs(np.random.default_rng(0))
     taken = []
-    train_top_layer(x, y, x, y, 3, TrainingConfig(steps=50), snapshot=lambda step, head: taken.append(step), snapshot_every=20)
+    train_top_layer(x, y, x, y, 3, TrainingConfig(steps=50), callbacks=[IntermediateGraphs(20, lambda step, layer: taken.append(step))])
     assert taken == [20, 40]
 
 

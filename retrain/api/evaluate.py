@@ -1,0 +1,161 @@
+"""Measuring exported models on a labelled image tree: what the evaluate command prints and
+writes, as a value a script can use."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from retrain.errors import UserError
+from retrain.evaluate import evaluation
+from retrain.evaluate import report as html_report
+from retrain.evaluate.evaluation import Predictions
+from retrain.export.tflite_format import is_tflite_file
+from retrain.metrics import format_report
+from retrain.native_logs import import_tensorflow
+from retrain.predict import prediction
+from retrain.predict.loaded_model import LoadedModel
+
+
+def _print_warning(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class GraphEvaluation:
+    """One model's predictions on the images, and its metrics when the images have class folders."""
+
+    graph: Path  # as given
+    model: LoadedModel
+    predictions: Predictions
+    metrics: dict | None  # retrain.metrics.evaluate_probabilities; None for a folder of unlabelled images
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    graphs: tuple[GraphEvaluation, ...]  # in the order given
+
+    @property
+    def metrics(self) -> dict[str, dict]:
+        """The metrics of each model measured, by its graph path as given."""
+        return {str(g.graph): g.metrics for g in self.graphs if g.metrics is not None}
+
+    def as_json(self) -> dict:
+        """What --json writes: one model's metrics, or several by graph path (NaN is written as null)."""
+        measured = self.metrics
+        return next(iter(measured.values())) if len(measured) == 1 else measured
+
+
+def evaluate(
+    graphs: Sequence[Path], image_dir: Path, labels: Sequence[Path] = (), tta: bool = False,
+    patient_metadata: Sequence[Path] = (), json_path: Path | None = None, plot: Path | None = None,
+    report: Path | None = None, predictions: Path | None = None, isic_submission: bool = False,
+    log: Callable[[str], None] = print, warn: Callable[[str], None] = _print_warning, progress=None,
+) -> Evaluation:
+    """Classify every image under `image_dir` with each model and measure it. `labels`: one
+    labels file per graph (default: the models' own); `patient_metadata`: CSV files for models
+    trained with it; `progress(total, label)` gives a function told how many images are done.
+    Each line the evaluate command prints goes to `log`, as soon as it is known."""
+    if report is not None:
+        report = html_report.check_report_path(report)
+    table = _patient_table(patient_metadata)
+    if labels and len(labels) != len(graphs):
+        raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
+    if isic_submission and not predictions:
+        raise UserError("--isic_submission needs --predictions FILE to write the submission to")
+    if not all(is_tflite_file(Path(g).expanduser()) for g in graphs):
+        import_tensorflow()
+    evaluated = []
+    for index, graph in enumerate(graphs):
+        evaluated.append(_evaluate_graph(graph, labels[index] if labels else None, image_dir, tta, table, log, warn,
+                                         progress))
+        if plot and evaluated[-1].metrics is not None:
+            _plot_roc(evaluated[-1], plot if len(graphs) == 1 else _numbered(plot, index), log)
+    result = Evaluation(tuple(evaluated))
+    if json_path:
+        evaluation.write_json(json_path, result.as_json())
+        log(f"Wrote {json_path}")
+    if report is not None:
+        _write_report(report, result, image_dir, tta, log, warn)
+    if predictions:
+        _write_predictions(predictions, isic_submission, result, log)
+    elif not result.metrics:
+        warn("no class folders, so nothing to measure; pass --predictions to save the predictions")
+    return result
+
+
+def _patient_table(paths: Sequence[Path]):
+    """The patient metadata CSVs as one table (patient_metadata.MetadataTable), None without any."""
+    if not paths:
+        return None
+    from retrain.data.patient_metadata import merge_tables, read_metadata_csv
+
+    return merge_tables([read_metadata_csv(path) for path in paths])
+
+
+def _evaluate_graph(graph: Path, labels_file: Path | None, image_dir: Path, tta: bool, table, log, warn,
+                    progress) -> GraphEvaluation:
+    model = prediction.load_model(graph)
+    if tta:
+        model = prediction.with_flip_tta(model)
+    label_list = prediction.read_labels(labels_file) if labels_file else model.labels
+    if label_list is None:
+        raise UserError(f"--graph {graph}: carries no labels; pass --labels")
+    if table is not None and model.patient_encoding is None:
+        warn(f"--metadata ignored for {graph}: the model takes no patient metadata")
+    predicted, metrics = evaluation.evaluate_model(model, label_list, image_dir, progress, table, log, warn)
+    for failure in predicted.failures:
+        warn(f"skipped {failure.path}: {failure.reason}")
+    log(f"== {graph}")
+    if metrics is None:
+        log(f"{len(predicted.paths)} unlabelled images classified (no metrics without class folders)")
+    else:
+        log(format_report(metrics, label_list))
+    return GraphEvaluation(graph, model, predicted, metrics)
+
+
+def _numbered(path: Path, index: int) -> Path:
+    """plot.png -> plot_2.png for the second of several models."""
+    return Path(path).with_name(f"{Path(path).stem}_{index + 1}{Path(path).suffix}")
+
+
+def _plot_roc(evaluated: GraphEvaluation, target: Path, log) -> None:
+    run, labels = evaluated.predictions, evaluated.predictions.labels
+    curves = [(label, run.probabilities[:, i], run.true == i, evaluated.metrics["auc"][label])
+              for i, label in enumerate(labels) if not (len(labels) == 2 and i == 0)]
+    evaluation.plot_roc(target, curves, title=Path(evaluated.graph).name)
+    log(f"Wrote ROC curves to {target}")
+
+
+def _write_report(path: Path, result: Evaluation, image_dir: Path, tta: bool, log, warn) -> None:
+    reported = [html_report.EvaluatedModel(g.model, g.predictions, g.metrics) for g in result.graphs
+                if g.metrics is not None]
+    if not reported:
+        warn(f"--report {path}: not written: the images have no class folders, so there is nothing to measure")
+        return
+    html_report.write_report(path, reported, image_dir, tta)
+    log(f"Wrote {path}")
+
+
+def _write_predictions(path: Path, isic_submission: bool, result: Evaluation, log) -> None:
+    runs = [g.predictions for g in result.graphs]
+    if not isic_submission:
+        for index, run in enumerate(runs):
+            target = path if len(runs) == 1 else _numbered(path, index)
+            evaluation.write_predictions(target, run.paths, run.probabilities, run.labels, run.true)
+            log(f"Wrote {target}")
+        return
+    melanoma = _first_scores(runs, "melanoma")
+    keratosis = _first_scores(runs, "seborrheic keratosis")
+    if melanoma is None or keratosis is None or any(r.paths != runs[0].paths for r in runs):
+        raise UserError("--isic_submission needs models with 'melanoma' and 'seborrheic keratosis' labels "
+                        "(the two task models, or the three-class model) that read the same images")
+    evaluation.write_isic_submission(path, runs[0].paths, melanoma, keratosis)
+    log(f"Wrote ISIC submission {path}")
+
+
+def _first_scores(runs: list[Predictions], wanted: str):
+    """P(wanted) from the first model whose labels include it."""
+    return next((s for r in runs if (s := evaluation.isic_scores(r.probabilities, r.labels, wanted)) is not None), None)

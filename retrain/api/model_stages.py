@@ -1,0 +1,247 @@
+"""The stages of `retrain` that train, test and export the model, in the order they run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrain.api.config import (
+    BackboneChoice,
+    ExportConfig,
+    MonitorConfig,
+    TestConfig,
+    TFLiteConfig,
+)
+from retrain.api.stages import (
+    Arrays,
+    Sets,
+    build_backbone,
+    log_validation_auc,
+    tuned_features,
+)
+from retrain.reporter import Reporter
+from retrain.train.callbacks import (
+    History,
+    IntermediateGraphs,
+    StepLines,
+    StepProgress,
+    SummaryWriters,
+    TensorBoard,
+)
+from retrain.train.fine_tuning import FineTuneConfig
+from retrain.train.top_layer import TopLayer, TrainingConfig, accuracy, train_top_layer
+
+
+@dataclass(frozen=True)
+class TrainedTopLayer:
+    layer: TopLayer
+    history: list  # a StepReport per validation, for the training plot
+    summaries: SummaryWriters | None  # TensorBoard writers, which fine-tuning goes on with
+
+
+def fit_top_layer(sets: Sets, training: Arrays, validation: Arrays, config: TrainingConfig, backbone,
+                  export: ExportConfig, monitor: MonitorConfig, reporter: Reporter) -> TrainedTopLayer:
+    """The top layer on cached bottlenecks, with its progress, step lines, TensorBoard
+    scalars and intermediate graphs hooked into the training loop."""
+    summaries = SummaryWriters(monitor.summaries_dir) if monitor.summaries_dir else None
+    if summaries:
+        reporter.log(f"TensorBoard summaries: {summaries.run_dir}")
+    history = History()
+    callbacks = [history, StepLines(reporter.log), *([TensorBoard(summaries)] if summaries else [])]
+    if monitor.intermediate_graphs_dir and monitor.intermediate_store_frequency:
+        callbacks.append(IntermediateGraphs(monitor.intermediate_store_frequency,
+                                            _intermediate_saver(backbone, sets.labels, export, monitor, reporter)))
+    update = reporter.bar(config.steps, "Top layer", "steps")
+    if update:
+        callbacks.append(StepProgress(update, config.steps))
+    layer = train_top_layer(training.x, training.y, validation.x, validation.y, len(sets.labels), config, callbacks)
+    if layer.step is not None:
+        reporter.log(f"Early stopping: kept the top layer from step {layer.step}, best validation "
+                     f"{config.early_stopping_metric}")
+    log_validation_auc("Validation", layer, validation, sets.labels, reporter)
+    return TrainedTopLayer(layer, history.results, summaries)
+
+
+def _intermediate_saver(backbone, labels: list[str], export: ExportConfig, monitor: MonitorConfig, reporter: Reporter):
+    from retrain.export.graph import Classifier, export_frozen_graph, model_card
+
+    card = model_card(backbone, labels, export.final_tensor_name)
+
+    def save(step: int, layer: TopLayer) -> None:
+        target = Path(monitor.intermediate_graphs_dir).expanduser() / f"intermediate_{step}.pb"
+        export_frozen_graph(Classifier(backbone, layer, export.final_tensor_name), card, target)
+        reporter.log(f"Saved intermediate graph {target}")
+
+    return save
+
+
+@dataclass(frozen=True)
+class TunedNetwork:
+    layer: TopLayer
+    card: dict  # what the model card records of the fine-tuning
+    validation: np.ndarray  # the tuned backbone's features of the validation images
+    test: np.ndarray  # ... and of the test images
+
+
+def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer, sets: Sets, config: FineTuneConfig,
+                      training: TrainingConfig, output_graph: Path, strategy, reporter: Reporter) -> TunedNetwork:
+    """Tune a copy of the backbone with the top layer, then put the tuned weights into
+    `backbone` (the one every export is made from)."""
+    from retrain.train.fine_tuning import copy_tuned_weights, fine_tune, run_fingerprint
+
+    split = sets.split
+    run_dir = Path(output_graph).expanduser().with_suffix(".finetune")
+    fingerprint = run_fingerprint(
+        backbone=backbone.identity, labels=sets.labels, fine_tuning=dataclasses.asdict(config),
+        training=dataclasses.asdict(training),
+        images={name: [(str(path), c, path.stat().st_size) for path, c in pairs]
+                for name, pairs in (("training", split.training), ("validation", split.validation))},
+    )
+    callbacks = (TensorBoard(trained.summaries, training.steps),) if trained.summaries else ()
+    tuned, result = fine_tune(backbone, lambda: build_backbone(choice), trained.layer, backbone.input_size,
+                              split.training, split.validation, len(sets.labels), config, training, run_dir,
+                              fingerprint, reporter.log, reporter.warn, reporter.progress, callbacks, strategy=strategy)
+    copy_tuned_weights(tuned, backbone, config.layers)
+    reporter.log(f"Checkpoints and epoch results: {run_dir}")
+    card = {
+        "layers": config.layers, "epochs": config.epochs, "steps": config.steps, "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size, "weight_decay": config.weight_decay,
+        "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
+        "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
+    }
+    return TunedNetwork(result.head, card, tuned_features(backbone, split.validation),
+                        tuned_features(backbone, split.test))
+
+
+def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Arrays, validation: Arrays,
+                          config: TrainingConfig, tuned_backbone, reporter: Reporter) -> TopLayer:
+    """The top layer extended to take patient metadata (retrain.train.fusion); after
+    fine-tuning (`tuned_backbone` given) it learns from the tuned features."""
+    from retrain.train.fusion import fuse
+
+    train_x = training.x if tuned_backbone is None else tuned_features(tuned_backbone, sets.split.training)
+    fused = fuse(fusion, layer, train_x, training.patient, training.y, validation.x, validation.patient,
+                 validation.y, len(sets.labels), config, logits_in_sample=tuned_backbone is not None)
+    log_validation_auc("Validation with patient metadata", fused, validation, sets.labels, reporter)
+    return fused
+
+
+@dataclass(frozen=True)
+class TestFigures:
+    accuracy: float | None  # None without a test set
+    count: int
+
+
+def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig, seed: int | None,
+                   reporter: Reporter) -> TestFigures:
+    """Final test accuracy and AUC on the test set (or a sample of it, --test_batch_size)."""
+    from retrain.api.stages import format_auc
+
+    if not len(test):
+        return TestFigures(None, 0)
+    chosen = np.arange(len(test))
+    if config.batch_size >= 0:
+        chosen = np.random.default_rng(seed).integers(0, len(test), config.batch_size)
+    predictions = layer.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
+    test_accuracy = accuracy(predictions, test.y[chosen])
+    reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
+    reporter.log(format_auc("Final test", predictions, test.y[chosen], sets.labels))
+    if config.print_misclassified:
+        reporter.log("=== MISCLASSIFIED TEST IMAGES ===")
+        for row, index in enumerate(chosen):
+            predicted = int(np.argmax(predictions[row]))
+            if predicted != test.y[index]:
+                reporter.log(f"{sets.split.test[index][0]}  {sets.labels[predicted]}")
+    return TestFigures(test_accuracy, len(test))
+
+
+@dataclass(frozen=True)
+class ExportedFiles:
+    graph: Path
+    labels: Path
+    saved_model: Path | None
+    training_plot: Path
+    tflite: Path | None
+
+
+def export_model(backbone, layer: TopLayer, card: dict, sets: Sets, validation: Arrays, history: list,
+                 export: ExportConfig, seed: int | None, reporter: Reporter) -> ExportedFiles:
+    """The frozen graph and labels, then the SavedModel, the training plot and the .tflite asked for."""
+    from retrain.export.graph import (
+        Classifier,
+        export_frozen_graph,
+        export_saved_model,
+        write_labels,
+    )
+
+    classifier = Classifier(backbone, layer, export.final_tensor_name)
+    export_frozen_graph(classifier, card, export.output_graph)
+    write_labels(export.output_labels, sets.labels)
+    reporter.log(f"Wrote {export.output_graph} and {export.output_labels}")
+    if export.saved_model_dir:
+        export_saved_model(classifier, card, export.saved_model_dir)
+        reporter.log(f"Wrote SavedModel {export.saved_model_dir}")
+    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
+    plot = plot_training(export.output_graph, history, probabilities, validation.y, sets.labels, reporter)
+    tflite = None
+    if export.tflite is not None:
+        tflite = export_tflite(classifier, card, sets, export.tflite, export.saved_model_dir, export.output_graph,
+                               seed, reporter)
+    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
+
+
+def plot_training(output_graph: Path, history: list, val_probabilities, val_y, labels: list[str],
+                  reporter: Reporter) -> Path:
+    """Training curves (and the validation ROC) as a PNG beside the graph."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from retrain.evaluate.evaluation import draw_roc
+
+    target = Path(output_graph).expanduser().with_suffix(".training.png")
+    figure, (curves, roc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    steps = [r.step for r in history]
+    curves.plot(steps, [r.train_accuracy for r in history], label="train accuracy (batch)")
+    curves.plot(steps, [r.cross_entropy for r in history], label="train cross entropy (batch)")
+    validated = [r for r in history if r.validation_auc is not None]
+    if validated:
+        curves.plot([r.step for r in validated], [r.validation_auc for r in validated], label="validation AUC")
+        curves.plot([r.step for r in validated], [r.validation_loss for r in validated], label="validation cross entropy")
+    curves.set(xlabel="step", title="Training")
+    curves.legend()
+    if val_probabilities is not None:
+        shown = [1] if len(labels) == 2 else range(len(labels))
+        draw_roc(roc, [(labels[c], val_probabilities[:, c], val_y == c, None) for c in shown])
+    roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="Validation ROC")
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    reporter.log(f"Wrote training curves {target}")
+    return target
+
+
+def export_tflite(classifier, card: dict, sets: Sets, tflite: TFLiteConfig, saved_model_dir: Path | None,
+                  output_graph: Path, seed: int | None, reporter: Reporter) -> Path:
+    """Convert to .tflite (calibrated on training images) and compare it with the frozen graph on held-back ones."""
+    from retrain.export.tflite import (
+        describe_export,
+        export_classifier_tflite,
+        representative_sample,
+    )
+    from retrain.predict.parity import report_parity
+
+    representative = []
+    if tflite.quantization in ("dynamic", "int8") and tflite.representative_images > 0:
+        training_paths = [path for path, _ in sets.split.training]
+        representative = representative_sample(training_paths, tflite.representative_images, seed or 0)
+    export = export_classifier_tflite(classifier, card, saved_model_dir, tflite.output, tflite.quantization,
+                                      representative, reporter.log, reporter.warn)
+    reporter.log(f"Wrote {export.path} ({describe_export(export)}) and {export.sidecar}")
+    held_back = [path for path, _ in sets.split.validation + sets.split.test]
+    report_parity(export, output_graph, held_back, reporter.log, reporter.warn)
+    return export.path

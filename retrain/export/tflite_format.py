@@ -1,0 +1,165 @@
+"""The .tflite file retrain writes: its quantization modes, the sidecar JSON beside it
+(`model.tflite.json`, the model card plus the tensors' details) and the classifier shape
+the file must have.
+
+Export writes and checks the file with it, predict runs it; so it sits with export, and it
+imports only ai_edge_litert and NumPy, never TensorFlow: label_image on a phone-sized
+model should start like a phone app does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.data.patient_metadata import model_encoding
+from retrain.errors import UserError
+from retrain.native_logs import native_logs_silenced
+
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
+SIDECAR_SUFFIX = ".json"
+# none = float32, dynamic = dynamic-range int8 weights, float16 weights, int8 = full integer with uint8 input/output.
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """model.tflite -> model.tflite.json"""
+    return model_path.with_name(model_path.name + SIDECAR_SUFFIX)
+
+
+def is_tflite_file(path: Path) -> bool:
+    if path.suffix.lower() == ".tflite":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == TFLITE_IDENTIFIER
+    except OSError:
+        return False
+
+
+def read_sidecar(model_path: Path) -> dict | None:
+    """The model card beside a .tflite, None when there is no sidecar."""
+    path = sidecar_path(model_path)
+    if not path.exists():
+        return None
+    try:
+        model_card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable retrain metadata file ({e})") from e
+    if not isinstance(model_card, dict) or model_card.get("format") != "retrain":
+        raise UserError(f"{path}: not a retrain metadata file (no \"format\": \"retrain\")")
+    return model_card
+
+
+def _shape_error(path: Path, detail: str) -> UserError:
+    return UserError(
+        f"--graph {path}: not an image classifier of the shape retrain makes "
+        f"(input [1, height, width, 3] float32 or uint8, and [1, M] patient metadata when trained with it; "
+        f"output [1, classes]); {detail}"
+    )
+
+
+def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tuple[dict, dict | None]:
+    """The image input's details and the patient metadata input's (None for a model without
+    one), after checking the model has the shape retrain exports."""
+    images = [d for d in inputs if len(d["shape"]) == 4]
+    rows = [d for d in inputs if len(d["shape"]) == 2]
+    if len(inputs) == 1 and not images:
+        raise _shape_error(path, f"its input is {[int(d) for d in inputs[0]['shape']]}")
+    if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1:
+        raise _shape_error(path, f"it has {len(inputs)} inputs and {len(outputs)} outputs")
+    input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in outputs[0]["shape"]]
+    if input_shape[0] != 1 or input_shape[3] != 3:
+        raise _shape_error(path, f"its input is {input_shape}")
+    if rows and int(rows[0]["shape"][0]) != 1:
+        raise _shape_error(path, f"its metadata input is {[int(d) for d in rows[0]['shape']]}")
+    if len(output_shape) != 2 or output_shape[0] != 1 or output_shape[1] < 2:
+        raise _shape_error(path, f"its output is {output_shape}")
+    for kind, detail in (("input", images[0]), *(("metadata input", r) for r in rows), ("output", outputs[0])):
+        if detail["dtype"] not in (np.float32, np.uint8):
+            raise _shape_error(path, f"its {kind} is {np.dtype(detail['dtype']).name}")
+        if detail["dtype"] == np.uint8 and not detail["quantization"][0] > 0:
+            raise _shape_error(path, f"its uint8 {kind} has no quantization scale")
+    return images[0], rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class TFLiteClassifier:
+    """An opened .tflite of the shape retrain exports, its sidecar checked against it."""
+
+    path: Path
+    interpreter: Any  # ai_edge_litert.interpreter.Interpreter, tensors allocated
+    image_input: dict  # the interpreter's tensor details
+    patient_input: dict | None
+    output: dict
+    model_card: dict | None  # the sidecar; None when there is none
+    patient_encoding: Any  # a patient_metadata.MetadataEncoding when the model takes patient metadata
+
+    @property
+    def height(self) -> int:
+        return int(self.image_input["shape"][1])
+
+    @property
+    def width(self) -> int:
+        return int(self.image_input["shape"][2])
+
+    @property
+    def class_count(self) -> int:
+        return int(self.output["shape"][1])
+
+
+def open_tflite_classifier(path: Path) -> TFLiteClassifier:
+    """Open a .tflite and check it is a classifier retrain could have written, with a sidecar
+    (if any) that agrees with it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = Path(path).expanduser()
+    try:
+        with native_logs_silenced():
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"--graph {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
+    outputs = interpreter.get_output_details()
+    image_input, patient_input = classifier_inputs(path, interpreter.get_input_details(), outputs)
+    model_card = read_sidecar(path)
+    opened = TFLiteClassifier(path, interpreter, image_input, patient_input, outputs[0], model_card, None)
+    _check_sidecar(opened)
+    if patient_input is None:
+        return opened
+    return dataclasses.replace(opened, patient_encoding=_patient_encoding(opened))
+
+
+def _check_sidecar(opened: TFLiteClassifier) -> None:
+    if opened.model_card is None:
+        return
+    path, sidecar = opened.path, sidecar_path(opened.path)
+    labels = opened.model_card.get("labels")
+    if labels is not None and len(labels) != opened.class_count:
+        raise UserError(f"{sidecar}: {len(labels)} labels but {path} has {opened.class_count} outputs")
+    input_size = opened.model_card.get("input_size")
+    if input_size not in (None, opened.height) or opened.height != opened.width:
+        raise UserError(f"{sidecar}: input size {input_size} but {path} takes {opened.height}x{opened.width}")
+
+
+def _patient_encoding(opened: TFLiteClassifier):
+    """How to encode the patient metadata the model takes, from its sidecar."""
+    path, sidecar = opened.path, sidecar_path(opened.path)
+    encoding = model_encoding(opened.model_card, sidecar)
+    if encoding is None:
+        raise UserError(f"{path}: takes patient metadata, but {sidecar} (which says how to encode it) "
+                        "is missing or has no \"patient_metadata\"")
+    width = int(opened.patient_input["shape"][1])
+    if encoding.width != width:
+        raise UserError(f"{sidecar}: encodes {encoding.width} metadata values but {path} takes {width}")
+    return encoding
+
+
+def megabytes(size_bytes: int) -> str:
+    """A file's size as export_tflite and retrain print it."""
+    return f"{size_bytes / 1e6:.2f} MB"

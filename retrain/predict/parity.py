@@ -1,0 +1,92 @@
+"""How closely an exported .tflite follows the model it was converted from: both run on the
+same held-back images, so this sits with prediction, after export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from retrain.data.images import load_batches
+from retrain.errors import UserError
+from retrain.export.tflite_format import megabytes
+from retrain.predict.loaded_model import LoadedModel
+from retrain.predict.prediction import load_model
+from retrain.predict.tflite_model import load_tflite_model
+
+if TYPE_CHECKING:
+    from retrain.export.tflite import TFLiteExport
+
+# The top-1 agreement with the frozen graph each mode is expected to keep (tested in tests/export/test_tflite.py).
+PARITY_THRESHOLDS = {"none": 0.995, "float16": 0.995, "dynamic": 0.99, "int8": 0.97}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How a candidate model's outputs compare with the reference's on the same images."""
+
+    name: str
+    size_bytes: int
+    images: int
+    top1_agreement: float
+    max_probability_difference: float
+
+
+def measure_parity(
+    candidate: LoadedModel, reference: LoadedModel, images: list[Path], name: str, size_bytes: int,
+    batch_size: int = 32,
+) -> Parity:
+    """Top-1 agreement and the largest probability difference over the readable images."""
+    agreements, max_difference, count = 0, 0.0, 0
+    for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):
+        if batch is None:
+            continue
+        expected, actual = reference.predict(batch), candidate.predict(batch)
+        if expected.shape != actual.shape:
+            raise UserError(f"{candidate.source}: gives {actual.shape[1]} outputs but {reference.source} gives {expected.shape[1]}")
+        agreements += int(np.sum(expected.argmax(axis=1) == actual.argmax(axis=1)))
+        max_difference = max(max_difference, float(np.abs(expected - actual).max()))
+        count += len(batch)
+    if count == 0:
+        raise UserError("no readable held-back images to measure parity on")
+    return Parity(name, size_bytes, count, agreements / count, max_difference)
+
+
+def format_parity_table(reference_name: str, reference_size: int, rows: list[Parity]) -> str:
+    header = ("model", "size", "top-1 agreement", "max |prob diff|")
+    lines = [header, (reference_name, megabytes(reference_size), "(reference)", "")]
+    for row in rows:
+        agreement = f"{100 * row.top1_agreement:.1f}% ({round(row.top1_agreement * row.images)}/{row.images})"
+        lines.append((row.name, megabytes(row.size_bytes), agreement, f"{row.max_probability_difference:.4f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+
+
+def _size_on_disk(path: Path) -> int:
+    """A file's size, or a SavedModel folder's total."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def report_parity(
+    export: TFLiteExport, reference_path: Path, images: list[Path], log: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> Parity | None:
+    """Print the parity table of one export against the model at reference_path, on held-back images."""
+    if not images:
+        warn(f"no held-back images, so the parity of {export.path} with {reference_path} was not measured")
+        return None
+    reference = load_model(reference_path)
+    row = measure_parity(load_tflite_model(export.path), reference, images, f"{export.path.name} ({export.quantization})",
+                         export.size_bytes)
+    reference_path = Path(reference_path).expanduser()
+    log(f"TFLite parity on {row.images} held-back images:")
+    log(format_parity_table(reference_path.name, _size_on_disk(reference_path), [row]))
+    threshold = PARITY_THRESHOLDS[export.quantization]
+    if row.top1_agreement < threshold:
+        warn(f"{export.path}: top-1 agreement {100 * row.top1_agreement:.1f}% is below the {100 * threshold:.1f}% "
+             f"expected for {export.quantization}; check it on your own images before shipping")
+    return row

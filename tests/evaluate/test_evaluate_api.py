@@ -1,0 +1,44 @@
+"""retrain.api.evaluate: the call the evaluate command makes, used directly from Python."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retrain.api.evaluate import evaluate
+from retrain.cli import evaluate as evaluate_command
+from retrain.errors import UserError
+from tests.conftest import SQUARE_COLOURS, run_cli, square_image
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api_evaluate")
+    for index, name in enumerate(SQUARE_COLOURS):
+        (root / name).mkdir()
+        for i in range(3):
+            square_image(SQUARE_COLOURS[name], seed=7000 + 10 * index + i)[0].save(root / name / f"{i}.png")
+    return root
+
+
+def test_evaluate_returns_the_figures_and_lines_of_the_evaluate_command(square_model, held_out, tmp_path):
+    lines, warnings = [], []
+    result = evaluate([square_model / "graph.pb"], held_out, log=lines.append, warn=warnings.append)
+    written = tmp_path / "metrics.json"
+    printed = run_cli(evaluate_command, ["--graph", square_model / "graph.pb", "--image_dir", held_out, "--json", written])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(json.dumps(result.as_json())) == json.loads(written.read_text())
+    assert result.metrics[str(square_model / "graph.pb")]["n"] == 9
+    assert "\n".join(lines + [f"Wrote {written}"]) == printed.stdout.rstrip("\n")
+    assert warnings == []
+
+
+def test_a_mistake_raises_user_error_with_the_line_evaluate_prints(square_model, held_out):
+    graph, labels = square_model / "graph.pb", square_model / "labels.txt"
+    with pytest.raises(UserError) as raised:
+        evaluate([graph, graph], held_out, labels=[labels])
+    printed = run_cli(evaluate_command, ["--graph", graph, "--graph", graph, "--labels", labels, "--image_dir", held_out])
+    assert printed.exit_code == 1 and printed.stdout == ""
+    assert printed.stderr.splitlines() == [f"error: {raised.value}"]
+    assert str(raised.value) == "give one --labels per --graph, or none to use the labels stored in the models"
