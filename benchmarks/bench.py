@@ -143,7 +143,8 @@ def decoded(paths: list[Path], size: int) -> np.ndarray:
 
 
 def cold_extraction(paths: list[Path], backbone, engine, scratch: Path) -> Timing:
-    from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+    from retrain.features.cache import open_cache
+    from retrain.features.extraction import compute_bottlenecks
 
     folder = Path(tempfile.mkdtemp(dir=scratch))
     with Stopwatch() as watch:
@@ -156,7 +157,7 @@ def cold_extraction(paths: list[Path], backbone, engine, scratch: Path) -> Timin
 
 def one_image_per_call(paths: list[Path], backbone, tf_engine, scratch: Path) -> Timing:
     """retrain.py's way: for each image in turn, read, hash, decode, one TF call, write."""
-    from retrain.features.bottlenecks import content_key, open_cache
+    from retrain.features.cache import content_key, open_cache
     from retrain.data.images import load_image
 
     cache = open_cache(Path(tempfile.mkdtemp(dir=scratch)), backbone)
@@ -308,7 +309,8 @@ _RSS_CHILD = """
 import sys
 from pathlib import Path
 from retrain.backbones import create_backbone
-from retrain.features.bottlenecks import compute_bottlenecks, open_cache
+from retrain.features.cache import open_cache
+from retrain.features.extraction import compute_bottlenecks
 paths = [Path(line) for line in Path(sys.argv[1]).read_text().splitlines()]
 backbone = create_backbone("efficientnet_lite0", Path(sys.argv[2]))
 result = compute_bottlenecks(paths, backbone, open_cache(Path(sys.argv[3]), backbone))
@@ -409,7 +411,7 @@ def check(name: str, numerator: Row, denominator: Row) -> tuple[str, float, str]
     return f"{name}: {ratio:.2f} (target {op} {target}; {figures})", ratio, "PASS" if passed else "MISS"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_options(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats of each extraction row; the best counts")
     parser.add_argument("--images", type=int, default=160, help="images for the in-process extraction rows")
@@ -419,94 +421,134 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-retrain", action="store_true", help="leave out the whole-process rows")
     parser.add_argument("--fine-tune-images", type=int, default=640, help="training images for the fine-tuning rows")
     parser.add_argument("--skip-fine-tune", action="store_true", help="leave out the fine-tuning rows")
-    options = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def benchmark_images(scratch: Path) -> tuple[Path, str]:
+    """The ISIC training set when it is there, else generated images; and a line saying which."""
+    tree = isic_tree(scratch)
+    if tree is not None:
+        return tree, f"ISIC 2017 training set, {ISIC_DIR} (symlinked class folders)"
+    return generated_tree(scratch, 200, (256, 256), "generated"), "generated 256x256 JPEGs (../shared/data/isic2017 not found)"
+
+
+def extraction_engines(backbone) -> tuple[dict, list[str]]:
+    """The engine extraction would choose (its build timed) and TensorFlow's, and notes on them."""
+    from retrain.features.engines import create_engine, tensorflow_engine
+
+    with Stopwatch() as build:
+        main_engine = create_engine(backbone)
+    notes = [f"extraction engine: {main_engine.name}, built in {build.timing.seconds:.1f} s once per run that computes "
+             "anything (not in the extraction rows; in the retrain process rows)"]
+    if main_engine.note:
+        notes.append(main_engine.note)
+    return {"main": main_engine, "tensorflow": tensorflow_engine(backbone)}, notes
+
+
+def large_jpeg_rows(options, backbone, engines: dict, scratch: Path) -> dict[str, Row]:
+    """Extraction of 4000x3000 JPEGs, and decoding them alone, with and without DCT scaling."""
+    large_paths = image_paths(generated_tree(scratch, -(-options.large // 3), (4000, 3000), "large"))
+    large = extraction_rows("4000x3000 JPEG", large_paths, backbone, engines, scratch, min(options.per_call, 12),
+                            options.rounds)
+    decode_timing = Stopwatch()
+    with decode_timing:
+        decoded(large_paths, backbone.input_size)
+    large["decode"] = rate_row("4000x3000 JPEG: decode alone (load_image, DCT-scaled, one thread)", len(large_paths),
+                               decode_timing.timing,
+                               f"{np.mean([p.stat().st_size for p in large_paths]) / 1e6:.1f} MB per file")
+    with Stopwatch() as full_decode:
+        for path in large_paths:
+            with Image.open(path) as image:
+                image.convert("RGB").resize((backbone.input_size,) * 2, Image.Resampling.BILINEAR)
+    large["full_decode"] = rate_row("4000x3000 JPEG: decode alone without DCT scaling (full size, then resize)",
+                                    len(large_paths), full_decode.timing)
+    return large
+
+
+def extraction_section(options, paths: list[Path], tag: str, backbone, engines: dict, scratch: Path) -> tuple[list, list[str]]:
+    """The in-process extraction table; its checks and a note on how decode-bound large JPEGs are."""
+    from retrain.features.engines import litert_engine
+
+    steps = {"litert, one 2-thread interpreter on the main thread": dataclasses.replace(
+        litert_engine(backbone, threads_per_interpreter=os.cpu_count() or 2), per_image=False)}
+    small = extraction_rows(tag, sample(paths, options.images), backbone, engines, scratch, options.per_call,
+                            options.rounds, steps)
+    large = large_jpeg_rows(options, backbone, engines, scratch)
+    print_table("Extraction (in one process; ratios below use these rows)", [*small.values(), *large.values()])
+    bound = large["forward"].cpu_ms_per_image / (large["forward"].cpu_ms_per_image + large["decode"].cpu_ms_per_image)
+    note = (f"large JPEGs are decode-bound: even with DCT scaling a 4000x3000 JPEG costs "
+            f"{large['decode'].cpu_ms_per_image:.0f} ms of CPU to decode against "
+            f"{large['forward'].cpu_ms_per_image:.0f} ms for the network, so with every core busy "
+            f"extraction / forward only cannot exceed {bound:.2f} here")
+    checks = [
+        check(TARGETS[0][0], small["cold"], small["forward"]),
+        check(TARGETS[1][0], small["cold"], small["per_call"]),
+        check(TARGETS[2][0], large["cold"], large["forward"]),
+    ]
+    return checks, [note]
+
+
+def process_section(options, tree: Path, paths: list[Path], model_dir: Path, scratch: Path) -> tuple[list, list[str]]:
+    """The whole-process table (retrain cold and warm, label_image, peak RSS) and its two checks."""
+    process_rows, models, notes = retrain_rows(tree, model_dir, scratch)
+    label_rows = label_image_rows(models, paths[0], scratch)
+    rss = rss_rows(sample(paths, 4 * options.rss_images), options.rss_images, model_dir, scratch)
+    print_table("Whole processes (console scripts, own temp caches)",
+                [*process_rows.values(), *label_rows.values(), *rss.values()])
+    low, high = rss.values()
+    growth = high.value / low.value - 1
+    checks = [
+        check(TARGETS[3][0], process_rows["warm"], process_rows["cold"]),
+        (f"peak RSS flat in image count: 4N/N - 1 = {growth:+.1%} (target <= +{RSS_FLAT_TOLERANCE:.0%}; "
+         f"{high.value:.0f} / {low.value:.0f} MiB)", growth, "PASS" if growth <= RSS_FLAT_TOLERANCE else "MISS"),
+    ]
+    return checks, notes
+
+
+def fine_tune_section(options, paths: list[Path], model_dir: Path, scratch: Path) -> list:
+    tuning = fine_tune_rows(sample(paths, options.fine_tune_images), model_dir, scratch, options.rounds)
+    print_table("Fine-tuning (in one process, one loop; wall rate)", list(tuning.values()))
+    return [check(TARGETS[4][0], tuning["pipeline"], tuning["bare"])]
+
+
+def print_summary(checks: list, notes: list[str], started: float) -> None:
+    print("\nTargets")
+    for text, _, verdict in checks:
+        print(f"  {verdict}  {text}")
+    print("\nNotes")
+    for note in notes:
+        print(f"  - {note}")
+    print(f"  - load average {os.getloadavg()[0]:.2f} at end; whole benchmark {time.perf_counter() - started:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from retrain.backbones import create_backbone
-    from retrain.features.engines import create_engine, litert_engine, tensorflow_engine
 
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="retrain-bench-"))
     try:
-        tree = isic_tree(scratch)
-        if tree is not None:
-            source = f"ISIC 2017 training set, {ISIC_DIR} (symlinked class folders)"
-        else:
-            tree = generated_tree(scratch, 200, (256, 256), "generated")
-            source = "generated 256x256 JPEGs (../shared/data/isic2017 not found)"
+        tree, source = benchmark_images(scratch)
         paths = image_paths(tree)
         print(f"retrain benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f} at start")
         print(f"images: {source}; {len(paths)} images")
         model_dir = scratch / "models"
         backbone = create_backbone("efficientnet_lite0", model_dir)
-        with Stopwatch() as build:
-            main_engine = create_engine(backbone)
-        engines = {"main": main_engine, "tensorflow": tensorflow_engine(backbone)}
-        notes = [f"extraction engine: {main_engine.name}, built in {build.timing.seconds:.1f} s once per run that computes "
-                 "anything (not in the extraction rows; in the retrain process rows)"]
-        if main_engine.note:
-            notes.append(main_engine.note)
-
-        steps = {"litert, one 2-thread interpreter on the main thread": dataclasses.replace(
-            litert_engine(backbone, threads_per_interpreter=os.cpu_count() or 2), per_image=False)}
-        small = extraction_rows("ISIC-size" if "ISIC" in source else "256px", sample(paths, options.images), backbone,
-                                engines, scratch, options.per_call, options.rounds, steps)
-        large_tree = generated_tree(scratch, -(-options.large // 3), (4000, 3000), "large")
-        large_paths = image_paths(large_tree)
-        large = extraction_rows("4000x3000 JPEG", large_paths, backbone, engines, scratch, min(options.per_call, 12),
-                                options.rounds)
-        decode_timing = Stopwatch()
-        with decode_timing:
-            decoded(large_paths, backbone.input_size)
-        large["decode"] = rate_row("4000x3000 JPEG: decode alone (load_image, DCT-scaled, one thread)", len(large_paths),
-                                   decode_timing.timing,
-                                   f"{np.mean([p.stat().st_size for p in large_paths]) / 1e6:.1f} MB per file")
-        with Stopwatch() as full_decode:
-            for path in large_paths:
-                with Image.open(path) as image:
-                    image.convert("RGB").resize((backbone.input_size,) * 2, Image.Resampling.BILINEAR)
-        large["full_decode"] = rate_row("4000x3000 JPEG: decode alone without DCT scaling (full size, then resize)",
-                                        len(large_paths), full_decode.timing)
-        rows = [*small.values(), *large.values()]
-        print_table("Extraction (in one process; ratios below use these rows)", rows)
-        bound = large["forward"].cpu_ms_per_image / (large["forward"].cpu_ms_per_image + large["decode"].cpu_ms_per_image)
-        notes.append(f"large JPEGs are decode-bound: even with DCT scaling a 4000x3000 JPEG costs "
-                     f"{large['decode'].cpu_ms_per_image:.0f} ms of CPU to decode against "
-                     f"{large['forward'].cpu_ms_per_image:.0f} ms for the network, so with every core busy "
-                     f"extraction / forward only cannot exceed {bound:.2f} here")
-
-        checks = [
-            check(TARGETS[0][0], small["cold"], small["forward"]),
-            check(TARGETS[1][0], small["cold"], small["per_call"]),
-            check(TARGETS[2][0], large["cold"], large["forward"]),
-        ]
+        engines, notes = extraction_engines(backbone)
+        tag = "ISIC-size" if "ISIC" in source else "256px"
+        checks, extraction_notes = extraction_section(options, paths, tag, backbone, engines, scratch)
+        notes += extraction_notes
         if not options.skip_retrain:
-            process_rows, models, retrain_notes = retrain_rows(tree, model_dir, scratch)
-            notes += retrain_notes
-            label_rows = label_image_rows(models, paths[0], scratch)
-            rss = rss_rows(sample(paths, 4 * options.rss_images), options.rss_images, model_dir, scratch)
-            print_table("Whole processes (console scripts, own temp caches)",
-                        [*process_rows.values(), *label_rows.values(), *rss.values()])
-            checks.append(check(TARGETS[3][0], process_rows["warm"], process_rows["cold"]))
-            low, high = rss.values()
-            growth = high.value / low.value - 1
-            checks.append((f"peak RSS flat in image count: 4N/N - 1 = {growth:+.1%} (target <= +{RSS_FLAT_TOLERANCE:.0%}; "
-                           f"{high.value:.0f} / {low.value:.0f} MiB)", growth, "PASS" if growth <= RSS_FLAT_TOLERANCE else "MISS"))
+            process_checks, process_notes = process_section(options, tree, paths, model_dir, scratch)
+            checks, notes = checks + process_checks, notes + process_notes
         else:
             notes.append("--skip-retrain: no whole-process rows, no warm/cold or RSS check")
         if not options.skip_fine_tune:
-            tuning = fine_tune_rows(sample(paths, options.fine_tune_images), model_dir, scratch, options.rounds)
-            print_table("Fine-tuning (in one process, one loop; wall rate)", list(tuning.values()))
-            checks.append(check(TARGETS[4][0], tuning["pipeline"], tuning["bare"]))
-
-        print("\nTargets")
-        for text, _, verdict in checks:
-            print(f"  {verdict}  {text}")
-        print("\nNotes")
-        for note in notes:
-            print(f"  - {note}")
-        print(f"  - load average {os.getloadavg()[0]:.2f} at end; whole benchmark {time.perf_counter() - started:.0f} s")
+            checks += fine_tune_section(options, paths, model_dir, scratch)
+        print_summary(checks, notes, started)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

@@ -32,23 +32,29 @@ from retrain.train.callbacks import (
     TensorBoard,
 )
 from retrain.train.fine_tuning import FineTuneConfig
-from retrain.train.top_layer import TopLayer, TrainingConfig, accuracy, train_top_layer
+from retrain.train.top_layer import ClassWeights, TopLayer, TrainingConfig, accuracy, train_top_layer
 
 
 @dataclass(frozen=True)
 class TrainedTopLayer:
     layer: TopLayer
+    config: TrainingConfig  # as trained: with the class weights resolved
     history: list  # a StepReport per validation, for the training plot
     summaries: SummaryWriters | None  # TensorBoard writers, which fine-tuning goes on with
 
 
-def fit_top_layer(sets: Sets, training: Arrays, validation: Arrays, config: TrainingConfig, backbone,
-                  export: ExportConfig, monitor: MonitorConfig, reporter: Reporter) -> TrainedTopLayer:
+def fit_top_layer(sets: Sets, training: Arrays, validation: Arrays, config: TrainingConfig,
+                  class_weights: ClassWeights | None, backbone, export: ExportConfig, monitor: MonitorConfig,
+                  reporter: Reporter) -> TrainedTopLayer:
     """The top layer on cached bottlenecks, with its progress, step lines, TensorBoard
     scalars and intermediate graphs hooked into the training loop."""
     summaries = SummaryWriters(monitor.summaries_dir) if monitor.summaries_dir else None
     if summaries:
         reporter.log(f"TensorBoard summaries: {summaries.run_dir}")
+    if class_weights:
+        weights = class_weights.resolve(sets.labels, training.y)
+        reporter.log("Class weights: " + ", ".join(f"{label} {w:.3g}" for label, w in zip(sets.labels, weights)))
+        config = dataclasses.replace(config, class_weights=weights)
     history = History()
     callbacks = [history, StepLines(reporter.log), *([TensorBoard(summaries)] if summaries else [])]
     if monitor.intermediate_graphs_dir and monitor.intermediate_store_frequency:
@@ -62,7 +68,7 @@ def fit_top_layer(sets: Sets, training: Arrays, validation: Arrays, config: Trai
         reporter.log(f"Early stopping: kept the top layer from step {layer.step}, best validation "
                      f"{config.early_stopping_metric}")
     log_validation_auc("Validation", layer, validation, sets.labels, reporter)
-    return TrainedTopLayer(layer, history.results, summaries)
+    return TrainedTopLayer(layer, config, history.results, summaries)
 
 
 def _intermediate_saver(backbone, labels: list[str], export: ExportConfig, monitor: MonitorConfig, reporter: Reporter):

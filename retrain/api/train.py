@@ -50,18 +50,17 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
                                   in zip((sets.split.training, sets.split.validation, sets.split.test), rows))
     training = stages.with_distorted_copies(training, [p for p, _ in sets.split.training], config.features.augmentation,
                                             config.features.distorted_copies, backbone, features, reporter)
-    top_config = _with_class_weights(config, sets, training, reporter)
-    trained = model.fit_top_layer(sets, training, validation, top_config, backbone, config.export, config.monitor,
-                                  reporter)
+    trained = model.fit_top_layer(sets, training, validation, config.top_layer, config.class_weights, backbone,
+                                  config.export, config.monitor, reporter)
     layer, card = trained.layer, {"recipe": config.export.recipe}
     if config.fine_tuning.active:
-        tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, top_config,
+        tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, trained.config,
                                         config.export.output_graph, strategy, reporter)
         layer, card = tuned.layer, {**card, "fine_tuning": tuned.card}
         validation, test = replace(validation, x=tuned.validation), replace(test, x=tuned.test)
         stages.log_validation_auc("Fine-tuned validation", layer, validation, sets.labels, reporter)
     if patients:
-        layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, top_config,
+        layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, trained.config,
                                             backbone if config.fine_tuning.active else None, reporter)
         card["patient_metadata"] = stages.patient_card(patients, config.patient.fusion)
     figures = model.test_top_layer(layer, test, sets, config.test, config.top_layer.random_seed, reporter)
@@ -76,14 +75,6 @@ def _model_card(backbone, sets: stages.Sets, config: RetrainConfig, extra: dict)
     from retrain.export.graph import model_card
 
     return {**model_card(backbone, sets.labels, config.export.final_tensor_name), **extra}
-
-
-def _with_class_weights(config: RetrainConfig, sets: stages.Sets, training: stages.Arrays, reporter: Reporter):
-    if not config.class_weights:
-        return config.top_layer
-    weights = config.class_weights.resolve(sets.labels, training.y)
-    reporter.log("Class weights: " + ", ".join(f"{label} {w:.3g}" for label, w in zip(sets.labels, weights)))
-    return replace(config.top_layer, class_weights=weights)
 
 
 def _copies_cached(config: RetrainConfig) -> int:

@@ -141,7 +141,7 @@ class TunedModel:
     resumed_from: int  # epochs a checkpoint had already finished
 
 
-def _tuning_net(module, variables, head: TopLayer, dropout: float):
+def _tuning_net(module, variables, top_layer: TopLayer, dropout: float):
     import tensorflow as tf
 
     class TuningNet(tf.Module):
@@ -151,18 +151,18 @@ def _tuning_net(module, variables, head: TopLayer, dropout: float):
             super().__init__(name="tuning_net")
             self.backbone = module
             self.tuned = list(variables)
-            self.head_weights = tf.Variable(head.weights, name="final_weights")
-            self.head_bias = tf.Variable(head.bias, name="final_biases")
+            self.top_weights = tf.Variable(top_layer.weights, name="final_weights")
+            self.top_bias = tf.Variable(top_layer.bias, name="final_biases")
 
         @property
         def trainable(self) -> list:
-            return self.tuned + [self.head_weights, self.head_bias]
+            return self.tuned + [self.top_weights, self.top_bias]
 
         def logits(self, images, dropout_seed=None):
             features = self.backbone.tuning_features(images)
             if dropout_seed is not None and dropout:
                 features = tf.nn.experimental.stateless_dropout(features, dropout, seed=dropout_seed)
-            return tf.matmul(features, self.head_weights) + self.head_bias
+            return tf.matmul(features, self.top_weights) + self.top_bias
 
     return TuningNet()
 
@@ -221,7 +221,7 @@ class _Report(Callback):
 def fine_tune(
     backbone,
     build_backbone: Callable[[], object],
-    head: TopLayer,
+    top_layer: TopLayer,
     input_size: int,
     train: list[tuple[Path, int]],
     validation: list[tuple[Path, int]],
@@ -238,14 +238,14 @@ def fine_tune(
     strategy=None,
 ) -> tuple[object, TunedModel]:
     """Tune a copy of `backbone` (built by `build_backbone` inside the strategy's scope, so
-    its variables live on every replica) and the head; return the copy, holding the kept
-    epoch's weights, and the tuned head. `images_factory` (TrainingImages' signature) lets
-    the benchmark feed pre-decoded batches through the same loop; `strategy` is made from
-    config.distribute when not given (a multi-machine one must exist before other TF work)."""
-    import keras
+    its variables live on every replica) and the top layer; return the copy, holding the
+    kept epoch's weights, and the tuned top layer. `images_factory` (TrainingImages'
+    signature) lets the benchmark feed pre-decoded batches through the same loop;
+    `strategy` is made from config.distribute when not given (a multi-machine one must
+    exist before other TF work)."""
     import tensorflow as tf
 
-    from retrain.train.distribution import describe, make_strategy
+    from retrain.train.distribution import make_strategy
 
     strategy = strategy or make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
@@ -256,54 +256,17 @@ def fine_tune(
                                                else secrets.randbits(31))
     images = images_factory([p for p, _ in train], np.array([c for _, c in train], np.int64), input_size,
                             config.augmentation, seed, config.batch_size)
-    batches_per_epoch = images.batches_per_epoch
-    total_batches = batches_per_epoch * config.epochs
-    if config.steps is not None:
-        total_batches = min(total_batches, config.steps)
-    epochs = math.ceil(total_batches / batches_per_epoch)
-
-    def batches_in(epoch: int) -> int:
-        return min(batches_per_epoch, total_batches - (epoch - 1) * batches_per_epoch)
-
-    with strategy.scope():
-        twin = build_backbone()
-        _copy_variables(backbone.module, twin.module)
-        net = _tuning_net(twin.module, twin.module.unfreeze(config.layers), head, training.dropout)
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_batches, alpha=0.0)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-        optimizer.build(net.trainable)  # a Keras 3 optimizer makes its slots here, not in a replica step
-    log(f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} at {input_size} px on {describe(strategy)}: "
-        f"{epochs} epoch{'s' * (epochs != 1)} of {batches_per_epoch} batches of {config.batch_size}, AdamW at {config.learning_rate:g} "
-        f"(cosine decay, weight decay {config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
-
-    first_epoch, history = 0, []
-    if checkpoint:
-        _restore(net, optimizer, checkpoint)
-        first_epoch, history = checkpoint.epoch, list(checkpoint.history)
-        if first_epoch >= epochs:
-            log(f"Fine-tuning: all {epochs} epochs were already done in {run_dir} (delete it to train again)")
-        else:
-            log(f"Fine-tuning: resuming after epoch {first_epoch} from {run_dir}")
-
-    train_step = _distributed_step(strategy, net, optimizer, class_count, training)
-
-    @tf.function(reduce_retracing=True)
-    def predict(pixels):
-        return tf.nn.softmax(net.logits(pixels))
-
-    def train_epoch(epoch: int, on_batch) -> tuple[float, int]:
-        loss_sum, seen = 0.0, 0
-        for index, batch in enumerate(images.epoch(epoch, limit=batches_in(epoch), on_unreadable=lambda e: warn(
-                f"skipped {e.path}: {e.reason} (left out of every epoch)"))):
-            step = (epoch - 1) * batches_per_epoch + index
-            loss_sum += train_step(batch.pixels, batch.labels, seed, step)
-            seen += len(batch.labels)
-            on_batch(step, len(batch.labels))
-        return loss_sum / max(seen, 1), seen
+    schedule = _Schedule.of(images.batches_per_epoch, config)
+    twin, net, optimizer = _build_net(strategy, backbone, build_backbone, top_layer, config, training, schedule)
+    log(_plan_line(twin, net, config, input_size, strategy, schedule))
+    first_epoch, history = _resume(checkpoint, net, optimizer, schedule.epochs, run_dir, log)
+    train_epoch = _epoch_trainer(images, schedule, _distributed_step(strategy, net, optimizer, class_count, training),
+                                 seed, warn)
+    predict = tf.function(lambda pixels: tf.nn.softmax(net.logits(pixels)), reduce_retracing=True)
 
     def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
         scores = _validate(predict, validation, input_size, class_count)
-        return EpochResult(epoch, epochs, *trained, seconds,
+        return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
 
     keep_best = KeepBest(training.early_stopping_metric, lambda result: [v.numpy() for v in net.trainable],
@@ -311,19 +274,92 @@ def fine_tune(
                          **({"at": checkpoint.best_epoch, "score": checkpoint.best_score,
                              "kept": checkpoint.best_weights} if checkpoint else {}))
     callbacks = [
-        _Report(lambda epoch: min(len(train), config.batch_size * batches_in(epoch)), epochs, log, progress_factory),
+        _Report(lambda epoch: min(len(train), config.batch_size * schedule.batches_in(epoch)), schedule.epochs, log,
+                progress_factory),
         keep_best,
         _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
         *extra_callbacks,
     ]
-    Learner(train_epoch, finish, callbacks).fit(range(first_epoch + 1, epochs + 1), net)
-    results = [EpochResult(**r) for r in history]
+    Learner(train_epoch, finish, callbacks).fit(range(first_epoch + 1, schedule.epochs + 1), net)
     if keep_best.at is not None:
         for variable, value in zip(net.trainable, keep_best.kept):
             variable.assign(value)
         log(f"Fine-tuning: kept epoch {keep_best.at} (best validation {training.early_stopping_metric})")
-    tuned_head = TopLayer(net.head_weights.numpy().copy(), net.head_bias.numpy().copy())
-    return twin, TunedModel(tuned_head, keep_best.at, results, first_epoch)
+    tuned = TopLayer(net.top_weights.numpy().copy(), net.top_bias.numpy().copy())
+    return twin, TunedModel(tuned, keep_best.at, [EpochResult(**r) for r in history], first_epoch)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How many batches run, in how many epochs: --fine_tune_steps may end the last epoch early."""
+
+    batches_per_epoch: int
+    total_batches: int
+    epochs: int
+
+    @classmethod
+    def of(cls, batches_per_epoch: int, config: FineTuneConfig) -> "_Schedule":
+        total = batches_per_epoch * config.epochs
+        if config.steps is not None:
+            total = min(total, config.steps)
+        return cls(batches_per_epoch, total, math.ceil(total / batches_per_epoch))
+
+    def batches_in(self, epoch: int) -> int:
+        return min(self.batches_per_epoch, self.total_batches - (epoch - 1) * self.batches_per_epoch)
+
+
+def _build_net(strategy, backbone, build_backbone, top_layer: TopLayer, config: FineTuneConfig,
+               training: TrainingConfig, schedule: _Schedule):
+    """The twin backbone, the network tuned and its AdamW, all inside the strategy's scope."""
+    import keras
+
+    with strategy.scope():
+        twin = build_backbone()
+        _copy_variables(backbone.module, twin.module)
+        net = _tuning_net(twin.module, twin.module.unfreeze(config.layers), top_layer, training.dropout)
+        decay = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=schedule.total_batches,
+                                                       alpha=0.0)
+        optimizer = keras.optimizers.AdamW(learning_rate=decay, weight_decay=config.weight_decay)
+        optimizer.build(net.trainable)  # a Keras 3 optimizer makes its slots here, not in a replica step
+    return twin, net, optimizer
+
+
+def _plan_line(twin, net, config: FineTuneConfig, input_size: int, strategy, schedule: _Schedule) -> str:
+    from retrain.train.distribution import describe
+
+    epochs = schedule.epochs
+    return (f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} at {input_size} px on "
+            f"{describe(strategy)}: {epochs} epoch{'s' * (epochs != 1)} of {schedule.batches_per_epoch} batches of "
+            f"{config.batch_size}, AdamW at {config.learning_rate:g} (cosine decay, weight decay "
+            f"{config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
+
+
+def _resume(checkpoint: Checkpoint | None, net, optimizer, epochs: int, run_dir: Path, log) -> tuple[int, list[dict]]:
+    """The epochs a checkpoint already finished, and their history; its weights restored."""
+    if not checkpoint:
+        return 0, []
+    _restore(net, optimizer, checkpoint)
+    if checkpoint.epoch >= epochs:
+        log(f"Fine-tuning: all {epochs} epochs were already done in {run_dir} (delete it to train again)")
+    else:
+        log(f"Fine-tuning: resuming after epoch {checkpoint.epoch} from {run_dir}")
+    return checkpoint.epoch, list(checkpoint.history)
+
+
+def _epoch_trainer(images, schedule: _Schedule, train_step, seed: int, warn):
+    """train(epoch, on_batch) -> (mean loss, images seen) for the learner."""
+
+    def train_epoch(epoch: int, on_batch) -> tuple[float, int]:
+        loss_sum, seen = 0.0, 0
+        for index, batch in enumerate(images.epoch(epoch, limit=schedule.batches_in(epoch), on_unreadable=lambda e: warn(
+                f"skipped {e.path}: {e.reason} (left out of every epoch)"))):
+            step = (epoch - 1) * schedule.batches_per_epoch + index
+            loss_sum += train_step(batch.pixels, batch.labels, seed, step)
+            seen += len(batch.labels)
+            on_batch(step, len(batch.labels))
+        return loss_sum / max(seen, 1), seen
+
+    return train_epoch
 
 
 def _validate(predict, validation: list[tuple[Path, int]], input_size: int, class_count: int) -> Validation | None:

@@ -7,7 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import evaluate
-from retrain.api.train import RetrainOptions, run_retrain
+from retrain.api.config import DataConfig, ExportConfig, FeatureConfig, RetrainConfig
+from retrain.api.train import train as run_retrain
+from retrain.reporter import Reporter
 from retrain.train.top_layer import TrainingConfig
 from tests.conftest import noisy_colour_image
 
@@ -26,14 +28,13 @@ def _tree(root, per_class, seed_offset=0):
 def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     train = _tree(root / "train", 8)
-    options = RetrainOptions(
-        image_dir=train,
-        output_graph=root / "graph.pb",
-        output_labels=root / "labels.txt",
-        bottleneck_dir=root / "bn",
-        training=TrainingConfig(steps=120, learning_rate=0.05, random_seed=0),
+    config = RetrainConfig(
+        DataConfig(image_dir=train),
+        export=ExportConfig(output_graph=root / "graph.pb", output_labels=root / "labels.txt"),
+        features=FeatureConfig(bottleneck_dir=root / "bn"),
+        top_layer=TrainingConfig(steps=120, learning_rate=0.05, random_seed=0),
     )
-    run_retrain(options, log=lambda _: None, warn=lambda _: None)
+    run_retrain(config, Reporter(log=lambda _: None, warn=lambda _: None))
     return root, _tree(root / "held_out", 4, seed_offset=100)
 
 

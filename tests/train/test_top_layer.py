@@ -82,6 +82,71 @@ def test_each_head_option_still_learns_and_changes_the_weights(options):
     assert not np.allclose(plain.weights, varied.weights)
 
 
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + np.exp(-z))
+
+
+# One example of class 0 with one feature, x = 2; two classes; weights and bias start at zero;
+# learning rate 0.1. The softmax's gradient is p - (1, 0); with p = (1 - q, q), q = sigmoid(logit1 - logit0),
+# it is (-q, q) for the bias and x * (-q, q) for the weights. Step 1: q = 1/2.
+MOMENTUM_STEPS = {  # m = 0.9 m + g; p -= 0.1 m
+    # step 1: g_w = (-1, 1), g_b = (-0.5, 0.5) -> w0 = 0.1, b0 = 0.05; logits +-(2 * 0.1 + 0.05) = +-0.25
+    # step 2: q = sigmoid(-0.5); w0 = 0.1 + 0.1 * (0.9 * 1 + 2q), b0 = 0.05 + 0.1 * (0.9 * 0.5 + q)
+    "weights": 0.1 + 0.1 * (0.9 + 2 * _sigmoid(-0.5)),  # 0.265508
+    "bias": 0.05 + 0.1 * (0.45 + _sigmoid(-0.5)),  # 0.132754
+}
+
+
+def _adam_second_step(g1: float, g2: float) -> float:
+    """The second Adam step (0.9, 0.999, eps 1e-7, bias-corrected) after gradients g1 then g2, by hand."""
+    m = 0.9 * 0.1 * g1 + 0.1 * g2
+    v = 0.999 * 0.001 * g1**2 + 0.001 * g2**2
+    return 0.1 * (m / (1 - 0.9**2)) / (np.sqrt(v / (1 - 0.999**2)) + 1e-7)
+
+
+ADAM_STEPS = {
+    # step 1: the bias-corrected step is 0.1 * g / |g| whatever g's size: w0 = b0 = 0.1; logits +-0.3
+    # step 2: q = sigmoid(-0.6): gradients 2q for the weight, q for the bias
+    "weights": 0.1 * 1 / (1 + 1e-7) + _adam_second_step(1.0, 2 * _sigmoid(-0.6)),  # 0.197701
+    "bias": 0.1 * 0.5 / (0.5 + 1e-7) + _adam_second_step(0.5, _sigmoid(-0.6)),  # 0.197701
+}
+
+
+@pytest.mark.parametrize("kind, expected", [("momentum", MOMENTUM_STEPS), ("adam", ADAM_STEPS)])
+def test_momentum_and_adam_take_the_two_steps_worked_by_hand(kind, expected):
+    from retrain.train.top_layer import _Optimizer, softmax
+
+    x, label = np.array([[2.0]], np.float32), 0
+    weights, bias = np.zeros((1, 2), np.float32), np.zeros(2, np.float32)
+    optimizer = _Optimizer(kind)
+    for _ in range(2):
+        gradient = softmax(x @ weights + bias) - np.eye(2, dtype=np.float32)[[label]]
+        optimizer.apply([weights, bias], [x.T @ gradient, gradient.sum(axis=0)], 0.1)
+    np.testing.assert_allclose(weights, [[expected["weights"], -expected["weights"]]], rtol=1e-5)
+    np.testing.assert_allclose(bias, [expected["bias"], -expected["bias"]], rtol=1e-5)
+
+
+# train_top_layer on one example of class 0 whose one feature is 0: the weights get no gradient and the
+# logits are the bias alone, which starts at zero, so every step can be worked by hand. With
+# b = (b0, -b0) the bias gradient is (-q, q), q = sigmoid(-2 b0).
+@pytest.mark.parametrize("options, rates, b0", [
+    ({"optimizer": "sgd"}, [0.1, 0.1], 0.05 + 0.1 * _sigmoid(-0.1)),  # 0.097502
+    ({"optimizer": "momentum"}, [0.1, 0.1], 0.05 + 0.1 * (0.9 * 0.5 + _sigmoid(-0.1))),  # 0.142502
+    ({"optimizer": "adam"}, [0.1, 0.1], 0.1 * 0.5 / (0.5 + 1e-7) + _adam_second_step(0.5, _sigmoid(-0.2))),  # 0.199590
+    # cosine over 4 steps: 0.1 * (1 + cos(pi * step / 3)) / 2 = 0.1, 0.075, 0.025, 0
+    ({"learning_rate_schedule": "cosine"}, [0.1, 0.075, 0.025, 0.0],
+     0.05 + 0.075 * _sigmoid(-0.1) + 0.025 * _sigmoid(-2 * (0.05 + 0.075 * _sigmoid(-0.1)))),  # 0.097059
+], ids=["sgd", "momentum", "adam", "cosine"])
+def test_train_top_layer_steps_the_bias_as_worked_by_hand(options, rates, b0):
+    reports = []
+    config = TrainingConfig(steps=len(rates), learning_rate=0.1, train_batch_size=1, eval_step_interval=1,
+                            random_seed=0, **options)
+    layer = train_top_layer(np.zeros((1, 1), np.float32), np.array([0]), np.zeros((0, 1), np.float32),
+                            np.zeros(0, np.int64), 2, config, callbacks=[_Recorder(reports)])
+    np.testing.assert_allclose([r.learning_rate for r in reports], rates, atol=1e-12)
+    np.testing.assert_allclose(layer.bias, [b0, -b0], rtol=1e-5)
+
+
 def test_weight_decay_shrinks_the_weights():
     x, y = _overlapping_blobs()
     plain = train_top_layer(x, y, x, y, 2, TrainingConfig(steps=300, learning_rate=0.1, random_seed=0))
