@@ -1,0 +1,34 @@
+"""retrain from Python: one call per command, the same the command line makes.
+
+    from pathlib import Path
+    from retrain.api import DataConfig, RetrainConfig, train
+
+    result = train(RetrainConfig(DataConfig(Path("~/lesions").expanduser())))
+    print(result.labels, result.test_accuracy, result.files.graph)
+
+A user's mistake raises `UserError`, whose message is the line the command prints.
+"""
+
+from retrain.api.config import (
+    BackboneChoice,
+    DataConfig,
+    ExportConfig,
+    FeatureConfig,
+    MonitorConfig,
+    PatientConfig,
+    RetrainConfig,
+    TestConfig,
+    TFLiteConfig,
+)
+from retrain.api.train import RetrainResult, train
+from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
+from retrain.errors import UserError
+from retrain.reporter import Reporter
+from retrain.train.fine_tuning import FineTuneConfig
+from retrain.train.top_layer import ClassWeights, TrainingConfig
+
+__all__ = [
+    "BackboneChoice", "ClassWeights", "CopyAugmentation", "DataConfig", "EpochAugmentation", "ExportConfig",
+    "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
+    "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train",
+]

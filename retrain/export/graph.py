@@ -34,18 +34,19 @@ class Classifier(tf.Module):
     of that map. The top layer is linear over the map's spatial mean, so each class's map
     averages exactly to its logit minus the bias: the heatmap needs no gradients."""
 
-    def __init__(self, backbone, head: TopLayer, final_tensor_name: str):
+    def __init__(self, backbone, top_layer: TopLayer, final_tensor_name: str):
         super().__init__(name="retrained_classifier")
         self.backbone = backbone.module
-        self.head_weights = tf.Variable(head.weights, name="final_weights")
-        self.head_bias = tf.Variable(head.bias, name="final_biases")
-        self.metadata_weights = None if head.metadata_weights is None else tf.Variable(
-            head.metadata_weights, name="metadata_weights")
+        # Attribute names are part of the SavedModel's object graph: kept as first exported.
+        self.head_weights = tf.Variable(top_layer.weights, name="final_weights")
+        self.head_bias = tf.Variable(top_layer.bias, name="final_biases")
+        self.metadata_weights = None if top_layer.patient_weights is None else tf.Variable(
+            top_layer.patient_weights, name="metadata_weights")
         self.final_tensor_name = final_tensor_name
         size = backbone.input_size
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
         if self.metadata_weights is not None:
-            width = head.metadata_weights.shape[0]
+            width = top_layer.patient_weights.shape[0]
             signature.append(tf.TensorSpec([None, width], tf.float32, name=PATIENT_INPUT))
         self.serve = tf.function(self._serve, input_signature=signature)
         self.serve_with_maps = tf.function(self._serve_with_maps, input_signature=signature) if backbone.has_feature_map else None

@@ -204,6 +204,6 @@ def write_int8_ready_saved_model(
     backbone = Backbone(config, metadata["backbone_identity"], staged_network(config, ready.layers))
     metadata_weights = getattr(loaded, "metadata_weights", None)
     head = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
-                    metadata_weights=None if metadata_weights is None else metadata_weights.numpy())
+                    patient_weights=None if metadata_weights is None else metadata_weights.numpy())
     export_saved_model(Classifier(backbone, head, metadata["output_name"]), metadata, destination)
     return ready

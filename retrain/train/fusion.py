@@ -7,7 +7,7 @@ every export takes the same two inputs whichever is used:
 - `shift`: the image model stays as trained; a small second stage learns, from the image
   logits and the metadata, how far the metadata should move each class's logit (and how
   far to trust the image logits). It is fitted on out-of-fold image logits: logits of
-  images the image head never trained on, so it does not learn to over-trust them.
+  images the image top layer never trained on, so it does not learn to over-trust them.
 - `concat`: the top layer is trained afresh on the image features and the metadata side
   by side.
 """
@@ -27,31 +27,31 @@ SECOND_STAGE = TrainingConfig(steps=2000, learning_rate=0.01, train_batch_size=1
                               learning_rate_schedule="cosine", weight_decay=1e-3)
 
 
-def fuse(kind: str, image_head: TopLayer, train_x: np.ndarray, train_m: np.ndarray, train_y: np.ndarray,
+def fuse(kind: str, image_layer: TopLayer, train_x: np.ndarray, train_m: np.ndarray, train_y: np.ndarray,
          val_x: np.ndarray, val_m: np.ndarray, val_y: np.ndarray, class_count: int, config: TrainingConfig,
          logits_in_sample: bool = False) -> TopLayer:
-    """The image head extended to take metadata. `config` is the image head's training
-    configuration (for `concat`, and the out-of-fold heads of `shift`). With
+    """The image top layer extended to take patient metadata. `config` is the image top layer's training
+    configuration (for `concat`, and the out-of-fold top layers of `shift`). With
     `logits_in_sample` (after fine-tuning, whose folds would each cost a fine-tune) the
-    second stage learns from the image head's own logits on its training images."""
+    second stage learns from the image top layer's own logits on its training images."""
     if kind == "concat":
-        head = train_top_layer(np.hstack([train_x, train_m]), train_y, np.hstack([val_x, val_m]), val_y, class_count, config)
+        layer = train_top_layer(np.hstack([train_x, train_m]), train_y, np.hstack([val_x, val_m]), val_y, class_count, config)
         features = train_x.shape[1]
-        return TopLayer(head.weights[:features], head.bias, head.step, head.weights[features:])
+        return TopLayer(layer.weights[:features], layer.bias, layer.step, layer.weights[features:])
     if kind != "shift":
         raise ValueError(f"unknown fusion {kind!r}")
-    logits = image_head.logits(train_x) if logits_in_sample else out_of_fold_logits(train_x, train_y, class_count, config)
+    logits = image_layer.logits(train_x) if logits_in_sample else out_of_fold_logits(train_x, train_y, class_count, config)
     second = train_top_layer(np.hstack([logits, train_m]), train_y, np.zeros((0, class_count + train_m.shape[1]), np.float32),
                         np.zeros(0, np.int64), class_count,
                         dataclasses.replace(SECOND_STAGE, random_seed=config.random_seed, class_weights=config.class_weights))
     scale, shift = second.weights[:class_count], second.weights[class_count:]
-    return TopLayer(image_head.weights @ scale, image_head.bias @ scale + second.bias, image_head.step, shift)
+    return TopLayer(image_layer.weights @ scale, image_layer.bias @ scale + second.bias, image_layer.step, shift)
 
 
 def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: int, config: TrainingConfig,
                        folds: int = FOLDS) -> np.ndarray:
-    """Each training image's logits from a head trained on the other folds (stratified by
-    class, fixed by the seed), with the image head's settings but no early stopping."""
+    """Each training image's logits from a top layer trained on the other folds (stratified by
+    class, fixed by the seed), with the image top layer's settings but no early stopping."""
     rng = np.random.default_rng(config.random_seed)
     fold_of = np.zeros(len(train_y), int)
     for label in np.unique(train_y):
@@ -64,6 +64,6 @@ def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: in
         held = fold_of == fold
         if not held.any() or len(np.unique(train_y[~held])) < 2:
             continue
-        head = train_top_layer(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
-        logits[held] = head.logits(train_x[held])
+        layer = train_top_layer(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
+        logits[held] = layer.logits(train_x[held])
     return logits

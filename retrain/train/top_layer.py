@@ -43,22 +43,22 @@ class TopLayer:
     weights: np.ndarray  # [features, classes]
     bias: np.ndarray  # [classes]
     step: int | None = None  # the training step these weights were taken at, when kept early
-    # [encoded patient metadata, classes] for a model that also takes metadata (retrain.train.fusion)
-    metadata_weights: np.ndarray | None = None
+    # [encoded patient metadata, classes] for a model that also takes patient metadata (retrain.train.fusion)
+    patient_weights: np.ndarray | None = None
 
-    def logits(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+    def logits(self, features: np.ndarray, patient: np.ndarray | None = None) -> np.ndarray:
         logits = features @ self.weights + self.bias
-        if self.metadata_weights is not None:
-            logits = logits + metadata @ self.metadata_weights
+        if self.patient_weights is not None:
+            logits = logits + patient @ self.patient_weights
         return logits
 
-    def probabilities(self, features: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
-        return softmax(self.logits(features, metadata))
+    def probabilities(self, features: np.ndarray, patient: np.ndarray | None = None) -> np.ndarray:
+        return softmax(self.logits(features, patient))
 
     def copy(self, step: int | None = None) -> "TopLayer":
         """A copy that later training steps do not change, taken at `step`."""
         return TopLayer(self.weights.copy(), self.bias.copy(), step,
-                        None if self.metadata_weights is None else self.metadata_weights.copy())
+                        None if self.patient_weights is None else self.patient_weights.copy())
 
 
 @dataclass(frozen=True)
