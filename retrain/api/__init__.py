@@ -5,10 +5,13 @@
 
     result = train(RetrainConfig(DataConfig(Path("~/lesions").expanduser())))
     print(result.labels, result.test_accuracy, result.files.graph)
+    print(classify(Path("mole.jpg"), graph=result.files.graph).predictions[0])
+    print(evaluate([result.files.graph], Path("~/held_out").expanduser()).metrics)
 
 A user's mistake raises `UserError`, whose message is the line the command prints.
 """
 
+from retrain.api.classify import Classification, classify
 from retrain.api.config import (
     BackboneChoice,
     DataConfig,
@@ -20,6 +23,7 @@ from retrain.api.config import (
     TestConfig,
     TFLiteConfig,
 )
+from retrain.api.evaluate import Evaluation, evaluate
 from retrain.api.train import RetrainResult, train
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
@@ -30,5 +34,6 @@ from retrain.train.top_layer import ClassWeights, TrainingConfig
 __all__ = [
     "BackboneChoice", "ClassWeights", "CopyAugmentation", "DataConfig", "EpochAugmentation", "ExportConfig",
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
-    "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train",
+    "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "classify", "Evaluation",
+    "evaluate",
 ]

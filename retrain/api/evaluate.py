@@ -3,10 +3,9 @@ writes, as a value a script can use."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from retrain.errors import UserError
 from retrain.evaluate import evaluation
@@ -17,10 +16,7 @@ from retrain.metrics import format_report
 from retrain.native_logs import import_tensorflow
 from retrain.predict import prediction
 from retrain.predict.loaded_model import LoadedModel
-
-
-def _print_warning(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr)
+from retrain.reporter import Reporter
 
 
 @dataclass(frozen=True)
@@ -52,12 +48,13 @@ def evaluate(
     graphs: Sequence[Path], image_dir: Path, labels: Sequence[Path] = (), tta: bool = False,
     patient_metadata: Sequence[Path] = (), json_path: Path | None = None, plot: Path | None = None,
     report: Path | None = None, predictions: Path | None = None, isic_submission: bool = False,
-    log: Callable[[str], None] = print, warn: Callable[[str], None] = _print_warning, progress=None,
+    reporter: Reporter = Reporter(),
 ) -> Evaluation:
     """Classify every image under `image_dir` with each model and measure it. `labels`: one
     labels file per graph (default: the models' own); `patient_metadata`: CSV files for models
-    trained with it; `progress(total, label)` gives a function told how many images are done.
-    Each line the evaluate command prints goes to `log`, as soon as it is known."""
+    trained with it. Each line the evaluate command prints goes to `reporter.log`, as soon as it
+    is known."""
+    log, warn, progress = reporter.log, reporter.warn, reporter.progress
     if report is not None:
         report = html_report.check_report_path(report)
     table = _patient_table(patient_metadata)

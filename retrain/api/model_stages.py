@@ -32,7 +32,13 @@ from retrain.train.callbacks import (
     TensorBoard,
 )
 from retrain.train.fine_tuning import FineTuneConfig
-from retrain.train.top_layer import ClassWeights, TopLayer, TrainingConfig, accuracy, train_top_layer
+from retrain.train.top_layer import (
+    ClassWeights,
+    TopLayer,
+    TrainingConfig,
+    accuracy,
+    train_top_layer,
+)
 
 
 @dataclass(frozen=True)

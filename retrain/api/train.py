@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from retrain.api import model_stages as model
-from retrain.api import stages
+import retrain.api.model_stages as model
+import retrain.api.stages as stages
 from retrain.api.config import RetrainConfig
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.errors import UserError

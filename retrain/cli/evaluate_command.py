@@ -6,6 +6,7 @@ import click
 
 from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.options import PATH, option
+from retrain.reporter import Reporter
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,5 +31,5 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
     from retrain.api.evaluate import evaluate as run_evaluation
 
     run_evaluation(graph, image_dir, labels=labels, tta=tta, patient_metadata=metadata, json_path=json_path, plot=plot,
-                   report=report, predictions=predictions, isic_submission=isic_submission, log=log, warn=warn,
-                   progress=progress)
+                   report=report, predictions=predictions, isic_submission=isic_submission,
+                   reporter=Reporter(log=log, warn=warn, progress=progress))

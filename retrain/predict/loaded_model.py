@@ -39,5 +39,5 @@ class FeedOverrides:
 
 def with_rows(fn: Callable, pixels: np.ndarray, rows: np.ndarray | None):
     """`fn(pixels)`, or `fn(pixels, rows)` when patient-metadata rows are given: only models
-    that take metadata are handed them."""
+    that take patient metadata are handed them."""
     return fn(pixels) if rows is None else fn(pixels, rows)

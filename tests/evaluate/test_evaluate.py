@@ -6,9 +6,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from retrain.cli import evaluate
 from retrain.api.config import DataConfig, ExportConfig, FeatureConfig, RetrainConfig
 from retrain.api.train import train as run_retrain
+from retrain.cli import evaluate
 from retrain.reporter import Reporter
 from retrain.train.top_layer import TrainingConfig
 from tests.conftest import noisy_colour_image
@@ -83,8 +83,9 @@ def test_a_folder_whose_label_the_model_lacks_is_an_error(model, tmp_path):
 
 
 def test_binary_models_report_sensitivity_and_specificity(tmp_path):
-    from retrain.metrics import evaluate_probabilities, format_report
     import numpy as np
+
+    from retrain.metrics import evaluate_probabilities, format_report
 
     report = format_report(
         evaluate_probabilities(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]), ["melanoma", "other"]),

@@ -9,6 +9,7 @@ import pytest
 from retrain.api.evaluate import evaluate
 from retrain.cli import evaluate as evaluate_command
 from retrain.errors import UserError
+from retrain.reporter import Reporter
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 
@@ -24,7 +25,7 @@ def held_out(tmp_path_factory):
 
 def test_evaluate_returns_the_figures_and_lines_of_the_evaluate_command(square_model, held_out, tmp_path):
     lines, warnings = [], []
-    result = evaluate([square_model / "graph.pb"], held_out, log=lines.append, warn=warnings.append)
+    result = evaluate([square_model / "graph.pb"], held_out, reporter=Reporter(log=lines.append, warn=warnings.append))
     written = tmp_path / "metrics.json"
     printed = run_cli(evaluate_command, ["--graph", square_model / "graph.pb", "--image_dir", held_out, "--json", written])
     assert printed.exit_code == 0, printed.output
