@@ -23,3 +23,14 @@ def switch(name: str, help: str):
 
 
 PATH = click.Path(path_type=Path)
+
+
+def with_flags(*groups):
+    """Apply groups of click options in the order given, so --help lists them in that order."""
+
+    def decorate(command):
+        for decorator in reversed([d for group in groups for d in group]):
+            command = decorator(command)
+        return command
+
+    return decorate

@@ -19,7 +19,7 @@ from retrain.api.config import (
 )
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import log, progress, reports_user_errors, warn
-from retrain.cli.options import PATH, option, switch
+from retrain.cli.options import PATH, option, switch, with_flags
 from retrain.errors import UserError
 from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
@@ -36,94 +36,125 @@ from retrain.train.top_layer import (
 )
 
 
+# Trees in, files out, the backbone.
+_INPUT_AND_OUTPUT_FLAGS = (
+    option("image_dir", type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]"),
+    option("output_graph", type=PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write."),
+    option("output_labels", type=PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write."),
+    option("saved_model_dir", type=PATH, default=None, help="Also export a SavedModel to this folder."),
+    option("bottleneck_dir", type=PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks]."),
+    option("model_dir", type=PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models]."),
+    option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures."),
+    option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture)."),
+    option("image_size", type=int, default=None,
+        help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
+             "at another size than its own [default: the backbone's]."),
+    option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit."),
+)
+
+# tensorflow-for-poets' training flags.
+_TOP_LAYER_FLAGS = (
+    option("how_many_training_steps", type=int, default=4000, show_default=True),
+    option("learning_rate", type=float, default=0.01, show_default=True),
+    option("train_batch_size", type=int, default=100, show_default=True),
+    option("eval_step_interval", type=int, default=10, show_default=True),
+    option("validation_batch_size", type=int, default=100, show_default=True, help="-1 = whole validation set."),
+)
+
+# The validation and test sets, what is printed and exported.
+_SET_AND_EXPORT_FLAGS = (
+    option("test_batch_size", type=int, default=-1, show_default=True, help="-1 = whole test set."),
+    option("testing_percentage", type=float, default=10.0, show_default=True),
+    option("validation_percentage", type=float, default=10.0, show_default=True),
+    option("validation_dir", type=PATH, default=None,
+        help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
+             "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it."),
+    option("test_dir", type=PATH, default=None,
+        help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
+             "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it."),
+    option("final_tensor_name", default="final_result", show_default=True),
+    option("print_misclassified_test_images", is_flag=True),
+    option("random_seed", type=int, default=None, help="Make the run repeatable."),
+    option("summaries_dir", type=PATH, default=None, help="Write TensorBoard scalars under this folder."),
+    option("tflite_output", type=PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones."),
+    option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+        help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out."),
+    option("tflite_representative_images", type=int, default=100, show_default=True,
+        help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic)."),
+)
+
+# The recipe and the top layer's optimisation.
+_RECIPE_FLAGS = (
+    option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes)."),
+    option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
+        help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
+             "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
+             "Flags given explicitly win."),
+    option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True),
+    option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True),
+    option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights."),
+    option("dropout", type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training."),
+    option("label_smoothing", type=float, default=0.0, show_default=True),
+    option("early_stopping_patience", type=int, default=0, show_default=True,
+        help="Stop after this many evaluations without improvement and keep the best step (0 = off)."),
+    option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
+        help="Whole-validation-set figure early stopping watches."),
+)
+
+# Random versions of training images (cached copies, or per epoch when fine-tuning).
+_AUGMENTATION_FLAGS = (
+    switch("flip_left_right", "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning)."),
+    switch("flip_up_down", "Randomly mirror training images top-bottom."),
+    switch("rotate90", "Turn training images a random number of quarter turns."),
+    option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image."),
+    option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in."),
+    option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %."),
+    option("distorted_copies", type=int, default=None,
+        help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning]."),
+)
+
+# Intermediate graphs, then fine-tuning the backbone.
+_FINE_TUNE_FLAGS = (
+    option("intermediate_output_graphs_dir", type=PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps."),
+    option("intermediate_store_frequency", type=int, default=0, show_default=True),
+    option("fine_tune_layers", default="0", show_default=True,
+        help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
+             "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off)."),
+    option("fine_tune_epochs", type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning."),
+    option("fine_tune_steps", type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole]."),
+    option("fine_tune_learning_rate", type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
+    option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together)."),
+    option("fine_tune_weight_decay", type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay."),
+    option("distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
+        help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
+             "multi_worker = several machines, from TF_CONFIG."),
+    option("crop_area", type=float, default=1.0, show_default=True,
+        help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop)."),
+    option("crop_aspect", type=float, default=1.0, show_default=True,
+        help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept)."),
+    option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %."),
+    option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %."),
+    option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel."),
+)
+
+# Patient metadata as a second model input.
+_PATIENT_FLAGS = (
+    option("metadata", type=PATH, multiple=True,
+        help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
+             "(e.g. age_approximate, sex); the model then takes them as a second input. Repeat for several files "
+             "(e.g. the training and the validation set's)."),
+    option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id]."),
+    option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric."),
+    option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error)."),
+    option("metadata_fusion", type=click.Choice(FUSIONS), default="shift", show_default=True,
+        help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
+             "trained on image features and metadata side by side."),
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("image_dir", type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]")
-@option("output_graph", type=PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write.")
-@option("output_labels", type=PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write.")
-@option("saved_model_dir", type=PATH, default=None, help="Also export a SavedModel to this folder.")
-@option("bottleneck_dir", type=PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks].")
-@option("model_dir", type=PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models].")
-@option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures.")
-@option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture).")
-@option("image_size", type=int, default=None,
-         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
-              "at another size than its own [default: the backbone's].")
-@option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit.")
-@option("how_many_training_steps", type=int, default=4000, show_default=True)
-@option("learning_rate", type=float, default=0.01, show_default=True)
-@option("train_batch_size", type=int, default=100, show_default=True)
-@option("eval_step_interval", type=int, default=10, show_default=True)
-@option("validation_batch_size", type=int, default=100, show_default=True, help="-1 = whole validation set.")
-@option("test_batch_size", type=int, default=-1, show_default=True, help="-1 = whole test set.")
-@option("testing_percentage", type=float, default=10.0, show_default=True)
-@option("validation_percentage", type=float, default=10.0, show_default=True)
-@option("validation_dir", type=PATH, default=None,
-         help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
-              "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it.")
-@option("test_dir", type=PATH, default=None,
-         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
-              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it.")
-@option("final_tensor_name", default="final_result", show_default=True)
-@option("print_misclassified_test_images", is_flag=True)
-@option("random_seed", type=int, default=None, help="Make the run repeatable.")
-@option("summaries_dir", type=PATH, default=None, help="Write TensorBoard scalars under this folder.")
-@option("tflite_output", type=PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones.")
-@option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
-         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
-@option("tflite_representative_images", type=int, default=100, show_default=True,
-         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
-@option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes).")
-@option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
-         help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
-              "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
-              "Flags given explicitly win.")
-@option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
-@option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
-@option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights.")
-@option("dropout", type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training.")
-@option("label_smoothing", type=float, default=0.0, show_default=True)
-@option("early_stopping_patience", type=int, default=0, show_default=True,
-         help="Stop after this many evaluations without improvement and keep the best step (0 = off).")
-@option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
-         help="Whole-validation-set figure early stopping watches.")
-@switch("flip_left_right", "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning).")
-@switch("flip_up_down", "Randomly mirror training images top-bottom.")
-@switch("rotate90", "Turn training images a random number of quarter turns.")
-@option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image.")
-@option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in.")
-@option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %.")
-@option("distorted_copies", type=int, default=None,
-         help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning].")
-@option("intermediate_output_graphs_dir", type=PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps.")
-@option("intermediate_store_frequency", type=int, default=0, show_default=True)
-@option("fine_tune_layers", default="0", show_default=True,
-         help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
-              "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off).")
-@option("fine_tune_epochs", type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning.")
-@option("fine_tune_steps", type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole].")
-@option("fine_tune_learning_rate", type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0).")
-@option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together).")
-@option("fine_tune_weight_decay", type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay.")
-@option("distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
-         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
-              "multi_worker = several machines, from TF_CONFIG.")
-@option("crop_area", type=float, default=1.0, show_default=True,
-         help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop).")
-@option("crop_aspect", type=float, default=1.0, show_default=True,
-         help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept).")
-@option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %.")
-@option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %.")
-@option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel.")
-@option("metadata", type=PATH, multiple=True,
-         help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
-              "(e.g. age_approximate, sex); the model then takes them as a second input. Repeat for several files "
-              "(e.g. the training and the validation set's).")
-@option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id].")
-@option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric.")
-@option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error).")
-@option("metadata_fusion", type=click.Choice(FUSIONS), default="shift", show_default=True,
-         help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
-              "trained on image features and metadata side by side.")
+@with_flags(_INPUT_AND_OUTPUT_FLAGS, _TOP_LAYER_FLAGS, _SET_AND_EXPORT_FLAGS, _RECIPE_FLAGS, _AUGMENTATION_FLAGS,
+            _FINE_TUNE_FLAGS, _PATIENT_FLAGS)
 @reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
