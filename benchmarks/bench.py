@@ -157,8 +157,8 @@ def cold_extraction(paths: list[Path], backbone, engine, scratch: Path) -> Timin
 
 def one_image_per_call(paths: list[Path], backbone, tf_engine, scratch: Path) -> Timing:
     """retrain.py's way: for each image in turn, read, hash, decode, one TF call, write."""
-    from retrain.features.cache import content_key, open_cache
     from retrain.data.images import load_image
+    from retrain.features.cache import content_key, open_cache
 
     cache = open_cache(Path(tempfile.mkdtemp(dir=scratch)), backbone)
     tf_engine.run(np.zeros((1, backbone.input_size, backbone.input_size, 3), np.float32))
@@ -341,8 +341,14 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
     the same loop, strategy and step; the second epoch counts (the first traces the step), and
     the two alternate in order over `rounds`, the best of each counting, as for extraction."""
     from retrain.backbones import create_backbone
-    from retrain.train.fine_tuning import FineTuneConfig, fine_tune
     from retrain.data.batches import Batch, TrainingImages
+    from retrain.reporter import Reporter
+    from retrain.train.fine_tuning import (
+        FineTuneConfig,
+        RunFolder,
+        TuningData,
+        fine_tune,
+    )
     from retrain.train.recipes import BACKBONE_SETTINGS, RECIPES
     from retrain.train.top_layer import TopLayer, TrainingConfig
 
@@ -377,9 +383,10 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
             config = FineTuneConfig(layers="all", epochs=2, learning_rate=recipe["fine_tune_learning_rate"],
                                     batch_size=recipe["fine_tune_batch_size"], augmentation=aug)
             head = TopLayer(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
-            _, result = fine_tune(backbone, build, head, backbone.input_size, list(zip(paths, labels)), [], 3, config,
-                                  TrainingConfig(random_seed=0, dropout=recipe["dropout"]),
-                                  scratch / f"ft-{key}-{round_}", key, lambda _: None, print, images_factory=factory)
+            _, result = fine_tune(backbone, build, head, TuningData(list(zip(paths, labels)), [], 3, backbone.input_size),
+                                  config, TrainingConfig(random_seed=0, dropout=recipe["dropout"]),
+                                  RunFolder(scratch / f"ft-{key}-{round_}", key), Reporter(log=lambda _: None),
+                                  images_factory=factory)
             rates[key].append(result.history[-1])
     rows = {}
     for key, name, *_ in runs:

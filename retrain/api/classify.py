@@ -15,6 +15,7 @@ from retrain.predict import heatmaps, prediction
 from retrain.predict.heatmaps import Heatmap
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel
 from retrain.predict.prediction import Prediction
+from retrain.reporter import Reporter
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def classify(
     image: Path, graph: Path | None = None, labels: Path | None = None, top_k: int = 5, tta: bool = False,
     heatmap: Path | None = None, heatmap_class: str | None = None, patient_metadata: str | None = None,
     architecture: str = DEFAULT_ARCHITECTURE, model_dir: Path | None = None, feed: FeedOverrides = FeedOverrides(),
-    warn: Callable[[str], None] = lambda line: None,
+    reporter: Reporter = Reporter(),
 ) -> Classification:
     """Classify `image` with the model at `graph` (.pb, SavedModel or .tflite; None: the stock
     ImageNet `architecture`). `labels` is a labels file (default: the model's own);
@@ -49,11 +50,11 @@ def classify(
         raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
     if not Path(image).expanduser().is_file():
         raise UserError(f"--image {image}: no such file")
-    model = _model(graph, architecture, model_dir, feed, warn)
+    model = _model(graph, architecture, model_dir, feed, reporter.warn)
     if tta:
         model = prediction.with_flip_tta(model)
     label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
-    row = prediction.patient_row(model, patient_metadata, warn)
+    row = prediction.patient_row(model, patient_metadata, reporter.warn)
     pixels = prediction.load_image_for(model, image)
     predictions = prediction.classify_pixels(model, pixels, label_list, top_k, row)
     if heatmap is None:

@@ -102,7 +102,13 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
                       training: TrainingConfig, output_graph: Path, strategy, reporter: Reporter) -> TunedNetwork:
     """Tune a copy of the backbone with the top layer, then put the tuned weights into
     `backbone` (the one every export is made from)."""
-    from retrain.train.fine_tuning import copy_tuned_weights, fine_tune, run_fingerprint
+    from retrain.train.fine_tuning import (
+        RunFolder,
+        TuningData,
+        copy_tuned_weights,
+        fine_tune,
+        run_fingerprint,
+    )
 
     split = sets.split
     run_dir = Path(output_graph).expanduser().with_suffix(".finetune")
@@ -113,9 +119,9 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
                 for name, pairs in (("training", split.training), ("validation", split.validation))},
     )
     callbacks = (TensorBoard(trained.summaries, training.steps),) if trained.summaries else ()
-    tuned, result = fine_tune(backbone, lambda: build_backbone(choice), trained.layer, backbone.input_size,
-                              split.training, split.validation, len(sets.labels), config, training, run_dir,
-                              fingerprint, reporter.log, reporter.warn, reporter.progress, callbacks, strategy=strategy)
+    data = TuningData(split.training, split.validation, len(sets.labels), backbone.input_size)
+    tuned, result = fine_tune(backbone, lambda: build_backbone(choice), trained.layer, data, config, training,
+                              RunFolder(run_dir, fingerprint), reporter, callbacks, strategy=strategy)
     copy_tuned_weights(tuned, backbone, config.layers)
     reporter.log(f"Checkpoints and epoch results: {run_dir}")
     card = {

@@ -43,10 +43,11 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
 
     from retrain.api.classify import classify
     from retrain.predict.loaded_model import FeedOverrides
+    from retrain.reporter import Reporter
 
     result = classify(image, graph=graph, labels=labels, top_k=top_k, tta=tta, heatmap=heatmap,
                       heatmap_class=heatmap_class, patient_metadata=metadata, architecture=architecture,
-                      model_dir=model_dir, feed=FeedOverrides(**feed), warn=warn)
+                      model_dir=model_dir, feed=FeedOverrides(**feed), reporter=Reporter(warn=warn))
     if as_json:
         click.echo(json.dumps(result.as_json()))
     else:

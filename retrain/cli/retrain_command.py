@@ -35,7 +35,6 @@ from retrain.train.top_layer import (
     TrainingConfig,
 )
 
-
 # Trees in, files out, the backbone.
 _INPUT_AND_OUTPUT_FLAGS = (
     option("image_dir", type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]"),

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrain.errors import UserError
 from retrain.data.images import is_image_file
+from retrain.errors import UserError
 
 # retrain.py's constant: the hash is taken modulo this, so a file's set never changes
 # when other files are added.

@@ -8,11 +8,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from retrain.data.dataset import scan_image_tree
-from retrain.errors import UserError
 from retrain.data.images import ImageError, is_image_file, map_batches
+from retrain.errors import UserError
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from retrain.data.images import ImageError, load_image, load_upright
 from retrain.errors import UserError
 from retrain.evaluate.evaluation import Predictions, draw_roc
-from retrain.predict.heatmaps import heatmaps_for, overlay
-from retrain.data.images import ImageError, load_image, load_upright
-from retrain.predict.loaded_model import LoadedModel
 from retrain.metrics import positive_class_index, roc_curve
 from retrain.paths import write_atomically
+from retrain.predict.heatmaps import heatmaps_for, overlay
+from retrain.predict.loaded_model import LoadedModel
 
 THUMBNAILS = 8  # per gallery
 THUMBNAIL_SIDE = 150  # the image and its heatmap side by side

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from retrain.errors import UserError
 from retrain.data.images import PREPROCESSING_VERSION
+from retrain.errors import UserError
 from retrain.paths import write_atomically
 from retrain.train.top_layer import TopLayer
 
@@ -88,7 +88,9 @@ def model_card(backbone, labels: list[str], final_tensor_name: str) -> dict:
 
 
 def frozen_graph_def(classifier: Classifier, metadata: dict):
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     frozen = convert_variables_to_constants_v2((classifier.serve_with_maps or classifier.serve).get_concrete_function())
     graph_def = frozen.graph.as_graph_def()

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.backbones import Backbone, BackboneConfig, get_config, staged_network, supports_int8_preparation
+from retrain.backbones import (
+    Backbone,
+    BackboneConfig,
+    get_config,
+    staged_network,
+    supports_int8_preparation,
+)
 from retrain.errors import UserError
 
 # The dynamic-range quantizer leaves weight tensors smaller than this in float

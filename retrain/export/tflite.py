@@ -20,7 +20,13 @@ import tensorflow as tf
 from retrain.data.images import load_batches
 from retrain.data.patient_metadata import model_encoding
 from retrain.errors import UserError
-from retrain.export.graph import INPUT_NAME, MODEL_CARD_FILE, PATIENT_INPUT, Classifier, export_saved_model
+from retrain.export.graph import (
+    INPUT_NAME,
+    MODEL_CARD_FILE,
+    PATIENT_INPUT,
+    Classifier,
+    export_saved_model,
+)
 from retrain.export.tflite_format import (
     QUANTIZATIONS,
     classifier_inputs,
@@ -169,7 +175,11 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
 def _convert(saved_model_dir: Path, model_card: dict, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
-    from retrain.export.int8 import PREPARED_QUANTIZATIONS, lite_config, write_int8_ready_saved_model
+    from retrain.export.int8 import (
+        PREPARED_QUANTIZATIONS,
+        lite_config,
+        write_int8_ready_saved_model,
+    )
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(model_card) is not None
     if preparable and not representative:

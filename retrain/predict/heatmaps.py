@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retrain.errors import UserError
 from retrain.data.images import load_upright
-from retrain.predict.loaded_model import LoadedModel, with_rows
+from retrain.errors import UserError
 from retrain.paths import write_atomically
+from retrain.predict.loaded_model import LoadedModel, with_rows
 
 COLOUR_MAP = "jet"
 OPACITY = 0.45

@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from retrain.data.images import ImageError, load_image
-from retrain.data.patient_metadata import encode, fed_rows, model_encoding, parse_key_values
+from retrain.data.patient_metadata import (
+    encode,
+    fed_rows,
+    model_encoding,
+    parse_key_values,
+)
 from retrain.errors import UserError
 from retrain.export.tflite_format import is_tflite_file
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows

@@ -31,6 +31,7 @@ from retrain.data.augmentation import EpochAugmentation, check_epoch_augmentatio
 from retrain.data.batches import TrainingImages
 from retrain.data.images import map_batches
 from retrain.errors import UserError
+from retrain.reporter import Reporter
 from retrain.train.callbacks import KeepBest
 from retrain.train.checkpoints import (
     Checkpoint,
@@ -218,22 +219,34 @@ class _Report(Callback):
         self.log(line + f" ({r.seconds:.0f} s, {r.images_per_second:.1f} images/s)")
 
 
+@dataclass(frozen=True)
+class TuningData:
+    """The (image, class index) pairs fine-tuning trains and validates on, at the backbone's input size."""
+
+    training: list[tuple[Path, int]]
+    validation: list[tuple[Path, int]]
+    class_count: int
+    input_size: int
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where the checkpoint lives, and the fingerprint of the settings and images it continues."""
+
+    path: Path
+    fingerprint: str
+
+
 def fine_tune(
     backbone,
     build_backbone: Callable[[], object],
     top_layer: TopLayer,
-    input_size: int,
-    train: list[tuple[Path, int]],
-    validation: list[tuple[Path, int]],
-    class_count: int,
+    data: TuningData,
     config: FineTuneConfig,
     training: TrainingConfig,
-    run_dir: Path,
-    fingerprint: str,
-    log: Callable[[str], None],
-    warn: Callable[[str], None],
-    progress_factory=None,
-    extra_callbacks: tuple[Callback, ...] = (),
+    run: RunFolder,
+    reporter: Reporter = Reporter(),
+    callbacks: tuple[Callback, ...] = (),
     images_factory=TrainingImages,
     strategy=None,
 ) -> tuple[object, TunedModel]:
@@ -251,36 +264,37 @@ def fine_tune(
     replicas = strategy.num_replicas_in_sync
     if config.batch_size < replicas:
         raise UserError(f"--fine_tune_batch_size {config.batch_size}: smaller than the {replicas} replicas training it")
-    checkpoint = _usable_checkpoint(run_dir, fingerprint, log, warn)
+    log, warn = reporter.log, reporter.warn
+    checkpoint = _usable_checkpoint(run.path, run.fingerprint, log, warn)
     seed = checkpoint.seed if checkpoint else (training.random_seed if training.random_seed is not None
                                                else secrets.randbits(31))
-    images = images_factory([p for p, _ in train], np.array([c for _, c in train], np.int64), input_size,
+    images = images_factory([p for p, _ in data.training], np.array([c for _, c in data.training], np.int64), data.input_size,
                             config.augmentation, seed, config.batch_size)
     schedule = _Schedule.of(images.batches_per_epoch, config)
     twin, net, optimizer = _build_net(strategy, backbone, build_backbone, top_layer, config, training, schedule)
-    log(_plan_line(twin, net, config, input_size, strategy, schedule))
-    first_epoch, history = _resume(checkpoint, net, optimizer, schedule.epochs, run_dir, log)
-    train_epoch = _epoch_trainer(images, schedule, _distributed_step(strategy, net, optimizer, class_count, training),
+    log(_plan_line(twin, net, config, data.input_size, strategy, schedule))
+    first_epoch, history = _resume(checkpoint, net, optimizer, schedule.epochs, run.path, log)
+    train_epoch = _epoch_trainer(images, schedule, _distributed_step(strategy, net, optimizer, data.class_count, training),
                                  seed, warn)
     predict = tf.function(lambda pixels: tf.nn.softmax(net.logits(pixels)), reduce_retracing=True)
 
     def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
-        scores = _validate(predict, validation, input_size, class_count)
+        scores = _validate(predict, data.validation, data.input_size, data.class_count)
         return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
 
     keep_best = KeepBest(training.early_stopping_metric, lambda result: [v.numpy() for v in net.trainable],
                          later_wins_ties=True,  # a tie goes to the later, further-trained epoch
                          **({"at": checkpoint.best_epoch, "score": checkpoint.best_score,
-                             "kept": checkpoint.best_weights} if checkpoint else {}))
-    callbacks = [
-        _Report(lambda epoch: min(len(train), config.batch_size * schedule.batches_in(epoch)), schedule.epochs, log,
-                progress_factory),
+                             "kept": checkpoint.best_weights} if checkpoint else {"kept": []}))
+    hooks = [
+        _Report(lambda epoch: min(len(data.training), config.batch_size * schedule.batches_in(epoch)), schedule.epochs,
+                log, reporter.progress),
         keep_best,
-        _Checkpointing(run_dir, fingerprint, seed, net, optimizer, keep_best, history),
-        *extra_callbacks,
+        _Checkpointing(run.path, run.fingerprint, seed, net, optimizer, keep_best, history),
+        *callbacks,
     ]
-    Learner(train_epoch, finish, callbacks).fit(range(first_epoch + 1, schedule.epochs + 1), net)
+    Learner(train_epoch, finish, hooks).fit(range(first_epoch + 1, schedule.epochs + 1), net)
     if keep_best.at is not None:
         for variable, value in zip(net.trainable, keep_best.kept):
             variable.assign(value)

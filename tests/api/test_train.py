@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from retrain.api import DataConfig, ExportConfig, Reporter, RetrainConfig, TrainingConfig, UserError, train
+from retrain.api import (
+    DataConfig,
+    ExportConfig,
+    Reporter,
+    RetrainConfig,
+    TrainingConfig,
+    UserError,
+    train,
+)
 from retrain.cli import retrain
 from tests.conftest import run_cli
 

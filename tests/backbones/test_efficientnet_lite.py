@@ -4,7 +4,11 @@ import numpy as np
 import sklearn.datasets
 from click.testing import CliRunner
 
-from retrain.backbones.efficientnet_lite import block_plan, convert_state_dict, round_filters
+from retrain.backbones.efficientnet_lite import (
+    block_plan,
+    convert_state_dict,
+    round_filters,
+)
 from retrain.cli import label_image
 
 SAMPLE_PHOTOS = Path(sklearn.datasets.__file__).parent / "images"

@@ -231,7 +231,7 @@ def test_top_k_prints_that_many_labels_best_first(runs):
 
 
 def test_evaluate_with_several_graphs_reports_each_model_as_it_would_alone(runs, tmp_path):
-    short, short_dir = runs.retrain("short", "--how_many_training_steps", 2, "--learning_rate", 0.001)
+    _, short_dir = runs.retrain("short", "--how_many_training_steps", 2, "--learning_rate", 0.001)
     graphs = [runs.plain_dir / "g.pb", short_dir / "g.pb"]
     both = run_cli(evaluate, ["--graph", graphs[0], "--graph", graphs[1], "--image_dir", runs.test,
                               "--json", tmp_path / "both.json", "--predictions", tmp_path / "both.csv"])
@@ -246,7 +246,7 @@ def test_evaluate_with_several_graphs_reports_each_model_as_it_would_alone(runs,
         assert metrics[str(graph)] == json.loads((tmp_path / f"{index}.json").read_text())
         assert (tmp_path / f"both_{index}.csv").read_text() == (tmp_path / f"{index}.csv").read_text()
         assert f"== {graph}\n" + alone.stdout.split("\n", 1)[1].split("\nWrote ")[0] in both.stdout
-    rows = [list(csv.DictReader(open(tmp_path / f"both_{i}.csv"))) for i in (1, 2)]
+    rows = [list(csv.DictReader((tmp_path / f"both_{i}.csv").read_text().splitlines())) for i in (1, 2)]
     assert rows[0] != rows[1]  # two different models, not one read twice
     assert metrics[str(graphs[0])]["accuracy"] == 1.0
 

@@ -2,11 +2,12 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import noisy_colour_image
+from tests.conftest import COLOURS, noisy_colour_image
 from tests.data.test_isic import write_challenge
 
 COMMANDS = Path(__file__).resolve().parents[2] / "commands"
@@ -22,13 +23,30 @@ def _run_script(name, *args, cwd, **env):
     return result
 
 
+def _validation_tree(root: Path) -> Path:
+    """Three red images and three copies of one blue picture, plus a fourth copy filed as red:
+    a model that tells red from blue gets 6 of 7 right, and its red-vs-blue AUC is
+    (3 red x 3 blue pairs right + 3 tied pairs of the misfiled copy, counting half) / 12."""
+    (root / "red").mkdir(parents=True)
+    (root / "blue").mkdir()
+    for i in range(3):
+        noisy_colour_image(COLOURS["red"], seed=500 + i).save(root / "red" / f"held_red_{i}.jpg")
+    noisy_colour_image(COLOURS["blue"], seed=600).save(root / "blue" / "held_blue_0.jpg")
+    for i in range(1, 3):
+        shutil.copy(root / "blue" / "held_blue_0.jpg", root / "blue" / f"held_blue_{i}.jpg")
+    shutil.copy(root / "blue" / "held_blue_0.jpg", root / "red" / "misfiled_blue.jpg")
+    return root
+
+
 def test_batch_retrain_runs_the_grid_and_collects_one_row_per_run(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
+    validation = _validation_tree(tmp_path / "validation")
     out = tmp_path / "out"
-    result = _run_script("batch_retrain.sh", tree, out, cwd=tmp_path, TRAINING_STEPS="20 40", VALIDATION_DIR=str(tree))
+    result = _run_script("batch_retrain.sh", tree, out, cwd=tmp_path, TRAINING_STEPS="20 40", VALIDATION_DIR=str(validation))
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["steps"], r["learning_rate"]) for r in rows] == [("20", "0.01"), ("40", "0.01")]
-    assert all(r["val_accuracy"] and r["val_auc"] for r in rows)
+    assert [(r["val_accuracy"], r["val_auc"]) for r in rows] == [("0.8571", "0.8750")] * 2, rows
+    assert f"--image_dir {validation}" in result.stderr
     assert "+ retrain --image_dir" in result.stdout + result.stderr
     assert "| task | architecture |" in (out / "results.md").read_text()
     second_log = (out / "logs" / "images_efficientnet_lite0_lr0.01_40.retrain.log").read_text()

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from retrain.cli import evaluate, label_image, retrain
 from retrain.data.augmentation import AugmentationDraw, CopyAugmentation, DistortedCopy
+from retrain.data.images import load_image
 from retrain.features.cache import open_cache
 from retrain.features.distorted_copies import add_distorted_copies
 from retrain.features.extraction import compute_bottlenecks
-from retrain.cli import evaluate, label_image, retrain
-from retrain.data.images import load_image
 from retrain.predict.loaded_model import LoadedModel
 from retrain.predict.prediction import with_flip_tta
 from tests.conftest import write_colour_tree

@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from retrain.data.dataset import label_for_folder, scan_image_tree, set_for_file, split_images
+from retrain.data.dataset import (
+    label_for_folder,
+    scan_image_tree,
+    set_for_file,
+    split_images,
+)
 from retrain.errors import UserError
 
 

@@ -8,7 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import retrain
-from retrain.data.dataset import add_held_out_trees, scan_held_out_tree, scan_image_tree, split_images
+from retrain.data.dataset import (
+    add_held_out_trees,
+    scan_held_out_tree,
+    scan_image_tree,
+    split_images,
+)
 from retrain.errors import UserError
 from tests.conftest import COLOURS, noisy_colour_image
 

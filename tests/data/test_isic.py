@@ -5,8 +5,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from retrain.cli import prepare_isic as prepare_isic_command
-from retrain.errors import UserError
 from retrain.data.isic import prepare_isic
+from retrain.errors import UserError
 
 # (image id, melanoma, seborrheic keratosis) in the challenge's 0.0/1.0 spelling.
 ROWS = [

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-from retrain.errors import UserError
 from retrain.data.patient_metadata import (
     ColumnEncoding,
     MetadataEncoding,
@@ -21,6 +20,7 @@ from retrain.data.patient_metadata import (
     parse_key_values,
     read_metadata_csv,
 )
+from retrain.errors import UserError
 
 ISIC_LIKE = "image_id,age_approximate,sex\nA,20,female\nB,40,Male\nC,60,unknown\nD,unknown,female\n"
 

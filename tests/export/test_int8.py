@@ -9,7 +9,13 @@ import sklearn.datasets
 from PIL import Image
 
 from retrain.backbones.efficientnet_lite import EfficientNetLite
-from retrain.export.int8 import converter_quantizes, gptq_grid, int8_grid, int8_ready_layers, lite_config
+from retrain.export.int8 import (
+    converter_quantizes,
+    gptq_grid,
+    int8_grid,
+    int8_ready_layers,
+    lite_config,
+)
 
 SAMPLE_PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import export_tflite, label_image, retrain
-from retrain.predict.prediction import load_model
 from retrain.export.tflite_format import sidecar_path
+from retrain.predict.prediction import load_model
 from tests.conftest import COLOURS, noisy_colour_image
 
 BIN = Path(sys.executable).parent
@@ -56,8 +56,13 @@ def models(backbone, tmp_path_factory):
     and one .tflite per quantization mode; plus held-back images no step has seen."""
     import tensorflow as tf
 
-    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_card
     from retrain.data.images import load_image
+    from retrain.export.graph import (
+        Classifier,
+        export_frozen_graph,
+        export_saved_model,
+        model_card,
+    )
     from retrain.export.tflite import export_tflite as export
     from retrain.train.top_layer import TrainingConfig, train_top_layer
 

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from retrain.errors import UserError
 from retrain.features.cache import open_cache
 from retrain.features.extraction import compute_bottlenecks
-from retrain.errors import UserError
 
 
 @dataclass

@@ -6,8 +6,8 @@ import pytest
 
 from retrain.features import engines as feature_engines
 from retrain.features.cache import open_cache
-from retrain.features.extraction import compute_bottlenecks
 from retrain.features.engines import EngineUnavailable, create_engine
+from retrain.features.extraction import compute_bottlenecks
 
 
 @dataclass

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from retrain.cli import retrain
+from retrain.errors import UserError
 from retrain.features import cache as cache_module
 from retrain.features.cache import open_cache
 from retrain.features.extraction import compute_bottlenecks
-from retrain.cli import retrain
-from retrain.errors import UserError
 from tests.features.test_bottlenecks import MeanColourBackbone
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from retrain.cli import label_image
-from tests.conftest import SIDE, SIZE, SQUARE_COLOURS, run_cli as _run, square_image
+from tests.conftest import SIDE, SIZE, SQUARE_COLOURS, square_image
+from tests.conftest import run_cli as _run
+
 
 @pytest.mark.parametrize("model_name", ["graph.pb", "saved_model"])
 @pytest.mark.parametrize("corner", [(8, 10), (120, 24), (60, 118)])

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from retrain.data.augmentation import EpochAugmentation
 from retrain.cli import retrain
+from retrain.data.augmentation import EpochAugmentation
 from retrain.data.batches import TrainingImages, epoch_order
 from retrain.data.images import load_image
 from retrain.train.top_layer import TopLayer, TrainingConfig
@@ -92,16 +92,23 @@ def test_an_image_that_cannot_be_read_mid_epoch_is_named_once_and_left_out(make_
 
 
 def _tune(tmp_path, backbone, paths, labels, layers, distribute="auto", epochs=1, steps=None, dropout=0.0, build=None, **kw):
-    from retrain.train.fine_tuning import FineTuneConfig, fine_tune
+    from retrain.reporter import Reporter
+    from retrain.train.fine_tuning import (
+        FineTuneConfig,
+        RunFolder,
+        TuningData,
+        fine_tune,
+    )
 
     head = _starting_head(backbone)
     config = FineTuneConfig(layers=layers, epochs=epochs, steps=steps, learning_rate=1e-3, batch_size=4,
                             distribute=distribute, **kw)
     pairs = list(zip(paths, labels.tolist()))
     lines = []
-    tuned, result = fine_tune(backbone, build or (lambda: _clone(backbone)), head, backbone.input_size, pairs, pairs[:4], 2, config,
-                              TrainingConfig(random_seed=0, dropout=dropout), tmp_path / "run", "fp", lines.append,
-                              lines.append)
+    tuned, result = fine_tune(backbone, build or (lambda: _clone(backbone)), head,
+                              TuningData(pairs, pairs[:4], 2, backbone.input_size), config,
+                              TrainingConfig(random_seed=0, dropout=dropout), RunFolder(tmp_path / "run", "fp"),
+                              Reporter(log=lines.append, warn=lines.append))
     return tuned, result, lines
 
 
@@ -191,9 +198,14 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
 
 
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
-    from retrain.export.graph import Classifier, export_frozen_graph, export_saved_model, model_card
-    from retrain.train.fine_tuning import copy_tuned_weights
+    from retrain.export.graph import (
+        Classifier,
+        export_frozen_graph,
+        export_saved_model,
+        model_card,
+    )
     from retrain.predict.prediction import load_model
+    from retrain.train.fine_tuning import copy_tuned_weights
 
     paths, labels = _images(make_tree)
     pixels = np.stack([load_image(p, 224) for p in paths[:3]]).astype(np.float32)
