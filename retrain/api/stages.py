@@ -156,7 +156,7 @@ def set_arrays(pairs: list[tuple[Path, int]], features: Features, feature_size: 
     return Arrays(np.stack([features.by_path[p] for p, _ in pairs]), np.array([c for _, c in pairs]), patient)
 
 
-def with_distorted_copies(training: Arrays, paths_: list[Path], augmentation: CopyAugmentation,
+def with_distorted_copies(training: Arrays, training_paths: list[Path], augmentation: CopyAugmentation,
                           distorted_copies: int | None, backbone, features: Features, reporter: Reporter) -> Arrays:
     """Training rows plus K cached distorted copies per training image (none unless asked for)."""
     copies = copies_to_make(augmentation, distorted_copies)
@@ -168,7 +168,7 @@ def with_distorted_copies(training: Arrays, paths_: list[Path], augmentation: Co
         reporter.log(f"Distortion flags without --distorted_copies: caching {copies} distorted copies per training image")
     from retrain.features.distorted_copies import add_distorted_copies
 
-    added = add_distorted_copies(paths_, training.x, training.y, augmentation, copies, backbone, features.cache,
+    added = add_distorted_copies(training_paths, training.x, training.y, augmentation, copies, backbone, features.cache,
                                  reporter.bar(copies * len(training), "Distorted copies"))
     for failure in added.failures:
         reporter.warn(f"skipped a distorted copy of {failure.path}: {failure.reason}")

@@ -189,7 +189,7 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
         backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
         features=FeatureConfig(flags["bottleneck_dir"], augmentation, flags["distorted_copies"]),
         top_layer=TrainingConfig(**{field: flags[flag] for flag, field in _TRAINING_FLAGS.items()}),
-        class_weights=ClassWeights.parse(flags["class_weights"]) if flags["class_weights"] else None,
+        class_weights=_class_weights(flags["class_weights"]) if flags["class_weights"] else None,
         fine_tuning=fine_tuning,
         patient=_patient_config(flags) if flags["metadata"] else None,
         test=TestConfig(flags["test_batch_size"], flags["print_misclassified_test_images"]),
@@ -198,6 +198,27 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
         monitor=MonitorConfig(flags["summaries_dir"], flags["intermediate_output_graphs_dir"],
                               flags["intermediate_store_frequency"]),
     )
+
+
+def _class_weights(spec: str) -> ClassWeights:
+    """--class_weights: `balanced` or `label=weight,...`."""
+    from retrain.data.dataset import label_for_folder
+
+    if spec.strip().lower() == "balanced":
+        return ClassWeights(balanced=True)
+    given = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        label, sep, value = part.rpartition("=")
+        label, weight = label_for_folder(label.strip()), None
+        if sep:
+            try:
+                weight = float(value)
+            except ValueError:
+                raise UserError(f"--class_weights: {value!r} is not a number") from None
+            if not weight > 0:
+                raise UserError(f"--class_weights: weight of {label!r} must be positive")
+        given.append((part, label, weight))
+    return ClassWeights(given=tuple(given))
 
 
 def _patient_config(flags: dict) -> PatientConfig:

@@ -1,0 +1,1 @@
+"""Measuring a model on a labelled tree, and the HTML report."""

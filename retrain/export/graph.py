@@ -1,9 +1,9 @@
 """Writing the retrained model: frozen GraphDef, SavedModel and labels file.
 
 Every export maps RGB pixels in [0, 255], already resized to the backbone's input
-size, to class probabilities; normalisation is inside the model. A small metadata
-record (input size, tensor names, labels, backbone) travels with each export so
-label_image never has to be told how to feed it.
+size, to class probabilities; normalisation is inside the model. A model card (input
+size, tensor names, labels, backbone, recipe) travels with each export so label_image
+never has to be told how to feed it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Classifier(tf.Module):
         return {self.final_tensor_name: self._probabilities(self.backbone.features(images), metadata)}
 
     def _serve_with_maps(self, images, metadata=None):
-        """The metadata's share of each logit is the same at every place, so the maps are the
+        """The patient metadata's share of each logit is the same at every place, so the maps are the
         image's evidence alone."""
         feature_map = self.backbone.feature_map(images)
         maps = tf.einsum("nhwf,fc->nhwc", feature_map, self.head_weights)
@@ -87,7 +87,7 @@ def model_card(backbone, labels: list[str], final_tensor_name: str) -> dict:
     }
 
 
-def frozen_graph_def(classifier: Classifier, metadata: dict):
+def frozen_graph_def(classifier: Classifier, card: dict):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -98,7 +98,7 @@ def frozen_graph_def(classifier: Classifier, metadata: dict):
     node.name = MODEL_CARD_NODE
     node.op = "Const"
     node.attr["dtype"].type = tf.string.as_datatype_enum
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(metadata)))
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(card)))
     return graph_def
 
 
@@ -109,16 +109,16 @@ def _check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
 
 
-def export_frozen_graph(classifier: Classifier, metadata: dict, path: Path) -> None:
+def export_frozen_graph(classifier: Classifier, card: dict, path: Path) -> None:
     path = Path(path).expanduser()
     _check_writable(path, "--output_graph")
     try:
-        write_atomically(path, frozen_graph_def(classifier, metadata).SerializeToString())
+        write_atomically(path, frozen_graph_def(classifier, card).SerializeToString())
     except OSError as e:
         raise UserError(f"--output_graph {path}: cannot write ({e.strerror or e})") from e
 
 
-def export_saved_model(classifier: Classifier, metadata: dict, directory: Path) -> None:
+def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> None:
     directory = Path(directory).expanduser()
     if directory.exists() and any(directory.iterdir()):
         if not (directory / "saved_model.pb").exists():
@@ -129,7 +129,7 @@ def export_saved_model(classifier: Classifier, metadata: dict, directory: Path) 
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
     tf.saved_model.save(classifier, str(directory), signatures=signatures)
-    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, json.dumps(metadata, indent=2).encode())
+    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, json.dumps(card, indent=2).encode())
 
 
 def write_labels(path: Path, labels: list[str]) -> None:

@@ -186,30 +186,30 @@ def int8_ready_layers(module, images: list[np.ndarray], quantization: str, chunk
     return Int8Ready(layers=prepared, images=len(images))
 
 
-def lite_config(metadata: dict) -> BackboneConfig | None:
+def lite_config(card: dict) -> BackboneConfig | None:
     """The registry entry of a model's backbone when its weights can be prepared here, else None."""
     try:
-        config = get_config(metadata.get("architecture", ""))
+        config = get_config(card.get("architecture", ""))
     except UserError:
         return None
     return config if supports_int8_preparation(config) else None
 
 
 def write_int8_ready_saved_model(
-    saved_model_dir: Path, metadata: dict, images: list[np.ndarray], quantization: str, destination: Path
+    saved_model_dir: Path, card: dict, images: list[np.ndarray], quantization: str, destination: Path
 ) -> Int8Ready:
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.export.graph import Classifier, export_saved_model
     from retrain.train.top_layer import TopLayer
 
-    config = dataclasses.replace(lite_config(metadata), input_size=metadata["input_size"])
+    config = dataclasses.replace(lite_config(card), input_size=card["input_size"])
     loaded = tf.saved_model.load(str(saved_model_dir))
     module = staged_network(config, {name: v.numpy() for name, v in loaded.backbone.layers.items()})
     ready = int8_ready_layers(module, images, quantization)
-    backbone = Backbone(config, metadata["backbone_identity"], staged_network(config, ready.layers))
-    metadata_weights = getattr(loaded, "metadata_weights", None)
-    head = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
-                    patient_weights=None if metadata_weights is None else metadata_weights.numpy())
-    export_saved_model(Classifier(backbone, head, metadata["output_name"]), metadata, destination)
+    backbone = Backbone(config, card["backbone_identity"], staged_network(config, ready.layers))
+    patient_weights = getattr(loaded, "metadata_weights", None)  # the SavedModel's attribute names
+    top_layer = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
+                         patient_weights=None if patient_weights is None else patient_weights.numpy())
+    export_saved_model(Classifier(backbone, top_layer, card["output_name"]), card, destination)
     return ready

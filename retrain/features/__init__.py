@@ -1,0 +1,1 @@
+"""Backbone features (bottlenecks): the cache, extraction, cached distorted copies."""

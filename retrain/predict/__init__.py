@@ -1,0 +1,1 @@
+"""Using exported models: loading any of them, classifying, heatmaps, TFLite parity."""

@@ -94,33 +94,11 @@ def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class ClassWeights:
-    """--class_weights: `balanced` (each class weighs n / (classes * count), as scikit-learn
-    does) or `label=weight,...` (unnamed classes weigh 1). Labels are checked once the
-    classes are known."""
+    """`balanced` (each class weighs n / (classes * count), as scikit-learn does) or a weight
+    per named class (the others weigh 1). Labels are checked once the classes are known."""
 
     balanced: bool = False
-    given: tuple[tuple[str, str, float | None], ...] = ()  # (as written, label, weight; None: no '=')
-
-    @classmethod
-    def parse(cls, spec: str) -> "ClassWeights":
-        from retrain.data.dataset import label_for_folder
-        from retrain.errors import UserError
-
-        if spec.strip().lower() == "balanced":
-            return cls(balanced=True)
-        given = []
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            label, sep, value = part.rpartition("=")
-            label, weight = label_for_folder(label.strip()), None
-            if sep:
-                try:
-                    weight = float(value)
-                except ValueError:
-                    raise UserError(f"--class_weights: {value!r} is not a number") from None
-                if not weight > 0:
-                    raise UserError(f"--class_weights: weight of {label!r} must be positive")
-            given.append((part, label, weight))
-        return cls(given=tuple(given))
+    given: tuple[tuple[str, str, float | None], ...] = ()  # (as written, label, weight; None: no weight given)
 
     def check(self, labels: list[str]) -> None:
         from retrain.errors import UserError
