@@ -130,7 +130,7 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
         "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
         "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
     }
-    return TunedNetwork(result.head, card, tuned_features(backbone, split.validation),
+    return TunedNetwork(result.top_layer, card, tuned_features(backbone, split.validation),
                         tuned_features(backbone, split.test))
 
 

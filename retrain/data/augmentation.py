@@ -12,7 +12,7 @@ inside the one preprocessing path:
 tensorflow-for-poets' distortion flags made every training step run the backbone on
 freshly distorted images, so they turned the cache off. Here each training image gets
 `--distorted_copies K` variants whose bottlenecks are cached like any other entry
-(key: content key + distortion settings + copy index), and the head trains on the
+(key: content key + distortion settings + copy index), and the top layer trains on the
 original plus its copies. A copy's random draw is seeded by (content key, settings,
 copy index), so a killed and rerun extraction computes identical features and a rerun
 reuses every entry.

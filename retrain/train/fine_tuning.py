@@ -136,7 +136,7 @@ class EpochResult:
 
 @dataclass
 class TunedModel:
-    head: TopLayer
+    top_layer: TopLayer
     best_epoch: int | None  # None: no validation set, the last epoch is kept
     history: list[EpochResult]
     resumed_from: int  # epochs a checkpoint had already finished

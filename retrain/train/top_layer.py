@@ -154,7 +154,7 @@ def _learning_rate(config: TrainingConfig, step: int) -> float:
 
 @dataclass
 class _Optimizer:
-    """SGD, momentum or Adam over the head's two arrays, in place."""
+    """SGD, momentum or Adam over the top layer's two arrays, in place."""
 
     kind: str
     slots: list | None = None

@@ -143,10 +143,10 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, t
         elif not name.startswith(tuned_prefixes):
             np.testing.assert_array_equal(variable.numpy(), before[name], err_msg=f"{name} is frozen but changed")
     start = _starting_head(random_lite0)
-    assert result.head.weights.dtype == start.weights.dtype == np.float32
+    assert result.top_layer.weights.dtype == start.weights.dtype == np.float32
     # two AdamW steps at 1e-3 move a weight by up to ~2e-3: the top layer is always tuned with the unfrozen layers
-    assert np.abs(result.head.weights - start.weights).max() > 1e-4, "the top layer's weights were not tuned"
-    assert np.abs(result.head.bias - start.bias).max() > 1e-4, "the top layer's bias was not tuned"
+    assert np.abs(result.top_layer.weights - start.weights).max() > 1e-4, "the top layer's weights were not tuned"
+    assert np.abs(result.top_layer.bias - start.bias).max() > 1e-4, "the top layer's bias was not tuned"
 
 
 def test_a_keras_backbone_tunes_its_last_layers_and_keeps_batch_norm_frozen(make_tree, tmp_path):
@@ -211,10 +211,10 @@ def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_t
     pixels = np.stack([load_image(p, 224) for p in paths[:3]]).astype(np.float32)
     untuned_identity = random_lite0.identity
     tuned, result, _ = _tune(tmp_path, random_lite0, paths, labels, 2)
-    before = Classifier(random_lite0, result.head, "final_result").serve(pixels)["final_result"].numpy()
+    before = Classifier(random_lite0, result.top_layer, "final_result").serve(pixels)["final_result"].numpy()
     copy_tuned_weights(tuned, random_lite0, 2)
     assert random_lite0.identity.startswith(untuned_identity + "-ft2-")
-    classifier = Classifier(random_lite0, result.head, "final_result")
+    classifier = Classifier(random_lite0, result.top_layer, "final_result")
     in_memory = classifier.serve(pixels)["final_result"].numpy()
     assert np.abs(in_memory - before).max() > 1e-4
     metadata = model_card(random_lite0, ["a", "b"], "final_result")
@@ -242,7 +242,7 @@ def test_a_finished_run_resumes_to_the_same_weights_without_training_again(rando
     first, one, _ = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
     second, two, lines = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
     assert any("already done" in line for line in lines)
-    np.testing.assert_array_equal(one.head.weights, two.head.weights)
+    np.testing.assert_array_equal(one.top_layer.weights, two.top_layer.weights)
     np.testing.assert_array_equal(first.module.layers["head_kernel"].numpy(), second.module.layers["head_kernel"].numpy())
 
 
@@ -260,7 +260,7 @@ base = create_backbone("efficientnet_lite0", Path("/nonexistent"), random_weight
 for name in ("auto", "mirrored"):
     tuned, result, lines = _tune(Path({tmp!r}) / name, base, paths, labels, 2, distribute=name, steps=2)
     print(name, lines[0])
-    results[name] = np.concatenate([result.head.weights.ravel(), tuned.module.layers["head_kernel"].numpy().ravel()])
+    results[name] = np.concatenate([result.top_layer.weights.ravel(), tuned.module.layers["head_kernel"].numpy().ravel()])
 np.save({out!r}, np.stack([results["auto"], results["mirrored"]]))
 """
 
