@@ -48,8 +48,15 @@ def classify(
     result, not raised, so the predictions still reach the user."""
     if heatmap_class is not None and heatmap is None:
         raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
+    if top_k < 1:
+        raise UserError(f"--top_k must be at least 1, got {top_k}")
+    if Path(image).expanduser().is_dir():
+        raise UserError(f"--image {image}: is a folder; give one image file "
+                        "(to score a folder of images, use evaluate --image_dir)")
     if not Path(image).expanduser().is_file():
         raise UserError(f"--image {image}: no such file")
+    if heatmap is not None:
+        _check_heatmap_path(heatmap, image, graph, labels)
     model = _model(graph, architecture, model_dir, feed, reporter.warn)
     if tta:
         model = prediction.with_flip_tta(model)
@@ -65,6 +72,16 @@ def classify(
     except UserError as e:
         return Classification(image, model, predictions, None, heatmap, str(e))
     return Classification(image, model, predictions, drawn, heatmap)
+
+
+def _check_heatmap_path(heatmap: Path, image: Path, graph: Path | None, labels: Path | None) -> None:
+    """Before the model is loaded: the heatmap must not be drawn over the photo, the model or the labels."""
+    from retrain.export.tflite_format import sidecar_path
+    from retrain.outputs import check_outputs
+
+    tflite = graph is not None and is_tflite_file(Path(graph).expanduser())
+    check_outputs({"--image": image, "--graph": graph, "--graph's sidecar": sidecar_path(Path(graph).expanduser())
+                   if tflite else None, "--labels": labels}, {"--heatmap": heatmap})
 
 
 def _model(graph: Path | None, architecture: str, model_dir: Path | None, feed: FeedOverrides,

@@ -12,7 +12,7 @@ from retrain.evaluate import evaluation
 from retrain.evaluate import report as html_report
 from retrain.evaluate.evaluation import Predictions
 from retrain.export.tflite_format import is_tflite_file
-from retrain.metrics import format_report
+from retrain.metrics import format_report, positive_class_index
 from retrain.native_logs import import_tensorflow
 from retrain.predict import prediction
 from retrain.predict.loaded_model import LoadedModel
@@ -48,20 +48,26 @@ def evaluate(
     graphs: Sequence[Path], image_dir: Path, labels: Sequence[Path] = (), tta: bool = False,
     patient_metadata: Sequence[Path] = (), json_path: Path | None = None, plot: Path | None = None,
     report: Path | None = None, predictions: Path | None = None, isic_submission: bool = False,
-    reporter: Reporter = Reporter(),
+    reporter: Reporter = Reporter(), training_dir: Path | None = None,
 ) -> Evaluation:
     """Classify every image under `image_dir` with each model and measure it. `labels`: one
     labels file per graph (default: the models' own); `patient_metadata`: CSV files for models
-    trained with it. Each line the evaluate command prints goes to `reporter.log`, as soon as it
-    is known."""
+    trained with it; `training_dir`: the images the models trained on, to warn of copies of them
+    among the images measured. Each line the evaluate command prints goes to `reporter.log`, as
+    soon as it is known."""
     log, warn, progress = reporter.log, reporter.warn, reporter.progress
     if report is not None:
         report = html_report.check_report_path(report)
+    _check_outputs(graphs, labels, patient_metadata, (image_dir, training_dir),
+                   {"--json": json_path, "--plot": plot, "--report": report, "--predictions": predictions},
+                   numbered=("--plot",) if isic_submission else ("--plot", "--predictions"))
     table = _patient_table(patient_metadata)
     if labels and len(labels) != len(graphs):
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
     if isic_submission and not predictions:
         raise UserError("--isic_submission needs --predictions FILE to write the submission to")
+    if training_dir is not None:
+        _warn_of_copies(image_dir, training_dir, log, warn)
     if not all(is_tflite_file(Path(g).expanduser()) for g in graphs):
         import_tensorflow()
     evaluated = []
@@ -81,6 +87,48 @@ def evaluate(
     elif not result.metrics:
         warn("no class folders, so nothing to measure; pass --predictions to save the predictions")
     return result
+
+
+def _check_outputs(graphs: Sequence[Path], labels: Sequence[Path], metadata: Sequence[Path],
+                   trees: tuple[Path, Path | None], written: dict[str, Path | None], numbered: tuple[str, ...]) -> None:
+    """No output over a model, a labels or metadata file, an image, or another output; with
+    several graphs, the numbered files (plot_2.png) are the ones checked."""
+    from retrain.export.tflite_format import sidecar_path
+    from retrain.outputs import check_outputs
+
+    sidecars = [sidecar_path(Path(g).expanduser()) for g in graphs if is_tflite_file(Path(g).expanduser())]
+    outputs = {}
+    for flag, path in written.items():
+        several = path is not None and flag in numbered and len(graphs) > 1
+        outputs.update({f"{flag} (model {i + 1})": _numbered(path, i) for i in range(len(graphs))}
+                       if several else {flag: path})
+    check_outputs({"--graph": list(graphs), "--graph's sidecar": sidecars, "--labels": list(labels),
+                   "--metadata": list(metadata), "--image_dir": trees[0], "--training_dir": trees[1]}, outputs)
+
+
+def _warn_of_copies(image_dir: Path, training_dir: Path, log, warn) -> None:
+    """Images measured that copy a training image: warned of and listed, not removed (evaluate
+    measures the tree it is given), since they make the figures overstate accuracy on new images."""
+    from retrain.data.dataset import list_images
+    from retrain.data.duplicates import count_line, find_copies, same_folder_groups
+
+    training = Path(training_dir).expanduser()
+    if not training.is_dir():
+        raise UserError(f"--training_dir {training}: {'not a directory' if training.exists() else 'no such directory'}")
+    if same_folder_groups({"--image_dir": image_dir, "--training_dir": training}):
+        warn(f"--image_dir and --training_dir name one and the same folder ({training.resolve()}): every image "
+             "measured is a training image, so the figures measure memory, not new images")
+        return
+    measured, trained_on = list_images(Path(image_dir).expanduser()), list_images(training)
+    copies = find_copies(trained_on, measured)
+    if not copies:
+        if measured:
+            log(f"Copies: none of the {len(measured)} images copies one of the {len(trained_on)} --training_dir images")
+        return
+    warn(count_line(copies, "--image_dir", "--training_dir images",
+                    "kept, so the figures overstate accuracy on new images"))
+    for copy in copies:
+        log(copy.describe())
 
 
 def _patient_table(paths: Sequence[Path]):
@@ -121,7 +169,7 @@ def _numbered(path: Path, index: int) -> Path:
 def _plot_roc(evaluated: GraphEvaluation, target: Path, log) -> None:
     run, labels = evaluated.predictions, evaluated.predictions.labels
     curves = [(label, run.probabilities[:, i], run.true == i, evaluated.metrics["auc"][label])
-              for i, label in enumerate(labels) if not (len(labels) == 2 and i == 0)]
+              for i, label in enumerate(labels) if len(labels) != 2 or i == positive_class_index(labels)]
     evaluation.plot_roc(target, curves, title=Path(evaluated.graph).name)
     log(f"Wrote ROC curves to {target}")
 
@@ -132,7 +180,7 @@ def _write_report(path: Path, result: Evaluation, image_dir: Path, tta: bool, lo
     if not reported:
         warn(f"--report {path}: not written: the images have no class folders, so there is nothing to measure")
         return
-    html_report.write_report(path, reported, image_dir, tta)
+    html_report.write_report(path, reported, image_dir, tta, warn)
     log(f"Wrote {path}")
 
 

@@ -18,6 +18,7 @@ from retrain.api.config import (
 from retrain.api.stages import (
     Arrays,
     Sets,
+    TunedRows,
     build_backbone,
     log_validation_auc,
     tuned_features,
@@ -84,7 +85,8 @@ def _intermediate_saver(backbone, labels: list[str], export: ExportConfig, monit
 
     def save(step: int, layer: TopLayer) -> None:
         target = Path(monitor.intermediate_graphs_dir).expanduser() / f"intermediate_{step}.pb"
-        export_frozen_graph(Classifier(backbone, layer, export.final_tensor_name), card, target)
+        export_frozen_graph(Classifier(backbone, layer, export.final_tensor_name), card, target,
+                            "--intermediate_output_graphs_dir")
         reporter.log(f"Saved intermediate graph {target}")
 
     return save
@@ -94,8 +96,14 @@ def _intermediate_saver(backbone, labels: list[str], export: ExportConfig, monit
 class TunedNetwork:
     layer: TopLayer
     card: dict  # what the model card records of the fine-tuning
-    validation: np.ndarray  # the tuned backbone's features of the validation images
-    test: np.ndarray  # ... and of the test images
+    validation: TunedRows  # the tuned backbone's features of the validation images
+    test: TunedRows  # ... and of the test images
+
+    def applied(self, sets: Sets, validation: Arrays, test: Arrays) -> tuple[Sets, Arrays, Arrays]:
+        """The sets and arrays on the tuned features, without any image that became unreadable."""
+        split = dataclasses.replace(sets.split, validation=self.validation.kept(sets.split.validation),
+                                    test=self.test.kept(sets.split.test))
+        return Sets(sets.labels, split), self.validation.apply(validation), self.test.apply(test)
 
 
 def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer, sets: Sets, config: FineTuneConfig,
@@ -130,8 +138,8 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
         "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
         "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
     }
-    return TunedNetwork(result.top_layer, card, tuned_features(backbone, split.validation),
-                        tuned_features(backbone, split.test))
+    return TunedNetwork(result.top_layer, card, tuned_features(backbone, split.validation, reporter.warn),
+                        tuned_features(backbone, split.test, reporter.warn))
 
 
 def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Arrays, validation: Arrays,
@@ -140,8 +148,9 @@ def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Ar
     fine-tuning (`tuned_backbone` given) it learns from the tuned features."""
     from retrain.train.fusion import fuse
 
-    train_x = training.x if tuned_backbone is None else tuned_features(tuned_backbone, sets.split.training)
-    fused = fuse(fusion, layer, train_x, training.patient, training.y, validation.x, validation.patient,
+    if tuned_backbone is not None:
+        training = tuned_features(tuned_backbone, sets.split.training, reporter.warn).apply(training)
+    fused = fuse(fusion, layer, training.x, training.patient, training.y, validation.x, validation.patient,
                  validation.y, len(sets.labels), config, logits_in_sample=tuned_backbone is not None)
     log_validation_auc("Validation with patient metadata", fused, validation, sets.labels, reporter)
     return fused
@@ -161,8 +170,8 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     if not len(test):
         return TestFigures(None, 0)
     chosen = np.arange(len(test))
-    if config.batch_size >= 0:
-        chosen = np.random.default_rng(seed).integers(0, len(test), config.batch_size)
+    if config.batch_size >= 0:  # a sample without replacement: no image counted twice
+        chosen = np.random.default_rng(seed).choice(len(test), min(config.batch_size, len(test)), replace=False)
     predictions = layer.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
     test_accuracy = accuracy(predictions, test.y[chosen])
     reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
@@ -220,6 +229,7 @@ def plot_training(output_graph: Path, history: list, val_probabilities, val_y, l
     import matplotlib.pyplot as plt
 
     from retrain.evaluate.evaluation import draw_roc
+    from retrain.metrics import positive_class_index
 
     target = Path(output_graph).expanduser().with_suffix(".training.png")
     figure, (curves, roc) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -233,7 +243,7 @@ def plot_training(output_graph: Path, history: list, val_probabilities, val_y, l
     curves.set(xlabel="step", title="Training")
     curves.legend()
     if val_probabilities is not None:
-        shown = [1] if len(labels) == 2 else range(len(labels))
+        shown = [positive_class_index(labels)] if len(labels) == 2 else range(len(labels))
         draw_roc(roc, [(labels[c], val_probabilities[:, c], val_y == c, None) for c in shown])
     roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="Validation ROC")
     figure.tight_layout()

@@ -44,6 +44,8 @@ def scan_trees(data: DataConfig, reporter: Reporter) -> Trees:
     tree = scan_image_tree(data.image_dir)
     for folder in tree.skipped_empty:
         reporter.warn(f"{folder}: no .jpg/.jpeg/.png images; class skipped")
+    for note in tree.notes:
+        reporter.warn(note)
     if len(tree.classes) < 2:
         raise UserError(f"--image_dir {tree.root}: found {len(tree.classes)} class folder(s) with images; need at least two")
     for image_class in tree.classes:
@@ -133,8 +135,59 @@ def split_sets(trees: Trees, features: Features, data: DataConfig, reporter: Rep
     split = add_held_out_trees(split, labels, trees.held_out, usable=features.by_path.__contains__)
     for note in split.notes:
         reporter.warn(note)
+    split = without_copies(split, data, reporter)
     reporter.log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.test)} testing")
     return Sets(labels, split)
+
+
+def without_copies(split: Split, data: DataConfig, reporter: Reporter) -> Split:
+    """Validation and test images that copy a training image (same bytes, or the same picture
+    resized or re-encoded), warned of and, unless data.keep_duplicates, removed: with them the
+    figures measure memory, not sight."""
+    from retrain.data.duplicates import count_line, find_copies, same_folder_groups
+
+    folders = {"--image_dir": data.image_dir, "--validation_dir": data.validation_dir, "--test_dir": data.test_dir}
+    groups = same_folder_groups(folders)
+    for flags in groups:
+        reporter.warn(_same_folder_warning(flags, folders[flags[0]], data.keep_duplicates))
+    held = list(dict.fromkeys(path for path, _ in split.validation + split.test))
+    copies = find_copies([path for path, _ in split.training], held)
+    told = any("--image_dir" in flags for flags in groups)  # its same files are the warning above
+    listed = [c for c in copies if not (told and c.path.resolve() == c.original.resolve())]
+    if not copies:
+        if held:
+            reporter.log(f"Copies: none of the {len(held)} validation/test images copies a training image")
+        return split
+    if listed:
+        copied = {c.path for c in listed}
+        sets = [name for name, pairs in (("validation", split.validation), ("test", split.test))
+                if any(path in copied for path, _ in pairs)]
+        what = "/".join(sets)
+        consequence = (f"kept (--keep_duplicates): the {what} figures overstate accuracy on new images"
+                       if data.keep_duplicates else
+                       f"removed from {what} so the figures stay honest (--keep_duplicates keeps them)")
+        reporter.warn(count_line(listed, f"the {what} set{'s' if len(sets) > 1 else ''}", "training images",
+                                 consequence))
+        for copy in listed:
+            reporter.log(copy.describe())
+    if data.keep_duplicates:
+        return split
+    removed = {c.path for c in copies}
+    return dataclasses.replace(split, validation=[pair for pair in split.validation if pair[0] not in removed],
+                               test=[pair for pair in split.test if pair[0] not in removed])
+
+
+def _same_folder_warning(flags: list[str], folder: Path, keep: bool) -> str:
+    from retrain.data.duplicates import join_flags
+
+    named = f"{join_flags(flags)} name one and the same folder ({Path(folder).expanduser().resolve()})"
+    if "--image_dir" not in flags:
+        return f"{named}: the test set is the validation set, so the test figures are not of unseen images"
+    held = "/".join(name for flag, name in (("--validation_dir", "validation"), ("--test_dir", "test")) if flag in flags)
+    if keep:
+        return f"{named}: the {held} images are training images, kept (--keep_duplicates); the figures measure memory"
+    return (f"{named}: its training images are removed from {held}, so the figures stay honest "
+            f"(--keep_duplicates keeps them)")
 
 
 @dataclass(frozen=True)
@@ -179,16 +232,34 @@ def with_distorted_copies(training: Arrays, training_paths: list[Path], augmenta
     return Arrays(added.features, added.labels, training.patient)
 
 
-def tuned_features(backbone, pairs: list[tuple[Path, int]]) -> np.ndarray:
-    """The (tuned) backbone's features of each image, read as serving reads it; images here
-    were all read once already, when their bottlenecks were made."""
+@dataclass(frozen=True)
+class TunedRows:
+    """The tuned backbone's features of the images still readable, and which those are."""
+
+    x: np.ndarray
+    ok: np.ndarray  # one bool per image asked for
+
+    def apply(self, arrays: Arrays) -> Arrays:
+        """`arrays` with the tuned features, without the rows of the images that became unreadable."""
+        return Arrays(self.x, arrays.y[self.ok], None if arrays.patient is None else arrays.patient[self.ok])
+
+    def kept(self, pairs: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+        return [pair for pair, keep in zip(pairs, self.ok) if keep]
+
+
+def tuned_features(backbone, pairs: list[tuple[Path, int]], warn) -> TunedRows:
+    """The (tuned) backbone's features of each image, read as serving reads it. Each image was
+    read once already, for its bottleneck; one unreadable now is left out, with a warning."""
     import tensorflow as tf
 
     from retrain.train.fine_tuning import EVALUATION_BATCH_SIZE
 
-    features, ok, _ = map_batches(tf.function(backbone.module.features, reduce_retracing=True), [p for p, _ in pairs],
-                                  backbone.input_size, EVALUATION_BATCH_SIZE)
-    return features[ok] if features is not None else np.zeros((0, backbone.feature_size), np.float32)
+    features, ok, failures = map_batches(tf.function(backbone.module.features, reduce_retracing=True),
+                                         [p for p, _ in pairs], backbone.input_size, EVALUATION_BATCH_SIZE)
+    for failure in failures:
+        warn(f"skipped {failure.path} after fine-tuning: {failure.reason}")
+    x = features[ok] if features is not None else np.zeros((0, backbone.feature_size), np.float32)
+    return TunedRows(x, ok)
 
 
 def format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> str:
@@ -200,7 +271,9 @@ def format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: l
         return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)})"
     aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
     parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
-    return f"{name} AUC (one-vs-rest) = {parts}; mean {np.nanmean(aucs):.3f} (N={len(true)})"
+    defined = [auc for auc in aucs if np.isfinite(auc)]  # a class absent from the set has no AUC
+    mean = float(np.mean(defined)) if defined else float("nan")
+    return f"{name} AUC (one-vs-rest) = {parts}; mean {mean:.3f} (N={len(true)})"
 
 
 def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: list[str], reporter: Reporter) -> None:
@@ -240,14 +313,17 @@ class EncodedPatients:
 def encode_patients(table, patient: PatientConfig, split: Split, reporter: Reporter) -> EncodedPatients:
     """Fit the encoding on the training images only (means, categories), then encode every set."""
     from retrain.data.patient_metadata import (
+        age_warnings,
         describe,
         encode,
         fit_encoding,
         match_images,
     )
 
-    training_ids = [path.stem for path, _ in split.training]
+    training_ids = [path for path, _ in split.training]  # matched to rows as match_images does
     encoding = fit_encoding(table, training_ids, *_column_lists(patient))
+    for line in age_warnings(encoding, table):
+        reporter.warn(line)
     for line in describe(encoding, table, training_ids):
         reporter.log(f"Metadata column {line}")
     sets = (split.training, split.validation, split.test)

@@ -9,7 +9,7 @@ From Python:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import retrain.api.model_stages as model
@@ -57,7 +57,7 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
         tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, trained.config,
                                         config.export.output_graph, strategy, reporter)
         layer, card = tuned.layer, {**card, "fine_tuning": tuned.card}
-        validation, test = replace(validation, x=tuned.validation), replace(test, x=tuned.test)
+        sets, validation, test = tuned.applied(sets, validation, test)
         stages.log_validation_auc("Fine-tuned validation", layer, validation, sets.labels, reporter)
     if patients:
         layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, trained.config,
@@ -91,24 +91,48 @@ def _strategy(config: RetrainConfig):
 
 def check_config(config: RetrainConfig) -> None:
     """Every mistake that can be seen in the config alone, before any slow work."""
-    from retrain.backbones import DEFAULT_ARCHITECTURE, sized_config
+    from retrain.backbones import DEFAULT_ARCHITECTURE, check_image_size, sized_config
     from retrain.train.fine_tuning import check_fine_tuning
+    from retrain.train.top_layer import check_config as check_top_layer
 
     choice = config.backbone
     if choice.tfhub_module and choice.architecture.strip().lower() != DEFAULT_ARCHITECTURE:
         raise UserError("--tfhub_module and --architecture both name a backbone; pass only one")
-    if choice.image_size is not None and choice.image_size < 1:
-        raise UserError("--image_size must be at least 1")
+    check_image_size(choice.image_size)
+    check_top_layer(config.top_layer)
+    _check_percentages(config.data)
+    _check_counts(config)
     check_fine_tuning(config.fine_tuning, None if choice.tfhub_module else sized_config(choice.architecture,
                                                                                         choice.image_size))
     for value, flag in ((config.top_layer.steps, "how_many_training_steps"),
                         (config.top_layer.train_batch_size, "train_batch_size"),
                         (config.top_layer.eval_step_interval, "eval_step_interval")):
         if value < 1:
-            raise UserError(f"--{flag} must be at least 1")
+            raise UserError(f"--{flag} must be at least 1, got {value}")
     if config.export.tflite is not None:
         _check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
+    check_retrain_outputs(config)
+
+
+def _check_percentages(data) -> None:
+    """As split_images checks them, but before the features are extracted."""
+    for flag, value in (("validation_percentage", data.validation_percentage),
+                        ("testing_percentage", data.testing_percentage)):
+        if not 0 <= value < 100:
+            raise UserError(f"--{flag} must be in [0, 100), got {value}")
+    if data.validation_percentage + data.testing_percentage >= 100:
+        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
+
+
+def _check_counts(config: RetrainConfig) -> None:
+    if config.test.batch_size == 0 or config.test.batch_size < -1:
+        raise UserError(f"--test_batch_size must be -1 (the whole test set) or >= 1, got {config.test.batch_size}")
+    if config.monitor.intermediate_store_frequency < 0:
+        raise UserError(f"--intermediate_store_frequency must be >= 0 (0 = none), "
+                        f"got {config.monitor.intermediate_store_frequency}")
+    if config.export.tflite is not None and config.export.tflite.representative_images < 0:
+        raise UserError(f"--tflite_representative_images must be >= 0, got {config.export.tflite.representative_images}")
 
 
 def _check_tflite(tflite) -> None:
@@ -120,3 +144,34 @@ def _check_tflite(tflite) -> None:
         raise UserError(f"--tflite_quantization {tflite.quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if tflite.quantization == "int8" and tflite.representative_images < 1:
         raise UserError("--tflite_representative_images must be at least 1: int8 calibration needs a representative set")
+
+
+def check_retrain_outputs(config: RetrainConfig) -> None:
+    """Every file and folder the run will write, against its inputs and each other, before any slow work."""
+    from retrain.export.tflite_format import sidecar_path
+    from retrain.outputs import check_outputs
+
+    data, export, monitor = config.data, config.export, config.monitor
+    graph = Path(export.output_graph).expanduser()
+    hub = config.backbone.tfhub_module
+    inputs = {"--image_dir": data.image_dir, "--validation_dir": data.validation_dir, "--test_dir": data.test_dir,
+              "--metadata": config.patient.files if config.patient else None,
+              "--tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}
+    tflite = Path(export.tflite.output).expanduser() if export.tflite else None
+    outputs = {"--output_graph": graph, "--output_labels": export.output_labels,
+               "--output_graph's training plot": graph.with_suffix(".training.png"), "--tflite_output": tflite,
+               "--tflite_output's sidecar": sidecar_path(tflite) if tflite else None}
+    folders = {"--saved_model_dir": export.saved_model_dir, "--summaries_dir": monitor.summaries_dir,
+               "--intermediate_output_graphs_dir": monitor.intermediate_graphs_dir
+               if monitor.intermediate_store_frequency else None,
+               "--output_graph's fine-tuning folder": graph.with_suffix(".finetune")
+               if config.fine_tuning.active else None}
+    check_outputs(inputs, outputs, folders, replaced=("--saved_model_dir",))
+    _check_saved_model_dir(export.saved_model_dir)
+
+
+def _check_saved_model_dir(directory: Path | None) -> None:
+    """As export_saved_model refuses it, but before training rather than after."""
+    directory = Path(directory).expanduser() if directory else None
+    if directory and directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
+        raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")

@@ -149,11 +149,23 @@ def staged_network(config: BackboneConfig, layers: dict):
     return _family(config).staged_network(config, layers)
 
 
+# The backbones downsample by 32 (EfficientNet-Lite, MobileNet, ResNet; most TF Hub modules too):
+# a smaller image leaves them nothing to see, and the model they train is constant.
+MIN_IMAGE_SIZE = 32
+
+
+def check_image_size(image_size: int | None) -> None:
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"--image_size {image_size}: must be at least {MIN_IMAGE_SIZE} (the backbone downsamples "
+                        f"by {MIN_IMAGE_SIZE}; a smaller image leaves it nothing to see)")
+
+
 def sized_config(name: str, image_size: int | None = None) -> BackboneConfig:
     """The registry entry, at `image_size` instead of its own input size where the family allows it."""
     config = get_config(name)
     if image_size is None or image_size == config.input_size:
         return config
+    check_image_size(image_size)
     if config.family not in RESIZABLE_FAMILIES:
         raise UserError(f"--image_size {image_size}: {config.name} takes {config.input_size}x{config.input_size} images "
                         "only (EfficientNet-Lite backbones and --tfhub_module modules that accept any size can change it)")

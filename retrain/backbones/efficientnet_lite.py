@@ -15,6 +15,7 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,7 @@ from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.backbones.torch_legacy import TorchFileError, load_state_dict
 from retrain.errors import UserError
 from retrain.paths import file_digest, write_atomically
+from retrain.reporter import Reporter
 
 # Bump when the conversion changes the numbers; it is part of the cache file name and backbone identity.
 CONVERSION_VERSION = 1
@@ -251,21 +253,31 @@ def weights_available(config: BackboneConfig, model_dir: Path) -> bool:
     return True
 
 
-def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block]) -> tuple[dict, str]:
+def _cached_conversion(cache: Path) -> tuple[dict, str] | None:
+    """The layers and source digest stored in a conversion cache; None when it is unreadable."""
+    try:
+        with np.load(cache) as data:
+            layers = {key: data[key] for key in data.files if key != "source_digest"}
+            return layers, str(data["source_digest"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def converted_layers(config: BackboneConfig, model_dir: Path, blocks: list[Block],
+                     warn: Callable[[str], None] = Reporter().warn) -> tuple[dict, str]:
     """Load the cached conversion, or convert the PyTorch weights and cache them."""
     weights_file = find_weights_file(config, model_dir)
     stat = weights_file.stat()
     # Cheap identity of the source file for the cache name; the digest inside guards the rest.
     source_tag = hashlib.sha256(f"{weights_file.name}:{stat.st_size}".encode()).hexdigest()[:8]
     cache = model_dir / f"{config.name}-{source_tag}-v{CONVERSION_VERSION}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache) as data:
-                layers = {key: data[key] for key in data.files if key != "source_digest"}
-                digest = str(data["source_digest"])
-            return layers, digest
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # unreadable cache: convert again below
+    cached = _cached_conversion(cache) if cache.exists() else None  # unreadable: convert again below
+    if cached is not None:
+        digest = file_digest(weights_file)
+        if cached[1] == digest:
+            return cached
+        warn(f"{cache}: converted from other weights than {weights_file} (digest {cached[1]}, "
+             f"now {digest}); converting again")
     try:
         state = load_state_dict(weights_file)
         layers = convert_state_dict(state, blocks)
@@ -308,12 +320,13 @@ def staged_network(config: BackboneConfig, layers: dict[str, np.ndarray]) -> Eff
     return EfficientNetLite(layers, block_plan(options["width"], options["depth"]), name=config.name)
 
 
-def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False) -> Backbone:
+def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False,
+          warn: Callable[[str], None] = Reporter().warn) -> Backbone:
     options = dict(config.options)
     blocks = block_plan(options["width"], options["depth"])
     if random_weights:
         module = EfficientNetLite(random_layers(blocks), blocks, name=config.name)
         return Backbone(config=config, identity=f"{config.name}-random-{secrets.token_hex(6)}", module=module)
-    layers, digest = converted_layers(config, model_dir, blocks)
+    layers, digest = converted_layers(config, model_dir, blocks, warn)
     module = EfficientNetLite(layers, blocks, name=config.name)
     return Backbone(config=config, identity=f"{config.name}-{digest}-c{CONVERSION_VERSION}", module=module)

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tarfile
 from pathlib import Path
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 
 FLAG = "--tfhub_module"
+# What a bad handle or module raises; anything else is a bug and keeps its traceback.
+DOWNLOAD_ERRORS = (OSError, ValueError, tarfile.TarError, tf.errors.OpError)  # urllib/HTTP are OSErrors
+LOAD_ERRORS = (OSError, ValueError, KeyError, DecodeError, tf.errors.OpError)  # a damaged SavedModel
+CALL_ERRORS = (ValueError, TypeError, tf.errors.OpError)  # another calling convention or input shape
 
 
 def is_url(handle: str) -> bool:
@@ -32,7 +38,7 @@ def resolve(handle: str) -> Path:
 
         try:
             return Path(hub.resolve(handle))
-        except Exception as e:  # urllib, HTTP and archive errors alike
+        except DOWNLOAD_ERRORS as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"{FLAG} {handle}: cannot download the module ({reason}); it needs the network") from e
     folder = Path(handle).expanduser()
@@ -53,13 +59,14 @@ def module_digest(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def cache_identity(handle: str, folder: Path) -> str:
-    """Readable, filesystem-safe identity naming the resolved handle (by hash) and its contents."""
+def cache_identity(handle: str, folder: Path, input_size: int) -> str:
+    """Readable, filesystem-safe identity naming the resolved handle (by hash), its contents and
+    the input size: a module that takes any size gives other features at another --image_size."""
     resolved = handle.rstrip("/") if is_url(handle) else str(folder)
     tail = "/".join(resolved.split("/")[-3:]) if is_url(handle) else folder.name
     readable = re.sub(r"[^A-Za-z0-9]+", "_", tail).strip("_")[:60]
     handle_hash = hashlib.sha256(resolved.encode()).hexdigest()[:8]
-    return f"tfhub-{readable}-{handle_hash}-{module_digest(folder)}"
+    return f"tfhub-{readable}-{handle_hash}-{module_digest(folder)}-{input_size}px"
 
 
 def declared_input_size(loaded, handle: str) -> int | None:
@@ -103,7 +110,7 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
     folder = resolve(handle)
     try:
         loaded = tf.saved_model.load(str(folder))
-    except Exception as e:  # TensorFlow raises many types for a damaged SavedModel
+    except LOAD_ERRORS as e:
         raise UserError(f"{FLAG} {handle}: cannot load the SavedModel ({type(e).__name__})") from e
     if not callable(loaded):
         raise UserError(f"{FLAG} {handle}: not a TF2 image feature-vector module (the SavedModel is not callable)")
@@ -116,7 +123,7 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
     module = HubFeatureVector(loaded)
     try:
         probe = module.features(tf.zeros([1, size, size, 3]))
-    except Exception as e:  # a module with another calling convention fails in TensorFlow's own ways
+    except CALL_ERRORS as e:
         raise UserError(f"{FLAG} {handle}: calling it on a [1, {size}, {size}, 3] image failed ({type(e).__name__})") from e
     if not isinstance(probe, tf.Tensor) or probe.shape.rank != 2:
         raise UserError(f"{FLAG} {handle}: not an image feature-vector module (output is not [batch, features])")
@@ -128,4 +135,4 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
         preprocessing="x / 255 (TF Hub image convention)",
         weights=handle,
     )
-    return Backbone(config=config, identity=cache_identity(handle, folder), module=module)
+    return Backbone(config=config, identity=cache_identity(handle, folder, size), module=module)

@@ -25,11 +25,15 @@ from retrain.reporter import Reporter
 @option("metadata", type=PATH, multiple=True,
          help="Patient metadata CSV (image_id + columns), for models trained with --metadata; rows matched by image "
               "id. Repeat for several files.")
+@option("training_dir", type=PATH, default=None,
+        help="The images the models trained on: warn of, and list, images under --image_dir that copy one of them "
+             "(same bytes, or the same picture resized or re-encoded).")
 @reports_user_errors
-def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata):
+def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata,
+             training_dir):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
     from retrain.api.evaluate import evaluate as run_evaluation
 
     run_evaluation(graph, image_dir, labels=labels, tta=tta, patient_metadata=metadata, json_path=json_path, plot=plot,
                    report=report, predictions=predictions, isic_submission=isic_submission,
-                   reporter=Reporter(log=log, warn=warn, progress=progress))
+                   reporter=Reporter(log=log, warn=warn, progress=progress), training_dir=training_dir)

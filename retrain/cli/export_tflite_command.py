@@ -30,6 +30,7 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     """Convert a SavedModel written by retrain to .tflite and print its parity with the original."""
     if quantization == "int8" and image_dir is None:
         raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")
+    _check_outputs(saved_model_dir, output, image_dir, reference_graph)
     import_tensorflow()
     from retrain.export import tflite as tflite_export
     from retrain.predict.parity import report_parity
@@ -46,3 +47,18 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:
         report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)
+
+
+def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:
+    """Before TensorFlow loads: the .tflite and its sidecar must not land on an input."""
+    from pathlib import Path
+
+    from retrain.export.tflite_format import is_tflite_file, sidecar_path
+    from retrain.outputs import check_outputs
+
+    reference = Path(reference_graph).expanduser() if reference_graph is not None else None
+    output = Path(output).expanduser()
+    check_outputs({"--saved_model_dir": saved_model_dir, "--image_dir": image_dir, "--reference_graph": reference,
+                   "--reference_graph's sidecar": sidecar_path(reference)
+                   if reference is not None and is_tflite_file(reference) else None},
+                  {"--output": output, "--output's sidecar": sidecar_path(output)})

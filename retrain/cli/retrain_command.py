@@ -71,6 +71,9 @@ _SET_AND_EXPORT_FLAGS = (
     option("test_dir", type=PATH, default=None,
         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it."),
+    option("keep_duplicates", is_flag=True,
+        help="Keep validation/test images that are copies of training images (same bytes, or the same picture "
+             "resized or re-encoded); by default they are warned of and removed."),
     option("final_tensor_name", default="final_result", show_default=True),
     option("print_misclassified_test_images", is_flag=True),
     option("random_seed", type=int, default=None, help="Make the run repeatable."),
@@ -185,7 +188,8 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
     tflite = None if flags["tflite_output"] is None else TFLiteConfig(
         flags["tflite_output"], flags["tflite_quantization"], flags["tflite_representative_images"])
     return RetrainConfig(
-        data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages),
+        data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages,
+                        keep_duplicates=flags["keep_duplicates"]),
         backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
         features=FeatureConfig(flags["bottleneck_dir"], augmentation, flags["distorted_copies"]),
         top_layer=TrainingConfig(**{field: flags[flag] for flag, field in _TRAINING_FLAGS.items()}),

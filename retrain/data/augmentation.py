@@ -143,7 +143,7 @@ def check_copy_augmentation(distortion: CopyAugmentation, distorted_copies: int 
     """Reject impossible settings before any slow work."""
     for flag in ("random_crop", "random_scale", "random_brightness"):
         value = getattr(distortion, flag)
-        if value < 0:
+        if not (math.isfinite(value) and value >= 0):
             raise UserError(f"--{flag} must be a percentage >= 0, got {value}")
     if distortion.random_brightness >= 100:
         raise UserError(f"--random_brightness must be below 100 (%), got {distortion.random_brightness}")
@@ -262,11 +262,11 @@ def check_epoch_augmentation(augmentation: EpochAugmentation) -> None:
     """Reject impossible settings before any slow work."""
     if not 0 < augmentation.crop_area <= 1:
         raise UserError(f"--crop_area must be in (0, 1], got {augmentation.crop_area}")
-    if augmentation.crop_aspect < 1:
-        raise UserError(f"--crop_aspect must be 1 (keep the aspect) or more, got {augmentation.crop_aspect}")
+    if not (math.isfinite(augmentation.crop_aspect) and augmentation.crop_aspect >= 1):
+        raise UserError(f"--crop_aspect must be a finite number, 1 (keep the aspect) or more, got {augmentation.crop_aspect}")
     for flag in ("random_crop", "random_scale", "random_brightness", "random_contrast", "random_saturation", "random_hue"):
         value = getattr(augmentation, flag)
-        if value < 0:
+        if not (math.isfinite(value) and value >= 0):
             raise UserError(f"--{flag} must be a percentage >= 0, got {value}")
     for flag in ("random_brightness", "random_contrast", "random_saturation"):
         if getattr(augmentation, flag) >= 100:

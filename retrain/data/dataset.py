@@ -30,6 +30,7 @@ class ImageTree:
     root: Path
     classes: list[ImageClass]
     skipped_empty: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # symlinks not followed, one warning line each
 
     @property
     def labels(self) -> list[str]:
@@ -37,21 +38,100 @@ class ImageTree:
 
 
 def label_for_folder(name: str) -> str:
-    """retrain.py's rule: lower-case, each run of non-alphanumerics becomes one space."""
-    return re.sub(r"[^a-z0-9]+", " ", name.lower())
+    """retrain.py's rule: lower-case, each run of non-alphanumerics becomes one space; no
+    leading or trailing space, so 'red ' and 'red' are one class, not two."""
+    return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
 
 
 def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _leads_into(target: str, tree_dirs) -> bool:
+    """Whether a real path is inside, or above, one of the tree's real folders."""
+    return any(_within(target, d) or _within(d, target) for d in tree_dirs)
+
+
+def _entries(directory: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted((e for e in entries if _visible(e.name)), key=lambda e: e.name)
+    except OSError:
+        return []  # as os.walk: an unreadable folder holds nothing
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _image_files(folder: Path, tree_dirs=(), notes: list[str] | None = None) -> dict[str, Path]:
+    """Each real image file under folder -> the path it is listed by.
+
+    A linked file counts as that file, once however often it is reached (by its direct path
+    if it has one). A linked folder leading back into the tree (tree_dirs: the real root and
+    class folders; folder itself always) is not followed, with a line in notes; no real folder
+    is walked twice, so no loop can hang the scan."""
+    tree_dirs = {os.path.realpath(folder), *tree_dirs}
+    visited: set[str] = set()
+    found: dict[str, tuple[bool, Path]] = {}  # real path -> (reached through a link, path)
+    stack = [(Path(folder), False)]
+    while stack:
+        directory, via_link = stack.pop()
+        real_dir = os.path.realpath(directory)
+        if real_dir in visited:
+            continue
+        visited.add(real_dir)
+        for entry in _entries(directory):
+            path, linked = directory / entry.name, via_link or entry.is_symlink()
+            real = os.path.realpath(path) if entry.is_symlink() else os.path.join(real_dir, entry.name)
+            if not _is_dir(entry):
+                if is_image_file(path):
+                    found[real] = min(found.get(real, (linked, path)), (linked, path))
+            elif entry.is_symlink() and _leads_into(real, tree_dirs):
+                if notes is not None:
+                    notes.append(f"{path}: symlink to {real} leads back into the image tree; not followed")
+            else:
+                stack.append((path, linked))
+    return {real: path for real, (_, path) in found.items()}
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Every image under folder, nested subfolders included, hidden ones skipped, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        found.extend(Path(dirpath) / f for f in filenames if _visible(f) and is_image_file(Path(f)))
-    return sorted(found)
+    """Every image under folder, nested subfolders included, hidden ones skipped, sorted;
+    symlinks followed safely (see _image_files)."""
+    return sorted(_image_files(folder).values())
+
+
+def _class_folders(root: Path, notes: list[str]) -> list[Path]:
+    """The visible top-level folders; a linked one that holds the whole tree is skipped."""
+    real_root = os.path.realpath(root)
+    folders = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name)):
+        if folder.is_symlink() and _within(real_root, os.path.realpath(folder)):
+            notes.append(f"{folder}: symlink to {os.path.realpath(folder)} holds the whole image tree; not a class")
+        else:
+            folders.append(folder)
+    return folders
+
+
+def _check_no_file_in_two_classes(files_by_label: dict[str, dict[str, Path]]) -> None:
+    """One real file under two classes would train as both: refuse, naming both paths."""
+    owner: dict[str, tuple[str, Path]] = {}
+    for label, files in files_by_label.items():
+        for real, path in files.items():
+            if real in owner and owner[real][0] != label:
+                other_label, other = owner[real]
+                raise UserError(
+                    f"{other} (class {other_label!r}) and {path} (class {label!r}) are the same file {real}; "
+                    "keep it in one class"
+                )
+            owner[real] = (label, path)
 
 
 def scan_image_tree(image_dir: Path | str, flag: str = "--image_dir") -> ImageTree:
@@ -63,32 +143,33 @@ def scan_image_tree(image_dir: Path | str, flag: str = "--image_dir") -> ImageTr
         raise UserError(f"{flag} {root}: no such directory")
     if not root.is_dir():
         raise UserError(f"{flag} {root}: not a directory")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p.name))
-    by_label: dict[str, ImageClass] = {}
-    skipped = []
+    notes: list[str] = []
+    folders = _class_folders(root, notes)
+    by_label: dict[str, Path] = {}
     for folder in folders:
         label = label_for_folder(folder.name)
-        if not label.strip():
+        if not label:
             raise UserError(f"{folder}: folder name gives an empty label; rename it")
         if label in by_label:
             raise UserError(
-                f"folders {by_label[label].folder.name!r} and {folder.name!r} in {root} both map to label {label!r}; rename one"
+                f"folders {by_label[label].name!r} and {folder.name!r} in {root} both map to label {label!r}; rename one"
             )
-        images = list_images(folder)
-        if not images:
-            skipped.append(folder)
-            continue
-        by_label[label] = ImageClass(label, folder, images)
-    if not by_label and not skipped:
+        by_label[label] = folder
+    tree_dirs = {os.path.realpath(root), *(os.path.realpath(f) for f in folders)}
+    files = {label: _image_files(folder, tree_dirs, notes) for label, folder in by_label.items()}
+    _check_no_file_in_two_classes(files)
+    classes = [ImageClass(label, by_label[label], sorted(files[label].values())) for label in sorted(files) if files[label]]
+    skipped = [by_label[label] for label in by_label if not files[label]]
+    if not classes and not skipped:
         raise UserError(f"{flag} {root}: no class folders found (expected one subfolder of images per class)")
-    classes = sorted(by_label.values(), key=lambda c: c.label)
-    return ImageTree(root, classes, skipped)
+    return ImageTree(root, classes, skipped, notes)
 
 
 def set_for_file(path: Path, validation_percentage: float, testing_percentage: float) -> str:
     """retrain.py's stable split: SHA-1 of the file name with any _nohash_ part removed."""
     hash_name = re.sub(r"_nohash_.*$", "", path.name)
-    digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    # The OS's bytes of the name: UTF-8 for every valid name, and defined for any other.
+    digest = int(hashlib.sha1(os.fsencode(hash_name)).hexdigest(), 16)
     percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
     if percentage < validation_percentage:
         return "validation"
@@ -161,6 +242,8 @@ def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTr
     --image_dir lacks is a UserError (the classifier could never predict it)."""
     flag, verb = HELD_OUT_FLAGS[set_name]
     tree = scan_image_tree(directory, flag)
+    for note in tree.notes:
+        warn(note)
     known = set(image_tree.labels)
     extra = [c.folder.name for c in tree.classes if c.label not in known]
     if extra:

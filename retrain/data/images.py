@@ -87,10 +87,13 @@ def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[
         raise ImageError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from 89 megapixels; our own limit below is the one the README gives.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.size[0] * image.size[1] > MAX_PIXELS:
-                raise ImageError(path, f"image is too large ({image.size[0]}x{image.size[1]} pixels; limit {MAX_PIXELS:,})")
+                raise ImageError(path, f"image is too large: {image.size[0]}x{image.size[1]} pixels "
+                                       f"({image.size[0] * image.size[1] / 1e6:.1f} megapixels; "
+                                       f"the limit is {MAX_PIXELS / 1e6:g} megapixels)")
             if image.format == "JPEG" and draft_size:
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, draft_size)
             image.load()
@@ -100,8 +103,9 @@ def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[
         raise
     except UnidentifiedImageError as e:
         raise ImageError(path, "not an image, or a format that cannot be read") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, "image is too large (decompression bomb guard)") from e
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f"image is too large: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+                               f"(the limit is {MAX_PIXELS / 1e6:g} megapixels)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"corrupt or truncated image ({e})") from e
 

@@ -20,6 +20,7 @@ from retrain.errors import UserError
 
 GROUND_TRUTH_COLUMNS = ("image_id", "melanoma", "seborrheic_keratosis")
 METADATA_COLUMNS = ("image_id", "age_approximate", "sex")
+MAX_AGE = 120  # years; an age outside 0..MAX_AGE is a typo
 IMAGE_NAME = re.compile(r"(ISIC_\d{7})\.(jpe?g|png)", re.IGNORECASE)
 MARKER = ".prepared_by_retrain"
 
@@ -85,9 +86,11 @@ def _flag(value: str) -> bool | None:
     return {0.0: False, 1.0: True}.get(number)
 
 
-def read_ground_truth(path: Path, problems: Problems) -> list[Lesion]:
+def read_ground_truth(path: Path, problems: Problems, seen: set[str] | None = None) -> list[Lesion]:
+    """The good rows; `seen` collects every row's image_id, bad rows' too, so a bad row is
+    reported once, not again as an image or metadata row without ground truth."""
     rows = _read_csv(path, GROUND_TRUTH_COLUMNS, "--ground_truth")
-    lesions, seen = [], set()
+    lesions, seen = [], set() if seen is None else seen
     for line, row in enumerate(rows, start=2):
         image_id = row["image_id"]
         melanoma, keratosis = _flag(row["melanoma"]), _flag(row["seborrheic_keratosis"])
@@ -117,14 +120,27 @@ def check_metadata(path: Path, known_ids: set[str], problems: Problems) -> Count
         seen.add(image_id)
         if image_id not in known_ids:
             problems.add(f"{path}:{line}: {image_id} is not in the ground truth")
-        age = row["age_approximate"]
-        if age.lower() not in ("unknown", "") and not age.replace(".", "", 1).isdigit():
-            problems.add(f"{path}:{line}: {image_id}: age_approximate must be a number or 'unknown', got {age!r}")
+        age = _age_problem(row["age_approximate"])
+        if age:
+            problems.add(f"{path}:{line}: {image_id}: age_approximate {age}, got {row['age_approximate']!r}")
         sex = row["sex"].lower() or "unknown"
         if sex not in ("male", "female", "unknown"):
             problems.add(f"{path}:{line}: {image_id}: sex must be male, female or unknown, got {row['sex']!r}")
         sexes[sex] += 1
     return sexes
+
+
+def _age_problem(age: str) -> str | None:
+    """What is wrong with an age_approximate cell, or None."""
+    if age.lower() in ("unknown", ""):
+        return None
+    try:
+        years = float(age)
+    except ValueError:
+        return "must be a number or 'unknown'"
+    if not 0 <= years <= MAX_AGE:
+        return f"must be between 0 and {MAX_AGE} years"
+    return None
 
 
 def find_images(images_dir: Path) -> dict[str, Path]:
@@ -164,9 +180,9 @@ class Prepared:
 
 def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path | None = None) -> Prepared:
     problems = Problems()
-    lesions = read_ground_truth(ground_truth, problems)
+    ids: set[str] = set()
+    lesions = read_ground_truth(ground_truth, problems, ids)
     found = find_images(images)
-    ids = {lesion.image_id for lesion in lesions}
     for lesion in lesions:
         if lesion.image_id not in found:
             problems.add(f"{lesion.image_id}: in {ground_truth} but no image in {images}")

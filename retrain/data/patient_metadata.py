@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ MOSTLY_NUMERIC = 0.9
 SHOWN_CATEGORIES = 12
 
 Row = dict[str, str]
+
+MAX_AGE = 120  # years: an age column's value outside 0..MAX_AGE is a typo
+_AGE_COLUMN = re.compile(r"(^|_)age($|_)", re.IGNORECASE)  # age, age_approximate, patient_age; not image, stage
 
 
 def is_missing(value: str | None) -> bool:
@@ -284,18 +288,27 @@ def _matcher(table: MetadataTable) -> Callable[[str], str | None]:
     return lambda name: name if name in table.rows else folded.get(name.casefold())
 
 
-def _fitting_rows(table: MetadataTable, image_ids: Iterable[str]) -> list[Row | None]:
+def _match_image(match, image: Path | str) -> str | None:
+    """A row id for an image path: its name without extension, failing that with it. A
+    string is already an id."""
+    if not isinstance(image, Path):
+        return match(image)
+    found = match(image.stem)
+    return match(image.name) if found is None else found
+
+
+def _fitting_rows(table: MetadataTable, images: Iterable[Path | str]) -> list[Row | None]:
     match = _matcher(table)
     rows = []
-    for image_id in image_ids:
-        found = match(image_id)
+    for image in images:
+        found = _match_image(match, image)
         rows.append(None if found is None else table.rows[found])
     return rows
 
 
 def fit_encoding(
     table: MetadataTable,
-    image_ids: Iterable[str],
+    image_ids: Iterable[Path | str],
     columns: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
     numeric: Sequence[str] = (),
@@ -303,8 +316,8 @@ def fit_encoding(
     flag_categorical: str = "--metadata_categorical",
     flag_numeric: str = "--metadata_numeric",
 ) -> MetadataEncoding:
-    """Fit on the training images' rows (ids matched as match_images does; an id without
-    a row is all-missing). The kind of a column is inferred from the whole file, so a
+    """Fit on the training images' rows (image paths matched as match_images matches them,
+    strings as row ids; an image without a row is all-missing). The kind of a column is inferred from the whole file, so a
     value only in validation rows cannot flip it."""
     columns = _names(columns)
     categorical, numeric = _names(categorical) or (), _names(numeric) or ()
@@ -330,6 +343,24 @@ def fit_encoding(
             categories = tuple(sorted({value.lower() for value in values}))
             encodings.append(ColumnEncoding(name, CATEGORICAL, categories=categories))
     return MetadataEncoding(tuple(encodings))
+
+
+def age_warnings(encoding: MetadataEncoding, table: MetadataTable) -> list[str]:
+    """One line per file and numeric age column with values outside 0..MAX_AGE: they are
+    kept as given, but are likely typos (-3, 200) that would skew the column's mean."""
+    lines = []
+    for column in encoding.columns:
+        if column.kind != NUMERIC or not _AGE_COLUMN.search(column.name):
+            continue
+        outside: dict[Path, list[str]] = {}
+        for image_id, row in table.rows.items():
+            number = _number(row.get(column.name, ""))
+            if number is not None and not 0 <= number <= MAX_AGE:
+                outside.setdefault(table.files.get(image_id, table.path), []).append(row[column.name])
+        for path, values in outside.items():
+            lines.append(f"{path}: column {column.name!r} has {len(values)} age(s) outside 0..{MAX_AGE} "
+                         f"(e.g. {', '.join(values[:3])}); used as given, fix them if they are typos")
+    return lines
 
 
 def _names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -443,10 +474,7 @@ def match_images(table: MetadataTable, image_paths: Iterable[Path | str]) -> tup
     used: set[str] = set()
     without_row = 0
     for image_path in image_paths:
-        path = Path(image_path)
-        found = match(path.stem)
-        if found is None:
-            found = match(path.name)
+        found = _match_image(match, Path(image_path))
         if found is None:
             without_row += 1
             rows.append(None)
@@ -482,7 +510,8 @@ def _short(number: float) -> str:
     return f"{number:.1f}" if abs(number) >= 1 or number == 0 else f"{number:.3g}"
 
 
-def describe(encoding: MetadataEncoding, table: MetadataTable | None = None, image_ids: Sequence[str] | None = None) -> list[str]:
+def describe(encoding: MetadataEncoding, table: MetadataTable | None = None,
+             image_ids: Sequence[Path | str] | None = None) -> list[str]:
     """One line per column for the training log: kind, statistics or categories, and
     how many of the given images lack a value."""
     rows = _fitting_rows(table, image_ids) if table is not None and image_ids is not None else None

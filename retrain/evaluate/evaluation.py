@@ -29,16 +29,25 @@ class Predictions:
     patient_rows: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
 
 
-def labelled_images(image_dir: Path, model_labels: list[str]) -> tuple[list[Path], np.ndarray | None]:
+def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tuple[list[Path], np.ndarray | None]:
     """Images with their class index in the model's label order; a folder of loose
-    images (no class folders) is accepted as unlabelled, for predictions only."""
+    images (no class folders) is accepted as unlabelled, for predictions only. Class
+    folders win: loose images beside them are skipped, with one warning."""
     image_dir = Path(image_dir).expanduser()
     if not image_dir.is_dir():
         raise UserError(f"--image_dir {image_dir}: no such directory")
     loose = sorted(p for p in image_dir.iterdir() if p.is_file() and is_image_file(p))
-    if loose:
+    try:
+        tree = scan_image_tree(image_dir)
+    except UserError:
+        if loose:
+            return loose, None
+        raise
+    if loose and not tree.classes:
         return loose, None
-    tree = scan_image_tree(image_dir)
+    if loose and warn:
+        warn(f"--image_dir {image_dir}: {len(loose)} image(s) outside the class folders skipped "
+             f"(first: {loose[0].name})")
     paths, true = [], []
     for image_class in tree.classes:
         if image_class.label not in model_labels:
@@ -129,7 +138,8 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
 
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
-    write_atomically(Path(path).expanduser(), buffer.getvalue().encode())
+    # A file name's own bytes, even where they are not valid UTF-8, so the row names the file.
+    write_atomically(Path(path).expanduser(), buffer.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def isic_scores(probabilities: np.ndarray, labels: list[str], wanted: str) -> np.ndarray | None:
@@ -169,7 +179,7 @@ def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path, progr
     """`progress_factory(total, label)` gives a function told how many images are done;
     `patient_table` (patient_metadata.MetadataTable) gives the patient metadata of a
     model that takes it, matched to the images by id."""
-    paths, true = labelled_images(image_dir, labels)
+    paths, true = labelled_images(image_dir, labels, warn)
     rows = patient_rows(model, patient_table, paths, log, warn) if model.patient_encoding is not None else None
     progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
     probabilities, ok, failures = predict_images(model, paths, labels, progress=progress, rows=rows)

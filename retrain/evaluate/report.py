@@ -44,8 +44,13 @@ def check_report_path(path: Path) -> Path:
     return path
 
 
-def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool) -> None:
-    sections = [_model_section(e, tta) for e in evaluated]
+def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool, warn=None) -> None:
+    """`warn` is told once how many gallery images could no longer be read, and were left out."""
+    undrawn: list[Path] = []
+    sections = [_model_section(e, tta, undrawn) for e in evaluated]
+    if undrawn and warn:
+        warn(f"--report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
+             f"galleries (first: {undrawn[0]})")
     page = _PAGE.format(
         title=html.escape(f"retrain report: {Path(image_dir).name}"),
         heading=html.escape(f"Evaluation of {', '.join(Path(e.model.source).name for e in evaluated)}"),
@@ -55,12 +60,13 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
     )
     path = Path(path).expanduser()
     try:
-        write_atomically(path, page.encode("utf-8"))
+        # A file name that is not valid UTF-8 shows as U+FFFD: the page stays valid text.
+        write_atomically(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
     except OSError as e:
         raise UserError(f"--report {path}: cannot write ({e.strerror or e})") from e
 
 
-def _model_section(evaluated: EvaluatedModel, tta: bool) -> str:
+def _model_section(evaluated: EvaluatedModel, tta: bool, undrawn: list[Path]) -> str:
     model, predictions, result = evaluated.model, evaluated.predictions, evaluated.result
     labels = predictions.labels
     parts = [f"<h2>{html.escape(model.source)}</h2>", _model_table(model, predictions, tta)]
@@ -70,7 +76,7 @@ def _model_section(evaluated: EvaluatedModel, tta: bool) -> str:
                  + _figure(_calibration_png(predictions), "Reliability diagram") + "</div>")
     parts.append(_per_class_table(result, labels))
     parts.append(_operating_points(predictions))
-    parts.append(_galleries(model, predictions))
+    parts.append(_galleries(model, predictions, undrawn))
     return "<section>" + "\n".join(parts) + "</section>"
 
 
@@ -154,7 +160,7 @@ def _operating_points(predictions: Predictions) -> str:
         ["positive class", "chosen by", "threshold", "sensitivity", "specificity"], rows)
 
 
-def _galleries(model: LoadedModel, predictions: Predictions) -> str:
+def _galleries(model: LoadedModel, predictions: Predictions, undrawn: list[Path]) -> str:
     probabilities, true = predictions.probabilities, predictions.true
     predicted = np.argmax(probabilities, axis=1)
     confidence = probabilities[np.arange(len(predicted)), predicted]
@@ -166,11 +172,13 @@ def _galleries(model: LoadedModel, predictions: Predictions) -> str:
             "as in <code>label_image --heatmap</code>.</p>")
     if model.class_activation_maps is None:
         note = f"<p class='note'>No heatmaps: {html.escape(model.no_maps_reason)}.</p>"
-    return (note + "<h3>The most confident mistakes</h3>" + _gallery(model, predictions, mistakes, "no mistakes")
-            + "<h3>The least confident correct answers</h3>" + _gallery(model, predictions, unsure, "none"))
+    return (note + "<h3>The most confident mistakes</h3>" + _gallery(model, predictions, mistakes, "no mistakes", undrawn)
+            + "<h3>The least confident correct answers</h3>" + _gallery(model, predictions, unsure, "none", undrawn))
 
 
-def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, empty: str) -> str:
+def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, empty: str,
+             undrawn: list[Path]) -> str:
+    """Thumbnails of the images at `indices`; one that cannot be read again goes to `undrawn`."""
     if not len(indices):
         return f"<p class='note'>{empty}</p>"
     labels = predictions.labels
@@ -189,6 +197,7 @@ def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, 
         try:
             picture = load_upright(path, THUMBNAIL_SIDE)
         except ImageError:
+            undrawn.append(path)
             continue
         pictures = [picture] + ([overlay(picture, heatmap.grid)] if heatmap is not None else [])
         order = np.argsort(-predictions.probabilities[i], kind="stable")

@@ -109,13 +109,14 @@ def _check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
 
 
-def export_frozen_graph(classifier: Classifier, card: dict, path: Path) -> None:
+def export_frozen_graph(classifier: Classifier, card: dict, path: Path, flag: str = "--output_graph") -> None:
+    """`flag` names the path in errors: intermediate graphs come from --intermediate_output_graphs_dir."""
     path = Path(path).expanduser()
-    _check_writable(path, "--output_graph")
+    _check_writable(path, flag)
     try:
         write_atomically(path, frozen_graph_def(classifier, card).SerializeToString())
     except OSError as e:
-        raise UserError(f"--output_graph {path}: cannot write ({e.strerror or e})") from e
+        raise UserError(f"{flag} {path}: cannot write ({e.strerror or e})") from e
 
 
 def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> None:

@@ -65,6 +65,9 @@ class BottleneckCache:
             with file:
                 file.write(data)
             os.replace(tmp, path)
+        except (NotADirectoryError, FileExistsError) as e:
+            raise UserError(f"cannot write bottleneck cache entry {path}: {_file_in_the_way(path)} is a file, "
+                            "not a folder; pass a folder as --bottleneck_dir") from e
         except OSError as e:
             raise UserError(
                 f"cannot write bottleneck cache entry {path}: {e.strerror or e} "
@@ -73,6 +76,14 @@ class BottleneckCache:
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _file_in_the_way(path: Path) -> Path:
+    """The file that stands where one of `path`'s folders should be."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path.parent
 
 
 def open_cache(bottleneck_dir: Path, backbone) -> BottleneckCache:

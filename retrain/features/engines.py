@@ -14,6 +14,7 @@ TensorFlow runs batches on the main thread instead.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -75,13 +76,24 @@ def _convert(backbone) -> bytes:
         lambda images: backbone.module.features(tf.cast(images, tf.float32)),
         input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8)],
     )
+    from tensorflow.lite.python.convert_phase import ConverterError
+
     trackable = backbone.module if isinstance(backbone.module, tf.Module) else None
     try:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], trackable)
         with native_logs_silenced():
             return converter.convert()
-    except Exception as e:  # the converter raises many types, ConverterError among them
-        raise EngineUnavailable(f"{backbone.identity} does not convert to LiteRT ({type(e).__name__})") from e
+    except (ConverterError, ValueError, TypeError, tf.errors.OpError) as e:  # what an unconvertible model raises
+        raise EngineUnavailable(f"{backbone.identity} does not convert to LiteRT ({_reason(e)})") from e
+
+
+def _reason(error: Exception) -> str:
+    """The error's type and the gist of its message, on one short line: the converter's own
+    message leads with source locations, so its first `error: ...` is kept."""
+    text = str(error)
+    found = re.search(r"error: ([^\n]+)", text)
+    gist = (found.group(1) if found else text.strip().split("\n")[0]).strip()
+    return f"{type(error).__name__}: {gist[:160]}" if gist else type(error).__name__
 
 
 def litert_engine(backbone, threads_per_interpreter: int = 1) -> FeatureEngine:

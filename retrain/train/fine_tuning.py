@@ -101,12 +101,12 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
         raise UserError("--fine_tune_epochs must be at least 1")
     if config.steps is not None and config.steps < 1:
         raise UserError("--fine_tune_steps must be at least 1")
-    if not config.learning_rate > 0:
-        raise UserError("--fine_tune_learning_rate must be positive")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise UserError(f"--fine_tune_learning_rate must be a finite number > 0, got {config.learning_rate}")
     if config.batch_size < 1:
         raise UserError("--fine_tune_batch_size must be at least 1")
-    if config.weight_decay < 0:
-        raise UserError("--fine_tune_weight_decay must be >= 0")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise UserError(f"--fine_tune_weight_decay must be a finite number >= 0, got {config.weight_decay}")
     if config.distribute not in DISTRIBUTE:
         raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE)}")
     check_epoch_augmentation(config.augmentation)
@@ -279,6 +279,10 @@ def fine_tune(
     predict = tf.function(lambda pixels: tf.nn.softmax(net.logits(pixels)), reduce_retracing=True)
 
     def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
+        # Before the checkpoint, so a diverged epoch is never kept; the weights cost little next to an epoch.
+        if not (math.isfinite(trained[0]) and all(np.isfinite(v.numpy()).all() for v in net.trainable)):
+            raise UserError(f"fine-tuning diverged in epoch {epoch}: the training loss became NaN or infinite; "
+                            f"try a lower --fine_tune_learning_rate (now {config.learning_rate:g})")
         scores = _validate(predict, data.validation, data.input_size, data.class_count)
         return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))

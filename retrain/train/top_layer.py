@@ -7,6 +7,7 @@ needs no TensorFlow graph at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -192,12 +193,19 @@ def check_config(config: TrainingConfig) -> None:
         raise UserError(f"--learning_rate_schedule must be one of {', '.join(SCHEDULES)}")
     if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
         raise UserError(f"--early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise UserError(f"--learning_rate must be a finite number > 0, got {config.learning_rate}")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise UserError(f"--weight_decay must be a finite number >= 0, got {config.weight_decay}")
     if not 0 <= config.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {config.dropout}")
     if not 0 <= config.label_smoothing < 1:
         raise UserError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.weight_decay < 0 or config.learning_rate <= 0:
-        raise UserError("--weight_decay must be >= 0 and --learning_rate > 0")
+    if config.validation_batch_size == 0 or config.validation_batch_size < -1:
+        raise UserError(f"--validation_batch_size must be -1 (the whole validation set) or >= 1, "
+                        f"got {config.validation_batch_size}")
+    if config.early_stopping_patience < 0:
+        raise UserError(f"--early_stopping_patience must be >= 0 (0 = off), got {config.early_stopping_patience}")
 
 
 def _evaluation_periods(steps: int, interval: int) -> list[range]:
@@ -232,12 +240,17 @@ def train_top_layer(
         for step in period:
             batch = _sample(rng, len(train_y), config.train_batch_size)
             x, y = train_x[batch], train_y[batch]
-            rate = step_once(x, y, step)
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, in one line
+                rate = step_once(x, y, step)
+            if not np.isfinite(layer.bias).all():  # a few numbers: free to check every step
+                _diverged(step, config)
             on_batch(step, 1)
         return x, y, rate
 
     def finish(period: range, trained, seconds: float) -> StepReport:
         x, y, rate = trained
+        if not np.isfinite(layer.weights).all():
+            _diverged(period[-1], config)
         return _step_report(period[-1], layer, x, y, rate, val_x, val_y, config.validation_batch_size, eval_rng)
 
     keep_best = None
@@ -247,6 +260,14 @@ def train_top_layer(
     learner = Learner(train, finish, [*callbacks, *([keep_best] if keep_best else [])])
     learner.fit(_evaluation_periods(config.steps, config.eval_step_interval), layer)
     return keep_best.kept if keep_best and keep_best.kept is not None else layer
+
+
+def _diverged(step: int, config: TrainingConfig) -> None:
+    """A NaN or infinite loss: stop, so no useless model is exported."""
+    from retrain.errors import UserError
+
+    raise UserError(f"training diverged at step {step}: the loss became NaN or infinite; "
+                    f"try a lower --learning_rate (now {config.learning_rate:g})")
 
 
 def _gradient_step(layer: TopLayer, config: TrainingConfig, class_count: int, rng: np.random.Generator):

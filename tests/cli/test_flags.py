@@ -132,11 +132,13 @@ def test_class_weights_balanced_weighs_each_class_by_how_rare_it_is_in_training(
 
 
 def test_metadata_fusion_concat_is_recorded_and_the_metadata_decides_between_look_alike_classes(runs, tmp_path):
-    """Every image of both classes is the same picture; only the age column tells them apart."""
+    """Every image of both classes is the same picture (so --keep_duplicates keeps the validation set); only
+    the age column tells them apart."""
     rows = [f"{label}{i},{age + i % 3}" for label, age in (("old", 75), ("young", 25)) for i in range(10)]
     (tmp_path / "ages.csv").write_text("image_id,age\n" + "\n".join(rows) + "\n")
     result, out = runs.retrain("concat", "--metadata", tmp_path / "ages.csv", "--metadata_fusion", "concat",
-                               "--how_many_training_steps", 2000, "--learning_rate", 0.005, trees=runs.grey_trees(20))
+                               "--how_many_training_steps", 2000, "--learning_rate", 0.005, "--keep_duplicates",
+                               trees=runs.grey_trees(20))
     assert "Validation with patient metadata AUC = 1.000" in result.stdout, result.stdout
     card = _model_card(out / "g.pb")["patient_metadata"]
     assert card["fusion"] == "concat" and card["columns"] == ["age"]

@@ -18,7 +18,7 @@ def _touch(path: Path):
 
 def test_label_is_lower_case_with_runs_of_other_characters_as_one_space():
     assert label_for_folder("Seborrheic_Keratosis") == "seborrheic keratosis"
-    assert label_for_folder("Benign--2 (old)") == "benign 2 old "
+    assert label_for_folder("Benign--2 (old)") == "benign 2 old"
 
 
 def test_images_in_nested_folders_belong_to_the_class_and_hidden_files_are_ignored(tmp_path):
