@@ -59,8 +59,8 @@ def _write_isic_data(data):
     for set_name, first_id, count in (("Training", 0, 24), ("Validation", 500, 9)):
         rows = [(f"ISIC_{first_id + i:07d}", *list(colours)[i % 3]) for i in range(count)]
         images, _ = write_challenge(data, rows, set_name=set_name)
-        for seed, (image_id, melanoma, keratosis) in enumerate(rows):
-            noisy_colour_image(colours[(melanoma, keratosis)], seed=seed).save(images / f"{image_id}.jpg")
+        for index, (image_id, melanoma, keratosis) in enumerate(rows):  # seeded by id: no validation image copies one
+            noisy_colour_image(colours[(melanoma, keratosis)], seed=first_id + index).save(images / f"{image_id}.jpg")
     return data
 
 
