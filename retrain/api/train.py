@@ -16,6 +16,7 @@ import retrain.api.model_stages as model
 import retrain.api.stages as stages
 from retrain.api.config import RetrainConfig
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
+from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
 from retrain.reporter import Reporter
 
@@ -100,7 +101,7 @@ def check_config(config: RetrainConfig) -> None:
         raise UserError("--tfhub_module and --architecture both name a backbone; pass only one")
     check_image_size(choice.image_size)
     check_top_layer(config.top_layer)
-    _check_percentages(config.data)
+    check_percentages(config.data.validation_percentage, config.data.testing_percentage)
     _check_counts(config)
     check_fine_tuning(config.fine_tuning, None if choice.tfhub_module else sized_config(choice.architecture,
                                                                                         choice.image_size))
@@ -113,16 +114,6 @@ def check_config(config: RetrainConfig) -> None:
         _check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
     check_retrain_outputs(config)
-
-
-def _check_percentages(data) -> None:
-    """As split_images checks them, but before the features are extracted."""
-    for flag, value in (("validation_percentage", data.validation_percentage),
-                        ("testing_percentage", data.testing_percentage)):
-        if not 0 <= value < 100:
-            raise UserError(f"--{flag} must be in [0, 100), got {value}")
-    if data.validation_percentage + data.testing_percentage >= 100:
-        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
 
 
 def _check_counts(config: RetrainConfig) -> None:
@@ -148,6 +139,7 @@ def _check_tflite(tflite) -> None:
 
 def check_retrain_outputs(config: RetrainConfig) -> None:
     """Every file and folder the run will write, against its inputs and each other, before any slow work."""
+    from retrain.export.graph import check_saved_model_dir
     from retrain.export.tflite_format import sidecar_path
     from retrain.outputs import check_outputs
 
@@ -167,11 +159,5 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
                "--output_graph's fine-tuning folder": graph.with_suffix(".finetune")
                if config.fine_tuning.active else None}
     check_outputs(inputs, outputs, folders, replaced=("--saved_model_dir",))
-    _check_saved_model_dir(export.saved_model_dir)
-
-
-def _check_saved_model_dir(directory: Path | None) -> None:
-    """As export_saved_model refuses it, but before training rather than after."""
-    directory = Path(directory).expanduser() if directory else None
-    if directory and directory.is_dir() and any(directory.iterdir()) and not (directory / "saved_model.pb").exists():
-        raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
+    if export.saved_model_dir:
+        check_saved_model_dir(Path(export.saved_model_dir).expanduser())

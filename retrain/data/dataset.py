@@ -188,6 +188,15 @@ class Split:
     notes: list[str]
 
 
+def check_percentages(validation_percentage: float, testing_percentage: float) -> None:
+    """The split's two shares: each in [0, 100) (NaN fails too), with room left for training."""
+    for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):  # flag names
+        if not 0 <= value < 100:
+            raise UserError(f"--{name}_percentage must be in [0, 100), got {value}")
+    if validation_percentage + testing_percentage >= 100:
+        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
+
+
 def split_images(
     images_by_class: list[list[Path]],
     labels: list[str],
@@ -200,11 +209,7 @@ def split_images(
     training, so the classifier still sees it (the original crashed or silently
     dropped the class).
     """
-    for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):  # flag names
-        if not 0 <= value < 100:
-            raise UserError(f"--{name}_percentage must be in [0, 100), got {value}")
-    if validation_percentage + testing_percentage >= 100:
-        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
+    check_percentages(validation_percentage, testing_percentage)
     sets: dict[str, list[tuple[Path, int]]] = {name: [] for name in SETS}
     notes = []
     for index, images in enumerate(images_by_class):

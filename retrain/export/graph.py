@@ -119,11 +119,19 @@ def export_frozen_graph(classifier: Classifier, card: dict, path: Path, flag: st
         raise UserError(f"{flag} {path}: cannot write ({e.strerror or e})") from e
 
 
-def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> None:
-    directory = Path(directory).expanduser()
-    if directory.exists() and any(directory.iterdir()):
+def check_saved_model_dir(directory: Path) -> bool:
+    """Whether `directory` holds an earlier SavedModel to replace; a non-empty folder that is
+    not one is refused, so nothing the user keeps there is deleted."""
+    if directory.is_dir() and any(directory.iterdir()):
         if not (directory / "saved_model.pb").exists():
             raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
+        return True
+    return False
+
+
+def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> None:
+    directory = Path(directory).expanduser()
+    if check_saved_model_dir(directory):
         shutil.rmtree(directory)
     _check_writable(directory, "--saved_model_dir")
     signatures = {"serving_default": classifier.serve}
