@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts in commands/: printing and running commands, one retrain +
 # evaluate + results row. Sourced, not run.
 
@@ -27,11 +28,13 @@ PATH="$("$PYTHON" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$
 #   --validation_dir DIR retrain --validation_dir DIR: DIR is retrain's validation set
 #   --evaluate_on DIR    evaluate the model on DIR and record validation figures
 #   --metadata CSV       patient metadata for retrain and evaluate (repeatable)
+#   --operating_point P  retrain --operating_point P, e.g. melanoma:sensitivity=0.95
+#                        (repeatable); evaluate measures it and the row records it
 # A flag not given is left to the recipe: retrain lets any explicit flag override it.
 retrain_and_record() {
   local image_dir=$1 name=$2 task=$3 architecture=$4
   shift 4
-  local recipe= learning_rate= steps= validation_dir= evaluate_on= metadata_args=()
+  local recipe='' learning_rate='' steps='' validation_dir='' evaluate_on='' metadata_args=() point_args=()
   while [[ $# -gt 0 ]]; do
     [[ $# -ge 2 ]] || die "retrain_and_record: $1 needs a value"
     case $1 in
@@ -41,6 +44,7 @@ retrain_and_record() {
       --validation_dir) validation_dir=$2 ;;
       --evaluate_on) evaluate_on=$2 ;;
       --metadata) [[ -z $2 ]] || metadata_args+=(--metadata "$2") ;;
+      --operating_point) [[ -z $2 ]] || point_args+=(--operating_point "$2") ;;
       *) die "retrain_and_record: unknown option $1" ;;
     esac
     shift 2
@@ -52,7 +56,7 @@ retrain_and_record() {
   if [[ -n $learning_rate ]]; then args+=(--learning_rate "$learning_rate"); fi
   if [[ -n $steps ]]; then args+=(--how_many_training_steps "$steps"); fi
   if [[ -n $validation_dir ]]; then args+=(--validation_dir "$validation_dir"); fi
-  run retrain "${args[@]}" "${metadata_args[@]}" "${EXTRA[@]}" 2>&1 | tee "$log"
+  run retrain "${args[@]}" "${metadata_args[@]}" "${point_args[@]}" "${EXTRA[@]}" 2>&1 | tee "$log"
   local eval_args=()
   if [[ -n $evaluate_on ]]; then
     local json="$OUT_DIR/logs/$name.validation.json"

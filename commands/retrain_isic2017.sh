@@ -6,6 +6,7 @@
 #
 #   commands/retrain_isic2017.sh DATA_DIR OUT_DIR
 #   RECIPE=finetune TASKS=three_class commands/retrain_isic2017.sh DATA_DIR OUT_DIR
+#   OPERATING_POINT="melanoma:sensitivity=0.9" commands/retrain_isic2017.sh DATA_DIR OUT_DIR
 #
 # DATA_DIR holds ISIC-2017_Training_Data/ and ISIC-2017_Training_Part3_GroundTruth.csv
 # (and optionally the _Validation_ pair and the _metadata.csv files).
@@ -18,16 +19,45 @@
 #   ARCHITECTURE (efficientnet_lite0)
 #   METADATA (0)          1: also give retrain and evaluate the patients' age and sex
 #                         (DATA_DIR's *_Data_metadata.csv) as a second model input
+#   OPERATING_POINT (melanoma:sensitivity=0.95)   retrain --operating_point, given to each
+#                         task that has the named class: the melanoma threshold is chosen on
+#                         the validation set for 95 % sensitivity (screening: a missed melanoma
+#                         costs far more than a needless biopsy) and stored with the model;
+#                         results then record the sensitivity and specificity evaluate measures
+#                         there. So task1_melanoma and three_class get it and
+#                         task2_seborrheic_keratosis (seborrheic keratosis, a benign lesion, vs
+#                         the rest) gets none: it keeps plain scores, as no screening target is
+#                         obvious for it; name one, e.g. "seborrheic_keratosis:specificity=0.9",
+#                         to give it one. Several points separated by spaces; CLASS:sensitivity=S,
+#                         CLASS:specificity=S or CLASS:threshold=T, CLASS one of melanoma nevus
+#                         seborrheic_keratosis other. Empty: no operating point.
 #   RETRAIN_FLAGS         extra retrain flags, e.g. "--class_weights balanced" (set the
-#                         recipe, learning rate and steps with the variables above)
+#                         recipe, learning rate, steps and operating points with the variables
+#                         here)
 #   BOTTLENECK_DIR (OUT_DIR/bottlenecks), PYTHON (python3)
 # With a validation set, retrain trains on the whole training tree but its hash-split
 # test share (--testing_percentage, 10 %) and picks its best step or epoch on the
 # validation set (strong, finetune), so the validation figures in results are not fully
-# independent of training; the test figures are.
+# independent of training; the test figures are. The operating point too is chosen on the
+# validation set, so val_sensitivity meets its target there by construction: what it
+# tells is its interval, not its value. With fewer than 30 validation images of the class, or no
+# validation set, retrain chooses it on out-of-fold training predictions instead
+# (op_chosen_on in results says where); without a validation set nothing is evaluated.
 set -euo pipefail
 
 ALL_TASKS="task1_melanoma task2_seborrheic_keratosis three_class"
+task_classes() {  # the class folders prepare_isic writes for a task
+  case $1 in
+    task1_melanoma) echo "melanoma other" ;;
+    task2_seborrheic_keratosis) echo "seborrheic_keratosis other" ;;
+    three_class) echo "melanoma nevus seborrheic_keratosis" ;;
+  esac
+}
+point_class() {  # melanoma:sensitivity=0.95 -> melanoma ("seborrheic keratosis" -> seborrheic_keratosis)
+  local class=${1%%:*}
+  class=${class,,}
+  echo "${class// /_}"
+}
 if [[ $# -ne 2 ]]; then
   echo "usage: $0 DATA_DIR OUT_DIR" >&2
   exit 2
@@ -41,8 +71,10 @@ LEARNING_RATE=${LEARNING_RATE:-}
 TRAINING_STEPS=${TRAINING_STEPS:-}
 BOTTLENECK_DIR=${BOTTLENECK_DIR:-$OUT_DIR/bottlenecks}
 read -r -a EXTRA <<< "${RETRAIN_FLAGS:-}"
+read -r -a POINTS <<< "${OPERATING_POINT-melanoma:sensitivity=0.95}"
 PYTHON=${PYTHON:-python3}
 METADATA=${METADATA:-0}
+# shellcheck source=commands/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 read -r -a TASK_LIST <<< "$TASKS"
@@ -56,8 +88,25 @@ for flag in "${EXTRA[@]}"; do
     --learning_rate | --learning-rate) die "RETRAIN_FLAGS: set LEARNING_RATE instead of $flag" ;;
     --how_many_training_steps | --how-many-training-steps) die "RETRAIN_FLAGS: set TRAINING_STEPS instead of $flag" ;;
     --validation_dir | --validation-dir) die "RETRAIN_FLAGS: $flag is set by this script (the prepared validation tree)" ;;
+    --operating_point | --operating-point) die "RETRAIN_FLAGS: set OPERATING_POINT instead of $flag (it picks the tasks with the class)" ;;
   esac
 done
+for point in "${POINTS[@]}"; do
+  [[ $point == *:* ]] || die "OPERATING_POINT: $point: name the class, e.g. melanoma:sensitivity=0.95"
+  [[ " melanoma nevus seborrheic_keratosis other " == *" $(point_class "$point") "* ]] \
+    || die "OPERATING_POINT: $point: no task has class ${point%%:*}; the classes are melanoma nevus seborrheic_keratosis other"
+done
+
+points_for() {  # retrain_and_record's --operating_point options for a task: the points naming one of its classes
+  local task=$1 point
+  for point in "${POINTS[@]}"; do
+    if [[ " $(task_classes "$task") " == *" $(point_class "$point") "* ]]; then
+      printf '%s\n' --operating_point "$point"
+    else
+      echo "note: $task has no class ${point%%:*}: no --operating_point $point for it" >&2
+    fi
+  done
+}
 
 prepare() {  # prepare SET (Training or Validation) into OUT_DIR/<set>
   local set=$1 target=$2
@@ -95,8 +144,9 @@ fi
 for task in "${TASK_LIST[@]}"; do
   validation=
   [[ -n $HAVE_VALIDATION ]] && validation="$OUT_DIR/validation/$task"
+  mapfile -t point_args < <(points_for "$task")
   retrain_and_record "$OUT_DIR/train/$task" "$task" "$task" "$ARCHITECTURE" --recipe "$RECIPE" \
     --learning_rate "$LEARNING_RATE" --steps "$TRAINING_STEPS" --validation_dir "$validation" --evaluate_on "$validation" \
-    "${METADATA_FILES[@]}"
+    "${METADATA_FILES[@]}" "${point_args[@]}"
 done
 write_markdown

@@ -156,3 +156,88 @@ def format_report(result: dict, labels: list[str]) -> str:
             f"Specificity at 95% sensitivity = {b['specificity_at_95_sensitivity']:.3f}",
         ]
     return "\n".join(lines)
+
+
+def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion: unlike the normal approximation it
+    stays inside [0, 1] and is honest for the small counts of a validation set."""
+    if count == 0:
+        return float("nan"), float("nan")
+    p = successes / count
+    centre = (p + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its count and 95 % Wilson interval."""
+
+    value: float
+    successes: int
+    count: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, successes: int, count: int) -> "Rate":
+        return cls(_ratio(successes, count), int(successes), int(count), *wilson_interval(successes, count))
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "successes": self.successes, "count": self.count,
+                "interval": [self.low, self.high]}
+
+    def __str__(self) -> str:
+        if not self.count:
+            return "n/a (none)"
+        return f"{100 * self.value:.1f}% ({self.successes}/{self.count}, 95% CI {100 * self.low:.0f}-{100 * self.high:.0f}%)"
+
+
+def sensitivity_specificity(scores: np.ndarray, positive: np.ndarray, threshold: float) -> tuple[Rate, Rate]:
+    """Sensitivity and specificity of "score >= threshold means positive"."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    over = scores >= threshold
+    return Rate.of(int((over & positive).sum()), int(positive.sum())), Rate.of(int((~over & ~positive).sum()),
+                                                                               int((~positive).sum()))
+
+
+def expected_calibration_error(probabilities: np.ndarray, true: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE (Guo et al. 2017): the gap between confidence and accuracy, averaged over
+    equal-width confidence bins weighted by their share of images."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if not len(probabilities):
+        return float("nan")
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gaps = [abs(confidence[which == b].mean() - correct[which == b].mean()) * (which == b).mean()
+            for b in range(bins) if (which == b).any()]
+    return float(np.sum(gaps))
+
+
+def reliability_bins(probabilities: np.ndarray, true: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) per non-empty confidence bin, for a reliability diagram."""
+    probabilities = np.asarray(probabilities, np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [(float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def negative_log_likelihood(probabilities: np.ndarray, true: np.ndarray) -> float:
+    probabilities = np.asarray(probabilities, np.float64)
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(true)), np.asarray(true)], 1e-12, 1.0))))
+
+
+def auc_interval(scores: np.ndarray, positive: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """An approximate 95 % interval of the ROC AUC (Hanley & McNeil 1982), from the AUC and the
+    two class counts alone: cheap enough for every class and subgroup."""
+    positive = np.asarray(positive, bool)
+    auc, n_pos, n_neg = roc_auc(scores, positive), int(positive.sum()), int((~positive).sum())
+    if np.isnan(auc):
+        return float("nan"), float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    half = z * np.sqrt(max(variance, 0.0))
+    return float(max(0.0, auc - half)), float(min(1.0, auc + half))

@@ -15,6 +15,7 @@ from retrain.api.classify import Classification, classify
 from retrain.api.config import (
     BackboneChoice,
     DataConfig,
+    DecisionConfig,
     ExportConfig,
     FeatureConfig,
     MonitorConfig,
@@ -24,6 +25,7 @@ from retrain.api.config import (
     TFLiteConfig,
 )
 from retrain.api.evaluate import Evaluation, evaluate
+from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.train import RetrainResult, train
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
@@ -32,8 +34,8 @@ from retrain.train.fine_tuning import FineTuneConfig
 from retrain.train.top_layer import ClassWeights, TrainingConfig
 
 __all__ = [
-    "BackboneChoice", "ClassWeights", "CopyAugmentation", "DataConfig", "EpochAugmentation", "ExportConfig",
+    "BackboneChoice", "ClassWeights", "CopyAugmentation", "DataConfig", "DecisionConfig", "EpochAugmentation", "ExportConfig",
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
     "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "classify", "Evaluation",
-    "evaluate",
+    "evaluate", "OperatingPointUpdate", "set_operating_point",
 ]

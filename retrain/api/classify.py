@@ -3,9 +3,13 @@ prints, as a value a script can use."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
+import numpy as np
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
@@ -13,14 +17,86 @@ from retrain.export.tflite_format import is_tflite_file
 from retrain.native_logs import import_tensorflow
 from retrain.predict import heatmaps, prediction
 from retrain.predict.heatmaps import Heatmap
-from retrain.predict.loaded_model import FeedOverrides, LoadedModel
+from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.prediction import Prediction
 from retrain.reporter import Reporter
+from retrain.train.operating_points import OperatingPoint, points_from_card
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One stored operating point applied to this image: a screening call (refer or not) with
+    what its threshold achieved where it was chosen, so the call is read with its error rates."""
+
+    point: OperatingPoint
+    score: float
+
+    @property
+    def positive(self) -> bool:
+        return self.score >= self.point.threshold
+
+    def line(self) -> str:
+        """ "Decision: melanoma 0.412 >= threshold 0.214 -> POSITIVE: refer for review (...)"."""
+        point = self.point
+        score, threshold = _distinct(self.score, point.threshold)
+        if self.positive:
+            call = f">= threshold {threshold} -> POSITIVE: refer for review"
+        else:
+            call = f"< threshold {threshold} -> negative: does not rule out {point.label}"
+        asked = "set by hand" if point.target == "threshold" else f"set for {point.target} {point.value:g}"
+        return (f"Decision: {point.label} {score} {call} (threshold {asked} on {point.chosen_on}, where it gave "
+                f"sensitivity {_percent(point.sensitivity)}, specificity {_percent(point.specificity)})")
+
+    def as_json(self) -> dict:
+        point = self.point
+        return {"label": point.label, "score": round(self.score, 6), "threshold": point.threshold,
+                "target": point.target, "value": point.value, "chosen_on": point.chosen_on,
+                "validation_sensitivity": _finite(point.sensitivity),
+                "validation_specificity": _finite(point.specificity), "positive": self.positive}
+
+
+@dataclass(frozen=True)
+class OodCheck:
+    """The out-of-distribution score of this image against the threshold stored with the model."""
+
+    score: float
+    threshold: float
+
+    @property
+    def flagged(self) -> bool:
+        return self.score > self.threshold
+
+    def warning(self) -> str:
+        return (f"this image is unlike the images the model was trained on (out-of-distribution score "
+                f"{self.score:.3g} > threshold {self.threshold:.3g}): the prediction above may be meaningless; "
+                "check that it is an image of the kind the model was trained on")
+
+    def as_json(self) -> dict:
+        return {"score": round(self.score, 6), "threshold": self.threshold, "flagged": self.flagged}
+
+
+def _distinct(score: float, threshold: float) -> tuple[str, str]:
+    """Both numbers to 3 decimals, or to as many digits as it takes to tell them apart."""
+    shown = f"{score:.3f}", f"{threshold:.3f}"
+    for digits in range(3, 10):
+        if shown[0] != shown[1] or score == threshold:
+            return shown
+        shown = f"{score:.{digits}g}", f"{threshold:.{digits}g}"
+    return shown
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 @dataclass(frozen=True)
 class Classification:
-    """One image's top classes, best first, and the heatmap drawn (or why it could not be)."""
+    """One image's top classes, best first, the decisions of the model's operating points, its
+    out-of-distribution check, and the heatmap drawn (or why it could not be)."""
 
     image: Path
     model: LoadedModel
@@ -28,24 +104,30 @@ class Classification:
     heatmap: Heatmap | None = None
     heatmap_file: Path | None = None  # where the heatmap was asked to be drawn
     heatmap_error: str | None = None  # the heatmap's failure; the predictions are complete regardless
+    decisions: tuple[Decision, ...] = ()  # one per operating point stored with the model
+    ood: OodCheck | None = None  # None: the model has no out-of-distribution check
+    no_operating_point: str | None = None  # why there is no decision, when there is none
+    notes: tuple[str, ...] = ()  # what label_image says about missing checks, one line each
 
     def as_json(self) -> dict:
         """label_image --json."""
         return prediction.prediction_json(self.model, self.image, self.predictions, self.heatmap, self.heatmap_file,
-                                          self.heatmap_error)
+                                          self.heatmap_error, [d.as_json() for d in self.decisions],
+                                          None if self.ood is None else self.ood.as_json(), self.no_operating_point)
 
 
 def classify(
     image: Path, graph: Path | None = None, labels: Path | None = None, top_k: int = 5, tta: bool = False,
     heatmap: Path | None = None, heatmap_class: str | None = None, patient_metadata: str | None = None,
-    architecture: str = DEFAULT_ARCHITECTURE, model_dir: Path | None = None, feed: FeedOverrides = FeedOverrides(),
-    reporter: Reporter = Reporter(),
+    architecture: str = DEFAULT_ARCHITECTURE, model_dir: Path | None = None, feed: FeedOverrides | None = None,
+    reporter: Reporter | None = None,
 ) -> Classification:
     """Classify `image` with the model at `graph` (.pb, SavedModel or .tflite; None: the stock
     ImageNet `architecture`). `labels` is a labels file (default: the model's own);
     `patient_metadata` is "age_approximate=55,sex=female" for a model trained with it; `feed`
     holds tensorflow-for-poets' overrides. A heatmap that cannot be drawn is reported in the
     result, not raised, so the predictions still reach the user."""
+    feed, reporter = feed or FeedOverrides(), reporter or Reporter()
     if heatmap_class is not None and heatmap is None:
         raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
     if top_k < 1:
@@ -63,15 +145,73 @@ def classify(
     label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
     row = prediction.patient_row(model, patient_metadata, reporter.warn)
     pixels = prediction.load_image_for(model, image)
-    predictions = prediction.classify_pixels(model, pixels, label_list, top_k, row)
+    probabilities, ood_score = _scores(model, pixels, row, len(label_list))
+    checked = _checked(model, graph is None, probabilities, ood_score, tta)
+    result = Classification(image, model, prediction.top_k(probabilities, label_list, top_k), **checked)
     if heatmap is None:
-        return Classification(image, model, predictions)
+        return result
     try:
         drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class, None if row is None else row[None])[0]
         heatmaps.write_heatmap(heatmap, image, drawn)
     except UserError as e:
-        return Classification(image, model, predictions, None, heatmap, str(e))
-    return Classification(image, model, predictions, drawn, heatmap)
+        return dataclasses.replace(result, heatmap_file=heatmap, heatmap_error=str(e))
+    return dataclasses.replace(result, heatmap=drawn, heatmap_file=heatmap)
+
+
+def _scores(model: LoadedModel, pixels: np.ndarray, row: np.ndarray | None,
+            label_count: int) -> tuple[np.ndarray, float | None]:
+    """The image's probabilities and, for a model with one, its out-of-distribution score: one pass."""
+    rows = None if row is None else row[None]
+    if model.ood is None:
+        probabilities, score = with_rows(model.predict, pixels[None], rows)[0], None
+    else:
+        both = with_rows(model.ood, pixels[None], rows)
+        probabilities, score = both[0][0], float(np.asarray(both[1]).reshape(-1)[0])
+    if len(probabilities) != label_count:
+        raise UserError(f"labels: {label_count} labels but the model has {len(probabilities)} outputs")
+    return probabilities, score
+
+
+def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_score: float | None,
+             tta: bool) -> dict:
+    """The Classification fields of the stored decisions: the operating points applied, the
+    out-of-distribution check, and a note for each that the model lacks."""
+    card = model.model_card
+    indices = {label: i for i, label in enumerate(model.labels or [])}
+    decisions = tuple(Decision(point, float(probabilities[indices[point.label]]))
+                      for point in points_from_card(card) if point.label in indices)
+    threshold = ((card or {}).get("ood") or {}).get("threshold")
+    ood = None
+    if ood_score is not None and threshold is not None and math.isfinite(threshold):
+        ood = OodCheck(ood_score, float(threshold))
+    missing = None if decisions else _no_point_reason(card, stock)
+    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions))
+    return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "notes": notes}
+
+
+def _no_point_reason(card: dict | None, stock: bool) -> str:
+    if stock:
+        return "the stock ImageNet classifier has no operating point"
+    if card is None:
+        return "the model carries no retrain model card (a tensorflow-for-poets graph, or not exported by retrain)"
+    if "operating_points" not in card:
+        return "the model was exported before retrain stored operating points"
+    return "the model was trained without --operating_point"
+
+
+def _notes(missing: str | None, no_ood: bool, tta: bool) -> tuple[str, ...]:
+    """One line for what the model cannot say (no decision, no out-of-distribution check)."""
+    notes = []
+    if missing is not None:
+        also = "; it has no out-of-distribution check either" if no_ood else ""
+        notes.append(f"no operating point, so no decision: {missing}. The scores above rank the classes; they do "
+                     f"not call one (set_operating_point stores a threshold without retraining){also}")
+    elif no_ood:
+        notes.append("no out-of-distribution check: the model cannot warn that an image is unlike its training images")
+    if tta:
+        notes.append("--tta: the thresholds were chosen on single-view scores; the averaged score may sit a little "
+                     "differently around them")
+    return tuple(notes)
 
 
 def _check_heatmap_path(heatmap: Path, image: Path, graph: Path | None, labels: Path | None) -> None:

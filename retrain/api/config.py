@@ -12,6 +12,7 @@ from pathlib import Path
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.data.augmentation import CopyAugmentation
 from retrain.train.fine_tuning import FineTuneConfig
+from retrain.train.operating_points import OperatingPointSpec
 from retrain.train.top_layer import ClassWeights, TrainingConfig
 
 
@@ -86,6 +87,14 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class DecisionConfig:
+    """What turns scores into decisions. A temperature and an out-of-distribution threshold are
+    always fitted when there are validation images; operating points only when asked for."""
+
+    operating_points: tuple[OperatingPointSpec, ...] = ()
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     data: DataConfig
     backbone: BackboneChoice = field(default_factory=BackboneChoice)
@@ -97,3 +106,4 @@ class RetrainConfig:
     test: TestConfig = field(default_factory=TestConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    decisions: DecisionConfig = field(default_factory=DecisionConfig)

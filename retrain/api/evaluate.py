@@ -3,13 +3,14 @@ writes, as a value a script can use."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from retrain.errors import UserError
 from retrain.evaluate import evaluation
 from retrain.evaluate import report as html_report
+from retrain.evaluate.decisions import Decisions, measure_decisions
 from retrain.evaluate.evaluation import Predictions
 from retrain.export.tflite_format import is_tflite_file
 from retrain.metrics import format_report, positive_class_index
@@ -17,6 +18,8 @@ from retrain.native_logs import import_tensorflow
 from retrain.predict import prediction
 from retrain.predict.loaded_model import LoadedModel
 from retrain.reporter import Reporter
+
+DEFAULT_REPORTER = Reporter()  # prints lines and warnings, shows no progress
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,13 @@ class GraphEvaluation:
     model: LoadedModel
     predictions: Predictions
     metrics: dict | None  # retrain.metrics.evaluate_probabilities; None for a folder of unlabelled images
+    decisions: Decisions | None = None  # the stored operating points, calibration, ood flags and subgroups, measured
+
+    def as_json(self) -> dict | None:
+        """The metrics and the decisions' figures, as --json writes them; None without metrics."""
+        if self.metrics is None:
+            return None
+        return {**self.metrics, **(self.decisions.as_dict() if self.decisions is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,9 @@ class Evaluation:
         return {str(g.graph): g.metrics for g in self.graphs if g.metrics is not None}
 
     def as_json(self) -> dict:
-        """What --json writes: one model's metrics, or several by graph path (NaN is written as null)."""
-        measured = self.metrics
+        """What --json writes: one model's metrics and decisions' figures (GraphEvaluation.as_json), or
+        several by graph path (NaN is written as null)."""
+        measured = {str(g.graph): g.as_json() for g in self.graphs if g.metrics is not None}
         return next(iter(measured.values())) if len(measured) == 1 else measured
 
 
@@ -48,11 +59,11 @@ def evaluate(
     graphs: Sequence[Path], image_dir: Path, labels: Sequence[Path] = (), tta: bool = False,
     patient_metadata: Sequence[Path] = (), json_path: Path | None = None, plot: Path | None = None,
     report: Path | None = None, predictions: Path | None = None, isic_submission: bool = False,
-    reporter: Reporter = Reporter(), training_dir: Path | None = None,
+    reporter: Reporter = DEFAULT_REPORTER, training_dir: Path | None = None,
 ) -> Evaluation:
     """Classify every image under `image_dir` with each model and measure it. `labels`: one
-    labels file per graph (default: the models' own); `patient_metadata`: CSV files for models
-    trained with it; `training_dir`: the images the models trained on, to warn of copies of them
+    labels file per graph (default: the models' own); `patient_metadata`: CSV files of patient
+    metadata, the input of models trained with it and, for any model, the subgroups; `training_dir`: the images the models trained on, to warn of copies of them
     among the images measured. Each line the evaluate command prints goes to `reporter.log`, as
     soon as it is known."""
     log, warn, progress = reporter.log, reporter.warn, reporter.progress
@@ -149,7 +160,7 @@ def _evaluate_graph(graph: Path, labels_file: Path | None, image_dir: Path, tta:
     if label_list is None:
         raise UserError(f"--graph {graph}: carries no labels; pass --labels")
     if table is not None and model.patient_encoding is None:
-        warn(f"--metadata ignored for {graph}: the model takes no patient metadata")
+        log(f"--metadata: {graph} takes no patient metadata; its rows serve the subgroups only")
     predicted, metrics = evaluation.evaluate_model(model, label_list, image_dir, progress, table, log, warn)
     for failure in predicted.failures:
         warn(f"skipped {failure.path}: {failure.reason}")
@@ -158,7 +169,13 @@ def _evaluate_graph(graph: Path, labels_file: Path | None, image_dir: Path, tta:
         log(f"{len(predicted.paths)} unlabelled images classified (no metrics without class folders)")
     else:
         log(format_report(metrics, label_list))
-    return GraphEvaluation(graph, model, predicted, metrics)
+    decisions = measure_decisions(model.model_card, predicted)
+    for line in decisions.lines(str(graph)):
+        log(line)
+    if tta and decisions.points:
+        log("--tta: the thresholds were chosen on single-view scores; the averaged scores may sit a little "
+            "differently around them")
+    return GraphEvaluation(graph, model, predicted, metrics, decisions)
 
 
 def _numbered(path: Path, index: int) -> Path:
@@ -175,7 +192,7 @@ def _plot_roc(evaluated: GraphEvaluation, target: Path, log) -> None:
 
 
 def _write_report(path: Path, result: Evaluation, image_dir: Path, tta: bool, log, warn) -> None:
-    reported = [html_report.EvaluatedModel(g.model, g.predictions, g.metrics) for g in result.graphs
+    reported = [html_report.EvaluatedModel(g.model, g.predictions, g.metrics, g.decisions) for g in result.graphs
                 if g.metrics is not None]
     if not reported:
         warn(f"--report {path}: not written: the images have no class folders, so there is nothing to measure")
@@ -187,9 +204,9 @@ def _write_report(path: Path, result: Evaluation, image_dir: Path, tta: bool, lo
 def _write_predictions(path: Path, isic_submission: bool, result: Evaluation, log) -> None:
     runs = [g.predictions for g in result.graphs]
     if not isic_submission:
-        for index, run in enumerate(runs):
+        for index, (graph, run) in enumerate(zip(result.graphs, runs)):
             target = path if len(runs) == 1 else _numbered(path, index)
-            evaluation.write_predictions(target, run.paths, run.probabilities, run.labels, run.true)
+            evaluation.write_predictions(target, run, evaluation.ood_threshold(graph.model.model_card))
             log(f"Wrote {target}")
         return
     melanoma = _first_scores(runs, "melanoma")

@@ -163,9 +163,12 @@ class TestFigures:
 
 
 def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig, seed: int | None,
-                   reporter: Reporter) -> TestFigures:
-    """Final test accuracy and AUC on the test set (or a sample of it, --test_batch_size)."""
+                   reporter: Reporter, uncalibrated: TopLayer | None = None) -> TestFigures:
+    """Final test accuracy, AUC and calibration error on the test set (or a sample of it,
+    --test_batch_size); with `uncalibrated`, its calibration error too, the honest check of
+    a temperature fitted on validation."""
     from retrain.api.stages import format_auc
+    from retrain.metrics import expected_calibration_error
 
     if not len(test):
         return TestFigures(None, 0)
@@ -176,6 +179,11 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     test_accuracy = accuracy(predictions, test.y[chosen])
     reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
     reporter.log(format_auc("Final test", predictions, test.y[chosen], sets.labels))
+    ece = f"Final test expected calibration error = {expected_calibration_error(predictions, test.y[chosen]):.3f}"
+    if uncalibrated is not None and uncalibrated is not layer:
+        before = uncalibrated.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
+        ece += f" ({expected_calibration_error(before, test.y[chosen]):.3f} before calibration)"
+    reporter.log(ece)
     if config.print_misclassified:
         reporter.log("=== MISCLASSIFIED TEST IMAGES ===")
         for row, index in enumerate(chosen):
@@ -195,21 +203,29 @@ class ExportedFiles:
 
 
 def export_model(backbone, layer: TopLayer, card: dict, sets: Sets, validation: Arrays, history: list,
-                 export: ExportConfig, seed: int | None, reporter: Reporter) -> ExportedFiles:
-    """The frozen graph and labels, then the SavedModel, the training plot and the .tflite asked for."""
+                 export: ExportConfig, seed: int | None, reporter: Reporter, ood=None) -> ExportedFiles:
+    """The frozen graph and labels, then the SavedModel, the training plot and the .tflite asked
+    for, each with its model card in words beside it."""
     from retrain.export.graph import (
         Classifier,
         export_frozen_graph,
         export_saved_model,
         write_labels,
     )
+    from retrain.export.model_card import (
+        model_card_markdown_path,
+        write_model_card_markdown,
+    )
 
-    classifier = Classifier(backbone, layer, export.final_tensor_name)
+    classifier = Classifier(backbone, layer, export.final_tensor_name, ood)
     export_frozen_graph(classifier, card, export.output_graph)
     write_labels(export.output_labels, sets.labels)
-    reporter.log(f"Wrote {export.output_graph} and {export.output_labels}")
+    write_model_card_markdown(card, model_card_markdown_path(export.output_graph))
+    reporter.log(f"Wrote {export.output_graph}, {export.output_labels} and "
+                 f"{model_card_markdown_path(export.output_graph)}")
     if export.saved_model_dir:
         export_saved_model(classifier, card, export.saved_model_dir)
+        write_model_card_markdown(card, model_card_markdown_path(export.saved_model_dir))
         reporter.log(f"Wrote SavedModel {export.saved_model_dir}")
     probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
     plot = plot_training(export.output_graph, history, probabilities, validation.y, sets.labels, reporter)

@@ -119,6 +119,25 @@ class Sets:
     split: Split
 
 
+def metadata_rows(table, pairs: list[tuple[Path, int]]) -> list:
+    """Each image's raw patient metadata row (None where the table has none), for subgroups."""
+    from retrain.data.patient_metadata import match_images
+
+    return match_images(table, [path for path, _ in pairs])[0]
+
+
+def data_card(sets: Sets, data: DataConfig) -> dict:
+    """Where the images came from and how many of each class each set has, for the model card."""
+    def counts(pairs: list[tuple[Path, int]]) -> dict:
+        return {label: sum(1 for _, c in pairs if c == index) for index, label in enumerate(sets.labels)}
+
+    split = sets.split
+    return {"image_dir": str(data.image_dir), "validation_dir": None if data.validation_dir is None else str(data.validation_dir),
+            "test_dir": None if data.test_dir is None else str(data.test_dir),
+            "counts": {"training": counts(split.training), "validation": counts(split.validation),
+                       "test": counts(split.test)}}
+
+
 def split_sets(trees: Trees, features: Features, data: DataConfig, reporter: Reporter) -> Sets:
     """Classes with a readable image, split by retrain.py's hash, plus the held-out trees."""
     labels, images_by_class = [], []

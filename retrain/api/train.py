@@ -15,9 +15,11 @@ from pathlib import Path
 import retrain.api.model_stages as model
 import retrain.api.stages as stages
 from retrain.api.config import RetrainConfig
+from retrain.api.decision_stages import decide
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
+from retrain.train.operating_points import resolve_label
 from retrain.reporter import Reporter
 
 
@@ -41,15 +43,17 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     trees = stages.scan_trees(config.data, reporter)
     if config.class_weights:
         config.class_weights.check(trees.image_tree.labels)  # a typo fails before slow work
+    for spec in config.decisions.operating_points:
+        resolve_label(spec, trees.image_tree.labels)
     trees = stages.scan_held_out(trees, config.data, reporter)
     backbone = stages.build_backbone(config.backbone, config.fine_tuning.layers)
     features = stages.extract_features(trees, backbone, config.features.bottleneck_dir, reporter)
     sets = stages.split_sets(trees, features, config.data, reporter)
     patients = stages.encode_patients(table, config.patient, sets.split, reporter) if table is not None else None
     rows = patients.rows if patients else (None, None, None)
-    training, validation, test = (stages.set_arrays(pairs, features, backbone.feature_size, patient) for pairs, patient
-                                  in zip((sets.split.training, sets.split.validation, sets.split.test), rows))
-    training = stages.with_distorted_copies(training, [p for p, _ in sets.split.training], config.features.augmentation,
+    plain, validation, test = (stages.set_arrays(pairs, features, backbone.feature_size, patient) for pairs, patient
+                               in zip((sets.split.training, sets.split.validation, sets.split.test), rows))
+    training = stages.with_distorted_copies(plain, [p for p, _ in sets.split.training], config.features.augmentation,
                                             config.features.distorted_copies, backbone, features, reporter)
     trained = model.fit_top_layer(sets, training, validation, config.top_layer, config.class_weights, backbone,
                                   config.export, config.monitor, reporter)
@@ -64,9 +68,16 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
         layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, trained.config,
                                             backbone if config.fine_tuning.active else None, reporter)
         card["patient_metadata"] = stages.patient_card(patients, config.patient.fusion)
-    figures = model.test_top_layer(layer, test, sets, config.test, config.top_layer.random_seed, reporter)
-    files = model.export_model(backbone, layer, _model_card(backbone, sets, config, card), sets, validation,
-                               trained.history, config.export, config.top_layer.random_seed, reporter)
+    if config.fine_tuning.active:
+        plain = stages.tuned_features(backbone, sets.split.training, reporter.warn).apply(plain)
+    decisions = decide(layer, sets, plain, validation, config.decisions, trained.config,
+                       not config.fine_tuning.active and not patients, reporter,
+                       stages.metadata_rows(table, sets.split.validation) if table is not None else None)
+    figures = model.test_top_layer(decisions.layer, test, sets, config.test, config.top_layer.random_seed, reporter,
+                                   uncalibrated=layer)
+    card = {**card, **decisions.card, "training_data": stages.data_card(sets, config.data)}
+    files = model.export_model(backbone, decisions.layer, _model_card(backbone, sets, config, card), sets, validation,
+                               trained.history, config.export, config.top_layer.random_seed, reporter, decisions.ood)
     return RetrainResult(sets.labels, figures.accuracy, figures.count, features.computed, features.reused,
                          features.failures, files)
 
@@ -140,6 +151,7 @@ def _check_tflite(tflite) -> None:
 def check_retrain_outputs(config: RetrainConfig) -> None:
     """Every file and folder the run will write, against its inputs and each other, before any slow work."""
     from retrain.export.graph import check_saved_model_dir
+    from retrain.export.model_card import model_card_markdown_path
     from retrain.export.tflite_format import sidecar_path
     from retrain.outputs import check_outputs
 
@@ -151,8 +163,10 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
               "--tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}
     tflite = Path(export.tflite.output).expanduser() if export.tflite else None
     outputs = {"--output_graph": graph, "--output_labels": export.output_labels,
-               "--output_graph's training plot": graph.with_suffix(".training.png"), "--tflite_output": tflite,
-               "--tflite_output's sidecar": sidecar_path(tflite) if tflite else None}
+               "--output_graph's training plot": graph.with_suffix(".training.png"),
+               "--output_graph's model card": model_card_markdown_path(graph), "--tflite_output": tflite,
+               "--tflite_output's sidecar": sidecar_path(tflite) if tflite else None,
+               "--tflite_output's model card": model_card_markdown_path(tflite) if tflite else None}
     folders = {"--saved_model_dir": export.saved_model_dir, "--summaries_dir": monitor.summaries_dir,
                "--intermediate_output_graphs_dir": monitor.intermediate_graphs_dir
                if monitor.intermediate_store_frequency else None,

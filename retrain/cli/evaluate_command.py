@@ -14,24 +14,28 @@ from retrain.reporter import Reporter
          help="Frozen .pb or SavedModel folder; repeat for several models (e.g. the two ISIC task models).")
 @option("labels", type=PATH, multiple=True, help="Labels file per --graph [default: the labels stored in the model].")
 @option("image_dir", type=PATH, required=True, help="Class-per-folder tree (or a folder of unlabelled images).")
-@click.option("--json", "json_path", type=PATH, default=None, help="Write the metrics as JSON.")
+@click.option("--json", "json_path", type=PATH, default=None, help="Write the metrics as JSON, with the operating points, calibration, ood flags and subgroups.")
 @option("plot", type=PATH, default=None, help="Draw ROC curves to this PNG.")
 @option("report", type=PATH, default=None,
-         help="Write one self-contained HTML page (opens offline): the figures, ROC curves, confusion matrix, "
-              "calibration, operating points, and the mistakes with their heatmaps.")
-@option("predictions", type=PATH, default=None, help="Write per-image probabilities as CSV.")
+         help="Write one self-contained HTML page (opens offline): the model card, the figures, ROC curves with the "
+              "stored operating points, confusion matrix, calibration, out-of-distribution flags, subgroups (with "
+              "--metadata), and the mistakes with their heatmaps.")
+@option("predictions", type=PATH, default=None,
+        help="Write per-image probabilities as CSV (with the ood score and flag for a model that has them).")
 @option("isic_submission", is_flag=True, help="Write --predictions in the ISIC 2017 submission format.")
 @option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
 @option("metadata", type=PATH, multiple=True,
-         help="Patient metadata CSV (image_id + columns), for models trained with --metadata; rows matched by image "
-              "id. Repeat for several files.")
+         help="Patient metadata CSV (image_id + columns), rows matched by image id: the second input of models "
+              "trained with --metadata, and for any model the figures by subgroup (sex, age band, other categorical "
+              "columns). Repeat for several files.")
 @option("training_dir", type=PATH, default=None,
         help="The images the models trained on: warn of, and list, images under --image_dir that copy one of them "
              "(same bytes, or the same picture resized or re-encoded).")
 @reports_user_errors
 def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isic_submission, tta, metadata,
              training_dir):
-    """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix and more."""
+    """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix, the stored operating
+    points, calibration, out-of-distribution flags, and subgroups."""
     from retrain.api.evaluate import evaluate as run_evaluation
 
     run_evaluation(graph, image_dir, labels=labels, tta=tta, patient_metadata=metadata, json_path=json_path, plot=plot,

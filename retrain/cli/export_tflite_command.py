@@ -33,6 +33,7 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     _check_outputs(saved_model_dir, output, image_dir, reference_graph)
     import_tensorflow()
     from retrain.export import tflite as tflite_export
+    from retrain.export.model_card import model_card_markdown_path
     from retrain.predict.parity import report_parity
 
     training, held_back = [], []
@@ -42,7 +43,8 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     if quantization == "int8" or (quantization == "dynamic" and image_dir is not None and representative_images > 0):
         representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
     export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=click.echo, warn=warn)
-    click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}) and {export.sidecar}")
+    click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}), {export.sidecar} and "
+               f"{model_card_markdown_path(export.path)}")
     if image_dir is None:
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:
@@ -53,6 +55,7 @@ def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:
     """Before TensorFlow loads: the .tflite and its sidecar must not land on an input."""
     from pathlib import Path
 
+    from retrain.export.model_card import model_card_markdown_path
     from retrain.export.tflite_format import is_tflite_file, sidecar_path
     from retrain.outputs import check_outputs
 
@@ -61,4 +64,5 @@ def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:
     check_outputs({"--saved_model_dir": saved_model_dir, "--image_dir": image_dir, "--reference_graph": reference,
                    "--reference_graph's sidecar": sidecar_path(reference)
                    if reference is not None and is_tflite_file(reference) else None},
-                  {"--output": output, "--output's sidecar": sidecar_path(output)})
+                  {"--output": output, "--output's sidecar": sidecar_path(output),
+                   "--output's model card": model_card_markdown_path(output)})

@@ -30,15 +30,17 @@ from retrain.errors import UserError
               "--heatmap_class) lies. Needs a .pb or SavedModel from retrain, or the stock model.")
 @option("heatmap_class", default=None, help="Label whose heatmap --heatmap draws [default: the top class].")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: labels with scores best first, model, input size; with --heatmap, "
-                   "the map as a grid of numbers in [0, 1] at the network's own resolution.")
+              help="Print one JSON object: labels with scores best first, model, input size, the decision of each "
+                   "stored operating point, the out-of-distribution check; with --heatmap, the map as a grid of "
+                   "numbers in [0, 1] at the network's own resolution.")
 @option("metadata", default=None,
          help="The patient's metadata, for a model trained with --metadata: \"age_approximate=55,sex=female\" "
               "(columns left out count as missing).")
 @reports_user_errors
 def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatmap, heatmap_class, as_json, metadata,
                 **feed):
-    """Print the top predictions for one image, best first."""
+    """Print the top predictions for one image, best first, then the decision of each operating point
+    stored with the model (a screening call at a threshold, not a diagnosis)."""
     import json
 
     from retrain.api.classify import classify
@@ -53,6 +55,12 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     else:
         for predicted in result.predictions:
             click.echo(f"{predicted.label} (score={predicted.score:.5f})")
+        for decision in result.decisions:
+            click.echo(decision.line())
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+    if result.ood is not None and result.ood.flagged:
+        warn(result.ood.warning())
     if result.heatmap_error is not None:
         raise UserError(f"{result.heatmap_error} (the prediction above is complete; only the heatmap failed)")
     if result.heatmap is not None:

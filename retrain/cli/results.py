@@ -1,7 +1,8 @@
 """The results table the batch scripts in commands/ collect: one row per retrain run.
 
 `python -m retrain.cli.results add ...` appends a row from a retrain log (held-out test
-figures) and an optional `evaluate --json` file (validation figures);
+figures) and an optional `evaluate --json` file (validation figures, with the sensitivity
+and specificity at the model's stored operating points when it has any);
 `python -m retrain.cli.results markdown results.csv` prints the table as Markdown.
 
 A row records the --recipe, learning rate and step count the run used: a value the
@@ -13,13 +14,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
 import click
 
-COLUMNS = ["task", "architecture", "recipe", "metadata", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy", "val_auc"]
+COLUMNS = ["task", "architecture", "recipe", "metadata", "steps", "learning_rate", "test_accuracy", "test_auc", "val_accuracy",
+           "val_auc", "operating_point", "op_threshold", "op_chosen_on", "val_sensitivity", "val_sensitivity_ci",
+           "val_specificity", "val_specificity_ci"]
 
 
 def figures_from_retrain_log(text: str) -> dict[str, str]:
@@ -45,7 +49,33 @@ def figures_from_evaluation(result: dict) -> dict[str, str]:
     return {
         "val_accuracy": f"{result['accuracy']:.4f}",
         "val_auc": "" if auc is None else f"{auc:.4f}",
+        **figures_at_operating_points(result.get("operating_points") or []),
     }
+
+
+def figures_at_operating_points(points: list[dict]) -> dict[str, str]:
+    """Where each stored operating point was set and the sensitivity and specificity (with
+    their 95 % intervals) it gives on the evaluated images; several points are joined by "; "."""
+    columns = {
+        "operating_point": lambda p: f"{p['label'].replace(' ', '_')}:{p['target']}={p['value']:g}",
+        "op_threshold": lambda p: _number(p.get("threshold")),
+        "op_chosen_on": lambda p: p.get("chosen_on") or "",
+        "val_sensitivity": lambda p: _number(p["sensitivity"].get("value")),
+        "val_sensitivity_ci": lambda p: _interval(p["sensitivity"].get("interval")),
+        "val_specificity": lambda p: _number(p["specificity"].get("value")),
+        "val_specificity_ci": lambda p: _interval(p["specificity"].get("interval")),
+    }
+    return {name: "; ".join(cell(p) for p in points) for name, cell in columns.items()} if points else {}
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
+
+
+def _interval(bounds) -> str:
+    """ "0.7870-0.9820"; empty when there were no images to count."""
+    low, high = (_number(b) for b in bounds or (None, None))
+    return f"{low}-{high}" if low and high else ""
 
 
 def effective_settings(recipe: str, steps: str, learning_rate: str) -> dict[str, str]:

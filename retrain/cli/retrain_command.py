@@ -9,6 +9,7 @@ import click
 from retrain.api.config import (
     BackboneChoice,
     DataConfig,
+    DecisionConfig,
     ExportConfig,
     FeatureConfig,
     MonitorConfig,
@@ -26,6 +27,7 @@ from retrain.native_logs import import_tensorflow
 from retrain.reporter import Reporter
 from retrain.train.distribution import DISTRIBUTE
 from retrain.train.fusion import FUSIONS
+from retrain.train.operating_points import parse_operating_point
 from retrain.train.recipes import RECIPES, apply_recipe
 from retrain.train.top_layer import (
     EARLY_STOPPING_METRICS,
@@ -153,10 +155,18 @@ _PATIENT_FLAGS = (
              "trained on image features and metadata side by side."),
 )
 
+# From scores to decisions.
+_DECISION_FLAGS = (
+    option("operating_point", multiple=True,
+        help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T (the class may be omitted for two "
+             "classes): the threshold above which CLASS is called, chosen on the validation set and stored with "
+             "the model. Repeatable. E.g. melanoma:sensitivity=0.95."),
+)
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @with_flags(_INPUT_AND_OUTPUT_FLAGS, _TOP_LAYER_FLAGS, _SET_AND_EXPORT_FLAGS, _RECIPE_FLAGS, _AUGMENTATION_FLAGS,
-            _FINE_TUNE_FLAGS, _PATIENT_FLAGS)
+            _FINE_TUNE_FLAGS, _PATIENT_FLAGS, _DECISION_FLAGS)
 @reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
@@ -201,6 +211,7 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
                             flags["final_tensor_name"], tflite, flags["recipe"]),
         monitor=MonitorConfig(flags["summaries_dir"], flags["intermediate_output_graphs_dir"],
                               flags["intermediate_store_frequency"]),
+        decisions=DecisionConfig(tuple(parse_operating_point(text) for text in flags["operating_point"])),
     )
 
 

@@ -34,7 +34,7 @@ SHOWN_CATEGORIES = 12
 Row = dict[str, str]
 
 MAX_AGE = 120  # years: an age column's value outside 0..MAX_AGE is a typo
-_AGE_COLUMN = re.compile(r"(^|_)age($|_)", re.IGNORECASE)  # age, age_approximate, patient_age; not image, stage
+AGE_COLUMN = re.compile(r"(^|_)age($|_)", re.IGNORECASE)  # age, age_approximate, patient_age; not image, stage
 
 
 def is_missing(value: str | None) -> bool:
@@ -350,7 +350,7 @@ def age_warnings(encoding: MetadataEncoding, table: MetadataTable) -> list[str]:
     kept as given, but are likely typos (-3, 200) that would skew the column's mean."""
     lines = []
     for column in encoding.columns:
-        if column.kind != NUMERIC or not _AGE_COLUMN.search(column.name):
+        if column.kind != NUMERIC or not AGE_COLUMN.search(column.name):
             continue
         outside: dict[Path, list[str]] = {}
         for image_id, row in table.rows.items():

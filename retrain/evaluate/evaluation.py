@@ -27,6 +27,15 @@ class Predictions:
     labels: list[str]
     failures: list[ImageError]
     patient_rows: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
+    ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores, when the model stores a threshold
+    metadata: list[dict | None] | None = None  # each image's --metadata row (None: no row), for subgroups
+
+
+def ood_threshold(card: dict | None) -> float | None:
+    """The stored out-of-distribution threshold (a score above it flags the image); None when
+    the model stores none, or one that never flags."""
+    threshold = ((card or {}).get("ood") or {}).get("threshold")
+    return float(threshold) if threshold is not None and math.isfinite(threshold) else None
 
 
 def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tuple[list[Path], np.ndarray | None]:
@@ -69,37 +78,44 @@ def predict_images(
     batch_size: int = 32,
     progress=None,
     rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[ImageError]]:
-    """Probabilities for each readable path (the same load_image as training), a mask of
-    which paths were readable, and the failures. `rows`: encoded patient metadata aligned
-    with `paths`, for a model that takes it (None: every value missing)."""
+    with_ood: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[ImageError]]:
+    """Probabilities for each readable path (the same load_image as training), their
+    out-of-distribution scores (`with_ood`: from the same pass, through model.ood; else None),
+    a mask of which paths were readable, and the failures. `rows`: encoded patient metadata
+    aligned with `paths`, for a model that takes it (None: every value missing)."""
 
     def predict(pixels, batch_rows=None):
-        output = with_rows(model.predict, pixels, batch_rows)
+        output, scores = with_rows(model.ood, pixels, batch_rows) if with_ood else (
+            with_rows(model.predict, pixels, batch_rows), None)
+        output = np.asarray(output)
         if output.shape[1] != len(labels):
             raise UserError(f"{len(labels)} labels but the model {model.source} has {output.shape[1]} outputs")
-        return output
+        return output if scores is None else np.column_stack([output, np.reshape(scores, -1)])
 
-    probabilities, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size,
-                                              progress, rows)
-    if probabilities is None:
-        probabilities = np.zeros((len(paths), len(labels)), np.float32)
-    return probabilities, ok, failures
+    outputs, ok, failures = map_batches(predict, paths, (model.input_width, model.input_height), batch_size,
+                                        progress, rows)
+    if outputs is None:
+        outputs = np.zeros((len(paths), len(labels) + with_ood), np.float32)
+    return outputs[:, :len(labels)], outputs[:, len(labels)] if with_ood else None, ok, failures
 
 
-def patient_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> np.ndarray | None:
-    """The encoded rows of `paths` for a model that takes patient metadata; None (every value
-    missing, said once) without a table."""
+def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tuple[list | None, np.ndarray | None]:
+    """Each image's --metadata row (for subgroups, whatever the model) and, for a model that
+    takes patient metadata, the rows encoded as its input. Such a model without a table gets
+    every value missing, said once."""
     from retrain.data.patient_metadata import encode, match_images
 
-    columns = ", ".join(model.patient_encoding.column_names)
+    encoding = model.patient_encoding
     if table is None:
-        warn(f"{model.source} also takes patient metadata ({columns}); without --metadata every value counts as missing")
-        return None
+        if encoding is not None:
+            warn(f"{model.source} also takes patient metadata ({', '.join(encoding.column_names)}); without "
+                 "--metadata every value counts as missing")
+        return None, None
     rows, without_row, _ = match_images(table, paths)
     log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
         + (f"; {without_row} without one count as all missing" if without_row else ""))
-    return encode(model.patient_encoding, rows, warn, table.where())
+    return rows, None if encoding is None else encode(encoding, rows, warn, table.where())
 
 
 def _json_ready(value):
@@ -116,12 +132,18 @@ def write_json(path: Path, result: dict) -> None:
     write_atomically(Path(path).expanduser(), json.dumps(_json_ready(result), indent=2).encode())
 
 
-def write_predictions(path: Path, paths: list[Path], probabilities: np.ndarray, labels: list[str], true=None) -> None:
-    rows = [["image", "true_label", "predicted_label", *labels]]
-    for i, image in enumerate(paths):
+def write_predictions(path: Path, predictions: Predictions, threshold: float | None = None) -> None:
+    """One row per image; with out-of-distribution scores and a `threshold`, two more columns:
+    the score and whether it flags the image (1) or not (0)."""
+    labels, true, scores = predictions.labels, predictions.true, predictions.ood_scores
+    with_ood = scores is not None and threshold is not None
+    rows = [["image", "true_label", "predicted_label", *labels] + (["ood_score", "ood_flagged"] if with_ood else [])]
+    for i, image in enumerate(predictions.paths):
+        probabilities = predictions.probabilities[i]
         rows.append(
-            [str(image), labels[true[i]] if true is not None else "", labels[int(np.argmax(probabilities[i]))]]
-            + [f"{p:.6f}" for p in probabilities[i]]
+            [str(image), labels[true[i]] if true is not None else "", labels[int(np.argmax(probabilities))]]
+            + [f"{p:.6f}" for p in probabilities]
+            + ([f"{scores[i]:.6g}", str(int(scores[i] > threshold))] if with_ood else [])
         )
     _write_csv(path, rows)
 
@@ -177,15 +199,18 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]]
 def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path, progress_factory=None,
                    patient_table=None, log=None, warn=None) -> tuple[Predictions, dict | None]:
     """`progress_factory(total, label)` gives a function told how many images are done;
-    `patient_table` (patient_metadata.MetadataTable) gives the patient metadata of a
-    model that takes it, matched to the images by id."""
+    `patient_table` (patient_metadata.MetadataTable) gives each image's patient metadata,
+    matched by id: the model's second input if it takes one, and the subgroups."""
     paths, true = labelled_images(image_dir, labels, warn)
-    rows = patient_rows(model, patient_table, paths, log, warn) if model.patient_encoding is not None else None
+    rows, encoded = metadata_rows(model, patient_table, paths, log or (lambda _: None), warn)
     progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
-    probabilities, ok, failures = predict_images(model, paths, labels, progress=progress, rows=rows)
+    with_ood = model.ood is not None and ood_threshold(model.model_card) is not None
+    probabilities, scores, ok, failures = predict_images(model, paths, labels, progress=progress, rows=encoded,
+                                                         with_ood=with_ood)
     kept = [p for p, keep in zip(paths, ok) if keep]
     predictions = Predictions(kept, probabilities[ok], None if true is None else true[ok], labels, failures,
-                              None if rows is None else rows[ok])
+                              None if encoded is None else encoded[ok], None if scores is None else scores[ok],
+                              None if rows is None else [row for row, keep in zip(rows, ok) if keep])
     if predictions.true is None or not len(kept):
         return predictions, None
     return predictions, evaluate_probabilities(predictions.probabilities, predictions.true, labels)

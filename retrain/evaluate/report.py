@@ -1,6 +1,7 @@
 """evaluate --report: one self-contained HTML page to open offline (every picture embedded as
-a data: URL, no script, no outside reference): the model and data, the figures, ROC
-curves, confusion matrix, calibration, operating points, and the mistakes with heatmaps."""
+a data: URL, no script, no outside reference): the model card, the model and data, the
+figures, ROC curves with the stored operating points, confusion matrix, calibration, the
+out-of-distribution flags, subgroups, and the mistakes with heatmaps."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import datetime
 import html
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +17,17 @@ import numpy as np
 
 from retrain.data.images import ImageError, load_image, load_upright
 from retrain.errors import UserError
+from retrain.evaluate.decisions import CALIBRATION_BINS, Decisions, measure_decisions
 from retrain.evaluate.evaluation import Predictions, draw_roc
-from retrain.metrics import positive_class_index, roc_curve
+from retrain.evaluate.subgroups import LEGEND, Subgroups
+from retrain.export.model_card import model_card_sections
+from retrain.metrics import positive_class_index, reliability_bins, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.heatmaps import heatmaps_for, overlay
 from retrain.predict.loaded_model import LoadedModel
 
 THUMBNAILS = 8  # per gallery
 THUMBNAIL_SIDE = 150  # the image and its heatmap side by side
-CALIBRATION_BINS = 10
 SENSITIVITY_TARGETS = (0.90, 0.95)
 
 
@@ -32,6 +36,7 @@ class EvaluatedModel:
     model: LoadedModel
     predictions: Predictions
     result: dict  # metrics.evaluate_probabilities
+    decisions: Decisions | None = None  # measured from the model card when not given
 
 
 def check_report_path(path: Path) -> Path:
@@ -68,16 +73,61 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
 
 def _model_section(evaluated: EvaluatedModel, tta: bool, undrawn: list[Path]) -> str:
     model, predictions, result = evaluated.model, evaluated.predictions, evaluated.result
+    decisions = evaluated.decisions or measure_decisions(model.model_card, predictions)
     labels = predictions.labels
-    parts = [f"<h2>{html.escape(model.source)}</h2>", _model_table(model, predictions, tta)]
-    parts.append(_summary(result, labels))
-    parts.append("<div class='row'>" + _figure(_roc_png(predictions, result), "ROC curves")
+    parts = [f"<h2>{html.escape(model.source)}</h2>", _model_card(model),
+             _model_table(model, predictions, tta), _summary(result, labels)]
+    parts.append("<div class='row'>" + _figure(_roc_png(predictions, result, decisions), "ROC curves")
+                 + _points_table(decisions)
                  + _figure(_confusion_png(result, labels), "Confusion matrix (rows: true class)")
-                 + _figure(_calibration_png(predictions), "Reliability diagram") + "</div>")
+                 + _figure(_calibration_png(predictions, decisions), "Reliability diagram") + "</div>")
+    parts.append(_calibration_note(decisions))
     parts.append(_per_class_table(result, labels))
-    parts.append(_operating_points(predictions))
+    parts.append(_ood_section(decisions))
+    if decisions.subgroups is not None:
+        parts.append(_subgroups_section(decisions.subgroups))
+    parts.append(_hindsight_section(predictions))
     parts.append(_galleries(model, predictions, undrawn))
     return "<section>" + "\n".join(parts) + "</section>"
+
+
+def _model_card(model: LoadedModel) -> str:
+    """The model card's sections, as the *.model_card.md beside the model says them."""
+    if model.model_card is None:
+        return ("<p class='note'>No model card: the model carries no retrain metadata (a tensorflow-for-poets "
+                "graph, or not exported by retrain).</p>")
+    sections = "".join(f"<h4>{html.escape(heading)}</h4>{_card_lines(lines)}"
+                       for heading, lines in model_card_sections(model.model_card))
+    return f"<details open class='card-text'><summary>Model card</summary>{sections}</details>"
+
+
+def _card_lines(lines: list[str]) -> str:
+    """Plain-text lines as HTML: runs of "- " bullets as a list, of "| a | b |" rows as a table
+    (the "|---|" rule dropped), other lines as paragraphs; every text escaped."""
+    out, bullets, rows = [], [], []
+
+    def flush() -> None:
+        if bullets:
+            out.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in bullets) + "</ul>")
+        if rows:
+            out.append(_table(rows[0], [tuple(r) for r in rows[1:]]))
+        bullets.clear()
+        rows.clear()
+
+    for line in lines:
+        if line.startswith("- "):
+            bullets.append(line[2:])
+            continue
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not all(set(cell) <= {"-", ":"} for cell in cells):
+                rows.append(cells)
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "".join(out)
 
 
 def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str:
@@ -101,7 +151,7 @@ def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str
 
 
 def _summary(result: dict, labels: list[str]) -> str:
-    aucs = [v for v in result["auc"].values() if v == v]
+    aucs = [v for v in result["auc"].values() if not math.isnan(v)]
     if len(labels) == 2:
         positive = labels[positive_class_index(labels)]
         auc_text = f"AUC ({positive}) {result['auc'][positive]:.3f}"
@@ -126,9 +176,10 @@ def _positive_classes(labels: list[str]) -> list[int]:
     return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
 
 
-def operating_points(scores: np.ndarray, positive: np.ndarray) -> list[tuple[str, float, float, float]]:
+def hindsight_thresholds(scores: np.ndarray, positive: np.ndarray) -> list[tuple[str, float, float, float]]:
     """(how chosen, threshold, sensitivity, specificity): at 0.5, and the highest threshold
-    whose sensitivity reaches each target."""
+    whose sensitivity reaches each target on these very images (so optimistic, unlike a
+    stored operating point)."""
     positive = np.asarray(positive, bool)
     points = []
 
@@ -147,17 +198,56 @@ def operating_points(scores: np.ndarray, positive: np.ndarray) -> list[tuple[str
     return points
 
 
-def _operating_points(predictions: Predictions) -> str:
+def _hindsight_section(predictions: Predictions) -> str:
     rows = []
     for index in _positive_classes(predictions.labels):
         label = predictions.labels[index]
-        for how, threshold, sensitivity, specificity in operating_points(
+        for how, threshold, sensitivity, specificity in hindsight_thresholds(
                 predictions.probabilities[:, index], predictions.true == index):
             rows.append((label, how, f"{threshold:.3f}", _num(sensitivity), _num(specificity)))
     note = ("<p class='note'>An image is called positive when the class's probability is at least the threshold. "
-            "The thresholds that reach a sensitivity are chosen on these images, so they are optimistic for new ones.</p>")
-    return "<h3>Sensitivity and specificity</h3>" + note + _table(
+            "The thresholds that reach a sensitivity are chosen on these images, so they are optimistic for new ones; "
+            "the model's stored operating points, chosen before, are measured above.</p>")
+    return "<h3>Sensitivity and specificity at thresholds chosen on these images</h3>" + note + _table(
         ["positive class", "chosen by", "threshold", "sensitivity", "specificity"], rows)
+
+
+def _points_table(decisions: Decisions) -> str:
+    """The stored operating points measured on these images, beside the ROC curves they are marked on."""
+    if not decisions.points:
+        reason = decisions.no_point or "none stored"
+        return (f"<div><h3>Operating points</h3><p class='note'>No operating point stored ({html.escape(reason)}): "
+                "scores only.</p></div>")
+    rows = [(f"{m.point.label} >= {m.point.threshold:.3g}", m.how_chosen(), str(m.sensitivity), str(m.specificity))
+            for m in decisions.points]
+    note = ("<p class='note'>Stored in the model; measured on these images, with 95% Wilson intervals. "
+            "Marked on the ROC curves.</p>")
+    return ("<div><h3>Operating points</h3>" + note
+            + _table(["operating point", "how", "sensitivity", "specificity"], rows) + "</div>")
+
+
+def _calibration_note(decisions: Decisions) -> str:
+    return "" if decisions.calibration is None else f"<p class='note'>{html.escape(decisions.calibration.line())}</p>"
+
+
+def _ood_section(decisions: Decisions) -> str:
+    ood = decisions.ood
+    if ood is None:
+        return ("<h3>Out-of-distribution</h3><p class='note'>No out-of-distribution check stored: the model cannot "
+                "flag images unlike its training images.</p>")
+    rows = [(str(path), f"{score:.4g}") for path, score in ood.images]
+    listing = _table(["flagged image", "ood score"], rows) if rows else "<p class='note'>No image flagged.</p>"
+    return f"<h3>Out-of-distribution</h3><p>{html.escape(ood.summary())}</p>" + listing
+
+
+def _subgroups_section(subgroups: Subgroups) -> str:
+    parts = [f"<h3>Subgroups</h3><p class='note'>{html.escape(LEGEND)}.</p><div class='row'>"]
+    for column in subgroups.columns:
+        parts += [f"<div><h4>{html.escape(title)}</h4>{_table(header, [tuple(r) for r in rows])}</div>"
+                  for title, header, rows in column.tables()]
+    parts.append("</div>")
+    parts += [f"<p class='note'>{html.escape(reason)}: no groups.</p>" for reason in subgroups.skipped]
+    return "".join(parts)
 
 
 def _galleries(model: LoadedModel, predictions: Predictions, undrawn: list[Path]) -> str:
@@ -211,43 +301,42 @@ def _gallery(model: LoadedModel, predictions: Predictions, indices: np.ndarray, 
     return "<div class='row'>" + "".join(cards) + "</div>"
 
 
-def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS):
-    """Per equal-width confidence bin: count, mean confidence and accuracy; and the expected
-    calibration error (the count-weighted mean gap between the two)."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    mean_confidence = np.bincount(which, confidence, bins) / np.maximum(counts, 1)
-    accuracy = np.bincount(which, correct.astype(float), bins) / np.maximum(counts, 1)
-    error = float(np.sum(counts * np.abs(accuracy - mean_confidence)) / max(counts.sum(), 1))
-    return edges, counts, mean_confidence, accuracy, error
-
-
-def _calibration_png(predictions: Predictions) -> bytes:
-    probabilities = predictions.probabilities
-    predicted = np.argmax(probabilities, axis=1)
-    confidence = probabilities[np.arange(len(predicted)), predicted]
-    edges, counts, mean_confidence, accuracy, error = calibration_bins(confidence, predicted == predictions.true)
+def _calibration_png(predictions: Predictions, decisions: Decisions) -> bytes:
+    """Accuracy against confidence per bin (the same bins as the error printed), with counts and the diagonal."""
+    bins = reliability_bins(predictions.probabilities, predictions.true, CALIBRATION_BINS)
     figure, axes = _figure_and_axes()
-    filled = counts > 0
-    centres = (edges[:-1] + edges[1:]) / 2
-    axes.bar(centres[filled], accuracy[filled], width=edges[1] - edges[0], edgecolor="black", alpha=0.7,
-             label="accuracy in the bin")
-    axes.plot(mean_confidence[filled], mean_confidence[filled], "o", color="crimson", label="mean confidence")
+    width = 1 / CALIBRATION_BINS
+    centres = [(min(int(confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1) + 0.5) * width for confidence, _, _ in bins]
+    accuracy = [a for _, a, _ in bins]
+    confidence = [c for c, _, _ in bins]
+    axes.bar(centres, accuracy, width=width, edgecolor="black", alpha=0.7, label="accuracy in the bin")
+    axes.plot(confidence, confidence, "o", color="crimson", label="mean confidence")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    for centre, count in zip(centres[filled], counts[filled]):
+    for centre, (_, _, count) in zip(centres, bins):
         axes.text(centre, 0.02, str(count), ha="center", fontsize=7)
+    error = decisions.calibration.ece if decisions.calibration is not None else float("nan")
     axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence in the predicted class", ylabel="accuracy",
              title=f"expected calibration error {error:.3f}")
     axes.legend(loc="upper left", fontsize=8)
     return _png_of_figure(figure)
 
 
-def _roc_png(predictions: Predictions, result: dict) -> bytes:
+def _roc_png(predictions: Predictions, result: dict, decisions: Decisions) -> bytes:
+    """The ROC curves, each stored operating point marked where it falls on its class's curve."""
+    drawn = _positive_classes(predictions.labels)
     curves = [(predictions.labels[i], predictions.probabilities[:, i], predictions.true == i,
-               result["auc"][predictions.labels[i]]) for i in _positive_classes(predictions.labels)]
+               result["auc"][predictions.labels[i]]) for i in drawn]
     figure, axes = _figure_and_axes()
     draw_roc(axes, curves)
+    colours = {predictions.labels[i]: line.get_color() for i, line in zip(drawn, axes.lines)}
+    for measured in decisions.points:
+        label = measured.point.label
+        if label in colours:
+            axes.plot(1 - measured.specificity.value, measured.sensitivity.value, "o", color=colours[label],
+                      markeredgecolor="black", markersize=8, zorder=3,
+                      label=f"{label} >= {measured.point.threshold:.3g}")
+    if decisions.points:
+        axes.legend(loc="lower right", fontsize=7)
     axes.set(xlim=(0, 1), ylim=(0, 1.01))
     return _png_of_figure(figure)
 
@@ -302,7 +391,7 @@ def _figure(png: bytes, caption: str) -> str:
 
 
 def _num(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _table(columns: list[str], rows: list[tuple], header: bool = True) -> str:
@@ -327,6 +416,8 @@ th {{ background: #f4f4f4; }}
 figure {{ margin: 0; }} figcaption {{ font-size: .8em; color: #555; text-align: center; }}
 .card {{ width: {card}px; }} .card img {{ margin-right: 4px; }} .card figcaption {{ text-align: left; }}
 .summary {{ font-size: 1.1em; font-weight: 600; }} .note {{ color: #555; font-size: .9em; }}
+.card-text {{ background: #fafafa; border: 1px solid #ddd; padding: .3em .8em; margin: .5em 0; }}
+.card-text summary {{ font-weight: 600; cursor: pointer; }} .card-text h4 {{ margin: .8em 0 .2em; }}
 </style>
 </head>
 <body>

@@ -17,6 +17,10 @@ import tensorflow as tf
 from retrain.data.images import PREPROCESSING_VERSION
 from retrain.errors import UserError
 from retrain.paths import write_atomically
+from retrain.train.ood import (
+    OUTPUT_NAME as OOD_NAME,  # an output of every format when the model has one
+)
+from retrain.train.ood import OodDetector
 from retrain.train.top_layer import TopLayer
 
 INPUT_NAME = "input"
@@ -32,9 +36,12 @@ class Classifier(tf.Module):
     Where the backbone exposes its last feature map, `serve_with_maps` also returns the
     class activation maps (Zhou et al. 2016): the top layer's weights applied at every place
     of that map. The top layer is linear over the map's spatial mean, so each class's map
-    averages exactly to its logit minus the bias: the heatmap needs no gradients."""
+    averages exactly to its logit minus the bias: the heatmap needs no gradients.
 
-    def __init__(self, backbone, top_layer: TopLayer, final_tensor_name: str):
+    With an `ood` detector every signature also returns the out-of-distribution score of the
+    pooled features (retrain.train.ood), so an app needs no code of ours to use it."""
+
+    def __init__(self, backbone, top_layer: TopLayer, final_tensor_name: str, ood: OodDetector | None = None):
         super().__init__(name="retrained_classifier")
         self.backbone = backbone.module
         # Attribute names are part of the SavedModel's object graph: kept as first exported.
@@ -42,6 +49,8 @@ class Classifier(tf.Module):
         self.head_bias = tf.Variable(top_layer.bias, name="final_biases")
         self.metadata_weights = None if top_layer.patient_weights is None else tf.Variable(
             top_layer.patient_weights, name="metadata_weights")
+        self.ood_projection = None if ood is None else tf.Variable(ood.projection, name="ood_projection")
+        self.ood_means = None if ood is None else tf.Variable(ood.means, name="ood_means")
         self.final_tensor_name = final_tensor_name
         size = backbone.input_size
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
@@ -57,18 +66,25 @@ class Classifier(tf.Module):
             logits += tf.matmul(metadata, self.metadata_weights)
         return tf.nn.softmax(logits, name=self.final_tensor_name)
 
+    def _outputs(self, features, metadata) -> dict:
+        outputs = {self.final_tensor_name: self._probabilities(features, metadata)}
+        if self.ood_projection is not None:
+            projected = tf.matmul(tf.math.l2_normalize(features, axis=1, epsilon=1e-12), self.ood_projection)
+            distances = tf.reduce_sum(tf.square(projected[:, None, :] - self.ood_means[None]), axis=2)
+            size = float(self.ood_projection.shape[0])
+            outputs[OOD_NAME] = tf.identity(tf.reduce_min(distances, axis=1) / size, name=OOD_NAME)
+        return outputs
+
     def _serve(self, images, metadata=None):
-        return {self.final_tensor_name: self._probabilities(self.backbone.features(images), metadata)}
+        return self._outputs(self.backbone.features(images), metadata)
 
     def _serve_with_maps(self, images, metadata=None):
         """The patient metadata's share of each logit is the same at every place, so the maps are the
         image's evidence alone."""
         feature_map = self.backbone.feature_map(images)
         maps = tf.einsum("nhwf,fc->nhwc", feature_map, self.head_weights)
-        return {
-            self.final_tensor_name: self._probabilities(tf.reduce_mean(feature_map, axis=[1, 2]), metadata),
-            MAPS_NAME: tf.identity(maps, name=MAPS_NAME),
-        }
+        return {**self._outputs(tf.reduce_mean(feature_map, axis=[1, 2]), metadata),
+                MAPS_NAME: tf.identity(maps, name=MAPS_NAME)}
 
 
 def model_card(backbone, labels: list[str], final_tensor_name: str) -> dict:

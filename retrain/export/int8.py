@@ -201,6 +201,7 @@ def write_int8_ready_saved_model(
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.export.graph import Classifier, export_saved_model
+    from retrain.train.ood import OodDetector
     from retrain.train.top_layer import TopLayer
 
     config = dataclasses.replace(lite_config(card), input_size=card["input_size"])
@@ -211,5 +212,8 @@ def write_int8_ready_saved_model(
     patient_weights = getattr(loaded, "metadata_weights", None)  # the SavedModel's attribute names
     top_layer = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
                          patient_weights=None if patient_weights is None else patient_weights.numpy())
-    export_saved_model(Classifier(backbone, top_layer, card["output_name"]), card, destination)
+    ood = None
+    if getattr(loaded, "ood_projection", None) is not None:
+        ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy())
+    export_saved_model(Classifier(backbone, top_layer, card["output_name"], ood), card, destination)
     return ready

@@ -27,9 +27,14 @@ from retrain.export.graph import (
     Classifier,
     export_saved_model,
 )
+from retrain.export.model_card import (
+    model_card_markdown_path,
+    write_model_card_markdown,
+)
 from retrain.export.tflite_format import (
     QUANTIZATIONS,
     classifier_inputs,
+    classifier_outputs,
     megabytes,
     open_tflite_classifier,
     sidecar_path,
@@ -156,7 +161,7 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
         interpreter = Interpreter(model_content=model_bytes)
     outputs = interpreter.get_output_details()
     input_detail, patient_detail = classifier_inputs(Path("model.tflite"), interpreter.get_input_details(), outputs)
-    (output_detail,) = outputs
+    output_detail, ood_detail = classifier_outputs(outputs)
 
     def tensor(detail):
         scale, zero_point = detail["quantization"]
@@ -169,6 +174,8 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
                  "output_tensor": tensor(output_detail)}
     if patient_detail is not None:
         described["metadata_tensor"] = tensor(patient_detail)
+    if ood_detail is not None:
+        described["ood_tensor"] = tensor(ood_detail)
     return described
 
 
@@ -220,6 +227,7 @@ def export_tflite(
         write_atomically(sidecar, json.dumps(description, indent=2).encode())
     except OSError as e:
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
+    write_model_card_markdown(description, model_card_markdown_path(output))
     open_tflite_classifier(output)  # what we ship must load as a classifier, its sidecar agreeing
     return TFLiteExport(output, sidecar, quantization, len(model_bytes), prepared_on)
 

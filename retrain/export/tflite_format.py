@@ -60,8 +60,16 @@ def _shape_error(path: Path, detail: str) -> UserError:
     return UserError(
         f"--graph {path}: not an image classifier of the shape retrain makes "
         f"(input [1, height, width, 3] float32 or uint8, and [1, M] patient metadata when trained with it; "
-        f"output [1, classes]); {detail}"
+        f"output [1, classes], and [1] out-of-distribution score when exported with one); {detail}"
     )
+
+
+def classifier_outputs(outputs: list[dict]) -> tuple[dict, dict | None]:
+    """The probabilities' details and the out-of-distribution score's (the one rank-1 output; None
+    for a model without one)."""
+    scores = [d for d in outputs if len(d["shape"]) == 1]
+    probabilities = [d for d in outputs if len(d["shape"]) != 1]
+    return (probabilities or outputs)[0], scores[0] if scores and probabilities else None
 
 
 def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tuple[dict, dict | None]:
@@ -71,16 +79,20 @@ def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tu
     rows = [d for d in inputs if len(d["shape"]) == 2]
     if len(inputs) == 1 and not images:
         raise _shape_error(path, f"its input is {[int(d) for d in inputs[0]['shape']]}")
-    if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1:
+    output, ood = classifier_outputs(outputs)
+    if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1 + (ood is not None):
         raise _shape_error(path, f"it has {len(inputs)} inputs and {len(outputs)} outputs")
-    input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in outputs[0]["shape"]]
+    if ood is not None and [int(d) for d in ood["shape"]] != [1]:
+        raise _shape_error(path, f"its out-of-distribution output is {[int(d) for d in ood['shape']]}")
+    input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in output["shape"]]
     if input_shape[0] != 1 or input_shape[3] != 3:
         raise _shape_error(path, f"its input is {input_shape}")
     if rows and int(rows[0]["shape"][0]) != 1:
         raise _shape_error(path, f"its metadata input is {[int(d) for d in rows[0]['shape']]}")
     if len(output_shape) != 2 or output_shape[0] != 1 or output_shape[1] < 2:
         raise _shape_error(path, f"its output is {output_shape}")
-    for kind, detail in (("input", images[0]), *(("metadata input", r) for r in rows), ("output", outputs[0])):
+    for kind, detail in (("input", images[0]), *(("metadata input", r) for r in rows), ("output", output),
+                         *((("out-of-distribution output", ood),) if ood is not None else ())):
         if detail["dtype"] not in (np.float32, np.uint8):
             raise _shape_error(path, f"its {kind} is {np.dtype(detail['dtype']).name}")
         if detail["dtype"] == np.uint8 and not detail["quantization"][0] > 0:
@@ -99,6 +111,7 @@ class TFLiteClassifier:
     output: dict
     model_card: dict | None  # the sidecar; None when there is none
     patient_encoding: Any  # a patient_metadata.MetadataEncoding when the model takes patient metadata
+    ood_output: dict | None = None  # the out-of-distribution score, for a model exported with one
 
     @property
     def height(self) -> int:
@@ -128,7 +141,8 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
     outputs = interpreter.get_output_details()
     image_input, patient_input = classifier_inputs(path, interpreter.get_input_details(), outputs)
     model_card = read_sidecar(path)
-    opened = TFLiteClassifier(path, interpreter, image_input, patient_input, outputs[0], model_card, None)
+    output, ood_output = classifier_outputs(outputs)
+    opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output)
     _check_sidecar(opened)
     if patient_input is None:
         return opened

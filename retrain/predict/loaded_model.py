@@ -23,6 +23,8 @@ class LoadedModel:
     no_maps_reason: str = ""  # why class_activation_maps is None, for the user
     model_card: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
     patient_encoding: Any = None  # a patient_metadata.MetadataEncoding when the model takes patient metadata
+    # pixels (and patient metadata rows) -> (probabilities, out-of-distribution scores [N]), when the model has them
+    ood: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)

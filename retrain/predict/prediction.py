@@ -161,9 +161,19 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
             probabilities, activation_maps = both(*inputs(pixels, rows))
             return probabilities.numpy(), activation_maps.numpy()
 
+    from retrain.export.graph import OOD_NAME
+
+    ood = None
+    if OOD_NAME in names and feed.own_output:
+        with_scores = wrapped.prune(feeds, [output, graph.get_tensor_by_name(f"{OOD_NAME}:0")])
+
+        def ood(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            probabilities, scores = with_scores(*inputs(pixels, rows))
+            return probabilities.numpy(), scores.numpy()
+
     labels = model_card["labels"] if model_card else None
     return LoadedModel(predict, feed.height, feed.width, labels, str(path), maps, _no_maps_reason(model_card),
-                       model_card, encoding)
+                       model_card, encoding, ood)
 
 
 def _no_maps_reason(model_card: dict | None) -> str:
@@ -180,7 +190,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     if not (path / "saved_model.pb").exists():
         raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
-    from retrain.export.graph import MODEL_CARD_FILE
+    from retrain.export.graph import MODEL_CARD_FILE, OOD_NAME
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -218,8 +228,15 @@ def _load_saved_model(path: Path) -> LoadedModel:
             outputs = maps_signature(**inputs(pixels, rows))
             return outputs[output_name].numpy(), outputs[maps_name].numpy()
 
+    ood = None
+    if OOD_NAME in signature.structured_outputs:
+
+        def ood(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            outputs = signature(**inputs(pixels, rows))
+            return outputs[output_name].numpy(), outputs[OOD_NAME].numpy()
+
     labels = model_card["labels"] if model_card else None
-    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding)
+    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding, ood)
 
 
 def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
@@ -236,8 +253,15 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return np.mean([with_rows(model.predict, np.ascontiguousarray(v), rows) for v in flip_variants(pixels)], axis=0)
 
+    ood = None
+    if model.ood is not None:
+
+        def ood(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            results = [with_rows(model.ood, np.ascontiguousarray(v), rows) for v in flip_variants(pixels)]
+            return np.mean([p for p, _ in results], axis=0), np.mean([s for _, s in results], axis=0)
+
     if model.class_activation_maps is None:
-        return dataclasses.replace(model, predict=predict)
+        return dataclasses.replace(model, predict=predict, ood=ood)
 
     def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         results = [with_rows(model.class_activation_maps, np.ascontiguousarray(v), rows) for v in flip_variants(pixels)]
@@ -245,7 +269,7 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
         upright = [flip_variants(activation_maps)[i] for i, (_, activation_maps) in enumerate(results)]
         return np.mean([p for p, _ in results], axis=0), np.mean(upright, axis=0)
 
-    return dataclasses.replace(model, predict=predict, class_activation_maps=maps)
+    return dataclasses.replace(model, predict=predict, class_activation_maps=maps, ood=ood)
 
 
 def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:
@@ -301,13 +325,20 @@ def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None
 
 
 def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,
-                    heatmap_file: Path | None = None, heatmap_error: str | None = None) -> dict:
-    """label_image --json: what a script needs, the heatmap grid (network resolution, [0, 1]) included."""
+                    heatmap_file: Path | None = None, heatmap_error: str | None = None,
+                    decisions: list[dict] | None = None, ood: dict | None = None,
+                    no_operating_point: str | None = None) -> dict:
+    """label_image --json: what a script needs, the heatmap grid (network resolution, [0, 1]) included.
+    `decisions`: one per stored operating point; `ood`: the out-of-distribution check (None: the
+    model has none); `no_operating_point`: why there is no decision, when there is none."""
     result = {
         "image": str(image),
         "model": model.source,
         "input_size": {"height": model.input_height, "width": model.input_width},
         "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions],
+        "decisions": list(decisions or []),
+        "no_operating_point": no_operating_point,
+        "ood": ood,
     }
     if heatmap is not None:
         result["heatmap"] = {

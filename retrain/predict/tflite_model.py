@@ -22,8 +22,10 @@ def load_tflite_model(path, overrides: FeedOverrides = FeedOverrides(), notes: l
     opened = open_tflite_classifier(path)
     mean, std = _normalisation(opened, overrides, notes)
     labels = opened.model_card.get("labels") if opened.model_card is not None else None
-    return LoadedModel(_predictor(opened, mean, std), opened.height, opened.width, labels, str(opened.path), None,
-                       NO_MAPS, opened.model_card, opened.patient_encoding)
+    both = _predictor(opened, mean, std)
+    return LoadedModel(lambda *fed: both(*fed)[0], opened.height, opened.width, labels, str(opened.path), None,
+                       NO_MAPS, opened.model_card, opened.patient_encoding,
+                       both if opened.ood_output is not None else None)
 
 
 def _normalisation(opened: TFLiteClassifier, overrides: FeedOverrides, notes: list[str]) -> tuple[float, float]:
@@ -43,14 +45,15 @@ def _normalisation(opened: TFLiteClassifier, overrides: FeedOverrides, notes: li
 
 
 def _predictor(opened: TFLiteClassifier, mean: float, std: float):
-    """The interpreter as LoadedModel.predict: one image at a time, as the model takes [1, ...]."""
+    """The interpreter as LoadedModel.ood: one image at a time, as the model takes [1, ...];
+    the scores are zeros for a model without an out-of-distribution output."""
     interpreter, encoding = opened.interpreter, opened.patient_encoding
 
-    def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         pixels = np.asarray(pixels, np.float32)
         if encoding is not None:
             rows = fed_rows(encoding, rows, len(pixels))
-        results = []
+        results, scores = [], []
         for i, image in enumerate(pixels):
             interpreter.set_tensor(opened.image_input["index"], _to_input(((image - mean) / std)[None], opened.image_input))
             if encoding is not None:
@@ -58,7 +61,11 @@ def _predictor(opened: TFLiteClassifier, mean: float, std: float):
                                        _to_input(np.asarray(rows[i:i + 1]), opened.patient_input))
             interpreter.invoke()
             results.append(_from_output(interpreter.get_tensor(opened.output["index"]), opened.output))
-        return np.concatenate(results) if results else np.zeros((0, opened.class_count), np.float32)
+            if opened.ood_output is not None:
+                scores.append(_from_output(interpreter.get_tensor(opened.ood_output["index"]), opened.ood_output))
+        if not results:
+            return np.zeros((0, opened.class_count), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(results), np.concatenate(scores) if scores else np.zeros(len(results), np.float32)
 
     return predict
 

@@ -13,10 +13,16 @@ from tests.data.test_isic import write_challenge
 COMMANDS = Path(__file__).resolve().parents[2] / "commands"
 
 
+def _rows(table: Path) -> list[dict]:
+    with open(table, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _run_script(name, *args, cwd, **env):
     environment = dict(os.environ, PYTHON=sys.executable, **env)
     result = subprocess.run(
-        ["bash", str(COMMANDS / name), *map(str, args)], cwd=cwd, env=environment, capture_output=True, text=True, timeout=900
+        ["bash", str(COMMANDS / name), *map(str, args)], check=False, cwd=cwd, env=environment, capture_output=True, text=True,
+        timeout=900
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -43,7 +49,7 @@ def test_batch_retrain_runs_the_grid_and_collects_one_row_per_run(make_tree, tmp
     validation = _validation_tree(tmp_path / "validation")
     out = tmp_path / "out"
     result = _run_script("batch_retrain.sh", tree, out, cwd=tmp_path, TRAINING_STEPS="20 40", VALIDATION_DIR=str(validation))
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = _rows(out / "results.csv")
     assert [(r["steps"], r["learning_rate"]) for r in rows] == [("20", "0.01"), ("40", "0.01")]
     assert [(r["val_accuracy"], r["val_auc"]) for r in rows] == [("0.8571", "0.8750")] * 2, rows
     assert f"--image_dir {validation}" in result.stderr
@@ -71,11 +77,21 @@ def test_retrain_isic2017_prepares_trains_and_evaluates_all_three_tasks(tmp_path
     commands = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("+ retrain ")]
     assert len(commands) == 3
     assert all("--recipe poets" in c and "--how_many_training_steps 60" in c and "--validation_dir" in c for c in commands)
-    rows = {r["task"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    # The default operating point goes to the tasks with a melanoma class only.
+    assert ["--operating_point melanoma:sensitivity=0.95" in c for c in commands] == [True, False, True]
+    assert "note: task2_seborrheic_keratosis has no class melanoma" in result.stderr
+    rows = {r["task"]: r for r in _rows(out / "results.csv")}
     assert set(rows) == {"task1_melanoma", "task2_seborrheic_keratosis", "three_class"}
     for row in rows.values():
         assert (row["recipe"], row["steps"], row["learning_rate"]) == ("poets", "60", "0.05"), row
         assert float(row["val_auc"]) > 0.9, row
+    for task in ("task1_melanoma", "three_class"):  # 3 melanomas in validation: chosen out of fold, measured there
+        row = rows[task]
+        assert row["operating_point"] == "melanoma:sensitivity=0.95" and row["op_chosen_on"], row
+        assert float(row["val_sensitivity"]) >= 2 / 3 and float(row["val_specificity"]) >= 0.5, row
+        assert [float(x) for x in row["val_sensitivity_ci"].split("-")] == sorted(float(x) for x in row["val_sensitivity_ci"].split("-"))
+    assert not any(rows["task2_seborrheic_keratosis"][c] for c in ("operating_point", "val_sensitivity", "val_specificity"))
+    assert "| operating_point | op_threshold |" in (out / "results.md").read_text()
     assert (out / "results.md").exists()
     assert sorted(p.name for p in (out / "validation" / "three_class").iterdir() if p.is_dir()) == [
         "melanoma", "nevus", "seborrheic_keratosis"]
@@ -94,17 +110,73 @@ def test_retrain_isic2017_recipe_and_tasks_train_on_the_validation_tree(tmp_path
     assert f"Validation set: 9 images from {out / 'validation' / 'three_class'}" in log, log[-3000:]
     assert ", 9 validation," in log  # the validation tree only: no hash-split share of the training tree
     assert not (out / "logs" / "task1_melanoma.retrain.log").exists()
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = _rows(out / "results.csv")
     assert [(r["task"], r["recipe"], r["learning_rate"]) for r in rows] == [("three_class", "strong", "0.001")]
     assert rows[0]["val_auc"] and rows[0]["test_accuracy"]
     assert "| task | architecture | recipe |" in (out / "results.md").read_text()
 
 
-def test_retrain_isic2017_rejects_an_unknown_task(tmp_path):
-    environment = dict(os.environ, PYTHON=sys.executable, TASKS="three_class task3")
+def _refused(tmp_path, **env):
+    """The script's error for settings it refuses, given before anything is prepared."""
+    environment = dict(os.environ, PYTHON=sys.executable, **env)
     result = subprocess.run(["bash", str(COMMANDS / "retrain_isic2017.sh"), tmp_path, tmp_path / "out"],
-                            env=environment, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "unknown task task3" in result.stderr
+                            check=False, env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and not (tmp_path / "out").exists(), result.stderr
+    return result.stderr
+
+
+def test_retrain_isic2017_rejects_an_unknown_task(tmp_path):
+    assert "unknown task task3" in _refused(tmp_path, TASKS="three_class task3")
+
+
+def test_retrain_isic2017_rejects_an_operating_point_for_no_class_or_in_retrain_flags(tmp_path):
+    assert "no task has class melanona; the classes are" in _refused(tmp_path, OPERATING_POINT="melanona:sensitivity=0.95")
+    assert "name the class, e.g. melanoma:sensitivity=0.95" in _refused(tmp_path, OPERATING_POINT="sensitivity=0.9")
+    assert "set OPERATING_POINT instead" in _refused(tmp_path, RETRAIN_FLAGS="--operating_point=melanoma:threshold=0.3")
+
+
+def _evaluation(**extra):
+    """An `evaluate --json` result, as old versions (no operating points) wrote it unless `extra` adds some."""
+    return {"accuracy": 0.8, "auc": {"melanoma": 0.75, "nevus": 0.85, "seborrheic keratosis": 0.95}, **extra}
+
+
+def _point(label, target, value, threshold, sensitivity, specificity):
+    def rate(successes, count, low, high):
+        return {"value": successes / count if count else float("nan"), "successes": successes, "count": count,
+                "interval": [low, high]}
+
+    return {"label": label, "target": target, "value": value, "threshold": threshold, "chosen_on": "validation",
+            "sensitivity": rate(*sensitivity), "specificity": rate(*specificity)}
+
+
+def test_results_record_the_operating_points_evaluate_measured():
+    from retrain.cli.results import figures_from_evaluation
+
+    assert figures_from_evaluation(_evaluation()) == {"val_accuracy": "0.8000", "val_auc": "0.8500"}
+    assert figures_from_evaluation(_evaluation(operating_points=[]))["val_auc"] == "0.8500"
+    melanoma = _point("melanoma", "sensitivity", 0.95, 0.2143, (28, 30, 0.787, 0.982), (70, 120, 0.49, 0.67))
+    keratosis = _point("seborrheic keratosis", "specificity", 0.9, 0.6, (0, 0, float("nan"), float("nan")), (9, 10, 0.6, 0.98))
+    figures = figures_from_evaluation(_evaluation(operating_points=[melanoma]))
+    assert figures == {"val_accuracy": "0.8000", "val_auc": "0.8500", "operating_point": "melanoma:sensitivity=0.95",
+                       "op_threshold": "0.2143", "op_chosen_on": "validation", "val_sensitivity": "0.9333",
+                       "val_sensitivity_ci": "0.7870-0.9820", "val_specificity": "0.5833", "val_specificity_ci": "0.4900-0.6700"}
+    both = figures_from_evaluation(_evaluation(operating_points=[melanoma, keratosis]))
+    assert both["operating_point"] == "melanoma:sensitivity=0.95; seborrheic_keratosis:specificity=0.9"
+    assert both["val_sensitivity"] == "0.9333; " and both["val_sensitivity_ci"] == "0.7870-0.9820; "  # no positives: empty
+
+
+def test_results_table_written_with_older_columns_gains_the_operating_point_ones(tmp_path):
+    from retrain.cli.results import COLUMNS, append_row, markdown
+
+    table = tmp_path / "results.csv"
+    table.write_text("task,architecture,val_auc\nthree_class,efficientnet_lite0,0.8400\n")
+    append_row(table, {"task": "task1_melanoma", "operating_point": "melanoma:sensitivity=0.95", "val_sensitivity": "0.9333"})
+    rows = _rows(table)
+    assert list(rows[0]) == COLUMNS and rows[0]["val_auc"] == "0.8400" and rows[0]["val_sensitivity"] == ""
+    assert rows[1]["operating_point"] == "melanoma:sensitivity=0.95"
+    lines = markdown(table).splitlines()
+    assert "| val_sensitivity | val_sensitivity_ci | val_specificity | val_specificity_ci |" in lines[0]
+    assert "| melanoma:sensitivity=0.95 |  |  | 0.9333 |" in lines[3]
 
 
 def test_retrain_isic2017_metadata_gives_age_and_sex_to_retrain_and_evaluate(tmp_path):
@@ -122,5 +194,5 @@ def test_retrain_isic2017_metadata_gives_age_and_sex_to_retrain_and_evaluate(tmp
         assert "ISIC-2017_Training_Data_metadata.csv" in command and "ISIC-2017_Validation_Data_metadata.csv" in command
     log = (out / "logs" / "three_class.retrain.log").read_text()
     assert "Metadata: 33 of 33 images have a row" in log and "Validation with patient metadata AUC" in log
-    [row] = list(csv.DictReader(open(out / "results.csv")))
+    [row] = _rows(out / "results.csv")
     assert row["metadata"] == "yes" and row["val_auc"]

@@ -58,7 +58,7 @@ def test_prints_and_writes_the_metrics(model, tmp_path):
     assert metrics["confusion_matrix"] == [[4, 0, 0], [0, 4, 0], [0, 0, 4]]
     assert set(metrics["per_class"]["nevus"]) == {"precision", "recall", "f1", "support"}
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     assert len(rows) == 12 and all(r["true_label"] == r["predicted_label"] for r in rows)
 
 
@@ -67,7 +67,7 @@ def test_writes_the_isic_submission_from_the_three_class_model(model, tmp_path):
     out = tmp_path / "submission.csv"
     result = _invoke(["--graph", root / "graph.pb", "--image_dir", held_out, "--predictions", out, "--isic_submission"])
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(out)))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert list(rows[0]) == ["image_id", "melanoma", "seborrheic_keratosis"]
     melanoma_rows = [r for r in rows if r["image_id"].endswith("_mel")]
     assert len(rows) == 12 and all(float(r["melanoma"]) > 0.5 for r in melanoma_rows)

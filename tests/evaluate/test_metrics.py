@@ -43,7 +43,7 @@ def test_auc_matches_scikit_learn_on_random_scores_with_ties():
 
 
 def test_roc_curve_runs_from_nothing_called_to_everything_called():
-    fpr, tpr, thresholds = roc_curve([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0])
+    fpr, tpr, _ = roc_curve([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0])
     assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
     assert list(tpr) == [0, 0.5, 0.5, 1, 1] and list(fpr) == [0, 0, 0.5, 0.5, 1]
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from retrain.cli import evaluate
-from retrain.evaluate.report import calibration_bins, operating_points
+from retrain.evaluate.report import hindsight_thresholds
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 
@@ -64,7 +64,7 @@ def test_report_renders_in_chromium_without_console_messages(report, tmp_path):
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
          "--enable-logging=stderr", "--v=0", "--window-size=1200,1600", f"--screenshot={screenshot}",
          report.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert screenshot.exists(), result.stderr
     assert ":CONSOLE" not in result.stderr, result.stderr
@@ -81,20 +81,21 @@ def test_report_into_a_missing_folder_fails_before_any_work(square_model, tmp_pa
     assert "nowhere" in error and "does not exist" in error
 
 
-def test_operating_points_reach_the_sensitivity_at_the_highest_threshold():
+def test_hindsight_thresholds_reach_the_sensitivity_at_the_highest_threshold():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01])
     positive = np.array([1, 1, 0, 1, 1, 0, 0, 1, 0, 0], bool)
     points = {how: (threshold, sensitivity, specificity)
-              for how, threshold, sensitivity, specificity in operating_points(scores, positive)}
+              for how, threshold, sensitivity, specificity in hindsight_thresholds(scores, positive)}
     assert points["threshold 0.5"] == (0.5, 0.6, 0.8)
     assert points["sensitivity 90%"] == (0.1, 1.0, 0.4)  # 4 of 5 is 80 %: every positive is needed
     assert points["sensitivity 95%"] == (0.1, 1.0, 0.4)
 
 
-def test_calibration_bins_and_error():
-    confidence = np.array([0.95, 0.95, 0.55, 0.55])
-    correct = np.array([True, True, True, False])
-    _, counts, mean_confidence, accuracy, error = calibration_bins(confidence, correct, bins=10)
-    assert counts[9] == 2 and counts[5] == 2
-    assert accuracy[9] == 1.0 and accuracy[5] == 0.5
-    assert error == pytest.approx((2 * 0.05 + 2 * 0.05) / 4)
+def test_reliability_bins_and_calibration_error_by_hand():
+    from retrain.metrics import expected_calibration_error, reliability_bins
+
+    # Two images at confidence 0.95, both right; two at 0.55, one right.
+    probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.55, 0.45], [0.45, 0.55]])
+    true = np.array([0, 1, 0, 0])
+    assert reliability_bins(probabilities, true, bins=10) == [(pytest.approx(0.55), 0.5, 2), (pytest.approx(0.95), 1.0, 2)]
+    assert expected_calibration_error(probabilities, true, bins=10) == pytest.approx((2 * 0.05 + 2 * 0.05) / 4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from retrain.api.classify import classify
@@ -39,3 +41,14 @@ def test_a_mistake_raises_user_error_with_the_line_label_image_prints(square_mod
     assert printed.exit_code == 1
     assert printed.stderr.splitlines() == [f"error: {raised.value}"]
     assert str(raised.value) == "--heatmap_class needs --heatmap FILE.png to draw it to"
+
+
+def test_classify_carries_the_decisions_and_checks_that_json_prints(square_model, blue_square):
+    result = classify(blue_square, graph=square_model / "graph.pb")
+    printed = run_cli(label_image, ["--graph", square_model / "graph.pb", "--image", blue_square, "--json"])
+    assert printed.exit_code == 0, printed.output
+    output = json.loads(printed.stdout)
+    assert result.decisions == () and output["decisions"] == []  # square_model was trained without --operating_point
+    assert output["no_operating_point"] == result.no_operating_point and "no operating point" in result.notes[0]
+    assert output["ood"] == (None if result.ood is None else result.ood.as_json())
+    assert (result.ood is None) == ("ood" not in result.model.model_card)

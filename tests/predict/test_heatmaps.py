@@ -100,13 +100,13 @@ def test_unknown_heatmap_class_is_one_error_after_the_prediction(square_model):
     assert "'purple'" in error and "red" in error
 
 
-def test_json_without_heatmap_has_predictions_only(square_model):
+def test_json_without_heatmap_has_predictions_and_decisions_only(square_model):
     image, _ = square_image(SQUARE_COLOURS["blue"], seed=11)
     image.save(square_model / "blue11.png")
     result = _run(label_image, ["--graph", square_model / "graph.pb", "--image", square_model / "blue11.png", "--json"])
     assert result.exit_code == 0, result.output
     output = json.loads(result.stdout)
-    assert set(output) == {"image", "model", "input_size", "predictions"}
+    assert set(output) == {"image", "model", "input_size", "predictions", "decisions", "no_operating_point", "ood"}
     assert output["input_size"] == {"height": 224, "width": 224}
     assert abs(sum(p["score"] for p in output["predictions"]) - 1) < 1e-3
 

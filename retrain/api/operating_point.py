@@ -1,0 +1,249 @@
+"""Setting or moving the operating point of an exported model without retraining: classify a
+labelled tree with it, choose the thresholds there, and write a copy whose model card carries
+them. The weights are untouched, so the copy scores every image exactly as the original does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrain.errors import UserError
+from retrain.evaluate import evaluation
+from retrain.export.model_card import (
+    model_card_markdown_path,
+    write_model_card_markdown,
+)
+from retrain.export.tflite_format import is_tflite_file, read_sidecar, sidecar_path
+from retrain.metrics import Rate
+from retrain.native_logs import import_tensorflow
+from retrain.paths import write_atomically
+from retrain.predict import prediction
+from retrain.reporter import Reporter
+from retrain.train.operating_points import (
+    FEW_POSITIVES,
+    OperatingPoint,
+    OperatingPointSpec,
+    choose_operating_points,
+    parse_operating_point,
+    points_from_card,
+    resolve_label,
+)
+
+
+@dataclass(frozen=True)
+class OperatingPointUpdate:
+    """What set_operating_point chose and wrote."""
+
+    graph: Path  # the model read, as given
+    output: Path  # the copy written
+    points: tuple[OperatingPoint, ...]  # now stored in the copy's model card
+    replaced: tuple[OperatingPoint, ...]  # what the original's card stored
+    images: int  # images classified to choose them
+    model_card_markdown: Path  # the card in words, written beside the copy
+
+
+def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence[str | OperatingPointSpec],
+                        output: Path, reporter: Reporter | None = None) -> OperatingPointUpdate:
+    """Choose each operating point ("melanoma:sensitivity=0.9") on the labelled `image_dir` and
+    write a copy of `graph` (.pb, SavedModel folder or .tflite with its sidecar) to `output` whose
+    card stores them in place of the old ones. Every flag and path is checked before the slow
+    classification; nothing existing is ever overwritten."""
+    reporter = reporter or Reporter()
+    specs = _specs(operating_points)
+    graph, output, image_dir = Path(graph).expanduser(), Path(output).expanduser(), Path(image_dir).expanduser()
+    kind = _check_paths(graph, image_dir, output)
+    card = _read_card(graph, kind)
+    for spec in specs:
+        resolve_label(spec, card["labels"])
+    predicted = _classify(graph, card["labels"], image_dir, reporter)
+    points = choose_operating_points(specs, card["labels"], predicted.probabilities, predicted.true, str(image_dir))
+    for point in points:
+        reporter.log(f"Operating point: {point.describe()}")
+        _warn_if_few(point, reporter)
+    replaced = points_from_card(card)
+    for point in replaced:
+        reporter.log(f"Replaces: {point.describe()}")
+    new_card = {**card, "operating_points": [point.card() for point in points]}
+    _write_copy(graph, kind, output, new_card)
+    reporter.log(f"Wrote {output}")
+    markdown = _write_markdown(new_card, output)
+    reporter.log(f"Wrote {markdown}")
+    return OperatingPointUpdate(graph, output, points, replaced, len(predicted.paths), markdown)
+
+
+def _specs(operating_points: Sequence[str | OperatingPointSpec]) -> tuple[OperatingPointSpec, ...]:
+    if isinstance(operating_points, (str, OperatingPointSpec)):
+        operating_points = [operating_points]
+    if not operating_points:
+        raise UserError("give at least one --operating_point, e.g. melanoma:sensitivity=0.9")
+    return tuple(spec if isinstance(spec, OperatingPointSpec) else parse_operating_point(spec)
+                 for spec in operating_points)
+
+
+def _kind(graph: Path) -> str:
+    if graph.is_dir():
+        return "saved_model"
+    return "tflite" if is_tflite_file(graph) else "pb"
+
+
+def _check_paths(graph: Path, image_dir: Path, output: Path) -> str:
+    """The model's format, once the model and tree exist and the copy can land at `output`
+    without replacing anything."""
+    from retrain.outputs import check_outputs
+
+    if not graph.exists():
+        raise UserError(f"--graph {graph}: no such file or directory")
+    if not image_dir.is_dir():
+        raise UserError(f"--image_dir {image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
+    kind = _kind(graph)
+    if kind != "saved_model" and output.suffix.lower() != f".{kind}":
+        raise UserError(f"--output {output}: the copy is a .{kind} like --graph; give it a name ending in .{kind}")
+    written = _written(kind, output)
+    for what, path in written.items():
+        if path.exists() or path.is_symlink():
+            raise UserError(f"--output {output}: {what + ' ' + str(path) + ' ' if what else ''}already exists; "
+                            "set_operating_point never overwrites a model, so give --output a new name")
+    files = {f"--output's {what}" if what else "--output": path for what, path in written.items()}
+    folders = {"--output": files.pop("--output")} if kind == "saved_model" else None
+    check_outputs({"--graph": graph, "--graph's sidecar": sidecar_path(graph) if kind == "tflite" else None,
+                   "--image_dir": image_dir}, files, folders)
+    return kind
+
+
+def _written(kind: str, output: Path) -> dict[str, Path]:
+    """Every path the copy writes, by what it is to --output ("": the model itself)."""
+    written = {"": output}
+    if kind == "tflite":
+        written["sidecar"] = sidecar_path(output)
+    if kind != "saved_model":  # a SavedModel's sits inside the new folder
+        written["model card"] = model_card_markdown_path(output)
+    return written
+
+
+def _read_card(graph: Path, kind: str) -> dict:
+    """The model card `graph` carries; a model without one (not from retrain) has nowhere to keep a point."""
+    if kind == "tflite":
+        card = read_sidecar(graph)
+    elif kind == "saved_model":
+        card = _saved_model_card(graph)
+    else:
+        card = _graph_card(_read_graph_def(graph))
+    if not card or not card.get("labels"):
+        where = {"tflite": f"no {sidecar_path(graph).name} beside it", "pb": "no model card node",
+                 "saved_model": "no assets.extra/retrain_metadata.json"}[kind]
+        raise UserError(f"--graph {graph}: not exported by retrain ({where}), so it has no model card to store an "
+                        "operating point in; retrain a model to get one")
+    return card
+
+
+def _saved_model_card(directory: Path) -> dict | None:
+    from retrain.export.graph import MODEL_CARD_FILE
+
+    if not (directory / "saved_model.pb").exists():
+        raise UserError(f"--graph {directory}: a folder, but not a SavedModel (no saved_model.pb)")
+    path = directory / "assets.extra" / MODEL_CARD_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable retrain model card ({e})") from e
+
+
+def _read_graph_def(path: Path):
+    tf = import_tensorflow()
+    from google.protobuf.message import DecodeError
+
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except (DecodeError, RuntimeWarning, ValueError) as e:
+        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
+    return graph_def
+
+
+def _card_node(graph_def):
+    from retrain.export.graph import MODEL_CARD_NODE
+
+    return next((node for node in graph_def.node if node.name == MODEL_CARD_NODE), None)
+
+
+def _graph_card(graph_def) -> dict | None:
+    node = _card_node(graph_def)
+    return None if node is None else json.loads(node.attr["value"].tensor.string_val[0].decode())
+
+
+def _classify(graph: Path, labels: list[str], image_dir: Path, reporter: Reporter) -> evaluation.Predictions:
+    """The tree's images classified by the model, in the model's label order, with their true classes."""
+    if not is_tflite_file(graph):
+        import_tensorflow()
+    model = prediction.load_model(graph)
+    predicted, _ = evaluation.evaluate_model(model, labels, image_dir, reporter.progress, None, reporter.log,
+                                             reporter.warn)
+    for failure in predicted.failures:
+        reporter.warn(f"skipped {failure.path}: {failure.reason}")
+    if predicted.true is None:
+        raise UserError(f"--image_dir {image_dir}: needs class folders named like the model's labels "
+                        f"({', '.join(labels)}) to choose a threshold")
+    if not len(predicted.paths):
+        raise UserError(f"--image_dir {image_dir}: no image could be read")
+    reporter.log(f"Classified {len(predicted.paths)} images of {image_dir} with {graph}")
+    return predicted
+
+
+def _warn_if_few(point: OperatingPoint, reporter: Reporter) -> None:
+    """A target reached on a handful of images says little about new ones: the interval says how little."""
+    if point.target == "threshold":
+        return
+    count = point.positives if point.target == "sensitivity" else point.negatives
+    value = point.sensitivity if point.target == "sensitivity" else point.specificity
+    if count < FEW_POSITIVES:
+        rate = Rate.of(round(value * count), count)
+        reporter.warn(f"--operating_point {point.label}: {point.target} {rate} on only {count} images; on new "
+                      f"images it may be anywhere in that interval (give at least {FEW_POSITIVES})")
+
+
+def _write_copy(graph: Path, kind: str, output: Path, card: dict) -> None:
+    try:
+        if kind == "pb":
+            _write_graph(graph, output, card)
+        elif kind == "saved_model":
+            _write_saved_model(graph, output, card)
+        else:
+            write_atomically(output, graph.read_bytes())
+            write_atomically(sidecar_path(output), json.dumps(card, indent=2).encode())
+    except OSError as e:
+        raise UserError(f"--output {output}: cannot write ({e.strerror or e})") from e
+
+
+def _write_graph(graph: Path, output: Path, card: dict) -> None:
+    """The same GraphDef with its model card constant replaced."""
+    tf = import_tensorflow()
+    graph_def = _read_graph_def(graph)
+    _card_node(graph_def).attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(card)))
+    write_atomically(output, graph_def.SerializeToString())
+
+
+def _write_saved_model(graph: Path, output: Path, card: dict) -> None:
+    """A copy of the folder with the new card, built beside `output` and renamed into place whole."""
+    from retrain.export.graph import MODEL_CARD_FILE
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        shutil.copytree(graph, building, dirs_exist_ok=True)
+        write_atomically(building / "assets.extra" / MODEL_CARD_FILE, json.dumps(card, indent=2).encode())
+        os.rename(building, output)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _write_markdown(card: dict, output: Path) -> Path:
+    path = model_card_markdown_path(output)
+    write_model_card_markdown(card, path)
+    return path

@@ -1,0 +1,29 @@
+"""`set_operating_point`: store (or move) the thresholds of an exported model, chosen on a
+labelled tree, in a copy of it; no retraining."""
+
+from __future__ import annotations
+
+import click
+
+from retrain.cli.console import log, progress, reports_user_errors, warn
+from retrain.cli.options import PATH, option
+from retrain.reporter import Reporter
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("graph", type=PATH, required=True,
+         help="The model exported by retrain: frozen .pb, SavedModel folder or .tflite (with its .tflite.json).")
+@option("image_dir", type=PATH, required=True,
+         help="Class-per-folder tree, folders named like the model's labels, of images the model did not train on: "
+              "the thresholds are chosen on it.")
+@option("operating_point", multiple=True, required=True,
+         help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T (the class may be omitted for two "
+              "classes); repeatable. Replaces every operating point the model stored. E.g. melanoma:sensitivity=0.9.")
+@option("output", type=PATH, required=True,
+         help="Where to write the copy, in --graph's format (with its sidecar and model card); never an existing path.")
+@reports_user_errors
+def set_operating_point(graph, image_dir, operating_point, output):
+    """Choose operating points on a labelled tree and write a copy of the model that stores them."""
+    from retrain.api.operating_point import set_operating_point as choose_and_write
+
+    choose_and_write(graph, image_dir, operating_point, output, reporter=Reporter(log=log, warn=warn, progress=progress))

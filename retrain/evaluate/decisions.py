@@ -1,0 +1,160 @@
+"""From scores to decisions, measured on the evaluated images: each stored operating point's
+sensitivity and specificity, the share of images the out-of-distribution score flags, the
+calibration of the probabilities and, with --metadata, the same by subgroup. Every figure
+comes with its count and a 95 % interval: what a model card promises is checked here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrain.evaluate.evaluation import Predictions, ood_threshold
+from retrain.evaluate.subgroups import Subgroups, measure_subgroups
+from retrain.metrics import Rate, expected_calibration_error, sensitivity_specificity
+from retrain.train.operating_points import OperatingPoint, points_from_card
+
+CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
+LISTED_FLAGS = 10  # flagged images printed; --json and --report list them all
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    """A stored operating point applied to the evaluated images."""
+
+    point: OperatingPoint
+    sensitivity: Rate
+    specificity: Rate
+
+    def as_dict(self) -> dict:
+        p = self.point
+        return {"label": p.label, "target": p.target, "value": p.value, "threshold": p.threshold,
+                "chosen_on": p.chosen_on, "sensitivity": self.sensitivity.as_dict(),
+                "specificity": self.specificity.as_dict()}
+
+    def how_chosen(self) -> str:
+        p = self.point
+        return "set as a fixed threshold" if p.target == "threshold" else f"chosen for {p.target} {p.value:g} on {p.chosen_on}"
+
+    def describe(self) -> str:
+        """ "Operating point melanoma >= 0.214 (chosen for sensitivity 0.95 on validation): sensitivity 93.3%
+        (28/30, 95% CI 79-98%), specificity 58.3% (70/120, 95% CI 49-67%)"."""
+        return (f"Operating point {self.point.label} >= {self.point.threshold:.3g} ({self.how_chosen()}): "
+                f"sensitivity {self.sensitivity}, specificity {self.specificity}")
+
+
+def measure_points(points: tuple[OperatingPoint, ...], predictions: Predictions) -> tuple[MeasuredPoint, ...]:
+    labels = predictions.labels
+    return tuple(MeasuredPoint(p, *sensitivity_specificity(predictions.probabilities[:, labels.index(p.label)],
+                                                          predictions.true == labels.index(p.label), p.threshold))
+                 for p in points)
+
+
+def no_point_reason(card: dict | None) -> str:
+    if card is None:
+        return "no retrain model card"
+    if "operating_points" not in card:
+        return "exported before retrain chose one"
+    return "trained without --operating_point"
+
+
+@dataclass(frozen=True)
+class OodFlags:
+    """The images whose out-of-distribution score is above the stored threshold."""
+
+    threshold: float
+    stored: dict  # the model card's "ood" entry
+    flagged: Rate
+    images: tuple[tuple[Path, float], ...]  # (path, ood score) of each flagged image, highest score first
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "flagged": self.flagged.as_dict(),
+                "flagged_images": [str(path) for path, _ in self.images]}
+
+    def summary(self) -> str:
+        share, where = self.stored.get("flagged_share"), self.stored.get("chosen_on") or "held-out"
+        there = "" if share is None else f"; the threshold flagged {100 * share:.1f}% of {where} images"
+        return (f"Out-of-distribution: {self.flagged} of the images flagged as unlike the training images "
+                f"(ood score > {self.threshold:.4g}{there})")
+
+    def lines(self) -> list[str]:
+        listed = [f"  flagged: {path} (ood score {score:.4g})" for path, score in self.images[:LISTED_FLAGS]]
+        more = len(self.images) - LISTED_FLAGS
+        return [self.summary(), *listed] + ([f"  ... and {more} more (all in --json and --report)"] if more > 0 else [])
+
+
+def ood_flags(card: dict | None, predictions: Predictions) -> OodFlags | None:
+    threshold = ood_threshold(card)
+    if threshold is None or predictions.ood_scores is None:
+        return None
+    scores = predictions.ood_scores
+    over = np.flatnonzero(scores > threshold)
+    over = over[np.argsort(-scores[over], kind="stable")]
+    return OodFlags(threshold, card["ood"], Rate.of(len(over), len(scores)),
+                    tuple((predictions.paths[i], float(scores[i])) for i in over))
+
+
+@dataclass(frozen=True)
+class CalibrationFigures:
+    ece: float  # on the evaluated images
+    stored: dict | None  # the model card's "calibration" entry
+
+    def as_dict(self) -> dict:
+        return {"ece": self.ece, "temperature": (self.stored or {}).get("temperature"), "bins": CALIBRATION_BINS}
+
+    def line(self) -> str:
+        here = f"Calibration: expected calibration error {self.ece:.3f} on these images ({CALIBRATION_BINS} bins)"
+        stored = self.stored or {}
+        if stored.get("temperature") is None:
+            return f"{here}; the model stores no temperature (its probabilities were not calibrated by retrain)"
+        there = "" if stored.get("ece_after") is None else f" (error there {stored['ece_after']:.3f})"
+        return f"{here}; temperature {stored['temperature']:.3g} fitted on {stored.get('chosen_on', 'held-out images')}{there}"
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What evaluate measures of how a model's scores become decisions."""
+
+    points: tuple[MeasuredPoint, ...]
+    no_point: str | None  # why no operating point is measured
+    calibration: CalibrationFigures | None  # None for unlabelled images
+    ood: OodFlags | None  # None: no out-of-distribution check stored
+    subgroups: Subgroups | None  # None without --metadata
+    unmatched: tuple[str, ...] = ()  # stored points whose class is not among the labels
+
+    def as_dict(self) -> dict:
+        """evaluate --json's keys beside the metrics."""
+        return {"operating_points": [p.as_dict() for p in self.points],
+                "calibration": None if self.calibration is None else self.calibration.as_dict(),
+                "ood": None if self.ood is None else self.ood.as_dict(),
+                "subgroups": None if self.subgroups is None else self.subgroups.as_dict()}
+
+    def lines(self, graph: str) -> list[str]:
+        lines = [p.describe() for p in self.points] + list(self.unmatched)
+        if self.no_point is not None:
+            lines.append(f"{graph}: no operating point stored ({self.no_point}); scores only")
+        if self.calibration is not None:
+            lines.append(self.calibration.line())
+        lines += [] if self.ood is None else self.ood.lines()
+        lines += [] if self.subgroups is None else self.subgroups.lines()
+        return [""] + lines if lines else []
+
+
+def measure_decisions(card: dict | None, predictions: Predictions) -> Decisions:
+    """The decisions' figures on labelled images; on unlabelled ones only what needs no label
+    (the out-of-distribution flags)."""
+    ood = ood_flags(card, predictions)
+    if predictions.true is None or not len(predictions.paths):
+        return Decisions((), None, None, ood, None)
+    labels = predictions.labels
+    stored = points_from_card(card)
+    points = tuple(p for p in stored if p.label in labels)
+    unmatched = tuple(f"Operating point {p.label} >= {p.threshold:.3g}: not measured, no class {p.label!r} among the "
+                      f"labels ({', '.join(labels)})" for p in stored if p.label not in labels)
+    calibration = CalibrationFigures(expected_calibration_error(predictions.probabilities, predictions.true,
+                                                                CALIBRATION_BINS), (card or {}).get("calibration"))
+    subgroups = None if predictions.metadata is None else measure_subgroups(
+        predictions.metadata, predictions.probabilities, predictions.true, labels, points)
+    return Decisions(measure_points(points, predictions), None if stored else no_point_reason(card), calibration, ood,
+                     subgroups, unmatched)

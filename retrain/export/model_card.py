@@ -1,0 +1,176 @@
+"""The model card in words: a short `*.model_card.md` beside every exported model, made from
+the JSON model card the model carries, so the two can never disagree.
+
+It says what the model is for (decision support, not diagnosis), what it learned from, how
+it did on held-out images, how its scores become decisions, and where it must not be
+trusted. evaluate's report shows the same sections at its top.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from retrain.errors import UserError
+from retrain.metrics import wilson_interval
+from retrain.paths import write_atomically
+from retrain.train.operating_points import points_from_card
+
+MARKDOWN_SUFFIX = ".model_card.md"
+
+
+def model_card_markdown_path(model_path: Path) -> Path:
+    """X.pb -> X.model_card.md; X.tflite -> X.tflite.model_card.md (beside its sidecar, so a .pb and
+    a .tflite of the same name keep one each); a SavedModel folder -> inside its assets.extra."""
+    model_path = Path(model_path).expanduser()
+    if model_path.suffix.lower() == ".tflite":
+        return model_path.with_name(model_path.name + MARKDOWN_SUFFIX)
+    if model_path.is_dir() or not model_path.suffix:
+        return model_path / "assets.extra" / "model_card.md"
+    return model_path.with_suffix(MARKDOWN_SUFFIX)
+
+
+def write_model_card_markdown(card: dict, path: Path) -> None:
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, model_card_markdown(card).encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the model card ({e.strerror or e})") from e
+
+
+def model_card_markdown(card: dict) -> str:
+    lines = ["# Model card", ""]
+    for heading, body in model_card_sections(card):
+        lines += [f"## {heading}", "", *body, ""]
+    return "\n".join(lines)
+
+
+def model_card_sections(card: dict) -> list[tuple[str, list[str]]]:
+    """(heading, plain-text lines) in reading order; bullets start with "- "."""
+    return [
+        ("Intended use", _intended_use(card)),
+        ("Training data", _training_data(card)),
+        ("Model", _model(card)),
+        ("Validation figures", _validation(card)),
+        ("Operating points", _operating_points(card)),
+        ("Calibration", _calibration(card)),
+        ("Out-of-distribution check", _ood(card)),
+        ("Subgroups", _subgroups(card)),
+        ("Known limits", _limits(card)),
+    ]
+
+
+def _intended_use(card: dict) -> list[str]:
+    return [f"Decision support, not diagnosis: it sorts an image into one of {len(card.get('labels', []))} classes "
+            f"({', '.join(card.get('labels', []))}) to help a trained person decide what to look at more closely. "
+            "Every output must be checked by a clinician; it does not replace examination, history or histology.",
+            "It expects images like the ones it was trained on (for dermoscopy models: dermoscopic images of a "
+            "single lesion)."]
+
+
+def _training_data(card: dict) -> list[str]:
+    data = card.get("training_data")
+    if not data:
+        return ["Not recorded (the model was exported before retrain recorded it)."]
+    lines = [f"- images: {data['image_dir']}"]
+    for name in ("validation_dir", "test_dir"):
+        if data.get(name):
+            lines.append(f"- {name.replace('_dir', '')} images: {data[name]}")
+    counts = data.get("counts", {})
+    lines += ["", "| class | " + " | ".join(counts) + " |", "|---|" + "---|" * len(counts)]
+    for label in card.get("labels", []):
+        lines.append(f"| {label} | " + " | ".join(str(counts[s].get(label, 0)) for s in counts) + " |")
+    return lines
+
+
+def _model(card: dict) -> list[str]:
+    lines = [f"- backbone: {card.get('architecture')} at {card.get('input_size')} px",
+             f"- recipe: {card.get('recipe', 'not recorded')}"]
+    tuned = card.get("fine_tuning")
+    if tuned:
+        lines.append(f"- fine-tuned: {tuned.get('layers')} layers, {tuned.get('epochs')} epochs, kept epoch "
+                     f"{tuned.get('kept_epoch')}")
+    if card.get("patient_metadata"):
+        lines.append(f"- also takes patient metadata: {', '.join(card['patient_metadata'].get('columns', []))}")
+    return lines
+
+
+def _validation(card: dict) -> list[str]:
+    figures = card.get("validation_figures")
+    if not figures:
+        return ["Not recorded."]
+    accuracy = figures["accuracy"]
+    lines = [f"On {figures['count']} validation images (which also chose the kept step or epoch, the temperature "
+             "and the thresholds, so these figures are a little optimistic; evaluate on a held-out set):",
+             f"- accuracy {_percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
+    for label, auc in figures["auc"].items():
+        lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
+                     f"{auc['positives']} images of the class)")
+    return lines
+
+
+def _operating_points(card: dict) -> list[str]:
+    points = points_from_card(card)
+    if not points:
+        return ["None stored: the model gives scores only. Set one with retrain --operating_point or "
+                "set_operating_point."]
+    lines = []
+    for point in points:
+        sensitivity = _interval(wilson_interval(round(point.sensitivity * point.positives), point.positives))
+        specificity = _interval(wilson_interval(round(point.specificity * point.negatives), point.negatives))
+        lines.append(f"- {point.describe()}; 95% CI sensitivity {sensitivity}, specificity {specificity}")
+    return lines
+
+
+def _calibration(card: dict) -> list[str]:
+    calibration = card.get("calibration")
+    if not calibration:
+        return ["Not calibrated: its probabilities may be over- or under-confident."]
+    return [f"Temperature {calibration['temperature']:.3g}, fitted on {calibration['chosen_on']} "
+            f"({calibration['count']} images) and folded into the exported model: expected calibration error "
+            f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after."]
+
+
+def _ood(card: dict) -> list[str]:
+    ood = card.get("ood")
+    if not ood:
+        return ["None: the model answers for any image, however unlike its training images."]
+    return [f"Output `{ood['output_name']}`: the Mahalanobis distance of the image's features (scaled to unit "
+            f"length) to the nearest training class. Above {ood['threshold']:.3g} the image is flagged as unlike the training images and "
+            f"the prediction may be meaningless; the threshold flags {_percent(ood['flagged_share'])} of "
+            f"{ood['chosen_on']} images."]
+
+
+def _subgroups(card: dict) -> list[str]:
+    rows = card.get("subgroups")
+    if not rows:
+        return ["Not measured at training. Run evaluate --metadata on a labelled set to see figures by sex and age."]
+    return ["On the validation images:", "", "```", *rows, "```"]
+
+
+def _limits(card: dict) -> list[str]:
+    lines = ["- Only as good as its training images: other cameras, populations, skin types or lesion kinds "
+             "may score worse, and the validation figures do not show it.",
+             "- Figures come from small sets; read their confidence intervals, not only the point values."]
+    if not card.get("ood"):
+        lines.append("- It has no check for images unlike its training images.")
+    if card.get("quantization") not in (None, "none"):
+        lines.append(f"- This .tflite is quantized ({card['quantization']}): its scores differ slightly from the "
+                     "float model the figures were measured on.")
+    return lines
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _interval(bounds, percent: bool = True) -> str:
+    low, high = bounds
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return "n/a"
+    return f"{100 * low:.0f}-{100 * high:.0f}%" if percent else f"{low:.3f}-{high:.3f}"

@@ -1,0 +1,90 @@
+"""retrain chooses a temperature, the operating points asked for and an out-of-distribution
+threshold on held-out images, and stores them with the model."""
+
+import numpy as np
+import pytest
+
+from retrain.api import DataConfig, DecisionConfig, ExportConfig, Reporter, RetrainConfig, TrainingConfig, train
+from retrain.api.decision_stages import out_of_fold_logits
+from retrain.api.stages import Arrays
+from retrain.cli import retrain
+from retrain.predict.prediction import load_model
+from retrain.train.operating_points import parse_operating_point, points_from_card
+from tests.conftest import COLOURS, noisy_colour_image, run_cli
+
+
+def _validation_tree(root, count: int = 30):
+    """Images of the training tree's colours, drawn with other noise: not copies of training images."""
+    for name in ("red", "blue"):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            noisy_colour_image(COLOURS[name], seed=10_000 + i).save(root / name / f"v{i}.jpg")
+    return root
+
+
+def _train(tree, tmp_path, points=(), **data):
+    lines = []
+    config = RetrainConfig(DataConfig(tree, **data), top_layer=TrainingConfig(steps=60, random_seed=0),
+                           export=ExportConfig(tmp_path / "g.pb", tmp_path / "l.txt"),
+                           decisions=DecisionConfig(tuple(parse_operating_point(p) for p in points)))
+    train(config, Reporter(log=lines.append, warn=lambda line: lines.append(f"warning: {line}")))
+    return load_model(tmp_path / "g.pb").model_card, lines
+
+
+def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the_model_card(make_tree, tmp_path):
+    tree = make_tree({"red": 40, "blue": 40})
+    card, lines = _train(tree, tmp_path, ["red:sensitivity=0.9"], validation_dir=_validation_tree(
+        tmp_path / "validation"))
+    (point,) = points_from_card(card)
+    assert (point.label, point.target, point.value, point.chosen_on) == ("red", "sensitivity", 0.9, "validation")
+    assert point.positives >= 30 and point.sensitivity >= 0.9
+    assert any(line.startswith("Operating point: red >= ") for line in lines)
+    assert card["calibration"]["chosen_on"] == "validation" and card["calibration"]["temperature"] > 0
+    assert card["ood"]["flagged_share"] == pytest.approx(0.05, abs=0.02)
+    assert card["training_data"]["counts"]["training"]["red"] > 0
+    assert "red" in card["validation_figures"]["auc"]
+
+
+def test_with_too_few_validation_positives_the_top_layer_recipes_choose_on_out_of_fold_predictions(make_tree, tmp_path):
+    card, lines = _train(make_tree({"red": 30, "blue": 30}), tmp_path, ["red:sensitivity=0.9"])
+    warnings = [line for line in lines if line.startswith("warning: --operating_point: only")]
+    assert len(warnings) == 1 and "fewer than 30" in warnings[0] and "out-of-fold" in warnings[0]
+    (point,) = points_from_card(card)
+    assert point.chosen_on == "out-of-fold training" and point.positives > 20
+
+
+def test_out_of_fold_logits_come_from_top_layers_that_never_saw_the_image():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 100)
+    x = rng.normal(size=(100, 6)) + y[:, None]
+    x[0] += 50  # an image no other image resembles: only a layer trained on it would be sure of it
+    logits = out_of_fold_logits(Arrays(x.astype(np.float32), y), 2, TrainingConfig(steps=200, random_seed=0))
+    assert logits.shape == (100, 2)
+    assert (logits.argmax(1) == y).mean() > 0.7
+
+
+def test_a_mistyped_operating_point_fails_before_any_work(make_tree, tmp_path):
+    tree = make_tree({"red": 3, "blue": 3})
+    result = run_cli(retrain, ["--image_dir", tree, "--operating_point", "red:sensitivity=1.5",
+                               "--output_graph", tmp_path / "g.pb", "--bottleneck_dir", tmp_path / "bn"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: --operating_point 'red:sensitivity=1.5': sensitivity must be between "
+                                     "0 and 1, got 1.5")
+    assert not (tmp_path / "bn").exists()
+
+
+def test_an_operating_point_for_a_class_that_is_not_in_the_tree_fails_before_the_bottlenecks(make_tree, tmp_path):
+    tree = make_tree({"red": 3, "blue": 3})
+    result = run_cli(retrain, ["--image_dir", tree, "--operating_point", "melanoma:sensitivity=0.9",
+                               "--output_graph", tmp_path / "g.pb", "--bottleneck_dir", tmp_path / "bn"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == ("error: --operating_point: no class 'melanoma'; the classes "
+                                                      "are blue, red")
+    assert not (tmp_path / "bn").exists()
+
+
+def test_the_model_card_in_words_lists_the_operating_point(make_tree, tmp_path):
+    _train(make_tree({"red": 40, "blue": 40}), tmp_path, ["red:specificity=0.8"],
+           validation_dir=_validation_tree(tmp_path / "validation"))
+    words = (tmp_path / "g.model_card.md").read_text()
+    assert "## Operating points" in words and "red >= " in words and "for specificity 0.8" in words

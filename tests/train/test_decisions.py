@@ -1,0 +1,126 @@
+"""Operating points, calibration and the out-of-distribution score, on generated numbers."""
+
+import numpy as np
+import pytest
+
+from retrain.errors import UserError
+from retrain.metrics import expected_calibration_error, negative_log_likelihood, sensitivity_specificity
+from retrain.train.calibration import calibrate, fit_temperature, scaled
+from retrain.train.ood import fit_ood
+from retrain.train.operating_points import (
+    choose_operating_points,
+    parse_operating_point,
+    points_from_card,
+)
+from retrain.train.top_layer import TopLayer, softmax
+
+
+def _scores(seed: int, count: int = 200):
+    rng = np.random.default_rng(seed)
+    positive = rng.random(count) < 0.3
+    scores = np.clip(rng.normal(0.35, 0.2, count) + 0.25 * positive, 0, 1)
+    return scores, positive
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("wanted", [0.8, 0.9, 0.95, 1.0])
+def test_a_threshold_chosen_for_a_sensitivity_reaches_it_on_the_images_it_was_chosen_on(seed, wanted):
+    scores, positive = _scores(seed)
+    probabilities = np.stack([1 - scores, scores], axis=1)
+    (point,) = choose_operating_points((parse_operating_point(f"sensitivity={wanted}"),), ["benign", "malignant"],
+                                       probabilities, positive.astype(int), "validation")
+    sensitivity, specificity = sensitivity_specificity(scores, positive, point.threshold)
+    assert sensitivity.value >= wanted
+    # the highest such threshold: one positive fewer would fall below the target
+    assert (sensitivity.successes - 1) / sensitivity.count < wanted
+    assert (point.sensitivity, point.specificity) == (sensitivity.value, specificity.value)
+
+
+@pytest.mark.parametrize("wanted", [0.5, 0.8, 0.95])
+def test_a_threshold_chosen_for_a_specificity_reaches_it(wanted):
+    scores, positive = _scores(11)
+    (point,) = choose_operating_points((parse_operating_point(f"malignant:specificity={wanted}"),),
+                                       ["benign", "malignant"], np.stack([1 - scores, scores], 1), positive.astype(int),
+                                       "validation")
+    assert sensitivity_specificity(scores, positive, point.threshold)[1].value >= wanted
+
+
+def test_the_threshold_lies_between_scores_so_rounding_keeps_each_image_on_its_side():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    positive = np.array([1, 0, 1, 1, 0, 0], bool)
+    (point,) = choose_operating_points((parse_operating_point("sensitivity=1"),), ["a", "b"],
+                                       np.stack([1 - scores, scores], 1), positive.astype(int), "validation")
+    assert point.threshold == pytest.approx(0.55)
+
+
+def test_an_operating_point_survives_the_model_card():
+    scores, positive = _scores(3)
+    points = choose_operating_points((parse_operating_point("malignant:sensitivity=0.9"),), ["benign", "malignant"],
+                                     np.stack([1 - scores, scores], 1), positive.astype(int), "validation")
+    assert points_from_card({"operating_points": [p.card() for p in points]}) == points
+    assert points_from_card({"format": "retrain"}) == ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("melanoma:sensitivty=0.9", "expected [CLASS:]sensitivity=S"),
+    ("melanoma:sensitivity=high", "'high' is not a number"),
+    ("melanoma:sensitivity=95", "must be between 0 and 1"),
+])
+def test_a_mistyped_operating_point_is_one_clear_line(text, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[")):
+        parse_operating_point(text)
+
+
+def test_an_operating_point_names_a_class_of_the_model():
+    probabilities = np.full((4, 3), 1 / 3)
+    with pytest.raises(UserError, match="no class 'melanom'; the classes are melanoma, nevus, sk"):
+        choose_operating_points((parse_operating_point("melanom:sensitivity=0.9"),), ["melanoma", "nevus", "sk"],
+                                probabilities, np.array([0, 1, 2, 0]), "validation")
+    with pytest.raises(UserError, match="name the class"):
+        choose_operating_points((parse_operating_point("sensitivity=0.9"),), ["melanoma", "nevus", "sk"],
+                                probabilities, np.array([0, 1, 2, 0]), "validation")
+
+
+def _overconfident(seed: int = 0, count: int = 600, overconfidence: float = 4.0):
+    """Labels drawn from softmax(logits), and the logits multiplied: a deliberately overconfident model."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.2, (count, 3))
+    true = np.array([rng.choice(3, p=p) for p in softmax(logits)])
+    return logits * overconfidence, true
+
+
+def test_calibration_lowers_the_negative_log_likelihood_of_an_overconfident_model():
+    logits, true = _overconfident()
+    calibration = calibrate(logits, true, "validation")
+    assert calibration.nll_after < calibration.nll_before - 0.3
+    assert calibration.ece_after < calibration.ece_before
+    assert calibration.temperature == pytest.approx(4.0, rel=0.25)
+
+
+def test_calibration_folded_into_the_top_layer_gives_the_calibrated_probabilities_and_the_same_winners():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(300, 8))
+    layer = TopLayer(rng.normal(size=(8, 3)) * 3, rng.normal(size=3))
+    true = rng.integers(0, 3, 300)
+    temperature = fit_temperature(layer.logits(features), true)
+    calibrated = scaled(layer, temperature)
+    np.testing.assert_allclose(calibrated.probabilities(features), softmax(layer.logits(features) / temperature),
+                               rtol=1e-6)
+    assert (calibrated.probabilities(features).argmax(1) == layer.probabilities(features).argmax(1)).all()
+    assert negative_log_likelihood(calibrated.probabilities(features), true) <= \
+        negative_log_likelihood(layer.probabilities(features), true)
+    assert expected_calibration_error(calibrated.probabilities(features), true) < \
+        expected_calibration_error(layer.probabilities(features), true)
+
+
+def test_the_ood_threshold_flags_five_percent_of_held_out_images_and_far_features_are_flagged():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 3, (3, 40))
+    true = rng.integers(0, 3, 900)
+    training = centres[true] + rng.normal(size=(900, 40))
+    held = centres[rng.integers(0, 3, 200)] + rng.normal(size=(200, 40))
+    detector = fit_ood(training, true, 3).with_threshold(held, "validation")
+    assert detector.flagged_share == pytest.approx(0.05, abs=0.01)
+    far = rng.normal(0, 1, (50, 40)) * 4 + 10
+    assert (detector.scores(far) > detector.threshold).all()
+    assert np.median(detector.scores(held)) == pytest.approx(1.0, rel=0.3)  # typical images score about 1
