@@ -63,8 +63,9 @@ def evaluate(
 ) -> Evaluation:
     """Classify every image under `image_dir` with each model and measure it. `labels`: one
     labels file per graph (default: the models' own); `patient_metadata`: CSV files of patient
-    metadata, the input of models trained with it and, for any model, the subgroups; `training_dir`: the images the models trained on, to warn of copies of them
-    among the images measured. Each line the evaluate command prints goes to `reporter.log`, as
+    metadata, the input of models trained with it and, for any model, the subgroups;
+    `training_dir`: the images the models trained on, to warn of copies of them among the
+    images measured. Each line the evaluate command prints goes to `reporter.log`, as
     soon as it is known."""
     log, warn, progress = reporter.log, reporter.warn, reporter.progress
     if report is not None:

@@ -97,7 +97,8 @@ class TunedNetwork:
     layer: TopLayer
     card: dict  # what the model card records of the fine-tuning
     validation: TunedRows  # the tuned backbone's features of the validation images
-    test: TunedRows  # ... and of the test images
+    test: TunedRows  # ... of the test images
+    training: TunedRows  # ... and of the training images, as served (no augmentation)
 
     def applied(self, sets: Sets, validation: Arrays, test: Arrays) -> tuple[Sets, Arrays, Arrays]:
         """The sets and arrays on the tuned features, without any image that became unreadable."""
@@ -138,20 +139,18 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
         "augmentation": config.augmentation.describe(), "kept_epoch": result.best_epoch,
         "validation_auc": {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
     }
-    return TunedNetwork(result.top_layer, card, tuned_features(backbone, split.validation, reporter.warn),
-                        tuned_features(backbone, split.test, reporter.warn))
+    return TunedNetwork(result.top_layer, card, *tuned_features(backbone, [split.validation, split.test,
+                                                                            split.training], reporter.warn))
 
 
 def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Arrays, validation: Arrays,
-                          config: TrainingConfig, tuned_backbone, reporter: Reporter) -> TopLayer:
-    """The top layer extended to take patient metadata (retrain.train.fusion); after
-    fine-tuning (`tuned_backbone` given) it learns from the tuned features."""
+                          config: TrainingConfig, tuned: bool, reporter: Reporter) -> TopLayer:
+    """The top layer extended to take patient metadata (retrain.train.fusion); after fine-tuning
+    (`tuned`: `training` holds the tuned features) its logits on the training images are in-sample."""
     from retrain.train.fusion import fuse
 
-    if tuned_backbone is not None:
-        training = tuned_features(tuned_backbone, sets.split.training, reporter.warn).apply(training)
     fused = fuse(fusion, layer, training.x, training.patient, training.y, validation.x, validation.patient,
-                 validation.y, len(sets.labels), config, logits_in_sample=tuned_backbone is not None)
+                 validation.y, len(sets.labels), config, logits_in_sample=tuned)
     log_validation_auc("Validation with patient metadata", fused, validation, sets.labels, reporter)
     return fused
 
@@ -168,7 +167,7 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     --test_batch_size); with `uncalibrated`, its calibration error too, the honest check of
     a temperature fitted on validation."""
     from retrain.api.stages import format_auc
-    from retrain.metrics import expected_calibration_error
+    from retrain.metrics import calibration_noise_floor, expected_calibration_error
 
     if not len(test):
         return TestFigures(None, 0)
@@ -182,8 +181,8 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     ece = f"Final test expected calibration error = {expected_calibration_error(predictions, test.y[chosen]):.3f}"
     if uncalibrated is not None and uncalibrated is not layer:
         before = uncalibrated.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
-        ece += f" ({expected_calibration_error(before, test.y[chosen]):.3f} before calibration)"
-    reporter.log(ece)
+        ece += f", {expected_calibration_error(before, test.y[chosen]):.3f} before calibration"
+    reporter.log(f"{ece} (sampling alone gives about {calibration_noise_floor(predictions):.3f})")
     if config.print_misclassified:
         reporter.log("=== MISCLASSIFIED TEST IMAGES ===")
         for row, index in enumerate(chosen):
@@ -225,7 +224,7 @@ def export_model(backbone, layer: TopLayer, card: dict, sets: Sets, validation: 
                  f"{model_card_markdown_path(export.output_graph)}")
     if export.saved_model_dir:
         export_saved_model(classifier, card, export.saved_model_dir)
-        write_model_card_markdown(card, model_card_markdown_path(export.saved_model_dir))
+        write_model_card_markdown(card, model_card_markdown_path(export.saved_model_dir, saved_model=True))
         reporter.log(f"Wrote SavedModel {export.saved_model_dir}")
     probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
     plot = plot_training(export.output_graph, history, probabilities, validation.y, sets.labels, reporter)

@@ -71,7 +71,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     new_card = {**card, "operating_points": [point.card() for point in points]}
     _write_copy(graph, kind, output, new_card)
     reporter.log(f"Wrote {output}")
-    markdown = _write_markdown(new_card, output)
+    markdown = _write_markdown(new_card, output, kind == "saved_model")
     reporter.log(f"Wrote {markdown}")
     return OperatingPointUpdate(graph, output, points, replaced, len(predicted.paths), markdown)
 
@@ -132,7 +132,8 @@ def _read_card(graph: Path, kind: str) -> dict:
     elif kind == "saved_model":
         card = _saved_model_card(graph)
     else:
-        card = _graph_card(_read_graph_def(graph))
+        import_tensorflow()  # with its native log lines kept off the terminal
+        card = prediction.graph_model_card(prediction.read_graph_def(graph))
     if not card or not card.get("labels"):
         where = {"tflite": f"no {sidecar_path(graph).name} beside it", "pb": "no model card node",
                  "saved_model": "no assets.extra/retrain_metadata.json"}[kind]
@@ -155,27 +156,10 @@ def _saved_model_card(directory: Path) -> dict | None:
         raise UserError(f"{path}: not a readable retrain model card ({e})") from e
 
 
-def _read_graph_def(path: Path):
-    tf = import_tensorflow()
-    from google.protobuf.message import DecodeError
-
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except (DecodeError, RuntimeWarning, ValueError) as e:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
-    return graph_def
-
-
 def _card_node(graph_def):
     from retrain.export.graph import MODEL_CARD_NODE
 
     return next((node for node in graph_def.node if node.name == MODEL_CARD_NODE), None)
-
-
-def _graph_card(graph_def) -> dict | None:
-    node = _card_node(graph_def)
-    return None if node is None else json.loads(node.attr["value"].tensor.string_val[0].decode())
 
 
 def _classify(graph: Path, labels: list[str], image_dir: Path, reporter: Reporter) -> evaluation.Predictions:
@@ -224,7 +208,7 @@ def _write_copy(graph: Path, kind: str, output: Path, card: dict) -> None:
 def _write_graph(graph: Path, output: Path, card: dict) -> None:
     """The same GraphDef with its model card constant replaced."""
     tf = import_tensorflow()
-    graph_def = _read_graph_def(graph)
+    graph_def = prediction.read_graph_def(graph)
     _card_node(graph_def).attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(card)))
     write_atomically(output, graph_def.SerializeToString())
 
@@ -243,7 +227,7 @@ def _write_saved_model(graph: Path, output: Path, card: dict) -> None:
         shutil.rmtree(building, ignore_errors=True)
 
 
-def _write_markdown(card: dict, output: Path) -> Path:
-    path = model_card_markdown_path(output)
+def _write_markdown(card: dict, output: Path, saved_model: bool) -> Path:
+    path = model_card_markdown_path(output, saved_model)
     write_model_card_markdown(card, path)
     return path

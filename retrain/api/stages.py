@@ -266,19 +266,23 @@ class TunedRows:
         return [pair for pair, keep in zip(pairs, self.ok) if keep]
 
 
-def tuned_features(backbone, pairs: list[tuple[Path, int]], warn) -> TunedRows:
-    """The (tuned) backbone's features of each image, read as serving reads it. Each image was
-    read once already, for its bottleneck; one unreadable now is left out, with a warning."""
+def tuned_features(backbone, sets: list[list[tuple[Path, int]]], warn) -> tuple[TunedRows, ...]:
+    """The (tuned) backbone's features of each set's images, read as serving reads them, with one
+    traced function for all sets. Each image was read once already, for its bottleneck; one
+    unreadable now is left out, with a warning."""
     import tensorflow as tf
 
     from retrain.train.fine_tuning import EVALUATION_BATCH_SIZE
 
-    features, ok, failures = map_batches(tf.function(backbone.module.features, reduce_retracing=True),
-                                         [p for p, _ in pairs], backbone.input_size, EVALUATION_BATCH_SIZE)
-    for failure in failures:
-        warn(f"skipped {failure.path} after fine-tuning: {failure.reason}")
-    x = features[ok] if features is not None else np.zeros((0, backbone.feature_size), np.float32)
-    return TunedRows(x, ok)
+    served = tf.function(backbone.module.features, reduce_retracing=True)
+
+    def rows(pairs: list[tuple[Path, int]]) -> TunedRows:
+        features, ok, failures = map_batches(served, [p for p, _ in pairs], backbone.input_size, EVALUATION_BATCH_SIZE)
+        for failure in failures:
+            warn(f"skipped {failure.path} after fine-tuning: {failure.reason}")
+        return TunedRows(features[ok] if features is not None else np.zeros((0, backbone.feature_size), np.float32), ok)
+
+    return tuple(rows(pairs) for pairs in sets)
 
 
 def format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> str:

@@ -19,8 +19,8 @@ from retrain.api.decision_stages import decide
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
-from retrain.train.operating_points import resolve_label
 from retrain.reporter import Reporter
+from retrain.train.operating_points import resolve_label
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,13 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
         tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, trained.config,
                                         config.export.output_graph, strategy, reporter)
         layer, card = tuned.layer, {**card, "fine_tuning": tuned.card}
+        plain = training = tuned.training.apply(plain)
         sets, validation, test = tuned.applied(sets, validation, test)
         stages.log_validation_auc("Fine-tuned validation", layer, validation, sets.labels, reporter)
     if patients:
         layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, trained.config,
-                                            backbone if config.fine_tuning.active else None, reporter)
+                                            config.fine_tuning.active, reporter)
         card["patient_metadata"] = stages.patient_card(patients, config.patient.fusion)
-    if config.fine_tuning.active:
-        plain = stages.tuned_features(backbone, sets.split.training, reporter.warn).apply(plain)
     decisions = decide(layer, sets, plain, validation, config.decisions, trained.config,
                        not config.fine_tuning.active and not patients, reporter,
                        stages.metadata_rows(table, sets.split.validation) if table is not None else None)

@@ -12,7 +12,12 @@ import numpy as np
 
 from retrain.evaluate.evaluation import Predictions, ood_threshold
 from retrain.evaluate.subgroups import Subgroups, measure_subgroups
-from retrain.metrics import Rate, expected_calibration_error, sensitivity_specificity
+from retrain.metrics import (
+    Rate,
+    calibration_noise_floor,
+    expected_calibration_error,
+    sensitivity_specificity,
+)
 from retrain.train.operating_points import OperatingPoint, points_from_card
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
@@ -98,13 +103,16 @@ def ood_flags(card: dict | None, predictions: Predictions) -> OodFlags | None:
 @dataclass(frozen=True)
 class CalibrationFigures:
     ece: float  # on the evaluated images
+    floor: float  # what a perfectly calibrated model would show on this many images
     stored: dict | None  # the model card's "calibration" entry
 
     def as_dict(self) -> dict:
-        return {"ece": self.ece, "temperature": (self.stored or {}).get("temperature"), "bins": CALIBRATION_BINS}
+        return {"ece": self.ece, "ece_floor": self.floor, "temperature": (self.stored or {}).get("temperature"),
+                "bins": CALIBRATION_BINS}
 
     def line(self) -> str:
-        here = f"Calibration: expected calibration error {self.ece:.3f} on these images ({CALIBRATION_BINS} bins)"
+        here = (f"Calibration: expected calibration error {self.ece:.3f} on these images ({CALIBRATION_BINS} bins; "
+                f"sampling alone gives about {self.floor:.3f})")
         stored = self.stored or {}
         if stored.get("temperature") is None:
             return f"{here}; the model stores no temperature (its probabilities were not calibrated by retrain)"
@@ -153,7 +161,9 @@ def measure_decisions(card: dict | None, predictions: Predictions) -> Decisions:
     unmatched = tuple(f"Operating point {p.label} >= {p.threshold:.3g}: not measured, no class {p.label!r} among the "
                       f"labels ({', '.join(labels)})" for p in stored if p.label not in labels)
     calibration = CalibrationFigures(expected_calibration_error(predictions.probabilities, predictions.true,
-                                                                CALIBRATION_BINS), (card or {}).get("calibration"))
+                                                                CALIBRATION_BINS),
+                                     calibration_noise_floor(predictions.probabilities, CALIBRATION_BINS),
+                                     (card or {}).get("calibration"))
     subgroups = None if predictions.metadata is None else measure_subgroups(
         predictions.metadata, predictions.probabilities, predictions.true, labels, points)
     return Decisions(measure_points(points, predictions), None if stored else no_point_reason(card), calibration, ood,

@@ -19,14 +19,14 @@ from retrain.train.operating_points import points_from_card
 MARKDOWN_SUFFIX = ".model_card.md"
 
 
-def model_card_markdown_path(model_path: Path) -> Path:
+def model_card_markdown_path(model_path: Path, saved_model: bool = False) -> Path:
     """X.pb -> X.model_card.md; X.tflite -> X.tflite.model_card.md (beside its sidecar, so a .pb and
     a .tflite of the same name keep one each); a SavedModel folder -> inside its assets.extra."""
     model_path = Path(model_path).expanduser()
+    if saved_model:
+        return model_path / "assets.extra" / "model_card.md"
     if model_path.suffix.lower() == ".tflite":
         return model_path.with_name(model_path.name + MARKDOWN_SUFFIX)
-    if model_path.is_dir() or not model_path.suffix:
-        return model_path / "assets.extra" / "model_card.md"
     return model_path.with_suffix(MARKDOWN_SUFFIX)
 
 
@@ -128,8 +128,11 @@ def _calibration(card: dict) -> list[str]:
     if not calibration:
         return ["Not calibrated: its probabilities may be over- or under-confident."]
     return [f"Temperature {calibration['temperature']:.3g}, fitted on {calibration['chosen_on']} "
-            f"({calibration['count']} images) and folded into the exported model: expected calibration error "
-            f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after."]
+            f"({calibration['count']} images) and folded into the exported model: negative log-likelihood "
+            f"{calibration['nll_before']:.3f} before, {calibration['nll_after']:.3f} after; expected calibration "
+            f"error {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after"
+            + (f" (sampling alone gives about {calibration['ece_floor']:.3f} on that many images)."
+               if calibration.get("ece_floor") is not None else ".")]
 
 
 def _ood(card: dict) -> list[str]:

@@ -32,34 +32,63 @@ class Parity:
     images: int
     top1_agreement: float
     max_probability_difference: float
+    ood_agreement: float | None = None  # images whose out-of-distribution flag both models agree on
+    ood_images: int = 0  # the held-back images and two generated frames (noise, blank) nothing like them
+    frames_agree: bool = True  # whether the candidate flags the generated frames as the reference does
+
+
+def _frames(height: int, width: int) -> np.ndarray:
+    """A noise frame and a blank one: every model with an out-of-distribution check must flag them."""
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3)).astype(np.float32)
+    return np.stack([noise, np.full((height, width, 3), 255.0, np.float32)])
+
+
+def _outputs(model: LoadedModel, pixels: np.ndarray, ood: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    return model.ood(pixels) if ood else (model.predict(pixels), None)
 
 
 def measure_parity(
     candidate: LoadedModel, reference: LoadedModel, images: list[Path], name: str, size_bytes: int,
     batch_size: int = 32,
 ) -> Parity:
-    """Top-1 agreement and the largest probability difference over the readable images."""
-    agreements, max_difference, count = 0, 0.0, 0
+    """Top-1 agreement and the largest probability difference over the readable images; where
+    both have an out-of-distribution output, how often their flags agree, two generated frames
+    included (an int8 score that cannot reach the threshold shows there)."""
+    threshold = ((reference.model_card or {}).get("ood") or {}).get("threshold")
+    ood = reference.ood is not None and candidate.ood is not None and threshold is not None
+    agreements, max_difference, count, flags = 0, 0.0, 0, []
     for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):
         if batch is None:
             continue
-        expected, actual = reference.predict(batch), candidate.predict(batch)
+        expected, expected_scores = _outputs(reference, batch, ood)
+        actual, actual_scores = _outputs(candidate, batch, ood)
         if expected.shape != actual.shape:
             raise UserError(f"{candidate.source}: gives {actual.shape[1]} outputs but {reference.source} gives {expected.shape[1]}")
         agreements += int(np.sum(expected.argmax(axis=1) == actual.argmax(axis=1)))
         max_difference = max(max_difference, float(np.abs(expected - actual).max()))
         count += len(batch)
+        if ood:
+            flags += list((expected_scores > threshold) == (actual_scores > threshold))
     if count == 0:
         raise UserError("no readable held-back images to measure parity on")
-    return Parity(name, size_bytes, count, agreements / count, max_difference)
+    if not ood:
+        return Parity(name, size_bytes, count, agreements / count, max_difference)
+    frames = _frames(reference.input_height, reference.input_width)
+    on_frames = list((reference.ood(frames)[1] > threshold) == (candidate.ood(frames)[1] > threshold))
+    flags += on_frames
+    return Parity(name, size_bytes, count, agreements / count, max_difference, float(np.mean(flags)), len(flags),
+                  all(on_frames))
 
 
 def format_parity_table(reference_name: str, reference_size: int, rows: list[Parity]) -> str:
-    header = ("model", "size", "top-1 agreement", "max |prob diff|")
-    lines = [header, (reference_name, megabytes(reference_size), "(reference)", "")]
+    ood = any(row.ood_agreement is not None for row in rows)
+    header = ("model", "size", "top-1 agreement", "max |prob diff|") + (("ood flags agree",) if ood else ())
+    lines = [header, (reference_name, megabytes(reference_size), "(reference)", "") + (("",) if ood else ())]
     for row in rows:
         agreement = f"{100 * row.top1_agreement:.1f}% ({round(row.top1_agreement * row.images)}/{row.images})"
-        lines.append((row.name, megabytes(row.size_bytes), agreement, f"{row.max_probability_difference:.4f}"))
+        flags = () if not ood else ("n/a",) if row.ood_agreement is None else (
+            f"{100 * row.ood_agreement:.1f}% ({round(row.ood_agreement * row.ood_images)}/{row.ood_images})",)
+        lines.append((row.name, megabytes(row.size_bytes), agreement, f"{row.max_probability_difference:.4f}") + flags)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
 
@@ -89,4 +118,7 @@ def report_parity(
     if row.top1_agreement < threshold:
         warn(f"{export.path}: top-1 agreement {100 * row.top1_agreement:.1f}% is below the {100 * threshold:.1f}% "
              f"expected for {export.quantization}; check it on your own images before shipping")
+    if not row.frames_agree:
+        warn(f"{export.path}: does not flag a noise or a blank frame as out-of-distribution as "
+             f"{reference_path.name} does; its out-of-distribution score cannot be relied on")
     return row

@@ -68,7 +68,7 @@ class _GraphFeed:
     own_output: bool  # the output the model card (or tensorflow-for-poets) names, not one the flags chose
 
 
-def _read_graph_def(path: Path):
+def read_graph_def(path: Path):
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
@@ -82,7 +82,7 @@ def _read_graph_def(path: Path):
     return graph_def
 
 
-def _graph_model_card(graph_def) -> dict | None:
+def graph_model_card(graph_def) -> dict | None:
     """The model card a frozen graph from retrain carries as a constant node."""
     import tensorflow as tf
 
@@ -125,8 +125,8 @@ def _graph_feed(model_card: dict | None, overrides: FeedOverrides, notes: list[s
 def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -> LoadedModel:
     import tensorflow as tf
 
-    graph_def = _read_graph_def(path)
-    model_card = _graph_model_card(graph_def)
+    graph_def = read_graph_def(path)
+    model_card = graph_model_card(graph_def)
     feed = _graph_feed(model_card, overrides, notes)
     names = {node.name for node in graph_def.node}
     for flag, name in (("--input_layer", feed.input_layer), ("--output_layer", feed.output_layer)):

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrain.metrics import expected_calibration_error, negative_log_likelihood
+from retrain.metrics import (
+    calibration_noise_floor,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
 from retrain.train.top_layer import TopLayer, softmax
 
 
@@ -26,14 +30,16 @@ class Calibration:
     nll_after: float
     count: int
     chosen_on: str
+    ece_floor: float  # what a perfectly calibrated model would show on this many images
 
     def card(self) -> dict:
         return dataclasses.asdict(self)
 
     def describe(self) -> str:
-        return (f"Calibration on {self.chosen_on} (N={self.count}): temperature {self.temperature:.3g}; expected "
-                f"calibration error {self.ece_before:.3f} before, {self.ece_after:.3f} after; negative log-likelihood "
-                f"{self.nll_before:.3f} before, {self.nll_after:.3f} after")
+        return (f"Calibration on {self.chosen_on} (N={self.count}): temperature {self.temperature:.3g}; negative "
+                f"log-likelihood {self.nll_before:.3f} before, {self.nll_after:.3f} after; expected calibration error "
+                f"{self.ece_before:.3f} before, {self.ece_after:.3f} after (sampling alone gives about "
+                f"{self.ece_floor:.3f} on {self.count} images)")
 
 
 def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:
@@ -63,7 +69,7 @@ def calibrate(logits: np.ndarray, true: np.ndarray, chosen_on: str) -> Calibrati
     before, after = softmax(logits), softmax(logits / temperature)
     return Calibration(temperature, expected_calibration_error(before, true), expected_calibration_error(after, true),
                        negative_log_likelihood(before, true), negative_log_likelihood(after, true), len(true),
-                       chosen_on)
+                       chosen_on, calibration_noise_floor(after))
 
 
 def scaled(layer: TopLayer, temperature: float) -> TopLayer:

@@ -4,10 +4,19 @@ threshold on held-out images, and stores them with the model."""
 import numpy as np
 import pytest
 
-from retrain.api import DataConfig, DecisionConfig, ExportConfig, Reporter, RetrainConfig, TrainingConfig, train
+from retrain.api import (
+    DataConfig,
+    DecisionConfig,
+    ExportConfig,
+    Reporter,
+    RetrainConfig,
+    TrainingConfig,
+    train,
+)
 from retrain.api.decision_stages import out_of_fold_logits
 from retrain.api.stages import Arrays
 from retrain.cli import retrain
+from retrain.data.images import load_image
 from retrain.predict.prediction import load_model
 from retrain.train.operating_points import parse_operating_point, points_from_card
 from tests.conftest import COLOURS, noisy_colour_image, run_cli
@@ -33,11 +42,16 @@ def _train(tree, tmp_path, points=(), **data):
 
 def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the_model_card(make_tree, tmp_path):
     tree = make_tree({"red": 40, "blue": 40})
-    card, lines = _train(tree, tmp_path, ["red:sensitivity=0.9"], validation_dir=_validation_tree(
-        tmp_path / "validation"))
+    validation = _validation_tree(tmp_path / "validation")
+    card, lines = _train(tree, tmp_path, ["red:sensitivity=0.9"], validation_dir=validation, validation_percentage=0)
     (point,) = points_from_card(card)
     assert (point.label, point.target, point.value, point.chosen_on) == ("red", "sensitivity", 0.9, "validation")
-    assert point.positives >= 30 and point.sensitivity >= 0.9
+    assert point.positives == 30 and point.sensitivity >= 0.9
+    # the exported (calibrated) model reaches it on the images it was chosen on
+    model = load_model(tmp_path / "g.pb")
+    reds = sorted((validation / "red").glob("*.jpg"))
+    red = model.predict(np.stack([load_image(p, (224, 224)) for p in reds]).astype(np.float32))[:, 1]
+    assert (red >= point.threshold).mean() >= 0.9
     assert any(line.startswith("Operating point: red >= ") for line in lines)
     assert card["calibration"]["chosen_on"] == "validation" and card["calibration"]["temperature"] > 0
     assert card["ood"]["flagged_share"] == pytest.approx(0.05, abs=0.02)

@@ -177,7 +177,9 @@ def test_the_same_tree_as_training_validation_and_test_is_one_warning_and_no_tes
     assert result.exit_code == 0, result.output
     assert _warnings(result) == [(
         f"warning: --image_dir, --validation_dir and --test_dir name one and the same folder ({train.resolve()}): its "
-        "training images are removed from validation/test, so the figures stay honest (--keep_duplicates keeps them)")]
+        "training images are removed from validation/test, so the figures stay honest (--keep_duplicates keeps them)"),
+        "warning: no validation images: the probabilities are not calibrated, and no operating point or "
+        "out-of-distribution threshold is stored; give --validation_dir or a --validation_percentage"]
     assert "Split: 8 training, 0 validation, 0 testing" in result.stdout
     assert "Final test accuracy" not in result.stdout
 

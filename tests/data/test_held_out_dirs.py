@@ -144,4 +144,6 @@ def test_zero_percentages_are_accepted(make_tree, tmp_path):
     result = _retrain(tmp_path, image_dir, "--validation_percentage", "0", "--testing_percentage", "0")
     assert result.exit_code == 0, result.output
     assert _split_line(result) == "Split: 6 training, 0 validation, 0 testing"
-    assert _warnings(result) == []
+    assert _warnings(result) == [  # too few images for out-of-fold predictions either
+        "warning: no validation images: the probabilities are not calibrated, and no operating point or "
+        "out-of-distribution threshold is stored; give --validation_dir or a --validation_percentage"]

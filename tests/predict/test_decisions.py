@@ -174,3 +174,22 @@ def test_a_graph_with_a_fixed_threshold_decides_over_and_under_it_heatmap_too(sq
     assert blue.exit_code == 0, blue.output
     assert "Decision: red " in blue.stdout and "-> negative: does not rule out red (threshold set by hand on a " \
         "hand-picked tree, where it gave sensitivity 100.0%, specificity 100.0%)" in blue.stdout
+
+
+def test_a_graph_exported_as_before_without_an_ood_output_classifies_and_says_it_has_neither(backbone, tmp_path):
+    """The shape retrain exported before operating points: no `ood_score` node, a card without the new keys."""
+    from retrain.export.graph import Classifier, export_frozen_graph, model_card
+    from retrain.predict.prediction import load_model
+    from retrain.train.top_layer import TopLayer
+
+    rng = np.random.default_rng(0)
+    layer = TopLayer(rng.normal(0, 0.01, (backbone.feature_size, 2)).astype(np.float32), np.zeros(2, np.float32))
+    export_frozen_graph(Classifier(backbone, layer, "final_result"), model_card(backbone, ["benign", "malignant"],
+                                                                                 "final_result"), tmp_path / "old.pb")
+    assert load_model(tmp_path / "old.pb").ood is None
+    result = run_cli(label_image, ["--graph", tmp_path / "old.pb", "--image", _square(tmp_path, "red")])
+    assert result.exit_code == 0, result.output
+    assert [line.split(" (score=")[0] for line in result.stdout.splitlines()] in (["benign", "malignant"],
+                                                                                 ["malignant", "benign"])
+    (note,) = result.stderr.splitlines()
+    assert "exported before retrain stored operating points" in note and "no out-of-distribution check" in note

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from retrain.errors import UserError
-from retrain.metrics import expected_calibration_error, negative_log_likelihood, sensitivity_specificity
+from retrain.metrics import (
+    expected_calibration_error,
+    negative_log_likelihood,
+    sensitivity_specificity,
+)
 from retrain.train.calibration import calibrate, fit_temperature, scaled
 from retrain.train.ood import fit_ood
 from retrain.train.operating_points import (
