@@ -185,7 +185,8 @@ def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_sco
     if ood_score is not None and threshold is not None and math.isfinite(threshold):
         ood = OodCheck(ood_score, float(threshold))
     missing = None if decisions else _no_point_reason(card, stock)
-    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions))
+    unavailable = ((card or {}).get("ood") or {}).get("unavailable")
+    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable)
     return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "notes": notes}
 
 
@@ -199,9 +200,12 @@ def _no_point_reason(card: dict | None, stock: bool) -> str:
     return "the model was trained without --operating_point"
 
 
-def _notes(missing: str | None, no_ood: bool, tta: bool) -> tuple[str, ...]:
+def _notes(missing: str | None, no_ood: bool, tta: bool, unavailable: str | None = None) -> tuple[str, ...]:
     """One line for what the model cannot say (no decision, no out-of-distribution check)."""
     notes = []
+    if unavailable:
+        notes.append(f"no out-of-distribution check: {unavailable}")
+        no_ood = False
     if missing is not None:
         also = "; it has no out-of-distribution check either" if no_ood else ""
         notes.append(f"no operating point, so no decision: {missing}. The scores above rank the classes; they do "

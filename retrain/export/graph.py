@@ -51,7 +51,6 @@ class Classifier(tf.Module):
             top_layer.patient_weights, name="metadata_weights")
         self.ood_projection = None if ood is None else tf.Variable(ood.projection, name="ood_projection")
         self.ood_means = None if ood is None else tf.Variable(ood.means, name="ood_means")
-        self.ood_ceiling = None if ood is None else tf.Variable(ood.ceiling, name="ood_ceiling")
         self.final_tensor_name = final_tensor_name
         size = backbone.input_size
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
@@ -72,12 +71,8 @@ class Classifier(tf.Module):
         if self.ood_projection is not None:
             projected = tf.matmul(tf.math.l2_normalize(features, axis=1, epsilon=1e-12), self.ood_projection)
             distances = tf.reduce_sum(tf.square(projected[:, None, :] - self.ood_means[None]), axis=2)
-            score = tf.reduce_min(distances, axis=1, keepdims=True) / float(self.ood_projection.shape[0])
-            # Beside a constant column at the ceiling: int8 conversion sizes a tensor's range by what the
-            # (in-distribution) calibration images give, and a concatenation shares one range, so scores
-            # well over the threshold stay representable. Float formats are unchanged by it.
-            anchored = tf.concat([score, tf.fill(tf.shape(score), self.ood_ceiling)], axis=1)
-            outputs[OOD_NAME] = tf.identity(anchored[:, 0], name=OOD_NAME)
+            size = float(self.ood_projection.shape[0])
+            outputs[OOD_NAME] = tf.identity(tf.reduce_min(distances, axis=1) / size, name=OOD_NAME)
         return outputs
 
     def _serve(self, images, metadata=None):

@@ -214,7 +214,6 @@ def write_int8_ready_saved_model(
                          patient_weights=None if patient_weights is None else patient_weights.numpy())
     ood = None
     if getattr(loaded, "ood_projection", None) is not None:
-        ceiling = float(loaded.ood_ceiling.numpy())
-        ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy(), threshold=ceiling / 4)
+        ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy())
     export_saved_model(Classifier(backbone, top_layer, card["output_name"], ood), card, destination)
     return ready

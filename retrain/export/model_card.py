@@ -139,6 +139,8 @@ def _ood(card: dict) -> list[str]:
     ood = card.get("ood")
     if not ood:
         return ["None: the model answers for any image, however unlike its training images."]
+    if "unavailable" in ood:
+        return [f"Output `{ood['output_name']}` is there, but unusable: {ood['unavailable']}."]
     return [f"Output `{ood['output_name']}`: the Mahalanobis distance of the image's features (scaled to unit "
             f"length) to the nearest training class. Above {ood['threshold']:.3g} the image is flagged as unlike the training images and "
             f"the prediction may be meaningless; the threshold flags {_percent(ood['flagged_share'])} of "
@@ -156,7 +158,7 @@ def _limits(card: dict) -> list[str]:
     lines = ["- Only as good as its training images: other cameras, populations, skin types or lesion kinds "
              "may score worse, and the validation figures do not show it.",
              "- Figures come from small sets; read their confidence intervals, not only the point values."]
-    if not card.get("ood"):
+    if not (card.get("ood") or {}).get("threshold"):
         lines.append("- It has no check for images unlike its training images.")
     if card.get("quantization") not in (None, "none"):
         lines.append(f"- This .tflite is quantized ({card['quantization']}): its scores differ slightly from the "

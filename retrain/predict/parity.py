@@ -55,7 +55,8 @@ def measure_parity(
     both have an out-of-distribution output, how often their flags agree, two generated frames
     included (an int8 score that cannot reach the threshold shows there)."""
     threshold = ((reference.model_card or {}).get("ood") or {}).get("threshold")
-    ood = reference.ood is not None and candidate.ood is not None and threshold is not None
+    usable = ((candidate.model_card or {}).get("ood") or {}).get("threshold") is not None  # not int8's
+    ood = reference.ood is not None and candidate.ood is not None and threshold is not None and usable
     agreements, max_difference, count, flags = 0, 0.0, 0, []
     for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):
         if batch is None:

@@ -39,11 +39,6 @@ class OodDetector:
         distances = ((projected[:, None, :] - self.means[None]) ** 2).sum(axis=2)
         return (distances.min(axis=1) / self.projection.shape[0]).astype(np.float32)
 
-    @property
-    def ceiling(self) -> float:
-        """The highest score an int8 .tflite must still represent: well over the threshold."""
-        return float(4 * self.threshold) if np.isfinite(self.threshold) else 100.0
-
     def card(self) -> dict:
         return {"method": "mahalanobis of unit-length features", "output_name": OUTPUT_NAME,
                 "threshold": self.threshold, "flagged_share": self.flagged_share, "chosen_on": self.chosen_on,
