@@ -88,5 +88,5 @@ def _spread(centred: np.ndarray, sample: np.ndarray) -> float:
     |x x^T|^2 = |x|^4 and <x x^T, S> = x S x^T."""
     n = len(centred)
     squared_norms = (centred ** 2).sum(axis=1)
-    cross = np.einsum("ij,jk,ik->i", centred, sample, centred)
+    cross = ((centred @ sample) * centred).sum(axis=1)
     return float((squared_norms ** 2 - 2 * cross + (sample ** 2).sum()).sum() / n ** 2)
