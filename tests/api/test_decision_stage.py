@@ -102,3 +102,18 @@ def test_the_model_card_in_words_lists_the_operating_point(make_tree, tmp_path):
            validation_dir=_validation_tree(tmp_path / "validation"))
     words = (tmp_path / "g.model_card.md").read_text()
     assert "## Operating points" in words and "red >= " in words and "for specificity 0.8" in words
+
+
+def test_with_patient_metadata_the_model_card_has_the_validation_figures_by_sex(make_tree, tmp_path):
+    from retrain.api import BackboneChoice, PatientConfig
+
+    tree = make_tree({"red": 20, "blue": 20})
+    table = ["image_id,sex"] + [f"{c}_{i},{'female' if i % 2 else 'male'}" for c in ("red", "blue") for i in range(20)]
+    (tmp_path / "meta.csv").write_text("\n".join(table) + "\n")
+    config = RetrainConfig(DataConfig(tree, validation_percentage=40), BackboneChoice(image_size=64),
+                           top_layer=TrainingConfig(steps=30, random_seed=0),
+                           patient=PatientConfig((tmp_path / "meta.csv",)),
+                           export=ExportConfig(tmp_path / "g.pb", tmp_path / "l.txt"))
+    train(config, Reporter(log=lambda line: None, warn=lambda line: None))
+    words = (tmp_path / "g.model_card.md").read_text()
+    assert "Subgroups by sex (category)" in words and "female" in words and "male" in words
