@@ -243,7 +243,7 @@ def auc_interval(scores: np.ndarray, positive: np.ndarray, z: float = 1.96) -> t
     return float(max(0.0, auc - half)), float(min(1.0, auc + half))
 
 
-def calibration_noise_floor(probabilities: np.ndarray, bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+def calibration_noise_floor(probabilities: np.ndarray, bins: int = 15, draws: int = 100, seed: int = 0) -> float:
     """The ECE a perfectly calibrated model would show on this many images from sampling alone:
     labels drawn from its own probabilities. On 150 images it is often 0.05 to 0.08, so an ECE
     near it says the model is as calibrated as the set can tell."""

@@ -24,6 +24,7 @@ from retrain.train.operating_points import (
 from retrain.train.top_layer import TopLayer, TrainingConfig, softmax, train_top_layer
 
 FOLDS = 5
+OOD_FOLDS = 3  # each costs a fit of the detector (a 1280 x 1280 eigendecomposition)
 OOD_VALIDATION_IMAGES = 40  # fewer, and the out-of-distribution threshold is chosen out of fold
 
 
@@ -141,9 +142,9 @@ def _ood(training: Arrays, validation: Arrays, class_count: int, reporter: Repor
     if len(validation) >= OOD_VALIDATION_IMAGES:
         detector = detector.with_threshold(validation.x, "validation")
     else:
-        folds = np.arange(len(training)) % FOLDS
+        folds = np.arange(len(training)) % OOD_FOLDS
         scores = np.concatenate([fit_ood(training.x[folds != f], training.y[folds != f], class_count)
-                                 .scores(training.x[folds == f]) for f in range(FOLDS)])
+                                 .scores(training.x[folds == f]) for f in range(OOD_FOLDS)])
         threshold = float(np.quantile(scores, 0.95))
         detector = dataclasses.replace(detector, threshold=threshold, flagged_share=float((scores > threshold).mean()),
                                        chosen_on="out-of-fold training", count=len(scores))
