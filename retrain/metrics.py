@@ -158,6 +158,11 @@ def format_report(result: dict, labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+def percent(value: float | None) -> str:
+    """A proportion as printed everywhere: "96.7%", or "n/a" where it is undefined."""
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.1f}%"
+
+
 def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
     """The 95 % Wilson score interval of a proportion: unlike the normal approximation it
     stays inside [0, 1] and is honest for the small counts of a validation set."""

@@ -14,6 +14,7 @@ import numpy as np
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
 from retrain.export.tflite_format import is_tflite_file
+from retrain.metrics import percent
 from retrain.native_logs import import_tensorflow
 from retrain.predict import heatmaps, prediction
 from retrain.predict.heatmaps import Heatmap
@@ -45,7 +46,7 @@ class Decision:
             call = f"< threshold {threshold} -> negative: does not rule out {point.label}"
         asked = "set by hand" if point.target == "threshold" else f"set for {point.target} {point.value:g}"
         return (f"Decision: {point.label} {score} {call} (threshold {asked} on {point.chosen_on}, where it gave "
-                f"sensitivity {_percent(point.sensitivity)}, specificity {_percent(point.specificity)})")
+                f"sensitivity {percent(point.sensitivity)}, specificity {percent(point.specificity)})")
 
     def as_json(self) -> dict:
         point = self.point
@@ -83,10 +84,6 @@ def _distinct(score: float, threshold: float) -> tuple[str, str]:
             return shown
         shown = f"{score:.{digits}g}", f"{threshold:.{digits}g}"
     return shown
-
-
-def _percent(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def _finite(value: float) -> float | None:

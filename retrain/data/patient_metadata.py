@@ -41,7 +41,7 @@ def is_missing(value: str | None) -> bool:
     return value is None or value.strip().lower() in MISSING
 
 
-def _number(value: str) -> float | None:
+def finite_number(value: str) -> float | None:
     """A finite float, or None: 'inf' in a column of ages is a typo, not a value."""
     try:
         number = float(value)
@@ -354,7 +354,7 @@ def age_warnings(encoding: MetadataEncoding, table: MetadataTable) -> list[str]:
             continue
         outside: dict[Path, list[str]] = {}
         for image_id, row in table.rows.items():
-            number = _number(row.get(column.name, ""))
+            number = finite_number(row.get(column.name, ""))
             if number is not None and not 0 <= number <= MAX_AGE:
                 outside.setdefault(table.files.get(image_id, table.path), []).append(row[column.name])
         for path, values in outside.items():
@@ -413,7 +413,7 @@ def _infer_kind(table: MetadataTable, name: str, flag_categorical: str) -> str:
     """Numeric when every value is a number; a few words among many numbers are more
     likely typos than categories, so that is an error rather than a silent guess."""
     values = _non_missing(table, name)
-    words = [(line, value) for line, value in values if _number(value) is None]
+    words = [(line, value) for line, value in values if finite_number(value) is None]
     if not words:
         return NUMERIC
     if len(values) - len(words) >= MOSTLY_NUMERIC * len(values):
@@ -428,7 +428,7 @@ def _infer_kind(table: MetadataTable, name: str, flag_categorical: str) -> str:
 
 def _check_all_numbers(table: MetadataTable, name: str, flag_numeric: str) -> None:
     for line, value in _non_missing(table, name):
-        if _number(value) is None:
+        if finite_number(value) is None:
             raise UserError(f"{table.where()}: column {name!r} is in {flag_numeric} but {line} has {value!r}, which is not a number")
 
 
@@ -448,7 +448,7 @@ def encode(encoding: MetadataEncoding, values: Sequence[Row | None], warn: Calla
                 if missing:
                     out[i, start + 1] = 1.0
                     continue
-                number = _number(raw)
+                number = finite_number(raw)
                 if number is None:
                     raise UserError(f"{prefix}column {column.name!r}: {raw!r} is not a number")
                 out[i, start] = (number - column.mean) / column.std

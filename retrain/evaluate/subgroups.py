@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrain.data.patient_metadata import AGE_COLUMN, is_missing
+from retrain.data.patient_metadata import AGE_COLUMN, finite_number, is_missing
 from retrain.metrics import (
     Rate,
     auc_interval,
@@ -48,16 +48,8 @@ def _value(row: dict | None, column: str) -> str | None:
     return None if is_missing(value) else value.strip()
 
 
-def _number(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def age_band(value: str | None) -> str:
-    number = None if value is None else _number(value)
+    number = None if value is None else finite_number(value)
     if number is None:
         return UNKNOWN
     return next(name for limit, name in AGE_BANDS if number < limit)
@@ -76,7 +68,7 @@ def grouping(column: str, rows: list[dict | None]) -> Grouping | str:
     given = [v for v in values if v is not None]
     if not given:
         return f"column {column!r}: no values"
-    if all(_number(v) is not None for v in given):
+    if all(finite_number(v) is not None for v in given):
         if not AGE_COLUMN.search(column):
             return f"column {column!r}: numeric and not an age"
         return Grouping(column, "age band", _masks([age_band(v) for v in values], [n for _, n in AGE_BANDS]))

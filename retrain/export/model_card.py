@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from retrain.errors import UserError
-from retrain.metrics import wilson_interval
+from retrain.metrics import percent, wilson_interval
 from retrain.paths import write_atomically
 from retrain.train.operating_points import points_from_card
 
@@ -103,7 +103,7 @@ def _validation(card: dict) -> list[str]:
     accuracy = figures["accuracy"]
     lines = [f"On {figures['count']} validation images (which also chose the kept step or epoch, the temperature "
              "and the thresholds, so these figures are a little optimistic; evaluate on a held-out set):",
-             f"- accuracy {_percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
+             f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
     for label, auc in figures["auc"].items():
         lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
                      f"{auc['positives']} images of the class)")
@@ -143,7 +143,7 @@ def _ood(card: dict) -> list[str]:
         return [f"Output `{ood['output_name']}` is there, but unusable: {ood['unavailable']}."]
     return [f"Output `{ood['output_name']}`: the Mahalanobis distance of the image's features (scaled to unit "
             f"length) to the nearest training class. Above {ood['threshold']:.3g} the image is flagged as unlike the training images and "
-            f"the prediction may be meaningless; the threshold flags {_percent(ood['flagged_share'])} of "
+            f"the prediction may be meaningless; the threshold flags {percent(ood['flagged_share'])} of "
             f"{ood['chosen_on']} images."]
 
 
@@ -168,10 +168,6 @@ def _limits(card: dict) -> list[str]:
 
 def _number(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
 def _interval(bounds, percent: bool = True) -> str:

@@ -152,25 +152,21 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return fn(*inputs(pixels, rows)).numpy()
 
-    maps_name = (model_card or {}).get("class_activation_maps")
-    maps = None
-    if maps_name in names and feed.own_output:
-        both = wrapped.prune(feeds, [output, graph.get_tensor_by_name(f"{maps_name}:0")])
+    def with_output(name: str | None):
+        """pixels (and rows) -> (probabilities, the named second output), when the graph has it."""
+        if name not in names or not feed.own_output:
+            return None
+        both = wrapped.prune(feeds, [output, graph.get_tensor_by_name(f"{name}:0")])
 
-        def maps(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-            probabilities, activation_maps = both(*inputs(pixels, rows))
-            return probabilities.numpy(), activation_maps.numpy()
+        def run(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            probabilities, second = both(*inputs(pixels, rows))
+            return probabilities.numpy(), second.numpy()
+
+        return run
 
     from retrain.export.graph import OOD_NAME
 
-    ood = None
-    if OOD_NAME in names and feed.own_output:
-        with_scores = wrapped.prune(feeds, [output, graph.get_tensor_by_name(f"{OOD_NAME}:0")])
-
-        def ood(pixels: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-            probabilities, scores = with_scores(*inputs(pixels, rows))
-            return probabilities.numpy(), scores.numpy()
-
+    maps, ood = with_output((model_card or {}).get("class_activation_maps")), with_output(OOD_NAME)
     labels = model_card["labels"] if model_card else None
     return LoadedModel(predict, feed.height, feed.width, labels, str(path), maps, _no_maps_reason(model_card),
                        model_card, encoding, ood)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.errors import UserError
-from retrain.metrics import positive_class_index, sensitivity_specificity
+from retrain.metrics import percent, positive_class_index, sensitivity_specificity
 
 TARGETS = ("sensitivity", "specificity", "threshold")
 FEW_POSITIVES = 30  # below this many positives a chosen sensitivity is mostly luck
@@ -85,12 +85,8 @@ class OperatingPoint:
         """ "melanoma >= 0.214 (for sensitivity 0.95; on validation: sensitivity 95.0%, specificity 61.2%)"."""
         asked = "a fixed threshold" if self.target == "threshold" else f"{self.target} {self.value:g}"
         return (f"{self.label} >= {self.threshold:.4g} (for {asked}; on {self.chosen_on}: sensitivity "
-                f"{_percent(self.sensitivity)}, specificity {_percent(self.specificity)}, "
+                f"{percent(self.sensitivity)}, specificity {percent(self.specificity)}, "
                 f"{self.positives} positives, {self.negatives} negatives)")
-
-
-def _percent(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: str, value: float) -> float:
