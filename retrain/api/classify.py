@@ -21,6 +21,7 @@ from retrain.predict.heatmaps import Heatmap
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.prediction import Prediction
 from retrain.reporter import Reporter
+from retrain.train.ood import OodThresholds, thresholds_from_card
 from retrain.train.operating_points import OperatingPoint, points_from_card
 
 
@@ -58,22 +59,47 @@ class Decision:
 
 @dataclass(frozen=True)
 class OodCheck:
-    """The out-of-distribution score of this image against the threshold stored with the model."""
+    """The out-of-distribution score of this image against the thresholds stored with the model:
+    a note when it is unlike the training images, a warning when it is not of the kind the
+    model was made for (retrain.train.ood says why there are two)."""
 
     score: float
-    threshold: float
+    thresholds: OodThresholds
+
+    @property
+    def level(self) -> str:
+        return self.thresholds.level(self.score)
 
     @property
     def flagged(self) -> bool:
-        return self.score > self.threshold
+        return self.level != "none"
 
-    def warning(self) -> str:
-        return (f"this image is unlike the images the model was trained on (out-of-distribution score "
-                f"{self.score:.3g} > threshold {self.threshold:.3g}): the prediction above may be meaningless; "
-                "check that it is an image of the kind the model was trained on")
+    def message(self) -> str:
+        """The line label_image prints before the prediction; "" when the image is not flagged."""
+        unlike, hard = self.thresholds.unlike, self.thresholds.not_of_kind
+        if self.level == "not_of_kind":
+            return (f"warning: this image is not of the kind the model was made for (out-of-distribution score "
+                    f"{self.score:.3g}, above {hard:.3g}, where blank frames, noise, text and photos of other "
+                    "things score): the prediction and decisions below are set aside; check that it is an image "
+                    "of the kind the model was trained on")
+        if self.level == "unlike_training":
+            return (f"note: this image is unlike the model's training images (out-of-distribution score "
+                    f"{self.score:.3g} > {unlike:.3g}), as one from another camera, collection or population "
+                    "would be: the model card's figures were measured on images like the training ones and may "
+                    "not hold for it")
+        return ""
+
+    def decision_caveat(self) -> str | None:
+        """What a decision on this image is to be read with; None where it stands as it is."""
+        if self.level == "not_of_kind":
+            return "set aside: the image is not of the kind the model was made for"
+        if self.level == "unlike_training":
+            return "less certain: the image is unlike the training images"
+        return None
 
     def as_json(self) -> dict:
-        return {"score": round(self.score, 6), "threshold": self.threshold, "flagged": self.flagged}
+        return {"score": round(self.score, 6), "threshold": self.thresholds.unlike,
+                "hard_threshold": self.thresholds.not_of_kind, "level": self.level, "flagged": self.flagged}
 
 
 def _distinct(score: float, threshold: float) -> tuple[str, str]:
@@ -106,11 +132,23 @@ class Classification:
     no_operating_point: str | None = None  # why there is no decision, when there is none
     notes: tuple[str, ...] = ()  # what label_image says about missing checks, one line each
 
+    @property
+    def decision_caveat(self) -> str | None:
+        """Why the decisions are set aside or less certain on this image; None where they stand."""
+        return None if self.ood is None else self.ood.decision_caveat()
+
+    def decision_lines(self) -> list[str]:
+        caveat = self.decision_caveat
+        return [decision.line() + ("" if caveat is None else f" [{caveat}]") for decision in self.decisions]
+
     def as_json(self) -> dict:
-        """label_image --json."""
+        """label_image --json: each decision says whether it stands (`reliable`) and why not (`caveat`)."""
+        caveat = self.decision_caveat
+        decisions = [{**d.as_json(), "reliable": self.ood is None or self.ood.level != "not_of_kind", "caveat": caveat}
+                     for d in self.decisions]
         return prediction.prediction_json(self.model, self.image, self.predictions, self.heatmap, self.heatmap_file,
-                                          self.heatmap_error, [d.as_json() for d in self.decisions],
-                                          None if self.ood is None else self.ood.as_json(), self.no_operating_point)
+                                          self.heatmap_error, decisions, None if self.ood is None else self.ood.as_json(),
+                                          self.no_operating_point)
 
 
 def classify(
@@ -177,10 +215,8 @@ def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_sco
     indices = {label: i for i, label in enumerate(model.labels or [])}
     decisions = tuple(Decision(point, float(probabilities[indices[point.label]]))
                       for point in points_from_card(card) if point.label in indices)
-    threshold = ((card or {}).get("ood") or {}).get("threshold")
-    ood = None
-    if ood_score is not None and threshold is not None and math.isfinite(threshold):
-        ood = OodCheck(ood_score, float(threshold))
+    thresholds = thresholds_from_card((card or {}).get("ood"))
+    ood = None if ood_score is None or thresholds is None else OodCheck(ood_score, thresholds)
     missing = None if decisions else _no_point_reason(card, stock)
     unavailable = ((card or {}).get("ood") or {}).get("unavailable")
     notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable)

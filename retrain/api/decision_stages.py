@@ -15,7 +15,7 @@ from retrain.api.stages import Arrays, Sets
 from retrain.metrics import Rate, auc_interval, roc_auc
 from retrain.reporter import Reporter
 from retrain.train.calibration import calibrate, scaled
-from retrain.train.ood import OodDetector, fit_ood
+from retrain.train.ood import OodDetector, fit_ood, out_of_fold_scores
 from retrain.train.operating_points import (
     FEW_POSITIVES,
     choose_operating_points,
@@ -24,7 +24,6 @@ from retrain.train.operating_points import (
 from retrain.train.top_layer import TopLayer, TrainingConfig, softmax, train_top_layer
 
 FOLDS = 5
-OOD_FOLDS = 3  # each costs a fit of the detector (a 1280 x 1280 eigendecomposition)
 OOD_VALIDATION_IMAGES = 40  # fewer, and the out-of-distribution threshold is chosen out of fold
 
 
@@ -65,7 +64,7 @@ def decide(layer: TopLayer, sets: Sets, training: Arrays, validation: Arrays, co
     for point in points:
         reporter.log(f"Operating point: {point.describe()}")
     calibrated = scaled(layer, calibration.temperature)
-    ood = _ood(training, validation, len(labels), reporter)
+    ood = _ood(training, validation, len(labels), training_config.random_seed, reporter)
     card = {"calibration": calibration.card(), "operating_points": [p.card() for p in points],
             "validation_figures": validation_figures(calibrated, validation, labels)}
     if ood is not None:
@@ -132,7 +131,7 @@ def out_of_fold_logits(training: Arrays, class_count: int, config: TrainingConfi
     return logits
 
 
-def _ood(training: Arrays, validation: Arrays, class_count: int, reporter: Reporter) -> OodDetector | None:
+def _ood(training: Arrays, validation: Arrays, class_count: int, seed: int | None, reporter: Reporter) -> OodDetector | None:
     """The detector fitted on the training features; its threshold flags 5 % of the validation
     images, or of out-of-fold training images where there are too few validation images for a
     5 % quantile to mean anything."""
@@ -140,16 +139,13 @@ def _ood(training: Arrays, validation: Arrays, class_count: int, reporter: Repor
         return None
     detector = fit_ood(training.x, training.y, class_count)
     if len(validation) >= OOD_VALIDATION_IMAGES:
-        detector = detector.with_threshold(validation.x, "validation")
+        detector = detector.with_threshold(detector.scores(validation.x), "validation")
     else:
-        folds = np.arange(len(training)) % OOD_FOLDS
-        scores = np.concatenate([fit_ood(training.x[folds != f], training.y[folds != f], class_count)
-                                 .scores(training.x[folds == f]) for f in range(OOD_FOLDS)])
-        threshold = float(np.quantile(scores, 0.95))
-        detector = dataclasses.replace(detector, threshold=threshold, flagged_share=float((scores > threshold).mean()),
-                                       chosen_on="out-of-fold training", count=len(scores))
-    reporter.log(f"Out-of-distribution threshold: a score above {detector.threshold:.3g} flags an image as unlike the "
-                 f"training images ({100 * detector.flagged_share:.1f}% of {detector.chosen_on} images)")
+        detector = detector.with_threshold(out_of_fold_scores(training.x, training.y, class_count, seed),
+                                           "out-of-fold training")
+    reporter.log(f"Out-of-distribution thresholds: a score above {detector.threshold:.3g} notes an image as unlike the "
+                 f"training images ({100 * detector.flagged_share:.1f}% of {detector.chosen_on} images); above "
+                 f"{detector.hard_threshold:.3g}, as not of the kind the model was made for")
     return detector
 
 

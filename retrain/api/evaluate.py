@@ -207,7 +207,7 @@ def _write_predictions(path: Path, isic_submission: bool, result: Evaluation, lo
     if not isic_submission:
         for index, (graph, run) in enumerate(zip(result.graphs, runs)):
             target = path if len(runs) == 1 else _numbered(path, index)
-            evaluation.write_predictions(target, run, evaluation.ood_threshold(graph.model.model_card))
+            evaluation.write_predictions(target, run, evaluation.ood_thresholds(graph.model.model_card))
             log(f"Wrote {target}")
         return
     melanoma = _first_scores(runs, "melanoma")

@@ -50,17 +50,17 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     result = classify(image, graph=graph, labels=labels, top_k=top_k, tta=tta, heatmap=heatmap,
                       heatmap_class=heatmap_class, patient_metadata=metadata, architecture=architecture,
                       model_dir=model_dir, feed=FeedOverrides(**feed), reporter=Reporter(warn=warn))
+    if result.ood is not None and result.ood.flagged:
+        click.echo(result.ood.message(), err=True)
     if as_json:
         click.echo(json.dumps(result.as_json()))
     else:
         for predicted in result.predictions:
             click.echo(f"{predicted.label} (score={predicted.score:.5f})")
-        for decision in result.decisions:
-            click.echo(decision.line())
+        for line in result.decision_lines():
+            click.echo(line)
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
-    if result.ood is not None and result.ood.flagged:
-        warn(result.ood.warning())
     if result.heatmap_error is not None:
         raise UserError(f"{result.heatmap_error} (the prediction above is complete; only the heatmap failed)")
     if result.heatmap is not None:

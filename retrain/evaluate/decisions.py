@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.evaluate.evaluation import Predictions, ood_threshold
+from retrain.evaluate.evaluation import Predictions, ood_thresholds
 from retrain.evaluate.subgroups import Subgroups, measure_subgroups
 from retrain.metrics import (
     Rate,
@@ -18,6 +18,7 @@ from retrain.metrics import (
     expected_calibration_error,
     sensitivity_specificity,
 )
+from retrain.train.ood import OodThresholds
 from retrain.train.operating_points import OperatingPoint, points_from_card
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
@@ -66,37 +67,48 @@ def no_point_reason(card: dict | None) -> str:
 
 @dataclass(frozen=True)
 class OodFlags:
-    """The images whose out-of-distribution score is above the stored threshold."""
+    """The images whose out-of-distribution score is above the stored thresholds: noted as unlike
+    the training images, or, above the hard one, as not of the kind the model was made for."""
 
-    threshold: float
+    thresholds: OodThresholds
     stored: dict  # the model card's "ood" entry
-    flagged: Rate
+    flagged: Rate  # above the first threshold (either level)
+    not_of_kind: Rate  # above the hard one
     images: tuple[tuple[Path, float], ...]  # (path, ood score) of each flagged image, highest score first
 
     def as_dict(self) -> dict:
-        return {"threshold": self.threshold, "flagged": self.flagged.as_dict(),
-                "flagged_images": [str(path) for path, _ in self.images]}
+        return {"threshold": self.thresholds.unlike, "hard_threshold": self.thresholds.not_of_kind,
+                "flagged": self.flagged.as_dict(), "not_of_kind": self.not_of_kind.as_dict(),
+                "flagged_images": [str(path) for path, _ in self.images],
+                "not_of_kind_images": [str(path) for path, score in self.images
+                                       if self.thresholds.level(score) == "not_of_kind"]}
 
     def summary(self) -> str:
         share, where = self.stored.get("flagged_share"), self.stored.get("chosen_on") or "held-out"
         there = "" if share is None else f"; the threshold flagged {100 * share:.1f}% of {where} images"
         return (f"Out-of-distribution: {self.flagged} of the images flagged as unlike the training images "
-                f"(ood score > {self.threshold:.4g}{there})")
+                f"(ood score > {self.thresholds.unlike:.4g}{there}); {self.not_of_kind} as not of the kind the "
+                f"model was made for (> {self.thresholds.not_of_kind:.4g})")
 
     def lines(self) -> list[str]:
-        listed = [f"  flagged: {path} (ood score {score:.4g})" for path, score in self.images[:LISTED_FLAGS]]
+        listed = [f"  flagged: {path} (ood score {score:.4g}{self._kind(score)})"
+                  for path, score in self.images[:LISTED_FLAGS]]
         more = len(self.images) - LISTED_FLAGS
         return [self.summary(), *listed] + ([f"  ... and {more} more (all in --json and --report)"] if more > 0 else [])
 
+    def _kind(self, score: float) -> str:
+        return ", not of the kind the model was made for" if self.thresholds.level(score) == "not_of_kind" else ""
+
 
 def ood_flags(card: dict | None, predictions: Predictions) -> OodFlags | None:
-    threshold = ood_threshold(card)
-    if threshold is None or predictions.ood_scores is None:
+    thresholds = ood_thresholds(card)
+    if thresholds is None or predictions.ood_scores is None:
         return None
     scores = predictions.ood_scores
-    over = np.flatnonzero(scores > threshold)
+    over = np.flatnonzero(scores > thresholds.unlike)
     over = over[np.argsort(-scores[over], kind="stable")]
-    return OodFlags(threshold, card["ood"], Rate.of(len(over), len(scores)),
+    return OodFlags(thresholds, card["ood"], Rate.of(len(over), len(scores)),
+                    Rate.of(int((scores > thresholds.not_of_kind).sum()), len(scores)),
                     tuple((predictions.paths[i], float(scores[i])) for i in over))
 
 

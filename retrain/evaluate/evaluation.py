@@ -17,6 +17,7 @@ from retrain.errors import UserError
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
+from retrain.train.ood import OodThresholds, thresholds_from_card
 
 
 @dataclass
@@ -31,11 +32,9 @@ class Predictions:
     metadata: list[dict | None] | None = None  # each image's --metadata row (None: no row), for subgroups
 
 
-def ood_threshold(card: dict | None) -> float | None:
-    """The stored out-of-distribution threshold (a score above it flags the image); None when
-    the model stores none, or one that never flags."""
-    threshold = ((card or {}).get("ood") or {}).get("threshold")
-    return float(threshold) if threshold is not None and math.isfinite(threshold) else None
+def ood_thresholds(card: dict | None) -> OodThresholds | None:
+    """The stored out-of-distribution thresholds; None when the model stores none."""
+    return thresholds_from_card((card or {}).get("ood"))
 
 
 def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tuple[list[Path], np.ndarray | None]:
@@ -132,18 +131,20 @@ def write_json(path: Path, result: dict) -> None:
     write_atomically(Path(path).expanduser(), json.dumps(_json_ready(result), indent=2).encode())
 
 
-def write_predictions(path: Path, predictions: Predictions, threshold: float | None = None) -> None:
-    """One row per image; with out-of-distribution scores and a `threshold`, two more columns:
-    the score and whether it flags the image (1) or not (0)."""
+def write_predictions(path: Path, predictions: Predictions, thresholds: OodThresholds | None = None) -> None:
+    """One row per image; with out-of-distribution scores and `thresholds`, three more columns:
+    the score, whether it flags the image (1) or not (0), and how (retrain.train.ood's levels)."""
     labels, true, scores = predictions.labels, predictions.true, predictions.ood_scores
-    with_ood = scores is not None and threshold is not None
-    rows = [["image", "true_label", "predicted_label", *labels] + (["ood_score", "ood_flagged"] if with_ood else [])]
+    with_ood = scores is not None and thresholds is not None
+    rows = [["image", "true_label", "predicted_label", *labels]
+            + (["ood_score", "ood_flagged", "ood_level"] if with_ood else [])]
     for i, image in enumerate(predictions.paths):
         probabilities = predictions.probabilities[i]
         rows.append(
             [str(image), labels[true[i]] if true is not None else "", labels[int(np.argmax(probabilities))]]
             + [f"{p:.6f}" for p in probabilities]
-            + ([f"{scores[i]:.6g}", str(int(scores[i] > threshold))] if with_ood else [])
+            + ([f"{scores[i]:.6g}", str(int(scores[i] > thresholds.unlike)), thresholds.level(float(scores[i]))]
+               if with_ood else [])
         )
     _write_csv(path, rows)
 
@@ -204,7 +205,7 @@ def evaluate_model(model: LoadedModel, labels: list[str], image_dir: Path, progr
     paths, true = labelled_images(image_dir, labels, warn)
     rows, encoded = metadata_rows(model, patient_table, paths, log or (lambda _: None), warn)
     progress = progress_factory(len(paths), f"Classifying with {Path(model.source).name}") if progress_factory else None
-    with_ood = model.ood is not None and ood_threshold(model.model_card) is not None
+    with_ood = model.ood is not None and ood_thresholds(model.model_card) is not None
     probabilities, scores, ok, failures = predict_images(model, paths, labels, progress=progress, rows=encoded,
                                                          with_ood=with_ood)
     kept = [p for p, keep in zip(paths, ok) if keep]

@@ -14,6 +14,7 @@ from pathlib import Path
 from retrain.errors import UserError
 from retrain.metrics import percent, wilson_interval
 from retrain.paths import write_atomically
+from retrain.train.ood import HARD_FACTOR, thresholds_from_card
 from retrain.train.operating_points import points_from_card
 
 MARKDOWN_SUFFIX = ".model_card.md"
@@ -141,10 +142,14 @@ def _ood(card: dict) -> list[str]:
         return ["None: the model answers for any image, however unlike its training images."]
     if "unavailable" in ood:
         return [f"Output `{ood['output_name']}` is there, but unusable: {ood['unavailable']}."]
+    thresholds = thresholds_from_card(ood)
     return [f"Output `{ood['output_name']}`: the Mahalanobis distance of the image's features (scaled to unit "
-            f"length) to the nearest training class. Above {ood['threshold']:.3g} the image is flagged as unlike the training images and "
-            f"the prediction may be meaningless; the threshold flags {percent(ood['flagged_share'])} of "
-            f"{ood['chosen_on']} images."]
+            f"length) to the nearest training class. Above {thresholds.unlike:.3g} the image is noted as unlike the "
+            f"training images (another camera, collection or population): the figures above may not hold for it. "
+            f"This threshold flags {percent(ood['flagged_share'])} of {ood['chosen_on']} images.",
+            f"Above {thresholds.not_of_kind:.3g} ({HARD_FACTOR:g} times that) the image is not of the kind the model "
+            "was made for (blank frames, noise, text and photos of other things score there), and its prediction "
+            "is set aside."]
 
 
 def _subgroups(card: dict) -> list[str]:

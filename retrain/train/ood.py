@@ -8,6 +8,14 @@ softmax is confident about one. Scaling to unit length matters: a blank frame's 
 are short and would otherwise sit near the class means (benchmarks/ood_isic.py measures
 this, and the energy and softmax scores, which fail here).
 
+Two thresholds, because the score sees two different things (benchmarks/ood_small_trees.py):
+- above `threshold`, the image is *unlike the training images*: 5 % of held-out images of the
+  training set's own source score above it, and lesions from another camera or collection
+  far more often, though the model is only a little less accurate on them. A note, not an alarm.
+- above `hard_threshold` (HARD_FACTOR times the first), the image is *not of the kind the model
+  was made for*: blank frames, noise, text and photos of other things score there on trees of
+  80 to 2,000 images, and real lesions almost never.
+
 The covariance is shrunk towards a multiple of the identity (Ledoit & Wolf 2004): with more
 features than images per class the sample covariance cannot be inverted. The exported graph
 computes it as `min_c |u P - m_c|^2 / F`, where u is f scaled to unit length and `P P^T`
@@ -17,22 +25,57 @@ the inverse covariance, with one matrix product: every format, TFLite included, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-FLAGGED_SHARE = 0.05  # of validation images: where the threshold is put
+FLAGGED_SHARE = 0.05  # of held-out in-distribution images: where the (soft) threshold is put
+HARD_FACTOR = 1.75  # the hard threshold, as a multiple of the soft one; see the module docstring
+FOLDS = 5  # out-of-fold scores, where there are too few validation images for a 5 % quantile
 OUTPUT_NAME = "ood_score"  # the exported output that carries the score, in every format
+
+
+@dataclass(frozen=True)
+class OodThresholds:
+    """What a model card's out-of-distribution entry decides: a note above `unlike`, a
+    warning above `not_of_kind`."""
+
+    unlike: float
+    not_of_kind: float
+
+    def level(self, score: float) -> str:
+        """ "none", "unlike_training" or "not_of_kind": the words label_image and --json use."""
+        if score > self.not_of_kind:
+            return "not_of_kind"
+        return "unlike_training" if score > self.unlike else "none"
+
+
+def thresholds_from_card(entry: dict | None) -> OodThresholds | None:
+    """The thresholds of a model card's "ood" entry; None where it stores none (int8, no
+    validation images). Cards written before there were two thresholds store one, chosen as
+    the soft one is now: their hard threshold follows by the same rule."""
+    threshold = (entry or {}).get("threshold")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        return None
+    hard = entry.get("hard_threshold")
+    hard = hard if isinstance(hard, (int, float)) and math.isfinite(hard) else HARD_FACTOR * threshold
+    return OodThresholds(float(threshold), float(hard))
 
 
 @dataclass(frozen=True)
 class OodDetector:
     projection: np.ndarray  # [F, F]: P with P P^T the inverse of the shrunk covariance
     means: np.ndarray  # [classes, F]: the training class means, projected
-    threshold: float = float("inf")  # scores above it are flagged
+    threshold: float = float("inf")  # scores above it: unlike the training images
     flagged_share: float | None = None  # of the images the threshold was chosen on
     chosen_on: str = ""
     count: int = 0
+
+    @property
+    def hard_threshold(self) -> float:
+        """Scores above it: not of the kind the model was made for."""
+        return HARD_FACTOR * self.threshold
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         projected = unit_length(features) @ self.projection
@@ -41,12 +84,12 @@ class OodDetector:
 
     def card(self) -> dict:
         return {"method": "mahalanobis of unit-length features", "output_name": OUTPUT_NAME,
-                "threshold": self.threshold, "flagged_share": self.flagged_share, "chosen_on": self.chosen_on,
-                "count": self.count}
+                "threshold": self.threshold, "hard_threshold": self.hard_threshold,
+                "flagged_share": self.flagged_share, "chosen_on": self.chosen_on, "count": self.count}
 
-    def with_threshold(self, features: np.ndarray, chosen_on: str, share: float = FLAGGED_SHARE) -> "OodDetector":
-        """The threshold that flags `share` of these (held-out, in-distribution) images."""
-        scores = self.scores(features)
+    def with_threshold(self, held_out_scores: np.ndarray, chosen_on: str, share: float = FLAGGED_SHARE) -> "OodDetector":
+        """The threshold that flags `share` of these scores of held-out, in-distribution images."""
+        scores = np.asarray(held_out_scores)
         threshold = float(np.quantile(scores, 1 - share)) if len(scores) else float("inf")
         flagged = float((scores > threshold).mean()) if len(scores) else None
         return dataclasses.replace(self, threshold=threshold, flagged_share=flagged, chosen_on=chosen_on,
@@ -59,11 +102,24 @@ def fit_ood(features: np.ndarray, true: np.ndarray, class_count: int) -> OodDete
     true = np.asarray(true)
     means = np.stack([features[true == c].mean(axis=0) if (true == c).any() else features.mean(axis=0)
                       for c in range(class_count)])
-    centred = features - means[true]
-    covariance = _shrunk_covariance(centred)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    projection = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))
+    projection = _whitening(features - means[true])
     return OodDetector(projection.astype(np.float32), (means @ projection).astype(np.float32))
+
+
+def out_of_fold_scores(features: np.ndarray, true: np.ndarray, class_count: int, seed: int | None) -> np.ndarray:
+    """Each training image's score under a detector fitted on the other folds (stratified,
+    shuffled): what held-out images of the same source score, where validation is too small."""
+    true = np.asarray(true)
+    folds = np.zeros(len(true), np.int64)
+    rng = np.random.default_rng(0 if seed is None else seed)
+    for c in np.unique(true):
+        members = np.flatnonzero(true == c)
+        folds[rng.permutation(members)] = np.arange(len(members)) % FOLDS
+    scores = np.zeros(len(true), np.float32)
+    for fold in range(FOLDS):
+        held = folds == fold
+        scores[held] = fit_ood(features[~held], true[~held], class_count).scores(features[held])
+    return scores
 
 
 def unit_length(features: np.ndarray) -> np.ndarray:
@@ -72,21 +128,39 @@ def unit_length(features: np.ndarray) -> np.ndarray:
     return features / np.sqrt(np.maximum((features ** 2).sum(axis=1, keepdims=True), 1e-12))
 
 
-def _shrunk_covariance(centred: np.ndarray) -> np.ndarray:
-    """Ledoit-Wolf: the sample covariance pulled towards mu * I by the shrinkage that minimises
-    the expected squared error."""
+def _whitening(centred: np.ndarray) -> np.ndarray:
+    """The symmetric P with P P^T the inverse of the Ledoit-Wolf covariance: the sample
+    covariance S pulled towards mu * I by the shrinkage that minimises the expected squared
+    error. From the SVD of the centred rows, so a few hundred images cost a few hundred
+    directions, not an F x F eigendecomposition: off them every eigenvalue is the shrunk mu."""
     n, f = centred.shape
-    sample = centred.T @ centred / n
-    mu = np.trace(sample) / f
-    target_distance = ((sample - mu * np.eye(f)) ** 2).sum()
-    shrinkage = min(1.0, _spread(centred, sample) / target_distance) if target_distance > 0 else 1.0
-    return shrinkage * mu * np.eye(f) + (1 - shrinkage) * sample
+    directions, variances = _principal_directions(centred)
+    mu = variances.sum() / f
+    target_distance = (variances ** 2).sum() - 2 * mu * variances.sum() + mu ** 2 * f  # |S - mu I|_F^2
+    spread = _spread(centred, directions, variances)
+    shrinkage = min(1.0, spread / target_distance) if target_distance > 0 else 1.0
+    floor = max(shrinkage * mu, 1e-12)
+    shrunk = np.maximum(floor + (1 - shrinkage) * variances, 1e-12)
+    return np.eye(f) / np.sqrt(floor) + (directions.T * (1 / np.sqrt(shrunk) - 1 / np.sqrt(floor))) @ directions
 
 
-def _spread(centred: np.ndarray, sample: np.ndarray) -> float:
+def _principal_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' principal directions (as rows) and the sample variance along each, by an
+    eigendecomposition of the smaller of the n x n and F x F Gram matrices."""
+    n, f = centred.shape
+    if n >= f:
+        variances, vectors = np.linalg.eigh(centred.T @ centred / n)
+        return vectors.T, np.maximum(variances, 0)
+    variances, vectors = np.linalg.eigh(centred @ centred.T / n)
+    kept = variances > 1e-12 * max(variances.max(), 1e-300)
+    directions = (vectors[:, kept].T @ centred) / np.sqrt(n * variances[kept])[:, None]
+    return directions, variances[kept]
+
+
+def _spread(centred: np.ndarray, directions: np.ndarray, variances: np.ndarray) -> float:
     """sum over rows of |x x^T - S|_F^2 / n^2, without forming n outer products:
-    |x x^T|^2 = |x|^4 and <x x^T, S> = x S x^T."""
+    |x x^T|^2 = |x|^4, <x x^T, S> = x S x^T and |S|^2 the sum of its squared eigenvalues."""
     n = len(centred)
     squared_norms = (centred ** 2).sum(axis=1)
-    cross = ((centred @ sample) * centred).sum(axis=1)
-    return float((squared_norms ** 2 - 2 * cross + (sample ** 2).sum()).sum() / n ** 2)
+    cross = (((centred @ directions.T) ** 2) * variances).sum(axis=1)
+    return float((squared_norms ** 2 - 2 * cross + (variances ** 2).sum()).sum() / n ** 2)

@@ -106,6 +106,10 @@ def test_the_ood_output_flags_the_images_scored_above_the_threshold(monkeypatch,
     rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     assert {r["image"] for r in rows if r["ood_flagged"] == "1"} == flagged
     assert {r["ood_flagged"] for r in rows} == {"0", "1"} and float(rows[1]["ood_score"]) == pytest.approx(200 / 25.5)
+    # 7.8 is under the hard threshold (1.75 x 5): unlike the training images, not "not of the kind"
+    assert figures["ood"]["hard_threshold"] == 8.75 and figures["ood"]["not_of_kind"] == Rate.of(0, 11).as_dict()
+    assert {r["ood_level"] for r in rows if r["ood_flagged"] == "1"} == {"unlike_training"}
+    assert "; 0.0% (0/11, 95% CI 0-26%) as not of the kind the model was made for (> 8.75)" in result.stdout
 
 
 def test_calibration_is_measured_and_the_stored_temperature_reported(monkeypatch, tmp_path, tree):

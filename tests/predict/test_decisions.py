@@ -75,26 +75,53 @@ def test_json_carries_the_decision_and_the_ood_check(monkeypatch, image, melanom
     assert output["decisions"] == [{
         "label": "melanoma", "score": pytest.approx(melanoma), "threshold": 0.214, "target": "sensitivity",
         "value": 0.95, "chosen_on": "validation", "validation_sensitivity": 0.967, "validation_specificity": 0.525,
-        "positive": positive}]
-    assert output["ood"] == {"score": 1.5, "threshold": 2.0, "flagged": False}
+        "positive": positive, "reliable": True, "caveat": None}]
+    # a card of one threshold (written before there were two) gets the hard one by the same rule
+    assert output["ood"] == {"score": 1.5, "threshold": 2.0, "hard_threshold": 3.5, "level": "none", "flagged": False}
     assert output["no_operating_point"] is None
 
 
-def test_an_image_unlike_the_training_images_is_warned_of(monkeypatch, image):
+def test_an_image_not_of_the_kind_the_model_was_made_for_is_warned_of_first_and_its_decision_set_aside(monkeypatch,
+                                                                                                      image):
     result = _label_image(monkeypatch, _fake_model(0.412, ood_score=7.5), image)
-    assert "Decision: melanoma" in result.stdout
     (warning,) = result.stderr.splitlines()
-    assert warning.startswith("warning: this image is unlike the images the model was trained on "
-                              "(out-of-distribution score 7.5 > threshold 2)")
-    assert "may be meaningless" in warning
+    assert warning.startswith("warning: this image is not of the kind the model was made for (out-of-distribution "
+                              "score 7.5, above 3.5,")
+    assert "the prediction and decisions below are set aside" in warning
+    assert result.output.index("warning: this image") < result.output.index("Decision: melanoma")
+    (decision,) = [line for line in result.stdout.splitlines() if line.startswith("Decision: melanoma")]
+    assert decision.endswith("[set aside: the image is not of the kind the model was made for]")
     output = json.loads(_label_image(monkeypatch, _fake_model(0.412, ood_score=7.5), image, "--json").stdout)
-    assert output["ood"] == {"score": 7.5, "threshold": 2.0, "flagged": True}
+    assert output["ood"] == {"score": 7.5, "threshold": 2.0, "hard_threshold": 3.5, "level": "not_of_kind",
+                             "flagged": True}
+    assert output["decisions"][0]["reliable"] is False
+    assert output["decisions"][0]["caveat"] == "set aside: the image is not of the kind the model was made for"
+
+
+def test_a_lesion_unlike_the_training_images_gets_a_note_not_a_warning_and_its_decision_stands(monkeypatch, image):
+    result = _label_image(monkeypatch, _fake_model(0.412, ood_score=2.5), image)
+    (note,) = result.stderr.splitlines()
+    assert note.startswith("note: this image is unlike the model's training images (out-of-distribution score "
+                           "2.5 > 2)")
+    assert "meaningless" not in note and "set aside" not in note
+    assert result.output.index("note: this image") < result.output.index("Decision: melanoma")
+    (decision,) = [line for line in result.stdout.splitlines() if line.startswith("Decision: melanoma")]
+    assert decision.endswith("[less certain: the image is unlike the training images]")
+    output = json.loads(_label_image(monkeypatch, _fake_model(0.412, ood_score=2.5), image, "--json").stdout)
+    assert output["ood"]["level"] == "unlike_training"
+    assert output["decisions"][0]["reliable"] is True
+
+
+def test_a_card_with_a_hard_threshold_uses_it(monkeypatch, image):
+    card = {"format": "retrain", "labels": ["nevus", "melanoma"], "operating_points": [MELANOMA.card()],
+            "ood": {**OOD, "hard_threshold": 9.0}}
+    output = json.loads(_label_image(monkeypatch, _fake_model(0.412, ood_score=7.5, card=card), image, "--json").stdout)
+    assert output["ood"]["level"] == "unlike_training" and output["ood"]["hard_threshold"] == 9.0
 
 
 def test_tta_averages_the_ood_score_and_says_the_threshold_was_chosen_without_it(monkeypatch, image):
     result = _label_image(monkeypatch, _fake_model(0.412, ood_score=7.5), image, "--tta")
-    assert "POSITIVE" in result.stdout.splitlines()[2]
-    assert "out-of-distribution score 7.5 > threshold 2" in result.stderr
+    assert "out-of-distribution score 7.5, above 3.5" in result.stderr
     assert "note: --tta: the thresholds were chosen on single-view scores" in result.stderr
 
 
