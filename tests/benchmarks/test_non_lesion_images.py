@@ -75,3 +75,23 @@ def test_ood_benchmark_skips_without_shared_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["ood_isic", "--shared", str(tmp_path)])
     ood_isic.main()
     assert capsys.readouterr().out.startswith("skipped: no ISIC 2017")
+
+
+def test_small_trees_benchmark_skips_without_shared_data(tmp_path, monkeypatch, capsys):
+    from benchmarks import ood_small_trees
+
+    monkeypatch.setattr(sys, "argv", ["ood_small_trees", "--shared", str(tmp_path)])
+    ood_small_trees.main()
+    assert capsys.readouterr().out.startswith("skipped: no ISIC 2017")
+
+
+def test_small_trees_are_drawn_narrow_from_the_folder_order_and_at_random():
+    from benchmarks import ood_small_trees
+
+    labels = np.array([0, 1, 2] * 400)
+    trees = ood_small_trees.trees(labels, seeds=2)
+    first = trees["first 150 mel + 150 nev"]
+    assert len(first) == 300 and first.max() < 450 + 3 and set(labels[first]) == {0, 1}
+    assert trees["last 100 of each of 3"].min() >= 900 - 3
+    assert len(trees["random 300, seed 1"]) == len(set(trees["random 300, seed 1"])) == 300
+    assert len(trees["all 2000 (+150 validation)"]) == len(labels)
