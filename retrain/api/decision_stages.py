@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.api.config import DecisionConfig
-from retrain.api.stages import Arrays, Sets
+from retrain.api.stages import Arrays, Sets, log_validation_auc
 from retrain.metrics import Rate, auc_interval, roc_auc
 from retrain.reporter import Reporter
 from retrain.train.calibration import calibrate, scaled
@@ -65,6 +65,8 @@ def decide(layer: TopLayer, sets: Sets, training: Arrays, validation: Arrays, co
     for point in points:
         reporter.log(f"Operating point: {point.describe()}")
     calibrated = scaled(layer, calibration.temperature)
+    log_validation_auc("Validation", calibrated, validation, labels, reporter,
+                       "after calibration: the figures of the model card and evaluate")
     ood = _ood(training, validation, len(labels), reporter)
     card = {"calibration": calibration.card(), "operating_points": [p.card() for p in points],
             "validation_figures": validation_figures(calibrated, validation, labels)}

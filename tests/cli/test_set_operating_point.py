@@ -117,7 +117,7 @@ def test_an_existing_model_card_beside_the_output_is_refused(square_model, tree,
 
 @pytest.mark.parametrize("point, message", [
     ("purple:sensitivity=0.9", "--operating_point: no class 'purple'; the classes are blue, green, red"),
-    ("red:sensitivity=1.5", "sensitivity must be between 0 and 1"),
+    ("red:sensitivity=1.5", "sensitivity must be above 0 and at most 1"),
     ("sensitivity=0.9", "name the class (one of blue, green, red)"),
 ])
 def test_a_wrong_operating_point_is_refused_before_classifying(square_model, tree, tmp_path, point, message):
