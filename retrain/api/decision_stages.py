@@ -159,13 +159,17 @@ def validation_figures(layer: TopLayer, validation: Arrays, labels: list[str]) -
     """Per-class AUC and accuracy on the validation set, with 95 % intervals, for the model card."""
     if not len(validation):
         return {}
-    probabilities = layer.probabilities(validation.x, validation.patient)
+    return figures(layer.probabilities(validation.x, validation.patient), validation.y, labels)
+
+
+def figures(probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> dict:
+    """Per-class AUC and accuracy of these probabilities, with 95 % intervals (validation or test)."""
     aucs = {}
     for index, label in enumerate(labels):
-        positive = validation.y == index
+        positive = true == index
         aucs[label] = {"auc": roc_auc(probabilities[:, index], positive),
                        "interval": list(auc_interval(probabilities[:, index], positive)),
                        "positives": int(positive.sum())}
-    correct = int((probabilities.argmax(axis=1) == validation.y).sum())
-    return {"count": len(validation), "auc": aucs, "accuracy": Rate.of(correct, len(validation)).as_dict()}
+    correct = int((probabilities.argmax(axis=1) == true).sum())
+    return {"count": len(true), "auc": aucs, "accuracy": Rate.of(correct, len(true)).as_dict()}
 

@@ -167,7 +167,7 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     """Final test accuracy, AUC and calibration error on the test set (or a sample of it,
     --test_batch_size); with `uncalibrated`, its calibration error too, the honest check of
     a temperature fitted on validation."""
-    from retrain.api.decision_stages import validation_figures
+    from retrain.api.decision_stages import figures as held_out_figures
     from retrain.api.stages import format_auc
     from retrain.metrics import calibration_noise_floor, expected_calibration_error
 
@@ -181,7 +181,7 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     test_accuracy = accuracy(predictions, sample.y)
     reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
     reporter.log(format_auc("Final test", predictions, sample.y, sets.labels))
-    figures = {**validation_figures(layer, sample, sets.labels),
+    figures = {**held_out_figures(predictions, sample.y, sets.labels),
                "ece": expected_calibration_error(predictions, sample.y),
                "ece_floor": calibration_noise_floor(predictions)}
     ece = f"{figures['ece']:.3f}"
