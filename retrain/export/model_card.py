@@ -105,8 +105,9 @@ def _validation(card: dict) -> list[str]:
     if not known:
         verdict = "Not every choice was recorded, so these figures may lean optimistic; evaluate on a held-out set."
     elif on_validation:
-        verdict = (f"The {' and '.join(on_validation)} {'was' if len(on_validation) == 1 else 'were'} chosen on these "
-                   "same images, so these figures lean a little optimistic; evaluate on a held-out set.")
+        named = on_validation[0] if len(on_validation) == 1 else f"{', '.join(on_validation[:-1])} and {on_validation[-1]}"
+        verdict = (f"The {named} {'was' if len(on_validation) == 1 else 'were'} chosen on these same images, so these "
+                   "figures lean a little optimistic; evaluate on a held-out set.")
     else:
         verdict = "Nothing that shapes these figures was chosen on these images."
     return [f"On {figures['count']} validation images, which the top layer did not train on:", *_figure_lines(figures),
