@@ -22,13 +22,14 @@ from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.prediction import Prediction
 from retrain.reporter import Reporter
 from retrain.train.ood import OodThresholds, thresholds_from_card
-from retrain.train.operating_points import OperatingPoint, points_from_card
+from retrain.train.operating_points import OperatingPoint, points_from_card, where
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One stored operating point applied to this image: a screening call (refer or not) with
-    what its threshold achieved where it was chosen, so the call is read with its error rates."""
+    """One stored operating point applied to this image: whether its class is called, with
+    what its threshold achieved where it was chosen, so the call is read with its error rates.
+    Worded alike for every class: retrain does not know which classes are diseases."""
 
     point: OperatingPoint
     score: float
@@ -38,16 +39,20 @@ class Decision:
         return self.score >= self.point.threshold
 
     def line(self) -> str:
-        """ "Decision: melanoma 0.412 >= threshold 0.214 -> POSITIVE: refer for review (...)"."""
+        """ "Decision: melanoma 0.412 >= threshold 0.214 -> called melanoma (threshold chosen for ...)"."""
         point = self.point
         score, threshold = _distinct(self.score, point.threshold)
         if self.positive:
-            call = f">= threshold {threshold} -> POSITIVE: refer for review"
+            call = f">= threshold {threshold} -> called {point.label}"
         else:
-            call = f"< threshold {threshold} -> negative: does not rule out {point.label}"
-        asked = "set by hand" if point.target == "threshold" else f"set for {point.target} {point.value:g}"
-        return (f"Decision: {point.label} {score} {call} (threshold {asked} on {point.chosen_on}, where it gave "
-                f"sensitivity {percent(point.sensitivity)}, specificity {percent(point.specificity)})")
+            call = f"< threshold {threshold} -> not called {point.label}, which does not rule it out"
+        rates = f"sensitivity {percent(point.sensitivity)}, specificity {percent(point.specificity)}"
+        if point.target == "threshold":
+            origin = f"threshold {point.value:g} set by hand; on {where(point.chosen_on)} it gave {rates}"
+        else:
+            origin = (f"threshold chosen for {point.target} {point.value:g} on {where(point.chosen_on)}, where it "
+                      f"gave {rates}")
+        return f"Decision: {point.label} {score} {call} ({origin})"
 
     def as_json(self) -> dict:
         point = self.point

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.api.config import DecisionConfig
-from retrain.api.stages import Arrays, Sets
+from retrain.api.stages import Arrays, Sets, log_validation_auc
 from retrain.metrics import Rate, auc_interval, roc_auc
 from retrain.reporter import Reporter
 from retrain.train.calibration import calibrate, scaled
@@ -64,6 +64,8 @@ def decide(layer: TopLayer, sets: Sets, training: Arrays, validation: Arrays, co
     for point in points:
         reporter.log(f"Operating point: {point.describe()}")
     calibrated = scaled(layer, calibration.temperature)
+    log_validation_auc("Validation", calibrated, validation, labels, reporter,
+                       "after calibration: the figures of the model card and evaluate")
     ood = _ood(training, validation, len(labels), training_config.random_seed, reporter)
     card = {"calibration": calibration.card(), "operating_points": [p.card() for p in points],
             "validation_figures": validation_figures(calibrated, validation, labels)}
@@ -153,13 +155,17 @@ def validation_figures(layer: TopLayer, validation: Arrays, labels: list[str]) -
     """Per-class AUC and accuracy on the validation set, with 95 % intervals, for the model card."""
     if not len(validation):
         return {}
-    probabilities = layer.probabilities(validation.x, validation.patient)
+    return figures(layer.probabilities(validation.x, validation.patient), validation.y, labels)
+
+
+def figures(probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> dict:
+    """Per-class AUC and accuracy of these probabilities, with 95 % intervals (validation or test)."""
     aucs = {}
     for index, label in enumerate(labels):
-        positive = validation.y == index
+        positive = true == index
         aucs[label] = {"auc": roc_auc(probabilities[:, index], positive),
                        "interval": list(auc_interval(probabilities[:, index], positive)),
                        "positives": int(positive.sum())}
-    correct = int((probabilities.argmax(axis=1) == validation.y).sum())
-    return {"count": len(validation), "auc": aucs, "accuracy": Rate.of(correct, len(validation)).as_dict()}
+    correct = int((probabilities.argmax(axis=1) == true).sum())
+    return {"count": len(true), "auc": aucs, "accuracy": Rate.of(correct, len(true)).as_dict()}
 

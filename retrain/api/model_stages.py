@@ -159,6 +159,7 @@ def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Ar
 class TestFigures:
     accuracy: float | None  # None without a test set
     count: int
+    card: dict  # the figures printed, for the model card; empty without a test set
 
 
 def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig, seed: int | None,
@@ -166,30 +167,39 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     """Final test accuracy, AUC and calibration error on the test set (or a sample of it,
     --test_batch_size); with `uncalibrated`, its calibration error too, the honest check of
     a temperature fitted on validation."""
+    from retrain.api.decision_stages import figures as held_out_figures
     from retrain.api.stages import format_auc
     from retrain.metrics import calibration_noise_floor, expected_calibration_error
 
     if not len(test):
-        return TestFigures(None, 0)
+        return TestFigures(None, 0, {})
     chosen = np.arange(len(test))
     if config.batch_size >= 0:  # a sample without replacement: no image counted twice
         chosen = np.random.default_rng(seed).choice(len(test), min(config.batch_size, len(test)), replace=False)
-    predictions = layer.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
-    test_accuracy = accuracy(predictions, test.y[chosen])
+    sample = Arrays(test.x[chosen], test.y[chosen], None if test.patient is None else test.patient[chosen])
+    predictions = layer.probabilities(sample.x, sample.patient)
+    test_accuracy = accuracy(predictions, sample.y)
     reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
-    reporter.log(format_auc("Final test", predictions, test.y[chosen], sets.labels))
-    ece = f"Final test expected calibration error = {expected_calibration_error(predictions, test.y[chosen]):.3f}"
+    reporter.log(format_auc("Final test", predictions, sample.y, sets.labels))
+    figures = {**held_out_figures(predictions, sample.y, sets.labels),
+               "ece": expected_calibration_error(predictions, sample.y),
+               "ece_floor": calibration_noise_floor(predictions)}
+    ece = f"{figures['ece']:.3f}"
     if uncalibrated is not None and uncalibrated is not layer:
-        before = uncalibrated.probabilities(test.x[chosen], None if test.patient is None else test.patient[chosen])
-        ece += f", {expected_calibration_error(before, test.y[chosen]):.3f} before calibration"
-    reporter.log(f"{ece} (sampling alone gives about {calibration_noise_floor(predictions):.3f})")
+        figures["ece_before"] = expected_calibration_error(uncalibrated.probabilities(sample.x, sample.patient),
+                                                           sample.y)
+        ece = f"{figures['ece_before']:.3f} before, {ece} after calibration"
+    else:
+        ece = f"= {ece}"
+    reporter.log(f"Final test expected calibration error {ece} (sampling alone gives about "
+                 f"{figures['ece_floor']:.3f})")
     if config.print_misclassified:
         reporter.log("=== MISCLASSIFIED TEST IMAGES ===")
         for row, index in enumerate(chosen):
             predicted = int(np.argmax(predictions[row]))
             if predicted != test.y[index]:
                 reporter.log(f"{sets.split.test[index][0]}  {sets.labels[predicted]}")
-    return TestFigures(test_accuracy, len(test))
+    return TestFigures(test_accuracy, len(test), figures)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from retrain.train.operating_points import (
     OperatingPoint,
     OperatingPointSpec,
     choose_operating_points,
+    distinct_specs,
     parse_operating_point,
     points_from_card,
-    resolve_label,
 )
 
 
@@ -58,8 +58,9 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     graph, output, image_dir = Path(graph).expanduser(), Path(output).expanduser(), Path(image_dir).expanduser()
     kind = _check_paths(graph, image_dir, output)
     card = _read_card(graph, kind)
-    for spec in specs:
-        resolve_label(spec, card["labels"])
+    specs, notes = distinct_specs(specs, card["labels"])
+    for note in notes:
+        reporter.warn(note)
     predicted = _classify(graph, card["labels"], image_dir, reporter)
     points = choose_operating_points(specs, card["labels"], predicted.probabilities, predicted.true, str(image_dir))
     for point in points:

@@ -131,9 +131,12 @@ def data_card(sets: Sets, data: DataConfig) -> dict:
     def counts(pairs: list[tuple[Path, int]]) -> dict:
         return {label: sum(1 for _, c in pairs if c == index) for index, label in enumerate(sets.labels)}
 
+    def absolute(folder: Path | None) -> str | None:  # the card travels with the model, away from the cwd
+        return None if folder is None else str(Path(folder).expanduser().resolve())
+
     split = sets.split
-    return {"image_dir": str(data.image_dir), "validation_dir": None if data.validation_dir is None else str(data.validation_dir),
-            "test_dir": None if data.test_dir is None else str(data.test_dir),
+    return {"image_dir": absolute(data.image_dir), "validation_dir": absolute(data.validation_dir),
+            "test_dir": absolute(data.test_dir),
             "counts": {"training": counts(split.training), "validation": counts(split.validation),
                        "test": counts(split.test)}}
 
@@ -285,23 +288,29 @@ def tuned_features(backbone, sets: list[list[tuple[Path, int]]], warn) -> tuple[
     return tuple(rows(pairs) for pairs in sets)
 
 
-def format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> str:
+def format_auc(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str], when: str = "") -> str:
     """ROC AUC beside accuracy, which misleads on imbalanced sets: one figure for two
-    classes, one-vs-rest per class and their mean otherwise."""
+    classes, one-vs-rest per class and their mean otherwise. `when`: "before calibration" or
+    "after calibration", since one temperature reorders one class's scores across images when
+    there are more than two classes, and so moves their one-vs-rest AUCs."""
+    when = f", {when}" if when else ""
     if len(labels) == 2:
         positive = positive_class_index(labels)
         auc = roc_auc(probabilities[:, positive], true == positive)
-        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)})"
+        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)}{when})"
     aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
     parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
     defined = [auc for auc in aucs if np.isfinite(auc)]  # a class absent from the set has no AUC
     mean = float(np.mean(defined)) if defined else float("nan")
-    return f"{name} AUC (one-vs-rest) = {parts}; mean {mean:.3f} (N={len(true)})"
+    return f"{name} AUC (one-vs-rest) = {parts}; mean {mean:.3f} (N={len(true)}{when})"
 
 
-def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: list[str], reporter: Reporter) -> None:
+def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: list[str], reporter: Reporter,
+                       when: str = "before calibration") -> None:
+    """The validation AUC of a top layer not yet calibrated (decide() calibrates it), unless told otherwise."""
     if len(validation):
-        reporter.log(format_auc(name, layer.probabilities(validation.x, validation.patient), validation.y, labels))
+        reporter.log(format_auc(name, layer.probabilities(validation.x, validation.patient), validation.y, labels,
+                                when))
 
 
 def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool):

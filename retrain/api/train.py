@@ -9,6 +9,7 @@ From Python:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
 from retrain.reporter import Reporter
-from retrain.train.operating_points import resolve_label
+from retrain.train.operating_points import distinct_specs
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     trees = stages.scan_trees(config.data, reporter)
     if config.class_weights:
         config.class_weights.check(trees.image_tree.labels)  # a typo fails before slow work
-    for spec in config.decisions.operating_points:
-        resolve_label(spec, trees.image_tree.labels)
+    specs, notes = distinct_specs(config.decisions.operating_points, trees.image_tree.labels)
+    for note in notes:
+        reporter.warn(note)
+    config = dataclasses.replace(config, decisions=dataclasses.replace(config.decisions, operating_points=specs))
     trees = stages.scan_held_out(trees, config.data, reporter)
     backbone = stages.build_backbone(config.backbone, config.fine_tuning.layers)
     features = stages.extract_features(trees, backbone, config.features.bottleneck_dir, reporter)
@@ -57,7 +60,7 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
                                             config.features.distorted_copies, backbone, features, reporter)
     trained = model.fit_top_layer(sets, training, validation, config.top_layer, config.class_weights, backbone,
                                   config.export, config.monitor, reporter)
-    layer, card = trained.layer, {"recipe": config.export.recipe}
+    layer, card = trained.layer, {"recipe": config.export.recipe, "top_layer": _top_layer_card(trained)}
     if config.fine_tuning.active:
         tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, trained.config,
                                         config.export.output_graph, strategy, reporter)
@@ -74,11 +77,19 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
                        stages.metadata_rows(table, sets.split.validation) if table is not None else None)
     figures = model.test_top_layer(decisions.layer, test, sets, config.test, config.top_layer.random_seed, reporter,
                                    uncalibrated=layer)
-    card = {**card, **decisions.card, "training_data": stages.data_card(sets, config.data)}
+    card = {**card, **decisions.card, "test_figures": figures.card, "training_data": stages.data_card(sets, config.data)}
     files = model.export_model(backbone, decisions.layer, _model_card(backbone, sets, config, card), sets, validation,
                                trained.history, config.export, config.top_layer.random_seed, reporter, decisions.ood)
     return RetrainResult(sets.labels, figures.accuracy, figures.count, features.computed, features.reused,
                          features.failures, files)
+
+
+def _top_layer_card(trained: model.TrainedTopLayer) -> dict:
+    """Which step of the top layer was kept, and whether validation chose it, for the model card."""
+    config = trained.config
+    stopped = trained.layer.step is not None
+    return {"steps": config.steps, "kept_step": trained.layer.step if stopped else config.steps - 1,
+            "early_stopping_metric": config.early_stopping_metric if stopped else None}
 
 
 def _model_card(backbone, sets: stages.Sets, config: RetrainConfig, extra: dict) -> dict:

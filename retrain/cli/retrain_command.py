@@ -158,9 +158,10 @@ _PATIENT_FLAGS = (
 # From scores to decisions.
 _DECISION_FLAGS = (
     option("operating_point", multiple=True,
-        help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T (the class may be omitted for two "
-             "classes): the threshold above which CLASS is called, chosen on the validation set and stored with "
-             "the model. Repeatable. E.g. melanoma:sensitivity=0.95."),
+        help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T, S in (0, 1], T in (0, 1) (the class "
+             "may be omitted for two classes when the other is called 'other'): the threshold above which CLASS is "
+             "called, chosen on the validation set (or set by hand) and stored with the model. Repeatable. "
+             "E.g. melanoma:sensitivity=0.95."),
 )
 
 

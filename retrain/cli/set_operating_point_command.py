@@ -17,8 +17,8 @@ from retrain.reporter import Reporter
          help="Class-per-folder tree, folders named like the model's labels, of images the model did not train on: "
               "the thresholds are chosen on it.")
 @option("operating_point", multiple=True, required=True,
-         help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T (the class may be omitted for two "
-              "classes); repeatable. Replaces every operating point the model stored. E.g. melanoma:sensitivity=0.9.")
+         help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T, S in (0, 1], T in (0, 1) (the class "
+              "may be omitted for two classes when the other is called 'other'); repeatable. Replaces every operating point the model stored. E.g. melanoma:sensitivity=0.9.")
 @option("output", type=PATH, required=True,
          help="Where to write the copy, in --graph's format (with its sidecar and model card); never an existing path.")
 @reports_user_errors

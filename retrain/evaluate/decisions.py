@@ -41,7 +41,7 @@ class MeasuredPoint:
 
     def how_chosen(self) -> str:
         p = self.point
-        return "set as a fixed threshold" if p.target == "threshold" else f"chosen for {p.target} {p.value:g} on {p.chosen_on}"
+        return "set by hand" if p.target == "threshold" else f"chosen for {p.target} {p.value:g} on {p.chosen_on}"
 
     def describe(self) -> str:
         """ "Operating point melanoma >= 0.214 (chosen for sensitivity 0.95 on validation): sensitivity 93.3%

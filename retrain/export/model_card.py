@@ -15,7 +15,7 @@ from retrain.errors import UserError
 from retrain.metrics import percent, wilson_interval
 from retrain.paths import write_atomically
 from retrain.train.ood import HARD_FACTOR, thresholds_from_card
-from retrain.train.operating_points import points_from_card
+from retrain.train.operating_points import points_from_card, where
 
 MARKDOWN_SUFFIX = ".model_card.md"
 
@@ -54,6 +54,7 @@ def model_card_sections(card: dict) -> list[tuple[str, list[str]]]:
         ("Training data", _training_data(card)),
         ("Model", _model(card)),
         ("Validation figures", _validation(card)),
+        ("Test-split figures", _test(card)),
         ("Operating points", _operating_points(card)),
         ("Calibration", _calibration(card)),
         ("Out-of-distribution check", _ood(card)),
@@ -101,14 +102,75 @@ def _validation(card: dict) -> list[str]:
     figures = card.get("validation_figures")
     if not figures:
         return ["Not recorded."]
+    choices, on_validation, known = _choices(card)
+    if not known:
+        verdict = "Not every choice was recorded, so these figures may lean optimistic; evaluate on a held-out set."
+    elif on_validation:
+        named = on_validation[0] if len(on_validation) == 1 else f"{', '.join(on_validation[:-1])} and {on_validation[-1]}"
+        verdict = (f"The {named} {'was' if len(on_validation) == 1 else 'were'} chosen on these same images, so these "
+                   "figures lean a little optimistic; evaluate on a held-out set.")
+    else:
+        verdict = "Nothing that shapes these figures was chosen on these images."
+    return [f"On {figures['count']} validation images, which the top layer did not train on:", *_figure_lines(figures),
+            "", "What was chosen on which images:", *choices, "", verdict]
+
+
+def _choices(card: dict) -> tuple[list[str], list[str], bool]:
+    """One line per choice made after training (kept step, kept epoch, temperature, thresholds),
+    saying on which images it was made; the names of those that shape the validation figures
+    and were made on the validation images; whether the card records all of them."""
+    lines, on_validation = [], []
+    top = card.get("top_layer")
+    if top is None:
+        lines.append("- the top layer's step: not recorded (the model was exported before retrain recorded it)")
+    elif top.get("early_stopping_metric"):
+        lines.append(f"- the top layer's step: step {top['kept_step']} of {top['steps']}, the best by validation "
+                     f"{top['early_stopping_metric']} (early stopping)")
+        on_validation.append("top layer's step")
+    else:
+        lines.append(f"- the top layer's step: the last, step {top['kept_step']} (no early stopping)")
+    tuned = card.get("fine_tuning")
+    if tuned and tuned.get("kept_epoch") is not None:
+        lines.append(f"- fine-tuning's epoch: epoch {tuned['kept_epoch']} of {tuned.get('epochs')}, the best on the "
+                     "validation images")
+        on_validation.append("fine-tuning's epoch")
+    elif tuned:
+        lines.append("- fine-tuning's epoch: the last (no validation images)")
+    calibration = card.get("calibration")
+    if calibration:
+        lines.append(f"- the temperature: on {where(calibration['chosen_on'])} ({calibration['count']} images)")
+        if calibration["chosen_on"] == "validation" and len(card.get("labels", [])) > 2:
+            on_validation.append("temperature")  # with more than two classes it moves the one-vs-rest AUCs
+    for point in points_from_card(card):
+        if point.target == "threshold":
+            lines.append(f"- the threshold for {point.label} ({point.threshold:.4g}): set by hand")
+        else:
+            lines.append(f"- the threshold for {point.label} (for {point.target} {point.value:g}): on "
+                         f"{where(point.chosen_on)}")
+    return lines, on_validation, top is not None
+
+
+def _figure_lines(figures: dict) -> list[str]:
     accuracy = figures["accuracy"]
-    lines = [f"On {figures['count']} validation images (which also chose the kept step or epoch, the temperature "
-             "and the thresholds, so these figures are a little optimistic; evaluate on a held-out set):",
-             f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
+    lines = [f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
     for label, auc in figures["auc"].items():
         lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
                      f"{auc['positives']} images of the class)")
     return lines
+
+
+def _test(card: dict) -> list[str]:
+    if "test_figures" not in card:
+        return ["Not recorded."]
+    figures = card["test_figures"]
+    if not figures:
+        return ["None: retrain had no test images."]
+    ece = f"{figures['ece']:.3f}"
+    if figures.get("ece_before") is not None:
+        ece = f"{figures['ece_before']:.3f} before calibration, {ece} after"
+    return [f"On {figures['count']} test images, on which nothing was chosen, as retrain printed them:",
+            *_figure_lines(figures),
+            f"- expected calibration error {ece} (sampling alone gives about {figures['ece_floor']:.3f})"]
 
 
 def _operating_points(card: dict) -> list[str]:
@@ -128,7 +190,7 @@ def _calibration(card: dict) -> list[str]:
     calibration = card.get("calibration")
     if not calibration:
         return ["Not calibrated: its probabilities may be over- or under-confident."]
-    return [f"Temperature {calibration['temperature']:.3g}, fitted on {calibration['chosen_on']} "
+    return [f"Temperature {calibration['temperature']:.3g}, fitted on {where(calibration['chosen_on'])} "
             f"({calibration['count']} images) and folded into the exported model: negative log-likelihood "
             f"{calibration['nll_before']:.3f} before, {calibration['nll_after']:.3f} after; expected calibration "
             f"error {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after"

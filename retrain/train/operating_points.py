@@ -41,8 +41,11 @@ def parse_operating_point(text: str, flag: str = "--operating_point") -> Operati
         number = float(value)
     except ValueError:
         raise UserError(f"{flag} {text!r}: {value.strip()!r} is not a number") from None
-    if not 0 < number < 1 and not (target != "threshold" and number == 1):
-        raise UserError(f"{flag} {text!r}: {target} must be between 0 and 1, got {value.strip()}")
+    if target == "threshold" and not 0 < number < 1:
+        raise UserError(f"{flag} {text!r}: threshold must be above 0 and below 1 (a score reaches 1 only where a "
+                        f"probability rounds to 1, so it would call almost nothing), got {value.strip()}")
+    if not 0 < number <= 1:
+        raise UserError(f"{flag} {text!r}: {target} must be above 0 and at most 1, got {value.strip()}")
     return OperatingPointSpec(label.strip() or None, target, number)
 
 
@@ -52,12 +55,41 @@ def resolve_label(spec: OperatingPointSpec, labels: list[str], flag: str = "--op
         if len(labels) != 2:
             raise UserError(f"{flag}: name the class (one of {', '.join(labels)}), e.g. "
                             f"{labels[0]}:{spec.target}={spec.value:g}; only a two-class model has an obvious one")
+        if "other" not in labels:
+            index = positive_class_index(labels)
+            raise UserError(f"{flag} {spec.target}={spec.value:g}: name the class ({labels[0]} or {labels[1]}), e.g. "
+                            f"{labels[index]}:{spec.target}={spec.value:g}; neither class is called 'other', so which "
+                            "one is positive is not obvious")
         return positive_class_index(labels)
     normalised = {label.lower().replace("_", " "): i for i, label in enumerate(labels)}
     index = normalised.get(spec.label.lower().replace("_", " "))
     if index is None:
         raise UserError(f"{flag}: no class {spec.label!r}; the classes are {', '.join(labels)}")
     return index
+
+
+def distinct_specs(specs: tuple[OperatingPointSpec, ...], labels: list[str],
+                   flag: str = "--operating_point") -> tuple[tuple[OperatingPointSpec, ...], list[str]]:
+    """The specs without exact repeats (same class, target and value once resolved), and one
+    note per repeated one: a point stored twice only doubles every decision line and table."""
+    kept, seen = [], {}
+    for spec in specs:
+        key = (resolve_label(spec, labels, flag), spec.target, spec.value)
+        if key not in seen:
+            kept.append(spec)
+        seen[key] = seen.get(key, 0) + 1
+    notes = [f"{flag} {labels[index]}:{target}={value:g} is given {count} times; it is stored once"
+             for (index, target, value), count in seen.items() if count > 1]
+    return tuple(kept), notes
+
+
+def where(chosen_on: str) -> str:
+    """ "validation" -> "the validation images": where a threshold or temperature came from, in words."""
+    if chosen_on == "validation":
+        return "the validation images"
+    if chosen_on == "out-of-fold training":
+        return "out-of-fold predictions on the training images"
+    return f"the images of {chosen_on}"
 
 
 @dataclass(frozen=True)
@@ -83,8 +115,8 @@ class OperatingPoint:
 
     def describe(self) -> str:
         """ "melanoma >= 0.214 (for sensitivity 0.95; on validation: sensitivity 95.0%, specificity 61.2%)"."""
-        asked = "a fixed threshold" if self.target == "threshold" else f"{self.target} {self.value:g}"
-        return (f"{self.label} >= {self.threshold:.4g} (for {asked}; on {self.chosen_on}: sensitivity "
+        asked = "set by hand" if self.target == "threshold" else f"for {self.target} {self.value:g}"
+        return (f"{self.label} >= {self.threshold:.4g} ({asked}; on {self.chosen_on}: sensitivity "
                 f"{percent(self.sensitivity)}, specificity {percent(self.specificity)}, "
                 f"{self.positives} positives, {self.negatives} negatives)")
 

@@ -295,10 +295,13 @@ def _gradient_step(layer: TopLayer, config: TrainingConfig, class_count: int, rn
 def _step_report(step: int, layer: TopLayer, x, y, rate: float, val_x, val_y, validation_batch_size: int,
                  eval_rng: np.random.Generator) -> StepReport:
     """The last batch's figures after its update, and the validation set's (a sample of
-    `validation_batch_size` for accuracy, as retrain.py; all of it for AUC and loss)."""
+    `validation_batch_size` for accuracy, as retrain.py, but drawn without replacement so that
+    N counts distinct images; all of it for AUC and loss)."""
     val_accuracy, val_count, val_auc, val_loss = None, 0, None, None
     if len(val_y):
-        chosen = _sample(eval_rng, len(val_y), validation_batch_size)
+        chosen = np.arange(len(val_y))
+        if 0 <= validation_batch_size < len(val_y):
+            chosen = eval_rng.choice(len(val_y), validation_batch_size, replace=False)
         val_accuracy = accuracy(layer.probabilities(val_x[chosen]), val_y[chosen])
         val_count = len(chosen)
         every = layer.probabilities(val_x)

@@ -82,8 +82,8 @@ def test_a_mistyped_operating_point_fails_before_any_work(make_tree, tmp_path):
     result = run_cli(retrain, ["--image_dir", tree, "--operating_point", "red:sensitivity=1.5",
                                "--output_graph", tmp_path / "g.pb", "--bottleneck_dir", tmp_path / "bn"])
     assert result.exit_code == 1
-    assert result.output.strip() == ("error: --operating_point 'red:sensitivity=1.5': sensitivity must be between "
-                                     "0 and 1, got 1.5")
+    assert result.output.strip() == ("error: --operating_point 'red:sensitivity=1.5': sensitivity must be above "
+                                     "0 and at most 1, got 1.5")
     assert not (tmp_path / "bn").exists()
 
 

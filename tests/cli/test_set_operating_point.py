@@ -89,6 +89,18 @@ def test_the_copy_stores_thresholds_that_give_what_was_asked_on_the_tree(square_
     assert red.describe() in markdown.read_text()
 
 
+def test_an_operating_point_given_twice_is_stored_once_in_the_copy_with_one_note(square_model, tree, tmp_path):
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", tree,
+                                           "--output", tmp_path / "new.pb", "--operating_point", "red:sensitivity=0.75",
+                                           "--operating_point", "RED:sensitivity=0.750"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "given" in line]
+    assert notes == ["warning: --operating_point red:sensitivity=0.75 is given 2 times; it is stored once"]
+    (point,) = points_from_card(load_model(tmp_path / "new.pb").model_card)
+    assert (point.label, point.value) == ("red", 0.75)
+    assert sum(line.startswith("Operating point: ") for line in result.stdout.splitlines()) == 1
+
+
 def test_an_existing_output_is_refused_in_one_line(square_model, tree, tmp_path):
     output = tmp_path / "taken.pb"
     output.write_bytes(b"keep me")
@@ -117,7 +129,7 @@ def test_an_existing_model_card_beside_the_output_is_refused(square_model, tree,
 
 @pytest.mark.parametrize("point, message", [
     ("purple:sensitivity=0.9", "--operating_point: no class 'purple'; the classes are blue, green, red"),
-    ("red:sensitivity=1.5", "sensitivity must be between 0 and 1"),
+    ("red:sensitivity=1.5", "sensitivity must be above 0 and at most 1"),
     ("sensitivity=0.9", "name the class (one of blue, green, red)"),
 ])
 def test_a_wrong_operating_point_is_refused_before_classifying(square_model, tree, tmp_path, point, message):

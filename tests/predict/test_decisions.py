@@ -54,14 +54,25 @@ def test_a_score_over_the_threshold_is_a_positive_call_with_what_the_threshold_g
     result = _label_image(monkeypatch, _fake_model(0.412, ood_score=1.0), image)
     lines = result.stdout.splitlines()
     assert lines[:2] == ["nevus (score=0.58800)", "melanoma (score=0.41200)"]
-    assert lines[2] == ("Decision: melanoma 0.412 >= threshold 0.214 -> POSITIVE: refer for review (threshold set for "
-                        "sensitivity 0.95 on validation, where it gave sensitivity 96.7%, specificity 52.5%)")
+    assert lines[2] == ("Decision: melanoma 0.412 >= threshold 0.214 -> called melanoma (threshold chosen for "
+                        "sensitivity 0.95 on the validation images, where it gave sensitivity 96.7%, specificity 52.5%)")
     assert result.stderr == ""  # in distribution, and the model has both checks: nothing to warn of
 
 
 def test_a_score_under_the_threshold_is_negative_and_does_not_rule_out(monkeypatch, image):
     lines = _label_image(monkeypatch, _fake_model(0.1, ood_score=1.0), image).stdout.splitlines()
-    assert lines[2].startswith("Decision: melanoma 0.100 < threshold 0.214 -> negative: does not rule out melanoma (")
+    assert lines[2].startswith("Decision: melanoma 0.100 < threshold 0.214 -> not called melanoma, which does not "
+                               "rule it out (")
+
+
+def test_a_call_on_a_class_that_is_not_a_disease_is_worded_by_what_it_is(monkeypatch, image):
+    """retrain cannot know which classes are diseases: every call reads the same, for any class."""
+    nevus = OperatingPoint("nevus", "threshold", 0.6, 0.6, 0.8, 0.7, 20, 20, "out-of-fold training")
+    card = {"format": "retrain", "labels": ["nevus", "melanoma"], "operating_points": [nevus.card()], "ood": OOD}
+    lines = _label_image(monkeypatch, _fake_model(0.1, ood_score=1.0, card=card), image).stdout.splitlines()
+    assert lines[2] == ("Decision: nevus 0.900 >= threshold 0.600 -> called nevus (threshold 0.6 set by hand; on "
+                        "out-of-fold predictions on the training images it gave sensitivity 80.0%, specificity 70.0%)")
+    assert "refer" not in lines[2] and "POSITIVE" not in lines[2]
 
 
 def test_a_score_next_to_the_threshold_is_shown_with_the_digits_that_tell_them_apart(monkeypatch, image):
@@ -121,6 +132,7 @@ def test_a_card_with_a_hard_threshold_uses_it(monkeypatch, image):
 
 def test_tta_averages_the_ood_score_and_says_the_threshold_was_chosen_without_it(monkeypatch, image):
     result = _label_image(monkeypatch, _fake_model(0.412, ood_score=7.5), image, "--tta")
+    assert "-> called melanoma" in result.stdout.splitlines()[2]
     assert "out-of-distribution score 7.5, above 3.5" in result.stderr
     assert "note: --tta: the thresholds were chosen on single-view scores" in result.stderr
 
@@ -199,8 +211,8 @@ def test_a_graph_with_a_fixed_threshold_decides_over_and_under_it_heatmap_too(sq
     assert output["heatmap"]["label"] == "red" and (tmp_path / "heat.png").exists()
     blue = run_cli(label_image, ["--graph", graph, "--image", _square(tmp_path, "blue"), "--tta"])
     assert blue.exit_code == 0, blue.output
-    assert "Decision: red " in blue.stdout and "-> negative: does not rule out red (threshold set by hand on a " \
-        "hand-picked tree, where it gave sensitivity 100.0%, specificity 100.0%)" in blue.stdout
+    assert "Decision: red " in blue.stdout and "-> not called red, which does not rule it out (threshold 0.5 set by " \
+        "hand; on the images of a hand-picked tree it gave sensitivity 100.0%, specificity 100.0%)" in blue.stdout
 
 
 def test_a_graph_exported_as_before_without_an_ood_output_classifies_and_says_it_has_neither(backbone, tmp_path):

@@ -32,7 +32,7 @@ def test_learns_separable_classes_and_reports_at_each_interval_and_the_last_step
     assert accuracy(head.probabilities(x), y) > 0.95
     assert [r.step for r in reports] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 94]
     assert reports[-1].cross_entropy < reports[0].cross_entropy
-    assert reports[-1].validation_count == 100
+    assert reports[-1].validation_count == 20  # the default batch of 100 draws each of the 20 once
 
 
 def test_the_same_seed_gives_the_same_weights():
