@@ -310,3 +310,15 @@ def test_evaluate_checks_the_png_a_plot_without_suffix_is_written_to(stand_ins):
     (root / "labels.png").symlink_to(root / "labels.txt")
     _refused(evaluate, ["--graph", root / "graph.pb", "--labels", root / "labels.txt", "--image_dir", images,
                         "--plot", root / "labels"], "--plot", "--labels", untouched=(root / "labels.txt",))
+
+
+def test_evaluate_refuses_an_output_inside_a_symlinked_class_folder(stand_ins, tmp_path):
+    """The scan follows a class folder that links elsewhere, so a file written through it joins the tree."""
+    root, _ = stand_ins
+    store = tmp_path / "store"
+    (store / "blue").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "red").mkdir(parents=True)
+    (store / "red").symlink_to(tmp_path / "elsewhere" / "red")
+    _refused(evaluate, ["--graph", root / "graph.pb", "--image_dir", store, "--json", store / "red" / "m.json"],
+             "--json", "--image_dir")
+    assert not (tmp_path / "elsewhere" / "red" / "m.json").exists()
