@@ -175,8 +175,11 @@ def classify(
     if Path(image).expanduser().is_dir():
         raise UserError(f"--image {image}: is a folder; give one image file "
                         "(to score a folder of images, use evaluate --image_dir)")
-    if not Path(image).expanduser().is_file():
+    if not Path(image).expanduser().exists():
         raise UserError(f"--image {image}: no such file")
+    if not Path(image).expanduser().is_file():
+        raise UserError(f"--image {image}: not a regular file (a device, pipe or socket); give an image file "
+                        "(.jpg, .jpeg, .png)")
     if heatmap is not None:
         _check_heatmap_path(heatmap, image, graph, labels)
     model = _model(graph, architecture, model_dir, feed, reporter.warn)

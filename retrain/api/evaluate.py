@@ -70,9 +70,13 @@ def evaluate(
     log, warn, progress = reporter.log, reporter.warn, reporter.progress
     if report is not None:
         report = html_report.check_report_path(report)
+    if plot is not None:
+        plot = evaluation.plot_path(plot)
     _check_outputs(graphs, labels, patient_metadata, (image_dir, training_dir),
                    {"--json": json_path, "--plot": plot, "--report": report, "--predictions": predictions},
                    numbered=("--plot",) if isic_submission else ("--plot", "--predictions"))
+    if plot is not None:
+        evaluation.check_plot_suffix(plot)
     table = _patient_table(patient_metadata)
     if labels and len(labels) != len(graphs):
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")

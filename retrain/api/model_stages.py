@@ -286,6 +286,7 @@ def export_tflite(classifier, card: dict, sets: Sets, tflite: TFLiteConfig, save
         export_classifier_tflite,
         representative_sample,
     )
+    from retrain.export.model_card import model_card_markdown_path
     from retrain.predict.parity import report_parity
 
     representative = []
@@ -294,7 +295,8 @@ def export_tflite(classifier, card: dict, sets: Sets, tflite: TFLiteConfig, save
         representative = representative_sample(training_paths, tflite.representative_images, seed or 0)
     export = export_classifier_tflite(classifier, card, saved_model_dir, tflite.output, tflite.quantization,
                                       representative, reporter.log, reporter.warn)
-    reporter.log(f"Wrote {export.path} ({describe_export(export)}) and {export.sidecar}")
+    reporter.log(f"Wrote {export.path} ({describe_export(export)}), {export.sidecar} and "
+                 f"{model_card_markdown_path(export.path)}")
     held_back = [path for path, _ in sets.split.validation + sets.split.test]
     report_parity(export, output_graph, held_back, reporter.log, reporter.warn)
     return export.path

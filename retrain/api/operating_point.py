@@ -71,7 +71,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
         reporter.log(f"Replaces: {point.describe()}")
     new_card = {**card, "operating_points": [point.card() for point in points]}
     _write_copy(graph, kind, output, new_card)
-    reporter.log(f"Wrote {output}")
+    reporter.log(f"Wrote {output} and its sidecar {sidecar_path(output)}" if kind == "tflite" else f"Wrote {output}")
     markdown = _write_markdown(new_card, output, kind == "saved_model")
     reporter.log(f"Wrote {markdown}")
     return OperatingPointUpdate(graph, output, points, replaced, len(predicted.paths), markdown)
@@ -104,6 +104,9 @@ def _check_paths(graph: Path, image_dir: Path, output: Path) -> str:
     kind = _kind(graph)
     if kind != "saved_model" and output.suffix.lower() != f".{kind}":
         raise UserError(f"--output {output}: the copy is a .{kind} like --graph; give it a name ending in .{kind}")
+    if kind == "saved_model" and output.suffix.lower() in (".pb", ".tflite"):
+        raise UserError(f"--output {output}: the copy is a SavedModel folder like --graph; give it a folder name, "
+                        "without .pb or .tflite")
     written = _written(kind, output)
     for what, path in written.items():
         if path.exists() or path.is_symlink():

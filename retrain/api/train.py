@@ -178,6 +178,7 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
                "--tflite_output's sidecar": sidecar_path(tflite) if tflite else None,
                "--tflite_output's model card": model_card_markdown_path(tflite) if tflite else None}
     folders = {"--saved_model_dir": export.saved_model_dir, "--summaries_dir": monitor.summaries_dir,
+               "--bottleneck_dir": config.features.bottleneck_dir,
                "--intermediate_output_graphs_dir": monitor.intermediate_graphs_dir
                if monitor.intermediate_store_frequency else None,
                "--output_graph's fine-tuning folder": graph.with_suffix(".finetune")

@@ -11,11 +11,12 @@ from retrain.reporter import Reporter
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @option("graph", type=PATH, required=True, multiple=True,
-         help="Frozen .pb or SavedModel folder; repeat for several models (e.g. the two ISIC task models).")
+         help="Frozen .pb, SavedModel folder or .tflite (with its .tflite.json); repeat for several models (e.g. the two "
+              "ISIC task models).")
 @option("labels", type=PATH, multiple=True, help="Labels file per --graph [default: the labels stored in the model].")
 @option("image_dir", type=PATH, required=True, help="Class-per-folder tree (or a folder of unlabelled images).")
 @click.option("--json", "json_path", type=PATH, default=None, help="Write the metrics as JSON, with the operating points, calibration, ood flags and subgroups.")
-@option("plot", type=PATH, default=None, help="Draw ROC curves to this PNG.")
+@option("plot", type=PATH, default=None, help="Draw ROC curves to this PNG (.pdf, .svg, .jpg by suffix; no suffix: .png added).")
 @option("report", type=PATH, default=None,
          help="Write one self-contained HTML page (opens offline): the model card, the figures, ROC curves with the "
               "stored operating points, confusion matrix, calibration, out-of-distribution flags, subgroups (with "

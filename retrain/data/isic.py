@@ -197,6 +197,9 @@ def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path 
     output = Path(output).expanduser()
     for task in TASKS:
         existing = output / task
+        if existing.is_symlink():
+            raise UserError(f"--output {existing}: is a symlink, and prepare_isic replaces this folder whole, so the "
+                            "link would be lost; choose another --output, or remove the link")
         if existing.exists() and not (existing / MARKER).exists():
             raise UserError(f"--output {existing}: exists and was not made by prepare_isic; choose another --output")
     staging = output / f".prepare_isic.{os.getpid()}.tmp"

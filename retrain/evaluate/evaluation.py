@@ -180,6 +180,23 @@ def draw_roc(axes, curves: list[tuple[str, np.ndarray, np.ndarray, float | None]
     axes.legend(loc="lower right")
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib draws to without extra software
+
+
+def plot_path(path: Path) -> Path:
+    """The file --plot will be, known before any image is classified: a name without a suffix
+    gets .png, as matplotlib would add."""
+    path = Path(path)
+    return path.with_name(path.name + ".png") if not path.suffix else path
+
+
+def check_plot_suffix(path: Path) -> None:
+    """A suffix matplotlib cannot draw to is refused before the evaluation, not after it."""
+    if Path(path).suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(f"--plot {path}: cannot draw ROC curves to a {Path(path).suffix} file; give a name ending in "
+                        ".png (or .pdf, .svg, .jpg)")
+
+
 def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, float]], title: str) -> None:
     """ROC curves (label, scores, positives, auc) to a PNG."""
     import matplotlib

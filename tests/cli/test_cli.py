@@ -70,6 +70,21 @@ def test_label_image_reports_a_missing_image(tmp_path):
     assert "none.jpg: no such file" in _error_line(result)
 
 
+def test_label_image_says_a_device_is_not_an_image_file():
+    result = _run(label_image, ["--image", "/dev/null"])
+    assert result.exit_code == 1
+    line = _error_line(result)
+    assert "/dev/null" in line and "not a regular file" in line and "no such file" not in line
+
+
+def test_evaluate_help_lists_every_model_format_it_takes():
+    from retrain.cli import evaluate
+
+    result = _run(evaluate, ["--help"])
+    assert result.exit_code == 0
+    assert all(kind in result.output for kind in (".pb", "SavedModel", ".tflite"))
+
+
 def test_label_image_reports_a_corrupt_image(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")

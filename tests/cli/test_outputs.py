@@ -233,3 +233,92 @@ def test_a_replaced_folder_may_not_hold_an_input(tmp_path):
     with pytest.raises(UserError, match="--saved_model_dir .* holds --image_dir"):
         check_outputs({"--image_dir": tmp_path / "images"}, {}, {"--saved_model_dir": tmp_path},
                       replaced=("--saved_model_dir",))
+
+
+@pytest.fixture
+def linked_tree(tmp_path, make_tree):
+    """A tree of symlinks to images kept elsewhere, as a tree made of ISIC images often is."""
+    store = make_tree({"red": 3, "blue": 3}, root=tmp_path / "store")
+    for image in store.rglob("*.jpg"):
+        link = tmp_path / "linked" / image.parent.name / image.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(image)
+    return tmp_path / "linked"
+
+
+def _link_intact(link: Path, target: Path, digest: str) -> None:
+    assert link.is_symlink() and link.resolve() == target.resolve() and _digest(target) == digest
+
+
+def test_retrain_refuses_output_labels_over_a_symlinked_training_image(linked_tree, tmp_path):
+    link = linked_tree / "red" / "red_0.jpg"
+    target, digest = link.resolve(), _digest(link)
+    line = _refused(retrain, _retrain(linked_tree, tmp_path, "--output_graph", tmp_path / "g.pb",
+                                      "--output_labels", link), "--output_labels", "--image_dir")
+    assert str(link) in line
+    _link_intact(link, target, digest)
+    assert not (tmp_path / "g.pb").exists()
+
+
+def test_evaluate_refuses_a_report_over_a_symlinked_image(stand_ins, linked_tree):
+    root, _ = stand_ins
+    link = linked_tree / "blue" / "blue_1.jpg"
+    target, digest = link.resolve(), _digest(link)
+    _refused(evaluate, ["--graph", root / "graph.pb", "--image_dir", linked_tree, "--report", link],
+             "--report", "--image_dir")
+    _link_intact(link, target, digest)
+
+
+def test_evaluate_refuses_an_output_that_is_a_symlink(stand_ins, tmp_path):
+    """Writing replaces a link with a new file: the link the user made would be lost."""
+    root, images = stand_ins
+    (tmp_path / "kept.json").write_text("{}")
+    link = tmp_path / "latest.json"
+    link.symlink_to(tmp_path / "kept.json")
+    line = _refused(evaluate, ["--graph", root / "graph.pb", "--image_dir", images, "--json", link], "--json")
+    assert "is a symlink" in line
+    _link_intact(link, tmp_path / "kept.json", _digest(tmp_path / "kept.json"))
+
+
+def test_retrain_refuses_a_saved_model_dir_that_is_a_symlink(tree, tmp_path):
+    (tmp_path / "models" / "sm").mkdir(parents=True)
+    (tmp_path / "models" / "sm" / "saved_model.pb").write_bytes(b"an earlier SavedModel")
+    (tmp_path / "sm").symlink_to(tmp_path / "models" / "sm")
+    line = _refused(retrain, _retrain(tree, tmp_path, "--output_graph", tmp_path / "g.pb", "--output_labels",
+                                      tmp_path / "l.txt", "--saved_model_dir", tmp_path / "sm"), "--saved_model_dir",
+                    untouched=(tmp_path / "models" / "sm" / "saved_model.pb",))
+    assert "is a symlink" in line and (tmp_path / "sm").is_symlink()
+
+
+def test_retrain_refuses_a_bottleneck_dir_inside_a_class_folder(tree, tmp_path):
+    _refused(retrain, ["--image_dir", tree, "--bottleneck_dir", tree / "red" / "cache", "--how_many_training_steps", 5,
+                       "--output_graph", tmp_path / "g.pb", "--output_labels", tmp_path / "l.txt"],
+             "--bottleneck_dir", "--image_dir")
+    assert not (tree / "red" / "cache").exists()
+
+
+def test_evaluate_refuses_a_plot_suffix_it_cannot_draw_before_loading_the_model(stand_ins):
+    root, images = stand_ins
+    line = _refused(evaluate, ["--graph", root / "graph.pb", "--image_dir", images, "--plot", root / "roc.txt",
+                               "--json", root / "m.json"], "--plot")
+    assert ".txt" in line and ".png" in line
+    assert not (root / "roc.txt").exists()
+
+
+def test_evaluate_checks_the_png_a_plot_without_suffix_is_written_to(stand_ins):
+    root, images = stand_ins
+    (root / "labels.png").symlink_to(root / "labels.txt")
+    _refused(evaluate, ["--graph", root / "graph.pb", "--labels", root / "labels.txt", "--image_dir", images,
+                        "--plot", root / "labels"], "--plot", "--labels", untouched=(root / "labels.txt",))
+
+
+def test_evaluate_refuses_an_output_inside_a_symlinked_class_folder(stand_ins, tmp_path):
+    """The scan follows a class folder that links elsewhere, so a file written through it joins the tree."""
+    root, _ = stand_ins
+    store = tmp_path / "store"
+    (store / "blue").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "red").mkdir(parents=True)
+    (store / "red").symlink_to(tmp_path / "elsewhere" / "red")
+    _refused(evaluate, ["--graph", root / "graph.pb", "--image_dir", store, "--json", store / "red" / "m.json"],
+             "--json", "--image_dir")
+    assert not (tmp_path / "elsewhere" / "red" / "m.json").exists()

@@ -178,3 +178,20 @@ def test_an_output_in_another_format_is_refused(square_model, tree, tmp_path):
                                            "--operating_point", "red:sensitivity=0.9", "--output", tmp_path / "new.tflite"])
     assert _error_line(result) == (f"error: --output {tmp_path / 'new.tflite'}: the copy is a .pb like --graph; give it "
                                    "a name ending in .pb")
+
+
+def test_an_output_where_nothing_can_be_written_is_refused_before_classifying(square_model, tree):
+    output = "/proc/retrain-copy.pb"  # /proc takes no new files, even from root
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", tree,
+                                           "--operating_point", "red:sensitivity=0.9", "--output", output])
+    line = _error_line(result)
+    assert line.startswith(f"error: --output {output}: cannot write in /proc"), line
+
+
+@pytest.mark.parametrize("name", ["new.pb", "new.tflite"])
+def test_a_model_file_name_for_a_saved_model_copy_is_refused(square_model, tree, tmp_path, name):
+    result = run_cli(set_operating_point, ["--graph", square_model / "saved_model", "--image_dir", tree,
+                                           "--operating_point", "red:sensitivity=0.9", "--output", tmp_path / name])
+    assert _error_line(result) == (f"error: --output {tmp_path / name}: the copy is a SavedModel folder like --graph; "
+                                   "give it a folder name, without .pb or .tflite")
+    assert not (tmp_path / name).exists()

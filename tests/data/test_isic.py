@@ -148,3 +148,19 @@ def test_real_isic_validation_set_is_prepared_with_the_challenge_class_counts(tm
     assert result.counts["task1_melanoma"] == {"melanoma": 30, "other": 120}
     assert result.counts["task2_seborrheic_keratosis"] == {"seborrheic_keratosis": 42, "other": 108}
     assert len(list((SHARED_ISIC / "ISIC-2017_Validation_Data").glob("*.jpg"))) == 150  # originals untouched
+
+
+def test_a_task_folder_that_is_a_symlink_is_refused_before_anything_is_replaced(challenge, tmp_path):
+    data, truth = challenge
+    first = tmp_path / "first"
+    assert CliRunner().invoke(prepare_isic_command, ["--images", str(data), "--ground_truth", str(truth),
+                                                     "--output", str(first)]).exit_code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "three_class").symlink_to(first / "three_class")
+    result = CliRunner().invoke(prepare_isic_command, ["--images", str(data), "--ground_truth", str(truth),
+                                                       "--output", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"--output {out / 'three_class'}: is a symlink" in line
+    assert (out / "three_class").is_symlink() and not [p for p in out.iterdir() if p.name != "three_class"]

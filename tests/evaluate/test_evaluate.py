@@ -62,6 +62,14 @@ def test_prints_and_writes_the_metrics(model, tmp_path):
     assert len(rows) == 12 and all(r["true_label"] == r["predicted_label"] for r in rows)
 
 
+def test_a_plot_without_suffix_is_written_as_png_and_the_line_names_that_file(model, tmp_path):
+    root, held_out = model
+    result = _invoke(["--graph", root / "graph.pb", "--image_dir", held_out, "--plot", tmp_path / "roc"])
+    assert result.exit_code == 0, result.output
+    assert f"Wrote ROC curves to {tmp_path / 'roc.png'}" in result.stdout.splitlines()
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "roc").exists()
+
+
 def test_writes_the_isic_submission_from_the_three_class_model(model, tmp_path):
     root, held_out = model
     out = tmp_path / "submission.csv"
