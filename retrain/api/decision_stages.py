@@ -164,6 +164,9 @@ def validation_figures(layer: TopLayer, validation: Arrays, labels: list[str]) -
         aucs[label] = {"auc": roc_auc(probabilities[:, index], positive),
                        "interval": list(auc_interval(probabilities[:, index], positive)),
                        "positives": int(positive.sum())}
+        if positive.all() or not positive.any():  # the AUC needs images of the class and of others
+            aucs[label]["no_auc"] = (f"every validation image is {label}" if positive.all()
+                                     else f"the validation set has no image of {label}")
     correct = int((probabilities.argmax(axis=1) == validation.y).sum())
     return {"count": len(validation), "auc": aucs, "accuracy": Rate.of(correct, len(validation)).as_dict()}
 

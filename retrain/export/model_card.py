@@ -105,6 +105,9 @@ def _validation(card: dict) -> list[str]:
              "and the thresholds, so these figures are a little optimistic; evaluate on a held-out set):",
              f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
     for label, auc in figures["auc"].items():
+        if auc.get("no_auc"):
+            lines.append(f"- {label}: no AUC, since {auc['no_auc']} ({auc['positives']} images of the class)")
+            continue
         lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
                      f"{auc['positives']} images of the class)")
     return lines
