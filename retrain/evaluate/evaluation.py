@@ -13,8 +13,8 @@ import numpy as np
 from retrain.data.dataset import scan_image_tree
 from retrain.data.images import ImageError, is_image_file, map_batches
 from retrain.errors import UserError
-from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.json_text import dumps
+from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
 

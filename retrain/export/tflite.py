@@ -187,7 +187,8 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
                  "output_tensor": tensor(output_detail)}
     if patient_detail is not None:
         described["metadata_tensor"] = tensor(patient_detail)
-        described["patient_metadata"] = {**described["patient_metadata"], "input_name": patient_detail["name"]}
+        if "patient_metadata" in described:
+            described["patient_metadata"] = {**described["patient_metadata"], "input_name": patient_detail["name"]}
     if ood_detail is not None:
         described["ood_tensor"] = tensor(ood_detail)
         if "ood" in described:
