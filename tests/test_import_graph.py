@@ -61,7 +61,7 @@ def test_cycle_finder_finds_a_circle():
 
 # The package's layers in data-flow order. A module may import its own layer and the
 # layers before it, never one after. The modules at the package's root (errors, paths, reporter,
-# metrics, native logs, worker threads, output checks) are the foundation every layer may use.
+# metrics, native logs, worker threads, output checks, the JSON writer) are the foundation every layer may use.
 LAYERS = ("data", "backbones", "features", "train", "export", "predict", "evaluate", "api", "cli")
 
 
@@ -80,7 +80,7 @@ def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
 def test_every_module_sits_in_a_layer_folder_or_is_a_foundation():
     roots = {name for name in import_graph() if layer_of(name) == 0}
     assert roots == {"retrain", "retrain.errors", "retrain.paths", "retrain.metrics", "retrain.native_logs", "retrain.reporter",
-                     "retrain.workers", "retrain.outputs"}
+                     "retrain.workers", "retrain.outputs", "retrain.json_text"}
 
 
 def test_no_layer_imports_a_later_layer():

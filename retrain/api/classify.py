@@ -25,6 +25,10 @@ from retrain.train.ood import OodThresholds, thresholds_from_card
 from retrain.train.operating_points import OperatingPoint, points_from_card, where
 
 
+NO_CARD = ("the model carries no retrain model card (a tensorflow-for-poets graph, a SavedModel without "
+           "assets.extra/retrain_metadata.json, or not exported by retrain)")
+
+
 @dataclass(frozen=True)
 class Decision:
     """One stored operating point applied to this image: whether its class is called, with
@@ -135,6 +139,7 @@ class Classification:
     decisions: tuple[Decision, ...] = ()  # one per operating point stored with the model
     ood: OodCheck | None = None  # None: the model has no out-of-distribution check
     no_operating_point: str | None = None  # why there is no decision, when there is none
+    no_ood: str | None = None  # why there is no out-of-distribution check, when there is none
     notes: tuple[str, ...] = ()  # what label_image says about missing checks, one line each
 
     @property
@@ -153,7 +158,7 @@ class Classification:
                      for d in self.decisions]
         return prediction.prediction_json(self.model, self.image, self.predictions, self.heatmap, self.heatmap_file,
                                           self.heatmap_error, decisions, None if self.ood is None else self.ood.as_json(),
-                                          self.no_operating_point)
+                                          self.no_operating_point, self.no_ood)
 
 
 def classify(
@@ -227,30 +232,48 @@ def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_sco
     ood = None if ood_score is None or thresholds is None else OodCheck(ood_score, thresholds)
     missing = None if decisions else _no_point_reason(card, stock)
     unavailable = ((card or {}).get("ood") or {}).get("unavailable")
-    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable)
-    return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "notes": notes}
+    settable = bool((card or {}).get("labels"))  # set_operating_point needs a model card to store a point in
+    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable, settable)
+    no_ood = None if ood is not None else _no_ood_reason(card, stock, unavailable, ood_score is None)
+    return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "no_ood": no_ood, "notes": notes}
 
 
 def _no_point_reason(card: dict | None, stock: bool) -> str:
     if stock:
         return "the stock ImageNet classifier has no operating point"
     if card is None:
-        return "the model carries no retrain model card (a tensorflow-for-poets graph, or not exported by retrain)"
+        return NO_CARD
     if "operating_points" not in card:
         return "the model was exported before retrain stored operating points"
     return "the model was trained without --operating_point"
 
 
-def _notes(missing: str | None, no_ood: bool, tta: bool, unavailable: str | None = None) -> tuple[str, ...]:
-    """One line for what the model cannot say (no decision, no out-of-distribution check)."""
+def _no_ood_reason(card: dict | None, stock: bool, unavailable: str | None, no_output: bool) -> str:
+    """Why an image gets no out-of-distribution check, for --json."""
+    if stock:
+        return "the stock ImageNet classifier has no out-of-distribution check"
+    if card is None:
+        return NO_CARD
+    if unavailable:
+        return unavailable
+    if no_output:
+        return "the model has no out-of-distribution output"
+    return "the model stores no out-of-distribution threshold"
+
+
+def _notes(missing: str | None, no_ood: bool, tta: bool, unavailable: str | None = None,
+           settable: bool = True) -> tuple[str, ...]:
+    """One line for what the model cannot say (no decision, no out-of-distribution check);
+    set_operating_point is suggested only for a model it accepts (`settable`)."""
     notes = []
     if unavailable:
         notes.append(f"no out-of-distribution check: {unavailable}")
         no_ood = False
     if missing is not None:
         also = "; it has no out-of-distribution check either" if no_ood else ""
+        how = " (set_operating_point stores a threshold without retraining)" if settable else ""
         notes.append(f"no operating point, so no decision: {missing}. The scores above rank the classes; they do "
-                     f"not call one (set_operating_point stores a threshold without retraining){also}")
+                     f"not call one{how}{also}")
     elif no_ood:
         notes.append("no out-of-distribution check: the model cannot warn that an image is unlike its training images")
     if tta:

@@ -155,17 +155,21 @@ def validation_figures(layer: TopLayer, validation: Arrays, labels: list[str]) -
     """Per-class AUC and accuracy on the validation set, with 95 % intervals, for the model card."""
     if not len(validation):
         return {}
-    return figures(layer.probabilities(validation.x, validation.patient), validation.y, labels)
+    return figures(layer.probabilities(validation.x, validation.patient), validation.y, labels, "validation")
 
 
-def figures(probabilities: np.ndarray, true: np.ndarray, labels: list[str]) -> dict:
-    """Per-class AUC and accuracy of these probabilities, with 95 % intervals (validation or test)."""
+def figures(probabilities: np.ndarray, true: np.ndarray, labels: list[str], set_name: str) -> dict:
+    """Per-class AUC and accuracy of these probabilities, with 95 % intervals, on the `set_name`
+    ("validation" or "test") set."""
     aucs = {}
     for index, label in enumerate(labels):
         positive = true == index
         aucs[label] = {"auc": roc_auc(probabilities[:, index], positive),
                        "interval": list(auc_interval(probabilities[:, index], positive)),
                        "positives": int(positive.sum())}
+        if positive.all() or not positive.any():  # the AUC needs images of the class and of others
+            aucs[label]["no_auc"] = (f"every {set_name} image is {label}" if positive.all()
+                                     else f"the {set_name} set has no image of {label}")
     correct = int((probabilities.argmax(axis=1) == true).sum())
     return {"count": len(true), "auc": aucs, "accuracy": Rate.of(correct, len(true)).as_dict()}
 

@@ -3,6 +3,7 @@ writes, as a value a script can use."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ def evaluate(
     `training_dir`: the images the models trained on, to warn of copies of them among the
     images measured. Each line the evaluate command prints goes to `reporter.log`, as
     soon as it is known."""
+    if isinstance(graphs, (str, os.PathLike)):
+        raise TypeError(f"evaluate(graphs=...): got one path ({graphs!r}); graphs: a list of model paths, "
+                        "e.g. [Path('model.pb')]")
     log, warn, progress = reporter.log, reporter.warn, reporter.progress
     if report is not None:
         report = html_report.check_report_path(report)

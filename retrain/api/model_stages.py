@@ -181,7 +181,7 @@ def test_top_layer(layer: TopLayer, test: Arrays, sets: Sets, config: TestConfig
     test_accuracy = accuracy(predictions, sample.y)
     reporter.log(f"Final test accuracy = {100 * test_accuracy:.1f}% (N={len(chosen)})")
     reporter.log(format_auc("Final test", predictions, sample.y, sets.labels))
-    figures = {**held_out_figures(predictions, sample.y, sets.labels),
+    figures = {**held_out_figures(predictions, sample.y, sets.labels, "test"),
                "ece": expected_calibration_error(predictions, sample.y),
                "ece_floor": calibration_noise_floor(predictions)}
     ece = f"{figures['ece']:.3f}"

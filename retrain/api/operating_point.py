@@ -19,6 +19,7 @@ from retrain.export.model_card import (
     write_model_card_markdown,
 )
 from retrain.export.tflite_format import is_tflite_file, read_sidecar, sidecar_path
+from retrain.json_text import dumps
 from retrain.metrics import Rate
 from retrain.native_logs import import_tensorflow
 from retrain.paths import write_atomically
@@ -133,11 +134,10 @@ def _read_card(graph: Path, kind: str) -> dict:
     """The model card `graph` carries; a model without one (not from retrain) has nowhere to keep a point."""
     if kind == "tflite":
         card = read_sidecar(graph)
-    elif kind == "saved_model":
-        card = _saved_model_card(graph)
     else:
-        import_tensorflow()  # with its native log lines kept off the terminal
-        card = prediction.graph_model_card(prediction.read_graph_def(graph))
+        import_tensorflow()  # with its native log lines kept off the terminal, before export.graph imports it
+        card = _saved_model_card(graph) if kind == "saved_model" else \
+            prediction.graph_model_card(prediction.read_graph_def(graph))
     if not card or not card.get("labels"):
         where = {"tflite": f"no {sidecar_path(graph).name} beside it", "pb": "no model card node",
                  "saved_model": "no assets.extra/retrain_metadata.json"}[kind]
@@ -204,7 +204,7 @@ def _write_copy(graph: Path, kind: str, output: Path, card: dict) -> None:
             _write_saved_model(graph, output, card)
         else:
             write_atomically(output, graph.read_bytes())
-            write_atomically(sidecar_path(output), json.dumps(card, indent=2).encode())
+            write_atomically(sidecar_path(output), dumps(card, indent=2).encode())
     except OSError as e:
         raise UserError(f"--output {output}: cannot write ({e.strerror or e})") from e
 
@@ -213,7 +213,7 @@ def _write_graph(graph: Path, output: Path, card: dict) -> None:
     """The same GraphDef with its model card constant replaced."""
     tf = import_tensorflow()
     graph_def = prediction.read_graph_def(graph)
-    _card_node(graph_def).attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(card)))
+    _card_node(graph_def).attr["value"].tensor.CopyFrom(tf.make_tensor_proto(dumps(card)))
     write_atomically(output, graph_def.SerializeToString())
 
 
@@ -225,7 +225,7 @@ def _write_saved_model(graph: Path, output: Path, card: dict) -> None:
     building = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         shutil.copytree(graph, building, dirs_exist_ok=True)
-        write_atomically(building / "assets.extra" / MODEL_CARD_FILE, json.dumps(card, indent=2).encode())
+        write_atomically(building / "assets.extra" / MODEL_CARD_FILE, dumps(card, indent=2).encode())
         os.rename(building, output)
     finally:
         shutil.rmtree(building, ignore_errors=True)

@@ -20,6 +20,7 @@ from retrain.api.decision_stages import decide
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
+from retrain.native_logs import import_tensorflow
 from retrain.reporter import Reporter
 from retrain.train.operating_points import distinct_specs
 
@@ -37,6 +38,7 @@ class RetrainResult:
 
 def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResult:
     """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
+    import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
     check_config(config)
     table = stages.read_patient_table(config.patient, _copies_cached(config), config.fine_tuning.active) \
         if config.patient else None

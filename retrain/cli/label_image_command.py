@@ -41,9 +41,8 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
                 **feed):
     """Print the top predictions for one image, best first, then the decision of each operating point
     stored with the model (a screening call at a threshold, not a diagnosis)."""
-    import json
-
     from retrain.api.classify import classify
+    from retrain.json_text import dumps
     from retrain.predict.loaded_model import FeedOverrides
     from retrain.reporter import Reporter
 
@@ -53,7 +52,7 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     if result.ood is not None and result.ood.flagged:
         click.echo(result.ood.message(), err=True)
     if as_json:
-        click.echo(json.dumps(result.as_json()))
+        click.echo(dumps(result.as_json()))
     else:
         for predicted in result.predictions:
             click.echo(f"{predicted.label} (score={predicted.score:.5f})")

@@ -142,12 +142,13 @@ class Decisions:
     ood: OodFlags | None  # None: no out-of-distribution check stored
     subgroups: Subgroups | None  # None without --metadata
     unmatched: tuple[str, ...] = ()  # stored points whose class is not among the labels
+    no_ood: str | None = None  # why the model's out-of-distribution output cannot be used (an int8 .tflite's)
 
     def as_dict(self) -> dict:
         """evaluate --json's keys beside the metrics."""
         return {"operating_points": [p.as_dict() for p in self.points],
                 "calibration": None if self.calibration is None else self.calibration.as_dict(),
-                "ood": None if self.ood is None else self.ood.as_dict(),
+                "ood": None if self.ood is None else self.ood.as_dict(), "no_ood": self.no_ood,
                 "subgroups": None if self.subgroups is None else self.subgroups.as_dict()}
 
     def lines(self, graph: str) -> list[str]:
@@ -157,6 +158,7 @@ class Decisions:
         if self.calibration is not None:
             lines.append(self.calibration.line())
         lines += [] if self.ood is None else self.ood.lines()
+        lines += [] if self.no_ood is None else [f"Out-of-distribution: no check: {self.no_ood}"]
         lines += [] if self.subgroups is None else self.subgroups.lines()
         return [""] + lines if lines else []
 
@@ -165,8 +167,9 @@ def measure_decisions(card: dict | None, predictions: Predictions) -> Decisions:
     """The decisions' figures on labelled images; on unlabelled ones only what needs no label
     (the out-of-distribution flags)."""
     ood = ood_flags(card, predictions)
+    no_ood = ((card or {}).get("ood") or {}).get("unavailable")
     if predictions.true is None or not len(predictions.paths):
-        return Decisions((), None, None, ood, None)
+        return Decisions((), None, None, ood, None, no_ood=no_ood)
     labels = predictions.labels
     stored = points_from_card(card)
     points = tuple(p for p in stored if p.label in labels)
@@ -179,4 +182,4 @@ def measure_decisions(card: dict | None, predictions: Predictions) -> Decisions:
     subgroups = None if predictions.metadata is None else measure_subgroups(
         predictions.metadata, predictions.probabilities, predictions.true, labels, points)
     return Decisions(measure_points(points, predictions), None if stored else no_point_reason(card), calibration, ood,
-                     subgroups, unmatched)
+                     subgroups, unmatched, no_ood)

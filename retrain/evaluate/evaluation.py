@@ -4,7 +4,6 @@ measure it; also writes per-image predictions and the ISIC submission CSV."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from retrain.data.dataset import scan_image_tree
 from retrain.data.images import ImageError, is_image_file, map_batches
 from retrain.errors import UserError
+from retrain.json_text import dumps
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
@@ -117,18 +117,8 @@ def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tu
     return rows, None if encoding is None else encode(encoding, rows, warn, table.where())
 
 
-def _json_ready(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_json(path: Path, result: dict) -> None:
-    write_atomically(Path(path).expanduser(), json.dumps(_json_ready(result), indent=2).encode())
+    write_atomically(Path(path).expanduser(), dumps(result, indent=2).encode())
 
 
 def write_predictions(path: Path, predictions: Predictions, thresholds: OodThresholds | None = None) -> None:

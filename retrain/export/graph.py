@@ -8,7 +8,6 @@ never has to be told how to feed it.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 from retrain.data.images import PREPROCESSING_VERSION
 from retrain.errors import UserError
+from retrain.json_text import dumps
 from retrain.paths import write_atomically
 from retrain.train.ood import (
     OUTPUT_NAME as OOD_NAME,  # an output of every format when the model has one
@@ -114,7 +114,7 @@ def frozen_graph_def(classifier: Classifier, card: dict):
     node.name = MODEL_CARD_NODE
     node.op = "Const"
     node.attr["dtype"].type = tf.string.as_datatype_enum
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(json.dumps(card)))
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(dumps(card)))
     return graph_def
 
 
@@ -154,7 +154,7 @@ def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> N
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
     tf.saved_model.save(classifier, str(directory), signatures=signatures)
-    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, json.dumps(card, indent=2).encode())
+    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, dumps(card, indent=2).encode())
 
 
 def write_labels(path: Path, labels: list[str]) -> None:

@@ -154,6 +154,9 @@ def _figure_lines(figures: dict) -> list[str]:
     accuracy = figures["accuracy"]
     lines = [f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
     for label, auc in figures["auc"].items():
+        if auc.get("no_auc"):
+            lines.append(f"- {label}: no AUC, since {auc['no_auc']} ({auc['positives']} images of the class)")
+            continue
         lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
                      f"{auc['positives']} images of the class)")
     return lines

@@ -39,6 +39,7 @@ from retrain.export.tflite_format import (
     open_tflite_classifier,
     sidecar_path,
 )
+from retrain.json_text import dumps
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 
@@ -172,17 +173,26 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
 
     def tensor(detail):
         scale, zero_point = detail["quantization"]
-        described = {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+        described = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+                     "dtype": np.dtype(detail["dtype"]).name}
         if detail["dtype"] == np.uint8:
             described.update(scale=float(scale), zero_point=int(zero_point))
         return described
 
-    described = {**model_card, "quantization": quantization, "input_tensor": tensor(input_detail),
+    # The SavedModel's tensor names are not the .tflite's, and a .tflite has no class activation maps:
+    # the sidecar names what LiteRT's get_input_details / get_output_details list.
+    card = {key: value for key, value in model_card.items() if key != "class_activation_maps"}
+    described = {**card, "input_name": input_detail["name"], "output_name": output_detail["name"],
+                 "quantization": quantization, "input_tensor": tensor(input_detail),
                  "output_tensor": tensor(output_detail)}
     if patient_detail is not None:
         described["metadata_tensor"] = tensor(patient_detail)
+        if "patient_metadata" in described:
+            described["patient_metadata"] = {**described["patient_metadata"], "input_name": patient_detail["name"]}
     if ood_detail is not None:
         described["ood_tensor"] = tensor(ood_detail)
+        if "ood" in described:
+            described["ood"] = {**described["ood"], "output_name": ood_detail["name"]}
     if quantization == "int8" and "ood" in described:
         described["ood"] = {"output_name": described["ood"]["output_name"], "unavailable": INT8_OOD}
     return described
@@ -233,7 +243,7 @@ def export_tflite(
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(output, model_bytes)
-        write_atomically(sidecar, json.dumps(description, indent=2).encode())
+        write_atomically(sidecar, dumps(description, indent=2).encode())
     except OSError as e:
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
     write_model_card_markdown(description, model_card_markdown_path(output))

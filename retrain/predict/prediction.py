@@ -202,7 +202,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     model_card_file = path / "assets.extra" / MODEL_CARD_FILE
     model_card = json.loads(model_card_file.read_text()) if model_card_file.exists() else None
     input_key = input_spec.name
-    output_name = model_card["output_name"] if model_card else None
+    output_name = model_card["output_name"] if model_card else _probability_output(signature, OOD_NAME)
     encoding = model_encoding(model_card, path)
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
@@ -233,6 +233,13 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     labels = model_card["labels"] if model_card else None
     return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding, ood)
+
+
+def _probability_output(signature, ood_name: str) -> str:
+    """The output a SavedModel without retrain's model card gives probabilities in: its only one, or
+    the first besides retrain's out-of-distribution score (a retrain export whose assets.extra is gone)."""
+    names = [name for name in signature.structured_outputs if name != ood_name]
+    return (names or list(signature.structured_outputs))[0]
 
 
 def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
@@ -323,10 +330,11 @@ def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None
 def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,
                     heatmap_file: Path | None = None, heatmap_error: str | None = None,
                     decisions: list[dict] | None = None, ood: dict | None = None,
-                    no_operating_point: str | None = None) -> dict:
+                    no_operating_point: str | None = None, no_ood: str | None = None) -> dict:
     """label_image --json: what a script needs, the heatmap grid (network resolution, [0, 1]) included.
     `decisions`: one per stored operating point; `ood`: the out-of-distribution check (None: the
-    model has none); `no_operating_point`: why there is no decision, when there is none."""
+    model has none); `no_operating_point`: why there is no decision, when there is none; `no_ood`: why
+    there is no out-of-distribution check, when there is none."""
     result = {
         "image": str(image),
         "model": model.source,
@@ -335,6 +343,7 @@ def prediction_json(model: LoadedModel, image: Path, predictions: list[Predictio
         "decisions": list(decisions or []),
         "no_operating_point": no_operating_point,
         "ood": ood,
+        "no_ood": no_ood,
     }
     if heatmap is not None:
         result["heatmap"] = {

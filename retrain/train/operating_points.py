@@ -31,7 +31,7 @@ class OperatingPointSpec:
 
 def parse_operating_point(text: str, flag: str = "--operating_point") -> OperatingPointSpec:
     """ "melanoma:sensitivity=0.95", "specificity=0.8" (two classes), "nevus:threshold=0.4"."""
-    label, _, setting = text.rpartition(":")
+    label, _, setting = text.rpartition(":") if isinstance(text, str) else ("", "", "")
     target, equals, value = setting.partition("=")
     target = target.strip().lower()
     if not equals or target not in TARGETS:

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from retrain.data.images import load_image
-from retrain.export.graph import OOD_NAME
 from retrain.predict.prediction import load_model
 
 
@@ -49,7 +48,7 @@ def test_an_image_unlike_the_training_images_is_flagged_by_the_pb_the_saved_mode
 
 def test_the_tflite_sidecar_describes_the_ood_output_and_carries_the_threshold(tflite_of_square_model):
     sidecar = json.loads(tflite_of_square_model.with_name("model.tflite.json").read_text())
-    assert sidecar["ood"]["output_name"] == OOD_NAME
+    assert sidecar["ood"]["output_name"] == sidecar["ood_tensor"]["name"]  # the .tflite's name, not the SavedModel's
     assert sidecar["ood_tensor"]["shape"] == [1]
     assert sidecar["ood"]["threshold"] > 0
 
