@@ -50,5 +50,8 @@ def test_classify_carries_the_decisions_and_checks_that_json_prints(square_model
     output = json.loads(printed.stdout)
     assert result.decisions == () and output["decisions"] == []  # square_model was trained without --operating_point
     assert output["no_operating_point"] == result.no_operating_point and "no operating point" in result.notes[0]
-    assert output["ood"] == (None if result.ood is None else result.ood.as_json())
+    expected = None if result.ood is None else result.ood.as_json()
+    if expected is not None:  # two TensorFlow runs may differ in the last float digits
+        assert output["ood"].pop("score") == pytest.approx(expected.pop("score"), rel=1e-5)
+    assert output["ood"] == expected
     assert (result.ood is None) == ("ood" not in result.model.model_card)

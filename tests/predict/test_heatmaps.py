@@ -106,7 +106,8 @@ def test_json_without_heatmap_has_predictions_and_decisions_only(square_model):
     result = _run(label_image, ["--graph", square_model / "graph.pb", "--image", square_model / "blue11.png", "--json"])
     assert result.exit_code == 0, result.output
     output = json.loads(result.stdout)
-    assert set(output) == {"image", "model", "input_size", "predictions", "decisions", "no_operating_point", "ood"}
+    assert set(output) == {"image", "model", "input_size", "predictions", "decisions", "no_operating_point", "ood",
+                           "no_ood"}
     assert output["input_size"] == {"height": 224, "width": 224}
     assert abs(sum(p["score"] for p in output["predictions"]) - 1) < 1e-3
 
