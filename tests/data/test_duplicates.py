@@ -4,6 +4,7 @@ kept out of validation and test."""
 from __future__ import annotations
 
 import hashlib
+import re
 import io
 import shutil
 from pathlib import Path
@@ -213,3 +214,36 @@ def test_evaluate_on_its_own_training_dir_is_one_warning(removed, trees):
     assert _warnings(result) == [(
         f"warning: --image_dir and --training_dir name one and the same folder ({train.resolve()}): every image "
         "measured is a training image, so the figures measure memory, not new images")]
+
+
+def _split_line(result) -> str:
+    return next(line for line in result.stdout.splitlines() if line.startswith("Split:"))
+
+
+def test_the_training_tree_as_validation_dir_leaves_no_test_image_in_validation_too(trees):
+    """Validation keeps the tree's images held out of training, which are the test split's: they leave the
+    test set (said in one line), so no test figure comes from images validation judged."""
+    root, train, _ = trees
+    result, _ = _retrain(root, "same_validation", "--image_dir", train, "--validation_dir", train,
+                         "--testing_percentage", 40)
+    assert result.exit_code == 0, result.output
+    tested = [line for line in _warnings(result) if "of the test set" in line]
+    assert len(tested) == 1 and "are copies of validation images" in tested[0]
+    assert tested[0].endswith("removed from test so its figures are independent of validation (--keep_duplicates "
+                              "keeps them); the test set is now empty")
+    training, validation, test = (int(n) for n in re.findall(r"\d+", _split_line(result)))
+    assert validation > 0 and test == 0 and training + validation == 8
+    assert "Final test" not in result.stdout
+
+
+def test_a_copied_training_tree_as_validation_dir_leaves_no_test_image_in_validation_too(trees, tmp_path):
+    root, train, _ = trees
+    shutil.copytree(train, tmp_path / "copy")
+    result, _ = _retrain(root, "copied_validation", "--image_dir", train, "--validation_dir", tmp_path / "copy",
+                         "--testing_percentage", 40)
+    assert result.exit_code == 0, result.output
+    tested = [line for line in _warnings(result) if "of the test set" in line]
+    assert len(tested) == 1 and "are copies of validation images" in tested[0]
+    assert f"copy of a validation image: {train}" in result.stdout  # the pairs are listed
+    training, validation, test = (int(n) for n in re.findall(r"\d+", _split_line(result)))
+    assert validation > 0 and test == 0 and training + validation == 8
