@@ -73,7 +73,7 @@ def evaluate(
     _check_outputs(graphs, labels, patient_metadata, (image_dir, training_dir),
                    {"--json": json_path, "--plot": plot, "--report": report, "--predictions": predictions},
                    numbered=("--plot",) if isic_submission else ("--plot", "--predictions"))
-    table = _patient_table(patient_metadata)
+    table = _patient_table(patient_metadata, warn)
     if labels and len(labels) != len(graphs):
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
     if isic_submission and not predictions:
@@ -143,13 +143,24 @@ def _warn_of_copies(image_dir: Path, training_dir: Path, log, warn) -> None:
         log(copy.describe())
 
 
-def _patient_table(paths: Sequence[Path]):
-    """The patient metadata CSVs as one table (patient_metadata.MetadataTable), None without any."""
+def _patient_table(paths: Sequence[Path], warn):
+    """The patient metadata CSVs as one table (patient_metadata.MetadataTable), None without any. An
+    age outside 0..120, or a word among an age column's numbers, is missing (an unknown age), with
+    one line to `warn` per file and column, as retrain treats them."""
     if not paths:
         return None
-    from retrain.data.patient_metadata import merge_tables, read_metadata_csv
+    from retrain.data.patient_metadata import (
+        merge_tables,
+        read_metadata_csv,
+        without_impossible_ages,
+        without_words_for_ages,
+    )
 
-    return merge_tables([read_metadata_csv(path) for path in paths])
+    table, impossible = without_impossible_ages(merge_tables([read_metadata_csv(path) for path in paths]))
+    table, words = without_words_for_ages(table)
+    for line in impossible + words:
+        warn(line)
+    return table
 
 
 def _evaluate_graph(graph: Path, labels_file: Path | None, image_dir: Path, tta: bool, table, log, warn,

@@ -324,12 +324,14 @@ def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: l
         reporter.log(format_auc(name, layer.probabilities(validation.x, validation.patient), validation.y, labels))
 
 
-def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool):
-    """The patient-metadata tables, read and their flags checked before any slow work."""
+def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool, warn):
+    """The patient-metadata tables, read and their flags checked before any slow work; ages outside
+    0..120 are made missing, with one line to `warn` per file and column."""
     from retrain.data.patient_metadata import (
         fit_encoding,
         merge_tables,
         read_metadata_csv,
+        without_impossible_ages,
     )
     from retrain.train.fusion import FUSIONS
 
@@ -340,6 +342,9 @@ def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning:
                         "fine-tuning); drop the distortion flags, or fine-tune with --recipe finetune")
     table = merge_tables([read_metadata_csv(path) for path in patient.files])
     fit_encoding(table, list(table.rows), *_column_lists(patient))  # a column typo fails here
+    table, lines = without_impossible_ages(table, patient.columns)
+    for line in lines:
+        warn(line)
     return table
 
 
@@ -356,7 +361,6 @@ class EncodedPatients:
 def encode_patients(table, patient: PatientConfig, split: Split, reporter: Reporter) -> EncodedPatients:
     """Fit the encoding on the training images only (means, categories), then encode every set."""
     from retrain.data.patient_metadata import (
-        age_warnings,
         describe,
         encode,
         fit_encoding,
@@ -365,8 +369,6 @@ def encode_patients(table, patient: PatientConfig, split: Split, reporter: Repor
 
     training_ids = [path for path, _ in split.training]  # matched to rows as match_images does
     encoding = fit_encoding(table, training_ids, *_column_lists(patient))
-    for line in age_warnings(encoding, table):
-        reporter.warn(line)
     for line in describe(encoding, table, training_ids):
         reporter.log(f"Metadata column {line}")
     sets = (split.training, split.validation, split.test)

@@ -112,9 +112,10 @@ def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tu
             warn(f"{model.source} also takes patient metadata ({', '.join(encoding.column_names)}); without "
                  "--metadata every value counts as missing")
         return None, None
-    rows, without_row, _ = match_images(table, paths)
+    rows, without_row, unused_rows = match_images(table, paths)
     log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
-        + (f"; {without_row} without one count as all missing" if without_row else ""))
+        + (f"; {without_row} without one count as all missing" if without_row else "")
+        + (f"; {unused_rows} rows match no image and are ignored" if unused_rows else ""))
     return rows, None if encoding is None else encode(encoding, rows, warn, table.where())
 
 
