@@ -222,6 +222,24 @@ def test_evaluate_counts_the_metadata_rows_that_match_no_image(monkeypatch, tmp_
             "2 rows match no image and are ignored") in result.stdout
 
 
+def test_evaluate_puts_the_copies_of_training_dir_images_in_the_json_and_the_report(monkeypatch, tmp_path, tree):
+    import shutil
+
+    training = tmp_path / "training"
+    (training / "other").mkdir(parents=True)
+    shutil.copy(tree / "other" / "oth_5.png", training / "other" / "seen.png")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(training / "other" / "unlike.png")
+    result, figures = _evaluate(monkeypatch, tmp_path, _stand_in(NEW_CARD), "--image_dir", tree,
+                                "--training_dir", training, "--report", tmp_path / "report.html")
+    assert figures["training_copies"] == {
+        "training_dir": str(training), "same_folder": False, "count": 1,
+        "copies": [{"image": str(tree / "other" / "oth_5.png"), "training_image": str(training / "other" / "seen.png"),
+                    "kind": "exact", "distance": 0}]}
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Copies of training images" in page
+    assert str(tree / "other" / "oth_5.png") in page and str(training / "other" / "seen.png") in page
+
+
 def test_age_bands_and_columns_that_give_no_groups():
     assert [age_band(v) for v in ["0", "19.5", "20", "39", "40", "79.9", "80", "105", "x", None]] == [
         "under 20", "under 20", "20-39", "20-39", "40-59", "60-79", "80+", "80+", "unknown", "unknown"]
