@@ -221,7 +221,8 @@ def _same_folder_warning(flags: list[str], folder: Path, keep: bool) -> str:
     if "--image_dir" not in flags:
         if keep:
             return f"{named}: the test set is the validation set, so the test figures are not independent of validation"
-        return f"{named}: its images stay in validation and leave the test set, so there are no test figures"
+        return (f"{named}: its images stay in validation and are left out of the test set, whose figures must be "
+                "of images validation did not judge (--keep_duplicates keeps them)")
     held = "/".join(name for flag, name in (("--validation_dir", "validation"), ("--test_dir", "test")) if flag in flags)
     if keep:
         return f"{named}: the {held} images are training images, kept (--keep_duplicates); the figures measure memory"

@@ -247,3 +247,15 @@ def test_a_copied_training_tree_as_validation_dir_leaves_no_test_image_in_valida
     assert f"copy of a validation image: {train}" in result.stdout  # the pairs are listed
     training, validation, test = (int(n) for n in re.findall(r"\d+", _split_line(result)))
     assert validation > 0 and test == 0 and training + validation == 8
+
+
+def test_the_same_tree_as_validation_and_test_is_one_warning_and_leaves_the_test_set(trees):
+    root, train, validation = trees
+    result, _ = _retrain(root, "val_is_test", "--image_dir", train, "--validation_dir", validation,
+                         "--test_dir", validation)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: --validation_dir and --test_dir name one and the same folder ({validation.resolve()}): its "
+            "images stay in validation and are left out of the test set, whose figures must be of images validation "
+            "did not judge (--keep_duplicates keeps them)") in _warnings(result)
+    assert not [line for line in _warnings(result) if re.match(r"warning: \d+ images? of the test set", line)]
+    assert "Split: 8 training, 4 validation, 0 testing" in result.stdout
