@@ -351,7 +351,8 @@ def impossible_age(column: str, value: str | None) -> bool:
     return number is not None and not 0 <= number <= MAX_AGE
 
 
-def without_impossible_ages(table: MetadataTable, columns: Sequence[str] | None = None) -> tuple[MetadataTable, list[str]]:
+def without_impossible_ages(table: MetadataTable,
+                            columns: Sequence[str] | None = None) -> tuple[MetadataTable, list[str]]:
     """The table with each age outside 0..MAX_AGE made missing (in `columns`, default all), and one
     line per file and column saying how many: as values they would skew the column's mean and land
     in the "80+" or "under 20" band. The same rule in retrain, evaluate and label_image."""
