@@ -25,7 +25,7 @@ class DataConfig:
     test_dir: Path | None = None  # ... to the test set
     validation_percentage: float = 10.0  # of image_dir, by retrain.py's stable hash
     testing_percentage: float = 10.0
-    keep_duplicates: bool = False  # keep validation/test images that copy a training image (warned either way)
+    keep_duplicates: bool = False  # keep held-out copies of training images, test copies of validation ones (warned)
 
 
 @dataclass(frozen=True)

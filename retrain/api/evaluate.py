@@ -12,7 +12,7 @@ from retrain.errors import UserError
 from retrain.evaluate import evaluation
 from retrain.evaluate import report as html_report
 from retrain.evaluate.decisions import Decisions, measure_decisions
-from retrain.evaluate.evaluation import Predictions
+from retrain.evaluate.evaluation import Predictions, TrainingCopies
 from retrain.export.tflite_format import is_tflite_file
 from retrain.metrics import format_report, positive_class_index
 from retrain.native_logs import import_tensorflow
@@ -43,6 +43,7 @@ class GraphEvaluation:
 @dataclass(frozen=True)
 class Evaluation:
     graphs: tuple[GraphEvaluation, ...]  # in the order given
+    training_copies: TrainingCopies | None = None  # with training_dir: the images measured that copy its images
 
     @property
     def metrics(self) -> dict[str, dict]:
@@ -51,8 +52,9 @@ class Evaluation:
 
     def as_json(self) -> dict:
         """What --json writes: one model's metrics and decisions' figures (GraphEvaluation.as_json), or
-        several by graph path (NaN is written as null)."""
-        measured = {str(g.graph): g.as_json() for g in self.graphs if g.metrics is not None}
+        several by graph path (NaN is written as null); with training_dir, each has `training_copies`."""
+        copies = {} if self.training_copies is None else {"training_copies": self.training_copies.as_dict()}
+        measured = {str(g.graph): {**g.as_json(), **copies} for g in self.graphs if g.metrics is not None}
         return next(iter(measured.values())) if len(measured) == 1 else measured
 
 
@@ -81,13 +83,12 @@ def evaluate(
                    numbered=("--plot",) if isic_submission else ("--plot", "--predictions"))
     if plot is not None:
         evaluation.check_plot_suffix(plot)
-    table = _patient_table(patient_metadata)
+    table = _patient_table(patient_metadata, warn)
     if labels and len(labels) != len(graphs):
         raise UserError("give one --labels per --graph, or none to use the labels stored in the models")
     if isic_submission and not predictions:
         raise UserError("--isic_submission needs --predictions FILE to write the submission to")
-    if training_dir is not None:
-        _warn_of_copies(image_dir, training_dir, log, warn)
+    copies = None if training_dir is None else _warn_of_copies(image_dir, training_dir, log, warn)
     if not all(is_tflite_file(Path(g).expanduser()) for g in graphs):
         import_tensorflow()
     evaluated = []
@@ -96,7 +97,7 @@ def evaluate(
                                          progress))
         if plot and evaluated[-1].metrics is not None:
             _plot_roc(evaluated[-1], plot if len(graphs) == 1 else _numbered(plot, index), log)
-    result = Evaluation(tuple(evaluated))
+    result = Evaluation(tuple(evaluated), copies)
     if json_path:
         evaluation.write_json(json_path, result.as_json())
         log(f"Wrote {json_path}")
@@ -126,7 +127,7 @@ def _check_outputs(graphs: Sequence[Path], labels: Sequence[Path], metadata: Seq
                    "--metadata": list(metadata), "--image_dir": trees[0], "--training_dir": trees[1]}, outputs)
 
 
-def _warn_of_copies(image_dir: Path, training_dir: Path, log, warn) -> None:
+def _warn_of_copies(image_dir: Path, training_dir: Path, log, warn) -> TrainingCopies:
     """Images measured that copy a training image: warned of and listed, not removed (evaluate
     measures the tree it is given), since they make the figures overstate accuracy on new images."""
     from retrain.data.dataset import list_images
@@ -138,26 +139,38 @@ def _warn_of_copies(image_dir: Path, training_dir: Path, log, warn) -> None:
     if same_folder_groups({"--image_dir": image_dir, "--training_dir": training}):
         warn(f"--image_dir and --training_dir name one and the same folder ({training.resolve()}): every image "
              "measured is a training image, so the figures measure memory, not new images")
-        return
+        return TrainingCopies(training, (), same_folder=True)
     measured, trained_on = list_images(Path(image_dir).expanduser()), list_images(training)
     copies = find_copies(trained_on, measured)
     if not copies:
         if measured:
             log(f"Copies: none of the {len(measured)} images copies one of the {len(trained_on)} --training_dir images")
-        return
+        return TrainingCopies(training, ())
     warn(count_line(copies, "--image_dir", "--training_dir images",
                     "kept, so the figures overstate accuracy on new images"))
     for copy in copies:
         log(copy.describe())
+    return TrainingCopies(training, tuple(copies))
 
 
-def _patient_table(paths: Sequence[Path]):
-    """The patient metadata CSVs as one table (patient_metadata.MetadataTable), None without any."""
+def _patient_table(paths: Sequence[Path], warn):
+    """The patient metadata CSVs as one table (patient_metadata.MetadataTable), None without any. An
+    age outside 0..120, or a word among an age column's numbers, is missing (an unknown age), with
+    one line to `warn` per file and column, as retrain treats them."""
     if not paths:
         return None
-    from retrain.data.patient_metadata import merge_tables, read_metadata_csv
+    from retrain.data.patient_metadata import (
+        merge_tables,
+        read_metadata_csv,
+        without_impossible_ages,
+        without_words_for_ages,
+    )
 
-    return merge_tables([read_metadata_csv(path) for path in paths])
+    table, impossible = without_impossible_ages(merge_tables([read_metadata_csv(path) for path in paths]))
+    table, words = without_words_for_ages(table)
+    for line in impossible + words:
+        warn(line)
+    return table
 
 
 def _evaluate_graph(graph: Path, labels_file: Path | None, image_dir: Path, tta: bool, table, log, warn,
@@ -206,7 +219,7 @@ def _write_report(path: Path, result: Evaluation, image_dir: Path, tta: bool, lo
     if not reported:
         warn(f"--report {path}: not written: the images have no class folders, so there is nothing to measure")
         return
-    html_report.write_report(path, reported, image_dir, tta, warn)
+    html_report.write_report(path, reported, image_dir, tta, warn, result.training_copies)
     log(f"Wrote {path}")
 
 

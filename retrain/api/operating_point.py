@@ -49,11 +49,14 @@ class OperatingPointUpdate:
 
 
 def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence[str | OperatingPointSpec],
-                        output: Path, reporter: Reporter | None = None) -> OperatingPointUpdate:
+                        output: Path, reporter: Reporter | None = None,
+                        allow_training_images: bool = False) -> OperatingPointUpdate:
     """Choose each operating point ("melanoma:sensitivity=0.9") on the labelled `image_dir` and
     write a copy of `graph` (.pb, SavedModel folder or .tflite with its sidecar) to `output` whose
     card stores them in place of the old ones. Every flag and path is checked before the slow
-    classification; nothing existing is ever overwritten."""
+    classification; nothing existing is ever overwritten. The model's own training tree (the
+    same folder, one inside it or one holding it) is refused unless `allow_training_images`:
+    thresholds chosen on images the model trained on promise more than new images give."""
     reporter = reporter or Reporter()
     specs = _specs(operating_points)
     graph, output, image_dir = Path(graph).expanduser(), Path(output).expanduser(), Path(image_dir).expanduser()
@@ -62,6 +65,11 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     specs, notes = distinct_specs(specs, card["labels"])
     for note in notes:
         reporter.warn(note)
+    training = _training_tree(card)
+    overlap = _check_not_training_tree(image_dir, training, allow_training_images, reporter)
+    _warn_of_missing_classes(image_dir, card["labels"], reporter)
+    if training is not None and not overlap:
+        _warn_of_training_copies(image_dir, training, reporter)
     predicted = _classify(graph, card["labels"], image_dir, reporter)
     points = choose_operating_points(specs, card["labels"], predicted.probabilities, predicted.true, str(image_dir))
     for point in points:
@@ -164,6 +172,64 @@ def _card_node(graph_def):
     from retrain.export.graph import MODEL_CARD_NODE
 
     return next((node for node in graph_def.node if node.name == MODEL_CARD_NODE), None)
+
+
+def _training_tree(card: dict) -> Path | None:
+    """The --image_dir the model was trained on, from its card (None for a model exported before
+    the card recorded it); a relative path is taken from the current folder, the best guess left."""
+    recorded = (card.get("training_data") or {}).get("image_dir")
+    return None if not recorded else Path(os.path.abspath(Path(recorded).expanduser()))
+
+
+def _check_not_training_tree(image_dir: Path, training: Path | None, allowed: bool, reporter: Reporter) -> bool:
+    """Whether `image_dir` is, is inside or holds the training tree; refused unless `allowed`."""
+    if training is None:
+        return False
+    tree, trained = image_dir.resolve(), training.resolve()
+    relation = ("is" if tree == trained else "is inside" if trained in tree.parents
+                else "holds" if tree in trained.parents else None)
+    if relation is None:
+        return False
+    what = f"--image_dir {image_dir}: {relation} the model's training tree"
+    if not allowed:
+        raise UserError(f"{what} ({training}), so thresholds chosen there would promise more than new images give; "
+                        "give a tree of images it did not train on, or pass --allow_training_images to choose on it "
+                        "anyway")
+    reporter.warn(f"{what} ({training}), chosen on anyway (--allow_training_images): the sensitivity and specificity "
+                  "below overstate what new images give")
+    return True
+
+
+def _warn_of_missing_classes(image_dir: Path, labels: list[str], reporter: Reporter) -> None:
+    """A class the tree lacks is never among the negatives, so the specificity says nothing of it."""
+    from retrain.data.dataset import scan_image_tree
+
+    try:
+        present = set(scan_image_tree(image_dir, "--image_dir").labels)
+    except UserError:
+        return  # no class folders: _classify says so in its own line
+    for label in labels:
+        if present and label not in present:
+            reporter.warn(f"--image_dir {image_dir}: no {label!r} folder; the thresholds are chosen without any "
+                          f"{label} image")
+
+
+def _warn_of_training_copies(image_dir: Path, training: Path, reporter: Reporter) -> None:
+    """Copies of training images in the tree, warned of and listed (kept: the tree is the user's
+    choice). Cheap beside classifying: each image is read once more, small."""
+    from retrain.data.dataset import list_images
+    from retrain.data.duplicates import count_line, find_copies
+
+    if not training.is_dir():
+        reporter.log(f"The model's training tree {training} is not here; no check for copies of its images")
+        return
+    copies = find_copies(list_images(training), list_images(image_dir))
+    if not copies:
+        return
+    reporter.warn(count_line(copies, "--image_dir", f"the model's training images ({training})",
+                             "kept, so the sensitivity and specificity chosen here overstate what new images give"))
+    for copy in copies:
+        reporter.log(copy.describe())
 
 
 def _classify(graph: Path, labels: list[str], image_dir: Path, reporter: Reporter) -> evaluation.Predictions:

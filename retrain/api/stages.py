@@ -165,7 +165,7 @@ def split_sets(trees: Trees, features: Features, data: DataConfig, reporter: Rep
 def without_copies(split: Split, data: DataConfig, reporter: Reporter) -> Split:
     """Validation and test images that copy a training image (same bytes, or the same picture
     resized or re-encoded), warned of and, unless data.keep_duplicates, removed: with them the
-    figures measure memory, not sight."""
+    figures measure memory, not sight. Then the same between test and validation."""
     from retrain.data.duplicates import count_line, find_copies, same_folder_groups
 
     folders = {"--image_dir": data.image_dir, "--validation_dir": data.validation_dir, "--test_dir": data.test_dir}
@@ -176,10 +176,8 @@ def without_copies(split: Split, data: DataConfig, reporter: Reporter) -> Split:
     copies = find_copies([path for path, _ in split.training], held)
     told = any("--image_dir" in flags for flags in groups)  # its same files are the warning above
     listed = [c for c in copies if not (told and c.path.resolve() == c.original.resolve())]
-    if not copies:
-        if held:
-            reporter.log(f"Copies: none of the {len(held)} validation/test images copies a training image")
-        return split
+    if not copies and held:
+        reporter.log(f"Copies: none of the {len(held)} validation/test images copies a training image")
     if listed:
         copied = {c.path for c in listed}
         sets = [name for name, pairs in (("validation", split.validation), ("test", split.test))
@@ -192,11 +190,31 @@ def without_copies(split: Split, data: DataConfig, reporter: Reporter) -> Split:
                                  consequence))
         for copy in listed:
             reporter.log(copy.describe())
-    if data.keep_duplicates:
-        return split
-    removed = {c.path for c in copies}
-    return dataclasses.replace(split, validation=[pair for pair in split.validation if pair[0] not in removed],
-                               test=[pair for pair in split.test if pair[0] not in removed])
+    if copies and not data.keep_duplicates:
+        removed = {c.path for c in copies}
+        split = dataclasses.replace(split, validation=[pair for pair in split.validation if pair[0] not in removed],
+                                    test=[pair for pair in split.test if pair[0] not in removed])
+    return _without_validation_images_in_test(split, data.keep_duplicates, groups, reporter)
+
+
+def _without_validation_images_in_test(split: Split, keep: bool, groups: list[list[str]], reporter: Reporter) -> Split:
+    """Test images that are validation images too (the same file, or a copy), warned of and, unless
+    `keep`, removed from test: validation may choose the temperature, thresholds and kept step, so
+    the test figures must come from other images. Validation keeps them, as it chooses."""
+    from retrain.data.duplicates import count_line, find_copies
+
+    copies = find_copies([path for path, _ in split.validation], [path for path, _ in split.test])
+    removed = set() if keep else {c.path for c in copies}
+    left = [pair for pair in split.test if pair[0] not in removed]
+    if copies and not any("--validation_dir" in flags and "--test_dir" in flags for flags in groups):
+        consequence = ("kept (--keep_duplicates): the test figures are not independent of validation" if keep else
+                       "removed from test so its figures are independent of validation (--keep_duplicates keeps "
+                       "them)" + ("" if left else "; the test set is now empty"))
+        listed = [c for c in copies if not (groups and c.path.resolve() == c.original.resolve())]
+        reporter.warn(count_line(copies, "the test set", "validation images", consequence, bool(listed)))
+        for copy in listed:
+            reporter.log(copy.describe("a validation image"))
+    return dataclasses.replace(split, test=left)
 
 
 def _same_folder_warning(flags: list[str], folder: Path, keep: bool) -> str:
@@ -204,7 +222,10 @@ def _same_folder_warning(flags: list[str], folder: Path, keep: bool) -> str:
 
     named = f"{join_flags(flags)} name one and the same folder ({Path(folder).expanduser().resolve()})"
     if "--image_dir" not in flags:
-        return f"{named}: the test set is the validation set, so the test figures are not of unseen images"
+        if keep:
+            return f"{named}: the test set is the validation set, so the test figures are not independent of validation"
+        return (f"{named}: its images stay in validation and are left out of the test set, whose figures must be "
+                "of images validation did not judge (--keep_duplicates keeps them)")
     held = "/".join(name for flag, name in (("--validation_dir", "validation"), ("--test_dir", "test")) if flag in flags)
     if keep:
         return f"{named}: the {held} images are training images, kept (--keep_duplicates); the figures measure memory"
@@ -313,12 +334,14 @@ def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: l
                                 when))
 
 
-def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool):
-    """The patient-metadata tables, read and their flags checked before any slow work."""
+def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool, warn):
+    """The patient-metadata tables, read and their flags checked before any slow work; ages outside
+    0..120 are made missing, with one line to `warn` per file and column."""
     from retrain.data.patient_metadata import (
         fit_encoding,
         merge_tables,
         read_metadata_csv,
+        without_impossible_ages,
     )
     from retrain.train.fusion import FUSIONS
 
@@ -329,6 +352,9 @@ def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning:
                         "fine-tuning); drop the distortion flags, or fine-tune with --recipe finetune")
     table = merge_tables([read_metadata_csv(path) for path in patient.files])
     fit_encoding(table, list(table.rows), *_column_lists(patient))  # a column typo fails here
+    table, lines = without_impossible_ages(table, patient.columns)
+    for line in lines:
+        warn(line)
     return table
 
 
@@ -345,7 +371,6 @@ class EncodedPatients:
 def encode_patients(table, patient: PatientConfig, split: Split, reporter: Reporter) -> EncodedPatients:
     """Fit the encoding on the training images only (means, categories), then encode every set."""
     from retrain.data.patient_metadata import (
-        age_warnings,
         describe,
         encode,
         fit_encoding,
@@ -354,8 +379,6 @@ def encode_patients(table, patient: PatientConfig, split: Split, reporter: Repor
 
     training_ids = [path for path, _ in split.training]  # matched to rows as match_images does
     encoding = fit_encoding(table, training_ids, *_column_lists(patient))
-    for line in age_warnings(encoding, table):
-        reporter.warn(line)
     for line in describe(encoding, table, training_ids):
         reporter.log(f"Metadata column {line}")
     sets = (split.training, split.validation, split.test)

@@ -40,8 +40,8 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
     import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
     check_config(config)
-    table = stages.read_patient_table(config.patient, _copies_cached(config), config.fine_tuning.active) \
-        if config.patient else None
+    table = stages.read_patient_table(config.patient, _copies_cached(config), config.fine_tuning.active,
+                                      reporter.warn) if config.patient else None
     strategy = _strategy(config)  # before any other TensorFlow work, as multi_worker needs
     trees = stages.scan_trees(config.data, reporter)
     if config.class_weights:

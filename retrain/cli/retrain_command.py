@@ -75,7 +75,8 @@ _SET_AND_EXPORT_FLAGS = (
              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it."),
     option("keep_duplicates", is_flag=True,
         help="Keep validation/test images that are copies of training images (same bytes, or the same picture "
-             "resized or re-encoded); by default they are warned of and removed."),
+             "resized or re-encoded), and test images that are validation images too; by default they are warned "
+             "of and removed."),
     option("final_tensor_name", default="final_result", show_default=True),
     option("print_misclassified_test_images", is_flag=True),
     option("random_seed", type=int, default=None, help="Make the run repeatable."),

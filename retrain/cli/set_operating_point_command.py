@@ -21,9 +21,13 @@ from retrain.reporter import Reporter
               "may be omitted for two classes when the other is called 'other'); repeatable. Replaces every operating point the model stored. E.g. melanoma:sensitivity=0.9.")
 @option("output", type=PATH, required=True,
          help="Where to write the copy, in --graph's format (with its sidecar and model card); never an existing path.")
+@option("allow_training_images", is_flag=True,
+        help="Choose on --image_dir even when it is, is inside or holds the model's training tree (refused "
+             "otherwise: such thresholds promise more than new images give).")
 @reports_user_errors
-def set_operating_point(graph, image_dir, operating_point, output):
+def set_operating_point(graph, image_dir, operating_point, output, allow_training_images):
     """Choose operating points on a labelled tree and write a copy of the model that stores them."""
     from retrain.api.operating_point import set_operating_point as choose_and_write
 
-    choose_and_write(graph, image_dir, operating_point, output, reporter=Reporter(log=log, warn=warn, progress=progress))
+    choose_and_write(graph, image_dir, operating_point, output, reporter=Reporter(log=log, warn=warn, progress=progress),
+                     allow_training_images=allow_training_images)

@@ -97,9 +97,9 @@ class Copy:
     kind: str  # "exact" (same bytes) or "near" (same picture, resized or re-encoded)
     distance: int  # hash bits that differ (0 for exact)
 
-    def describe(self) -> str:
+    def describe(self, original: str = "a training image") -> str:
         how = "same bytes" if self.kind == "exact" else f"near copy, {self.distance} of 64 hash bits differ"
-        return f"copy of a training image: {self.path} = {self.original} ({how})"
+        return f"copy of {original}: {self.path} = {self.original} ({how})"
 
 
 def find_copies(originals: Sequence[Path], suspects: Sequence[Path]) -> list[Copy]:
@@ -144,12 +144,13 @@ def same_folder_groups(folders: dict[str, Path | None]) -> list[list[str]]:
     return [flags for flags in groups.values() if len(flags) > 1]
 
 
-def count_line(copies: list[Copy], whose: str, originals: str, consequence: str) -> str:
-    """The one warning line: how many copies, exact and near, and what was done about them."""
+def count_line(copies: list[Copy], whose: str, originals: str, consequence: str, listed: bool = True) -> str:
+    """The one warning line: how many copies, exact and near, what was done about them, and
+    whether the pairs follow."""
     exact = sum(c.kind == "exact" for c in copies)
     return (f"{len(copies)} image{'s' if len(copies) != 1 else ''} of {whose} "
             f"{'are copies' if len(copies) != 1 else 'is a copy'} of {originals} "
-            f"({exact} exact, {len(copies) - exact} near); {consequence}; pairs: see below")
+            f"({exact} exact, {len(copies) - exact} near); {consequence}" + ("; pairs: see below" if listed else ""))
 
 
 def join_flags(flags: list[str]) -> str:

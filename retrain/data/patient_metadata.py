@@ -14,7 +14,7 @@ import io
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -345,22 +345,55 @@ def fit_encoding(
     return MetadataEncoding(tuple(encodings))
 
 
-def age_warnings(encoding: MetadataEncoding, table: MetadataTable) -> list[str]:
-    """One line per file and numeric age column with values outside 0..MAX_AGE: they are
-    kept as given, but are likely typos (-3, 200) that would skew the column's mean."""
-    lines = []
-    for column in encoding.columns:
-        if column.kind != NUMERIC or not AGE_COLUMN.search(column.name):
-            continue
-        outside: dict[Path, list[str]] = {}
-        for image_id, row in table.rows.items():
-            number = finite_number(row.get(column.name, ""))
-            if number is not None and not 0 <= number <= MAX_AGE:
-                outside.setdefault(table.files.get(image_id, table.path), []).append(row[column.name])
-        for path, values in outside.items():
-            lines.append(f"{path}: column {column.name!r} has {len(values)} age(s) outside 0..{MAX_AGE} "
-                         f"(e.g. {', '.join(values[:3])}); used as given, fix them if they are typos")
-    return lines
+def impossible_age(column: str, value: str | None) -> bool:
+    """A number outside 0..MAX_AGE in an age column: a typo (-5, 200), not an age."""
+    number = None if value is None or not AGE_COLUMN.search(column) else finite_number(value)
+    return number is not None and not 0 <= number <= MAX_AGE
+
+
+def without_impossible_ages(table: MetadataTable,
+                            columns: Sequence[str] | None = None) -> tuple[MetadataTable, list[str]]:
+    """The table with each age outside 0..MAX_AGE made missing (in `columns`, default all), and one
+    line per file and column saying how many: as values they would skew the column's mean and land
+    in the "80+" or "under 20" band. The same rule in retrain, evaluate and label_image."""
+    return _with_missing(table, columns, impossible_age, "age(s) outside 0.." + str(MAX_AGE))
+
+
+def without_words_for_ages(table: MetadataTable) -> tuple[MetadataTable, list[str]]:
+    """The table with each non-number in an age column that holds numbers made missing, and one line
+    per file and column: a word there ('fifty', 'adult') is no age band, and as a category it would
+    turn the age bands into a table of the words."""
+    with_numbers = {column for column in table.columns if AGE_COLUMN.search(column)
+                    and any(finite_number(row.get(column, "")) is not None for row in table.rows.values())}
+
+    def word(column: str, value: str | None) -> bool:
+        return column in with_numbers and not is_missing(value) and finite_number(value) is None
+
+    return _with_missing(table, sorted(with_numbers), word, "value(s) that are not numbers of years")
+
+
+def _with_missing(table: MetadataTable, columns: Sequence[str] | None, bad: Callable[[str, str | None], bool],
+                  what: str) -> tuple[MetadataTable, list[str]]:
+    names = [c for c in table.columns if columns is None or c in _names(columns)]
+    found: dict[tuple[Path, str], list[str]] = {}
+    rows = {}
+    for image_id, row in table.rows.items():
+        fixed = dict(row)
+        for name in names:
+            if bad(name, row.get(name)):
+                found.setdefault((table.files.get(image_id, table.path), name), []).append(row[name])
+                fixed[name] = ""
+        rows[image_id] = fixed
+    lines = [f"{path}: column {name!r} has {len(values)} {what} (e.g. {', '.join(values[:3])}); treated as missing"
+             for (path, name), values in found.items()]
+    return (replace(table, rows=rows) if found else table), lines
+
+
+def row_without_impossible_ages(row: Row, where: str) -> tuple[Row, list[str]]:
+    """label_image's one row, by the rule of without_impossible_ages."""
+    lines = [f"{where}: {name} {value} is outside 0..{MAX_AGE}; treated as missing"
+             for name, value in row.items() if impossible_age(name, value)]
+    return {name: "" if impossible_age(name, value) else value for name, value in row.items()}, lines
 
 
 def _names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:

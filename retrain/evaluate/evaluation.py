@@ -4,7 +4,6 @@ measure it; also writes per-image predictions and the ISIC submission CSV."""
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,22 @@ class Predictions:
     patient_rows: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
     ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores, when the model stores a threshold
     metadata: list[dict | None] | None = None  # each image's --metadata row (None: no row), for subgroups
+
+
+@dataclass(frozen=True)
+class TrainingCopies:
+    """The images measured that copy an image of the training tree (evaluate --training_dir): kept,
+    since evaluate measures the tree it is given, but listed wherever the figures go, as they make
+    the figures overstate accuracy on new images."""
+
+    training_dir: Path
+    copies: tuple  # data.duplicates.Copy, one per image measured that copies a training image
+    same_folder: bool = False  # the training tree itself: every image measured is a training image
+
+    def as_dict(self) -> dict:
+        return {"training_dir": str(self.training_dir), "same_folder": self.same_folder, "count": len(self.copies),
+                "copies": [{"image": str(c.path), "training_image": str(c.original), "kind": c.kind,
+                            "distance": c.distance} for c in self.copies]}
 
 
 def ood_thresholds(card: dict | None) -> OodThresholds | None:
@@ -111,9 +126,10 @@ def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tu
             warn(f"{model.source} also takes patient metadata ({', '.join(encoding.column_names)}); without "
                  "--metadata every value counts as missing")
         return None, None
-    rows, without_row, _ = match_images(table, paths)
+    rows, without_row, unused_rows = match_images(table, paths)
     log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
-        + (f"; {without_row} without one count as all missing" if without_row else ""))
+        + (f"; {without_row} without one count as all missing" if without_row else "")
+        + (f"; {unused_rows} rows match no image and are ignored" if unused_rows else ""))
     return rows, None if encoding is None else encode(encoding, rows, warn, table.where())
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from retrain.data.images import ImageError, load_image, load_upright
 from retrain.errors import UserError
 from retrain.evaluate.decisions import CALIBRATION_BINS, Decisions, measure_decisions
-from retrain.evaluate.evaluation import Predictions, draw_roc
+from retrain.evaluate.evaluation import Predictions, TrainingCopies, draw_roc
 from retrain.evaluate.subgroups import LEGEND, Subgroups
 from retrain.export.model_card import model_card_sections
 from retrain.metrics import positive_class_index, reliability_bins, roc_curve
@@ -49,10 +49,12 @@ def check_report_path(path: Path) -> Path:
     return path
 
 
-def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool, warn=None) -> None:
-    """`warn` is told once how many gallery images could no longer be read, and were left out."""
+def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool, warn=None,
+                 training_copies: TrainingCopies | None = None) -> None:
+    """`warn` is told once how many gallery images could no longer be read, and were left out;
+    `training_copies` (evaluate --training_dir) are listed above the models' sections."""
     undrawn: list[Path] = []
-    sections = [_model_section(e, tta, undrawn) for e in evaluated]
+    sections = [_copies_section(training_copies)] + [_model_section(e, tta, undrawn) for e in evaluated]
     if undrawn and warn:
         warn(f"--report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
              f"galleries (first: {undrawn[0]})")
@@ -69,6 +71,24 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
         write_atomically(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
     except OSError as e:
         raise UserError(f"--report {path}: cannot write ({e.strerror or e})") from e
+
+
+def _copies_section(found: TrainingCopies | None) -> str:
+    if found is None:
+        return ""
+    where = html.escape(str(found.training_dir))
+    if found.same_folder:
+        text = (f"--image_dir is the training tree {where}: every image measured is a training image, so the "
+                "figures measure memory, not new images.")
+    elif not found.copies:
+        text = f"None of the images copies an image of the training tree {where}."
+    else:
+        text = (f"{len(found.copies)} of the images copy an image of the training tree {where} (kept, so the "
+                "figures overstate accuracy on new images).")
+    rows = [(str(c.path), str(c.original), "same bytes" if c.kind == "exact" else f"near copy, {c.distance} of 64 "
+             "hash bits differ") for c in found.copies]
+    return (f"<section><h2>Copies of training images</h2><p>{text}</p>"
+            + (_table(["image measured", "training image", "how"], rows) if rows else "") + "</section>")
 
 
 def _model_section(evaluated: EvaluatedModel, tta: bool, undrawn: list[Path]) -> str:

@@ -16,6 +16,7 @@ from retrain.data.patient_metadata import (
     fed_rows,
     model_encoding,
     parse_key_values,
+    row_without_impossible_ages,
 )
 from retrain.errors import UserError
 from retrain.export.tflite_format import is_tflite_file
@@ -324,7 +325,10 @@ def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None
         warn(f"the model also takes patient metadata ({', '.join(encoding.column_names)}); none given with "
              "--metadata, so every value counts as missing")
         return None
-    return encode(encoding, [parse_key_values(text, encoding)], warn, "--metadata")[0]
+    row, lines = row_without_impossible_ages(parse_key_values(text, encoding), f"--metadata {text!r}")
+    for line in lines:
+        warn(line)
+    return encode(encoding, [row], warn, "--metadata")[0]
 
 
 def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,

@@ -195,3 +195,61 @@ def test_a_model_file_name_for_a_saved_model_copy_is_refused(square_model, tree,
     assert _error_line(result) == (f"error: --output {tmp_path / name}: the copy is a SavedModel folder like --graph; "
                                    "give it a folder name, without .pb or .tflite")
     assert not (tmp_path / name).exists()
+
+
+def _warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+@pytest.mark.parametrize("where", ["the tree", "a folder inside it", "a folder containing it"])
+def test_the_model_s_training_tree_is_refused_before_classifying_naming_the_override(square_model, tmp_path, where):
+    training = square_model / "images"
+    image_dir = {"the tree": training, "a folder inside it": training / "red", "a folder containing it": square_model}[where]
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", image_dir,
+                                           "--operating_point", "red:sensitivity=0.9", "--output", tmp_path / "new.pb"])
+    line = _error_line(result)
+    assert line.startswith(f"error: --image_dir {image_dir}: ") and str(training) in line
+    assert "--allow_training_images" in line
+    assert not (tmp_path / "new.pb").exists()
+
+
+def test_allow_training_images_chooses_on_the_training_tree_with_one_warning(square_model, tmp_path):
+    training = square_model / "images"
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", training,
+                                           "--operating_point", "red:threshold=0.5", "--output", tmp_path / "new.pb",
+                                           "--allow_training_images"])
+    assert result.exit_code == 0, result.output
+    (line,) = _warnings(result)
+    assert line.startswith(f"warning: --image_dir {training}: is the model's training tree") and "overstate" in line
+    assert (tmp_path / "new.pb").exists()
+
+
+def test_copies_of_training_images_in_the_tree_are_one_warning_and_listed(square_model, tree, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tree, mixed)
+    for name in ("red_0.png", "red_1.png"):
+        shutil.copy(square_model / "images" / "red" / name, mixed / "red" / f"copied_{name}")
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", mixed,
+                                           "--operating_point", "red:threshold=0.5", "--output", tmp_path / "new.pb"])
+    assert result.exit_code == 0, result.output
+    assert _warnings(result) == [
+        f"warning: 2 images of --image_dir are copies of the model's training images ({square_model / 'images'}) "
+        "(2 exact, 0 near); kept, so the sensitivity and specificity chosen here overstate what new images give; "
+        "pairs: see below"]
+    assert (f"copy of a training image: {mixed / 'red' / 'copied_red_0.png'} = {square_model / 'images' / 'red' / 'red_0.png'}"
+            " (same bytes)") in result.stdout
+
+
+def test_a_tree_lacking_one_of_the_model_s_classes_is_one_warning_naming_it(square_model, tree, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    for name in ("blue", "green"):
+        shutil.copytree(tree / name, partial / name)
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", partial,
+                                           "--operating_point", "blue:threshold=0.5", "--output", tmp_path / "new.pb"])
+    assert result.exit_code == 0, result.output
+    assert _warnings(result) == [f"warning: --image_dir {partial}: no 'red' folder; the thresholds are chosen without "
+                                 "any red image"]

@@ -4,6 +4,7 @@ kept out of validation and test."""
 from __future__ import annotations
 
 import hashlib
+import re
 import io
 import shutil
 from pathlib import Path
@@ -213,3 +214,48 @@ def test_evaluate_on_its_own_training_dir_is_one_warning(removed, trees):
     assert _warnings(result) == [(
         f"warning: --image_dir and --training_dir name one and the same folder ({train.resolve()}): every image "
         "measured is a training image, so the figures measure memory, not new images")]
+
+
+def _split_line(result) -> str:
+    return next(line for line in result.stdout.splitlines() if line.startswith("Split:"))
+
+
+def test_the_training_tree_as_validation_dir_leaves_no_test_image_in_validation_too(trees):
+    """Validation keeps the tree's images held out of training, which are the test split's: they leave the
+    test set (said in one line), so no test figure comes from images validation judged."""
+    root, train, _ = trees
+    result, _ = _retrain(root, "same_validation", "--image_dir", train, "--validation_dir", train,
+                         "--testing_percentage", 40)
+    assert result.exit_code == 0, result.output
+    tested = [line for line in _warnings(result) if "of the test set" in line]
+    assert len(tested) == 1 and "are copies of validation images" in tested[0]
+    assert tested[0].endswith("removed from test so its figures are independent of validation (--keep_duplicates "
+                              "keeps them); the test set is now empty")
+    training, validation, test = (int(n) for n in re.findall(r"\d+", _split_line(result)))
+    assert validation > 0 and test == 0 and training + validation == 8
+    assert "Final test" not in result.stdout
+
+
+def test_a_copied_training_tree_as_validation_dir_leaves_no_test_image_in_validation_too(trees, tmp_path):
+    root, train, _ = trees
+    shutil.copytree(train, tmp_path / "copy")
+    result, _ = _retrain(root, "copied_validation", "--image_dir", train, "--validation_dir", tmp_path / "copy",
+                         "--testing_percentage", 40)
+    assert result.exit_code == 0, result.output
+    tested = [line for line in _warnings(result) if "of the test set" in line]
+    assert len(tested) == 1 and "are copies of validation images" in tested[0]
+    assert f"copy of a validation image: {train}" in result.stdout  # the pairs are listed
+    training, validation, test = (int(n) for n in re.findall(r"\d+", _split_line(result)))
+    assert validation > 0 and test == 0 and training + validation == 8
+
+
+def test_the_same_tree_as_validation_and_test_is_one_warning_and_leaves_the_test_set(trees):
+    root, train, validation = trees
+    result, _ = _retrain(root, "val_is_test", "--image_dir", train, "--validation_dir", validation,
+                         "--test_dir", validation)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: --validation_dir and --test_dir name one and the same folder ({validation.resolve()}): its "
+            "images stay in validation and are left out of the test set, whose figures must be of images validation "
+            "did not judge (--keep_duplicates keeps them)") in _warnings(result)
+    assert not [line for line in _warnings(result) if re.match(r"warning: \d+ images? of the test set", line)]
+    assert "Split: 8 training, 4 validation, 0 testing" in result.stdout

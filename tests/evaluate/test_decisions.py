@@ -192,6 +192,58 @@ def test_subgroups_for_a_model_without_metadata_input_mark_the_groups_with_too_f
     assert male.split()[:2] == ["male", "1"] and male.count(TOO_FEW) == 3  # AUC, sensitivity (no melanoma), specificity
 
 
+def _age_bands(figures) -> dict[str, int]:
+    (ages,) = [c for c in figures["subgroups"]["columns"] if c["column"] == "age_approximate"]
+    assert ages["kind"] == "age band"
+    return {g["group"]: g["count"] for g in ages["groups"]}
+
+
+def test_evaluate_treats_ages_outside_0_to_120_as_missing_with_one_warning(monkeypatch, tmp_path, tree):
+    ages = [15, 25, 200, 65, 85, -5, 50, 50, 50, 50, 50]
+    ids = [f"mel_{i}" for i in range(5)] + [f"oth_{i}" for i in range(6)]
+    metadata = _metadata(tmp_path, [f"{i},{age},female,20" for i, age in zip(ids, ages)])
+    result, figures = _evaluate(monkeypatch, tmp_path, _stand_in(NEW_CARD), "--image_dir", tree, "--metadata", metadata)
+    assert _warnings(result) == [f"warning: {metadata}: column 'age_approximate' has 2 age(s) outside 0..120 "
+                                 "(e.g. 200, -5); treated as missing"]
+    assert _age_bands(figures) == {"under 20": 1, "20-39": 1, "40-59": 5, "60-79": 1, "80+": 1, "unknown": 2}
+
+
+def test_evaluate_counts_a_word_for_an_age_as_missing_with_one_warning(monkeypatch, tmp_path, tree):
+    ages = ["15", "25", "fifty", "65", "85", "adult", "50", "50", "50", "50", "50"]
+    ids = [f"mel_{i}" for i in range(5)] + [f"oth_{i}" for i in range(6)]
+    metadata = _metadata(tmp_path, [f"{i},{age},female,20" for i, age in zip(ids, ages)])
+    result, figures = _evaluate(monkeypatch, tmp_path, _stand_in(NEW_CARD), "--image_dir", tree, "--metadata", metadata)
+    assert _warnings(result) == [f"warning: {metadata}: column 'age_approximate' has 2 value(s) that are not numbers "
+                                 "of years (e.g. fifty, adult); treated as missing"]
+    assert _age_bands(figures) == {"under 20": 1, "20-39": 1, "40-59": 5, "60-79": 1, "80+": 1, "unknown": 2}
+
+
+def test_evaluate_counts_the_metadata_rows_that_match_no_image(monkeypatch, tmp_path, tree):
+    rows = [f"mel_{i},50,female,20" for i in range(5)] + ["nobody,40,male,20", "no_one,30,male,20"]
+    result, _ = _evaluate(monkeypatch, tmp_path, _stand_in(NEW_CARD), "--image_dir", tree,
+                          "--metadata", _metadata(tmp_path, rows))
+    assert ("Metadata: 5 of 11 images have a row in " f"{tmp_path / 'meta.csv'}; 6 without one count as all missing; "
+            "2 rows match no image and are ignored") in result.stdout
+
+
+def test_evaluate_puts_the_copies_of_training_dir_images_in_the_json_and_the_report(monkeypatch, tmp_path, tree):
+    import shutil
+
+    training = tmp_path / "training"
+    (training / "other").mkdir(parents=True)
+    shutil.copy(tree / "other" / "oth_5.png", training / "other" / "seen.png")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(training / "other" / "unlike.png")
+    result, figures = _evaluate(monkeypatch, tmp_path, _stand_in(NEW_CARD), "--image_dir", tree,
+                                "--training_dir", training, "--report", tmp_path / "report.html")
+    assert figures["training_copies"] == {
+        "training_dir": str(training), "same_folder": False, "count": 1,
+        "copies": [{"image": str(tree / "other" / "oth_5.png"), "training_image": str(training / "other" / "seen.png"),
+                    "kind": "exact", "distance": 0}]}
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Copies of training images" in page
+    assert str(tree / "other" / "oth_5.png") in page and str(training / "other" / "seen.png") in page
+
+
 def test_age_bands_and_columns_that_give_no_groups():
     assert [age_band(v) for v in ["0", "19.5", "20", "39", "40", "79.9", "80", "105", "x", None]] == [
         "under 20", "under 20", "20-39", "20-39", "40-59", "60-79", "80+", "80+", "unknown", "unknown"]

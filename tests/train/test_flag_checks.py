@@ -155,7 +155,7 @@ def test_a_bad_intermediate_graphs_dir_is_named_by_its_own_flag(make_tree, tmp_p
     assert _error_line(result).startswith(f"error: --intermediate_output_graphs_dir {blocker / 'graphs'}")
 
 
-def test_ages_outside_0_to_120_are_warned_once_per_file_and_column(make_tree, tmp_path):
+def test_ages_outside_0_to_120_are_missing_with_one_warning_per_file_and_column(make_tree, tmp_path):
     image_dir = make_tree({"red": 4, "blue": 4})
     csv = tmp_path / "meta.csv"
     ids = [p.stem for p in sorted(image_dir.rglob("*.jpg"))]
@@ -165,9 +165,9 @@ def test_ages_outside_0_to_120_are_warned_once_per_file_and_column(make_tree, tm
     result = _retrain(tmp_path, image_dir, "--metadata", csv, "--validation_percentage", 0, "--testing_percentage", 0)
     assert result.exit_code == 0, result.output
     warned = [line for line in result.stderr.splitlines() if "outside 0..120" in line]
-    expected = (f"warning: {csv}: column 'age_approximate' has 2 age(s) outside 0..120 (e.g. -3, 200); "
-                "used as given, fix them if they are typos")
+    expected = f"warning: {csv}: column 'age_approximate' has 2 age(s) outside 0..120 (e.g. -3, 200); treated as missing"
     assert warned == [expected]
+    assert "Metadata column age_approximate: numeric, mean 50.0, sd 1.0 (2 of 8 missing)" in result.stdout
     assert csv.read_bytes() == before
 
 

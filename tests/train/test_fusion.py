@@ -121,6 +121,17 @@ def test_unseen_category_is_unknown_with_a_warning(trained):
                                _probabilities(root, "m.pb", image, "age=40,sex=unknown"), atol=1e-6)
 
 
+def test_label_image_takes_an_age_outside_0_to_120_as_missing_with_one_warning(trained):
+    root, _ = trained
+    image = root / "test" / "benign" / "test_benign_0.jpg"
+    result = run_cli(label_image, ["--graph", root / "m.pb", "--image", image, "--metadata", "age=200,sex=male"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: --metadata 'age=200,sex=male': age 200 is outside 0..120; treated as missing"]
+    np.testing.assert_allclose(_probabilities(root, "m.pb", image, "age=200,sex=male"),
+                               _probabilities(root, "m.pb", image, "sex=male"), atol=1e-6)
+
+
 def test_metadata_for_a_model_without_it_is_a_warning(trained):
     root, _ = trained
     result = run_cli(label_image, ["--graph", root / "plain.pb", "--image", root / "test" / "benign" / "test_benign_0.jpg",
