@@ -197,22 +197,36 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
     print(f"\nCPU: {cpu_model()}; {time.perf_counter() - started:.0f} s in all")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def shared_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every ISIC out-of-distribution benchmark takes: where the data, the caches and
+    the generated images come from."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared")
     parser.add_argument("--count", type=int, default=20, help="images per generated kind (and photo crops)")
+    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="bottleneck cache (default: retrain's)")
+    parser.add_argument("--model_dir", type=Path, default=None, help="converted backbone weights (default: retrain's)")
+    return parser
+
+
+def isic_dir_or_skip(args: argparse.Namespace) -> Path | None:
+    """The ISIC 2017 folder under --shared, or None after one line saying the benchmark is skipped."""
+    isic_dir = args.shared / "data" / "isic2017"
+    if not (isic_dir / "ISIC-2017_Validation_Part3_GroundTruth.csv").is_file():
+        print(f"skipped: no ISIC 2017 training and validation sets under {isic_dir} (pass --shared)")
+        return None
+    return isic_dir
+
+
+def main() -> None:
+    parser = shared_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="top-layer training steps (energy, max p)")
     parser.add_argument("--components", type=int, default=64, help="principal components for the PC variants")
     parser.add_argument("--neighbours", type=int, default=10, help="k of the kNN distance")
     parser.add_argument("--image_size", type=int, default=None, help="backbone input size (default: its own, 224)")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="bottleneck cache (default: retrain's)")
-    parser.add_argument("--model_dir", type=Path, default=None, help="converted backbone weights (default: retrain's)")
     args = parser.parse_args()
-    isic_dir = args.shared / "data" / "isic2017"
-    if not (isic_dir / "ISIC-2017_Validation_Part3_GroundTruth.csv").is_file():
-        print(f"skipped: no ISIC 2017 training and validation sets under {isic_dir} (pass --shared)")
-        return
-    run(args, isic_dir)
+    isic_dir = isic_dir_or_skip(args)
+    if isic_dir is not None:
+        run(args, isic_dir)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ood_isic import REPO_ROOT, features_of, isic_set, non_lesion_features, print_table
+from benchmarks.ood_isic import (
+    features_of,
+    isic_dir_or_skip,
+    isic_set,
+    non_lesion_features,
+    print_table,
+    shared_parser,
+)
 from benchmarks.top_layer_speed import cpu_model
 from retrain.metrics import auc_interval, roc_auc
 from retrain.train.ood import fit_ood, out_of_fold_scores
@@ -125,19 +132,13 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared")
-    parser.add_argument("--count", type=int, default=20, help="images per generated kind (and photo crops)")
+    parser = shared_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="random trees of each size")
     parser.add_argument("--steps", type=int, default=1000, help="top-layer training steps")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="bottleneck cache (default: retrain's)")
-    parser.add_argument("--model_dir", type=Path, default=None, help="converted backbone weights (default: retrain's)")
     args = parser.parse_args()
-    isic_dir = args.shared / "data" / "isic2017"
-    if not (isic_dir / "ISIC-2017_Validation_Part3_GroundTruth.csv").is_file():
-        print(f"skipped: no ISIC 2017 training and validation sets under {isic_dir} (pass --shared)")
-        return
-    run(args, isic_dir)
+    isic_dir = isic_dir_or_skip(args)
+    if isic_dir is not None:
+        run(args, isic_dir)
 
 
 if __name__ == "__main__":
