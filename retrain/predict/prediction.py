@@ -201,7 +201,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     if height is None or width is None:
         raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
     model_card_file = path / "assets.extra" / MODEL_CARD_FILE
-    model_card = json.loads(model_card_file.read_text()) if model_card_file.exists() else None
+    model_card = _read_card_file(model_card_file) if model_card_file.exists() else None
     input_key = input_spec.name
     output_name = model_card["output_name"] if model_card else _probability_output(signature, OOD_NAME)
     encoding = model_encoding(model_card, path)
@@ -234,6 +234,16 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     labels = model_card["labels"] if model_card else None
     return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding, ood)
+
+
+def _read_card_file(path: Path) -> dict:
+    try:
+        model_card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable retrain model card ({e})") from e
+    if not isinstance(model_card, dict) or "output_name" not in model_card:
+        raise UserError(f"{path}: not a retrain model card (no \"output_name\")")
+    return model_card
 
 
 def _probability_output(signature, ood_name: str) -> str:

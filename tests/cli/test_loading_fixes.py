@@ -147,6 +147,17 @@ def test_a_saved_model_without_assets_extra_classifies_with_labels_and_says_it_h
     assert json.loads(json_printed.stdout)["no_ood"].startswith("the model carries no retrain model card")
 
 
+@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]"])
+def test_a_damaged_saved_model_card_is_one_line_naming_the_file(square_model, tmp_path, damage):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(square_model / "saved_model", damaged)
+    card = damaged / "assets.extra" / "retrain_metadata.json"
+    card.write_bytes(damage)
+    printed = run_cli(label_image, ["--graph", damaged, "--image", _square(tmp_path, "red")])
+    assert printed.exit_code == 1 and "Traceback" not in printed.output
+    assert printed.stderr.splitlines()[-1].startswith(f"error: {card}: not a")
+
+
 def _foreign_pb(square_model: Path, target: Path) -> Path:
     """square_model's graph without its model card: a graph retrain did not export."""
     import tensorflow as tf
