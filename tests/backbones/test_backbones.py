@@ -271,9 +271,11 @@ def test_tfhub_module_of_any_size_needs_image_size(tmp_path):
 
 def test_tfhub_url_offline_and_a_wrong_folder_give_one_clear_line(tmp_path, make_tree):
     images = make_tree({"red": 2, "blue": 2})
+    not_a_module = tmp_path / "module"  # a folder beside the tree and the cache, not holding them
+    not_a_module.mkdir()
     for handle, expected in [
         ("https://tfhub.invalid/google/some_module/1", "cannot download the module"),
-        (tmp_path, "not a TF2 SavedModel folder (no saved_model.pb)"),
+        (not_a_module, "not a TF2 SavedModel folder (no saved_model.pb)"),
         (tmp_path / "nowhere", "no such folder, and not a URL"),
     ]:
         result = _invoke(retrain, ["--image_dir", images, "--tfhub_module", handle, "--bottleneck_dir", tmp_path / "bn"])
