@@ -97,9 +97,12 @@ class Copy:
     kind: str  # "exact" (same bytes) or "near" (same picture, resized or re-encoded)
     distance: int  # hash bits that differ (0 for exact)
 
+    @property
+    def how(self) -> str:
+        return "same bytes" if self.kind == "exact" else f"near copy, {self.distance} of 64 hash bits differ"
+
     def describe(self, original: str = "a training image") -> str:
-        how = "same bytes" if self.kind == "exact" else f"near copy, {self.distance} of 64 hash bits differ"
-        return f"copy of {original}: {self.path} = {self.original} ({how})"
+        return f"copy of {original}: {self.path} = {self.original} ({self.how})"
 
 
 def find_copies(originals: Sequence[Path], suspects: Sequence[Path]) -> list[Copy]:

@@ -85,8 +85,7 @@ def _copies_section(found: TrainingCopies | None) -> str:
     else:
         text = (f"{len(found.copies)} of the images copy an image of the training tree {where} (kept, so the "
                 "figures overstate accuracy on new images).")
-    rows = [(str(c.path), str(c.original), "same bytes" if c.kind == "exact" else f"near copy, {c.distance} of 64 "
-             "hash bits differ") for c in found.copies]
+    rows = [(str(c.path), str(c.original), c.how) for c in found.copies]
     return (f"<section><h2>Copies of training images</h2><p>{text}</p>"
             + (_table(["image measured", "training image", "how"], rows) if rows else "") + "</section>")
 
