@@ -6,7 +6,7 @@ Every score is computed from the pooled EfficientNet-Lite0 features (bottlenecks
 2000 training images, the threshold put so that 5 % of the 150 validation images score
 above it, and the share of each kind of non-lesion image above it printed:
 
-- Mahalanobis: retrain.train.ood, the distance to the nearest class mean (shrunk shared covariance),
+- Mahalanobis: retrain.decisions.ood, the distance to the nearest class mean (shrunk shared covariance),
   of the features as they are and of the features scaled to unit length;
 - energy, -logsumexp(logits), and 1 - max p (max softmax probability), of a softmax top
   layer trained on the training features (Adam, cosine schedule, weight decay, dropout);
@@ -32,7 +32,7 @@ from benchmarks.non_lesion_images import write_all
 from benchmarks.top_layer_speed import cpu_model
 from retrain.data.isic import Problems, find_images, read_ground_truth
 from retrain.metrics import roc_auc
-from retrain.train.ood import FLAGGED_SHARE, fit_ood
+from retrain.decisions.ood import FLAGGED_SHARE, fit_ood
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("melanoma", "nevus", "seborrheic_keratosis")
@@ -102,7 +102,7 @@ def knn_distance(train_x: np.ndarray, k: int) -> Score:
 def raw_mahalanobis(train_x: np.ndarray, train_y: np.ndarray) -> Score:
     """Mahalanobis distance to the nearest class mean without scaling the features to unit
     length, as retrain first did: short feature vectors (blank frames) come out near the means."""
-    from retrain.train.ood import _shrunk_covariance
+    from retrain.decisions.ood import _shrunk_covariance
 
     means = np.stack([train_x[train_y == c].mean(axis=0) for c in range(len(CLASSES))])
     precision = np.linalg.inv(_shrunk_covariance(train_x - means[train_y]))

@@ -1,5 +1,5 @@
 """`python -m benchmarks.ood_small_trees [--shared ../shared]`: do the two out-of-distribution
-thresholds (retrain.train.ood) hold on small trees as well as on 2,000 images?
+thresholds (retrain.decisions.ood) hold on small trees as well as on 2,000 images?
 
 Trees are drawn from the ISIC 2017 training images as a user's folder would be: the first
 or last N of a class in the folder's order (older collections come first, so these are
@@ -38,7 +38,7 @@ from benchmarks.ood_isic import (
 )
 from benchmarks.top_layer_speed import cpu_model
 from retrain.metrics import auc_interval, roc_auc
-from retrain.train.ood import fit_ood, out_of_fold_scores
+from retrain.decisions.ood import fit_ood, out_of_fold_scores
 
 MELANOMA, NEVUS, KERATOSIS = 0, 1, 2  # benchmarks.ood_isic.CLASSES
 TRAINING_SHARE, VALIDATION_SHARE = 0.8, 0.1

@@ -62,7 +62,7 @@ def test_cycle_finder_finds_a_circle():
 # The package's layers in data-flow order. A module may import its own layer and the
 # layers before it, never one after. The modules at the package's root (errors, paths, reporter,
 # metrics, native logs, worker threads, output checks, the JSON writer) are the foundation every layer may use.
-LAYERS = ("data", "backbones", "features", "train", "export", "predict", "evaluate", "api", "cli")
+LAYERS = ("data", "backbones", "features", "train", "decisions", "patient", "card", "export", "predict", "evaluate", "api", "cli")
 
 
 def layer_of(module: str) -> int:

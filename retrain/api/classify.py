@@ -21,8 +21,8 @@ from retrain.predict.heatmaps import Heatmap
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.prediction import Prediction
 from retrain.reporter import Reporter
-from retrain.train.ood import OodThresholds, thresholds_from_card
-from retrain.train.operating_points import OperatingPoint, points_from_card, where
+from retrain.decisions.ood import OodThresholds, thresholds_from_card
+from retrain.decisions.operating_points import OperatingPoint, points_from_card, where
 
 
 NO_CARD = ("the model carries no retrain model card (a tensorflow-for-poets graph, a SavedModel without "
@@ -70,7 +70,7 @@ class Decision:
 class OodCheck:
     """The out-of-distribution score of this image against the thresholds stored with the model:
     a note when it is unlike the training images, a warning when it is not of the kind the
-    model was made for (retrain.train.ood says why there are two)."""
+    model was made for (retrain.decisions.ood says why there are two)."""
 
     score: float
     thresholds: OodThresholds

@@ -12,7 +12,7 @@ from pathlib import Path
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.data.augmentation import CopyAugmentation
 from retrain.train.fine_tuning import FineTuneConfig
-from retrain.train.operating_points import OperatingPointSpec
+from retrain.decisions.operating_points import OperatingPointSpec
 from retrain.train.top_layer import ClassWeights, TrainingConfig
 
 
@@ -51,7 +51,7 @@ class PatientConfig:
     columns: tuple[str, ...] | None = None  # None: every column but image_id
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
-    fusion: str = "shift"  # see retrain.train.fusion
+    fusion: str = "shift"  # see retrain.patient.fusion
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from retrain.api.config import DecisionConfig
 from retrain.api.stages import Arrays, Sets, log_validation_auc
 from retrain.metrics import Rate, auc_interval, roc_auc
 from retrain.reporter import Reporter
-from retrain.train.calibration import calibrate, scaled
-from retrain.train.ood import OodDetector, fit_ood, out_of_fold_scores
-from retrain.train.operating_points import (
+from retrain.decisions.calibration import calibrate, scaled
+from retrain.decisions.ood import OodDetector, fit_ood, out_of_fold_scores
+from retrain.decisions.operating_points import (
     FEW_POSITIVES,
     choose_operating_points,
     resolve_label,
@@ -78,7 +78,7 @@ def decide(layer: TopLayer, sets: Sets, training: Arrays, validation: Arrays, co
 
 def _subgroups(layer: TopLayer, validation: Arrays, rows: list, labels: list[str], points, reporter: Reporter) -> list:
     """The validation figures by sex, age band and other categories, as evaluate prints them."""
-    from retrain.evaluate.subgroups import measure_subgroups
+    from retrain.patient.subgroups import measure_subgroups
 
     lines = measure_subgroups(rows, layer.probabilities(validation.x, validation.patient), validation.y, labels,
                               points).lines()

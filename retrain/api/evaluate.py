@@ -159,7 +159,7 @@ def _patient_table(paths: Sequence[Path], warn):
     one line to `warn` per file and column, as retrain treats them."""
     if not paths:
         return None
-    from retrain.data.patient_metadata import (
+    from retrain.patient.table import (
         merge_tables,
         read_metadata_csv,
         without_impossible_ages,

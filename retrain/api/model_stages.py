@@ -145,9 +145,9 @@ def fine_tune_network(backbone, choice: BackboneChoice, trained: TrainedTopLayer
 
 def fuse_patient_metadata(layer: TopLayer, fusion: str, sets: Sets, training: Arrays, validation: Arrays,
                           config: TrainingConfig, tuned: bool, reporter: Reporter) -> TopLayer:
-    """The top layer extended to take patient metadata (retrain.train.fusion); after fine-tuning
+    """The top layer extended to take patient metadata (retrain.patient.fusion); after fine-tuning
     (`tuned`: `training` holds the tuned features) its logits on the training images are in-sample."""
-    from retrain.train.fusion import fuse
+    from retrain.patient.fusion import fuse
 
     fused = fuse(fusion, layer, training.x, training.patient, training.y, validation.x, validation.patient,
                  validation.y, len(sets.labels), config, logits_in_sample=tuned)

@@ -25,7 +25,7 @@ from retrain.native_logs import import_tensorflow
 from retrain.paths import write_atomically
 from retrain.predict import prediction
 from retrain.reporter import Reporter
-from retrain.train.operating_points import (
+from retrain.decisions.operating_points import (
     FEW_POSITIVES,
     OperatingPoint,
     OperatingPointSpec,

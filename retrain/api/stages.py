@@ -121,7 +121,7 @@ class Sets:
 
 def metadata_rows(table, pairs: list[tuple[Path, int]]) -> list:
     """Each image's raw patient metadata row (None where the table has none), for subgroups."""
-    from retrain.data.patient_metadata import match_images
+    from retrain.patient.table import match_images
 
     return match_images(table, [path for path, _ in pairs])[0]
 
@@ -337,13 +337,13 @@ def log_validation_auc(name: str, layer: TopLayer, validation: Arrays, labels: l
 def read_patient_table(patient: PatientConfig, copies_cached: bool, fine_tuning: bool, warn):
     """The patient-metadata tables, read and their flags checked before any slow work; ages outside
     0..120 are made missing, with one line to `warn` per file and column."""
-    from retrain.data.patient_metadata import (
+    from retrain.patient.table import (
         fit_encoding,
         merge_tables,
         read_metadata_csv,
         without_impossible_ages,
     )
-    from retrain.train.fusion import FUSIONS
+    from retrain.patient.fusion import FUSIONS
 
     if patient.fusion not in FUSIONS:
         raise UserError(f"--metadata_fusion must be one of {', '.join(FUSIONS)}, got {patient.fusion!r}")
@@ -370,7 +370,7 @@ class EncodedPatients:
 
 def encode_patients(table, patient: PatientConfig, split: Split, reporter: Reporter) -> EncodedPatients:
     """Fit the encoding on the training images only (means, categories), then encode every set."""
-    from retrain.data.patient_metadata import (
+    from retrain.patient.table import (
         describe,
         encode,
         fit_encoding,

@@ -22,7 +22,7 @@ from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
 from retrain.native_logs import import_tensorflow
 from retrain.reporter import Reporter
-from retrain.train.operating_points import distinct_specs
+from retrain.decisions.operating_points import distinct_specs
 
 
 @dataclass(frozen=True)

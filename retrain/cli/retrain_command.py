@@ -26,8 +26,8 @@ from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
 from retrain.reporter import Reporter
 from retrain.train.distribution import DISTRIBUTE
-from retrain.train.fusion import FUSIONS
-from retrain.train.operating_points import parse_operating_point
+from retrain.patient.fusion import FUSIONS
+from retrain.decisions.operating_points import parse_operating_point
 from retrain.train.recipes import RECIPES, apply_recipe
 from retrain.train.top_layer import (
     EARLY_STOPPING_METRICS,

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from retrain.evaluate.evaluation import Predictions, ood_thresholds
-from retrain.evaluate.subgroups import Subgroups, measure_subgroups
+from retrain.patient.subgroups import Subgroups, measure_subgroups
 from retrain.metrics import (
     Rate,
     calibration_noise_floor,
     expected_calibration_error,
     sensitivity_specificity,
 )
-from retrain.train.ood import OodThresholds
-from retrain.train.operating_points import OperatingPoint, points_from_card
+from retrain.decisions.ood import OodThresholds
+from retrain.decisions.operating_points import OperatingPoint, points_from_card
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
 LISTED_FLAGS = 10  # flagged images printed; --json and --report list them all

@@ -16,7 +16,7 @@ from retrain.json_text import dumps
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
-from retrain.train.ood import OodThresholds, thresholds_from_card
+from retrain.decisions.ood import OodThresholds, thresholds_from_card
 
 
 @dataclass
@@ -118,7 +118,7 @@ def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tu
     """Each image's --metadata row (for subgroups, whatever the model) and, for a model that
     takes patient metadata, the rows encoded as its input. Such a model without a table gets
     every value missing, said once."""
-    from retrain.data.patient_metadata import encode, match_images
+    from retrain.patient.table import encode, match_images
 
     encoding = model.patient_encoding
     if table is None:
@@ -139,7 +139,7 @@ def write_json(path: Path, result: dict) -> None:
 
 def write_predictions(path: Path, predictions: Predictions, thresholds: OodThresholds | None = None) -> None:
     """One row per image; with out-of-distribution scores and `thresholds`, three more columns:
-    the score, whether it flags the image (1) or not (0), and how (retrain.train.ood's levels)."""
+    the score, whether it flags the image (1) or not (0), and how (retrain.decisions.ood's levels)."""
     labels, true, scores = predictions.labels, predictions.true, predictions.ood_scores
     with_ood = scores is not None and thresholds is not None
     rows = [["image", "true_label", "predicted_label", *labels]

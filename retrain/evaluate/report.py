@@ -19,7 +19,7 @@ from retrain.data.images import ImageError, load_image, load_upright
 from retrain.errors import UserError
 from retrain.evaluate.decisions import CALIBRATION_BINS, Decisions, measure_decisions
 from retrain.evaluate.evaluation import Predictions, TrainingCopies, draw_roc
-from retrain.evaluate.subgroups import LEGEND, Subgroups
+from retrain.patient.subgroups import LEGEND, Subgroups
 from retrain.export.model_card import model_card_sections
 from retrain.metrics import positive_class_index, reliability_bins, roc_curve
 from retrain.paths import write_atomically

@@ -17,10 +17,10 @@ from retrain.data.images import PREPROCESSING_VERSION
 from retrain.errors import UserError
 from retrain.json_text import dumps
 from retrain.paths import write_atomically
-from retrain.train.ood import (
+from retrain.decisions.ood import (
     OUTPUT_NAME as OOD_NAME,  # an output of every format when the model has one
 )
-from retrain.train.ood import OodDetector
+from retrain.decisions.ood import OodDetector
 from retrain.train.top_layer import TopLayer
 
 INPUT_NAME = "input"
@@ -39,7 +39,7 @@ class Classifier(tf.Module):
     averages exactly to its logit minus the bias: the heatmap needs no gradients.
 
     With an `ood` detector every signature also returns the out-of-distribution score of the
-    pooled features (retrain.train.ood), so an app needs no code of ours to use it."""
+    pooled features (retrain.decisions.ood), so an app needs no code of ours to use it."""
 
     def __init__(self, backbone, top_layer: TopLayer, final_tensor_name: str, ood: OodDetector | None = None):
         super().__init__(name="retrained_classifier")

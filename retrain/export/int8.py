@@ -201,7 +201,7 @@ def write_int8_ready_saved_model(
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.export.graph import Classifier, export_saved_model
-    from retrain.train.ood import OodDetector
+    from retrain.decisions.ood import OodDetector
     from retrain.train.top_layer import TopLayer
 
     config = dataclasses.replace(lite_config(card), input_size=card["input_size"])

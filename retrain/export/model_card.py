@@ -14,8 +14,8 @@ from pathlib import Path
 from retrain.errors import UserError
 from retrain.metrics import percent, wilson_interval
 from retrain.paths import write_atomically
-from retrain.train.ood import HARD_FACTOR, thresholds_from_card
-from retrain.train.operating_points import points_from_card, where
+from retrain.decisions.ood import HARD_FACTOR, thresholds_from_card
+from retrain.decisions.operating_points import points_from_card, where
 
 MARKDOWN_SUFFIX = ".model_card.md"
 

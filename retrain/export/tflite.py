@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.data.images import load_batches
-from retrain.data.patient_metadata import model_encoding
+from retrain.patient.table import model_encoding
 from retrain.errors import UserError
 from retrain.export.graph import (
     INPUT_NAME,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.data.patient_metadata import model_encoding
+from retrain.patient.table import model_encoding
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
 

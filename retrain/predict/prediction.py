@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.data.images import ImageError, load_image
-from retrain.data.patient_metadata import (
+from retrain.patient.table import (
     encode,
     fed_rows,
     model_encoding,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrain.data.patient_metadata import fed_rows
+from retrain.patient.table import fed_rows
 from retrain.export.tflite_format import TFLiteClassifier, open_tflite_classifier
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel
 

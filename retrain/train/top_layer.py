@@ -44,7 +44,7 @@ class TopLayer:
     weights: np.ndarray  # [features, classes]
     bias: np.ndarray  # [classes]
     step: int | None = None  # the training step these weights were taken at, when kept early
-    # [encoded patient metadata, classes] for a model that also takes patient metadata (retrain.train.fusion)
+    # [encoded patient metadata, classes] for a model that also takes patient metadata (retrain.patient.fusion)
     patient_weights: np.ndarray | None = None
 
     def logits(self, features: np.ndarray, patient: np.ndarray | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ from retrain.api.stages import Arrays
 from retrain.cli import retrain
 from retrain.data.images import load_image
 from retrain.predict.prediction import load_model
-from retrain.train.operating_points import parse_operating_point, points_from_card
+from retrain.decisions.operating_points import parse_operating_point, points_from_card
 from tests.conftest import COLOURS, noisy_colour_image, run_cli
 
 

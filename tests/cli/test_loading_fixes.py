@@ -187,7 +187,7 @@ def test_set_operating_point_is_suggested_only_for_a_model_it_accepts(square_mod
 
 
 def test_parse_operating_point_of_none_is_a_user_error_naming_the_format():
-    from retrain.train.operating_points import parse_operating_point
+    from retrain.decisions.operating_points import parse_operating_point
 
     with pytest.raises(UserError, match=r"--operating_point None: expected \[CLASS:\]sensitivity=S"):
         parse_operating_point(None)

@@ -11,7 +11,7 @@ import pytest
 
 from retrain.cli.set_operating_point_command import set_operating_point
 from retrain.predict.prediction import load_image_for, load_model
-from retrain.train.operating_points import points_from_card
+from retrain.decisions.operating_points import points_from_card
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 

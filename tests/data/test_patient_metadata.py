@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from retrain.data.patient_metadata import (
+from retrain.patient.table import (
     ColumnEncoding,
     MetadataEncoding,
     describe,
@@ -252,12 +252,12 @@ def test_describe_gives_kind_statistics_and_missing_counts(tmp_path):
 
 
 def test_module_imports_neither_tensorflow_nor_click():
-    code = "import sys, retrain.data.patient_metadata; print(sorted({'tensorflow', 'click'} & set(sys.modules)))"
+    code = "import sys, retrain.patient.table; print(sorted({'tensorflow', 'click'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_tables_from_several_files_merge_and_a_shared_id_names_both(tmp_path):
-    from retrain.data.patient_metadata import merge_tables
+    from retrain.patient.table import merge_tables
 
     first, second = tmp_path / "train.csv", tmp_path / "val.csv"
     first.write_text("image_id,age\na,30\nb,40\n")

@@ -7,7 +7,7 @@ import numpy as np
 from retrain.api.config import PatientConfig
 from retrain.api.stages import encode_patients
 from retrain.data.dataset import Split
-from retrain.data.patient_metadata import fit_encoding, read_metadata_csv
+from retrain.patient.table import fit_encoding, read_metadata_csv
 from retrain.reporter import Reporter
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from retrain.cli import evaluate as evaluate_command
-from retrain.evaluate.subgroups import TOO_FEW, age_band, grouping
+from retrain.patient.subgroups import TOO_FEW, age_band, grouping
 from retrain.metrics import Rate, auc_interval
 from retrain.predict import prediction
 from retrain.predict.loaded_model import LoadedModel
@@ -262,7 +262,7 @@ def exported(backbone, tmp_path_factory):
 
     from retrain.data.images import load_image
     from retrain.export.graph import Classifier, export_frozen_graph, model_card
-    from retrain.train.ood import fit_ood
+    from retrain.decisions.ood import fit_ood
     from retrain.train.top_layer import TrainingConfig, train_top_layer
     from tests.conftest import write_colour_tree
 

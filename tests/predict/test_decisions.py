@@ -12,7 +12,7 @@ from PIL import Image
 
 from retrain.cli import label_image
 from retrain.predict.loaded_model import LoadedModel
-from retrain.train.operating_points import OperatingPoint
+from retrain.decisions.operating_points import OperatingPoint
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 MELANOMA = OperatingPoint("melanoma", "sensitivity", 0.95, 0.214, 0.967, 0.525, 30, 120, "validation")

@@ -9,9 +9,9 @@ from retrain.metrics import (
     negative_log_likelihood,
     sensitivity_specificity,
 )
-from retrain.train.calibration import calibrate, fit_temperature, scaled
-from retrain.train.ood import fit_ood, out_of_fold_scores
-from retrain.train.operating_points import (
+from retrain.decisions.calibration import calibrate, fit_temperature, scaled
+from retrain.decisions.ood import fit_ood, out_of_fold_scores
+from retrain.decisions.operating_points import (
     choose_operating_points,
     distinct_specs,
     parse_operating_point,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrain.data.patient_metadata import AGE_COLUMN, finite_number, is_missing
+from retrain.patient.table import AGE_COLUMN, finite_number, is_missing
 from retrain.metrics import (
     Rate,
     auc_interval,
@@ -22,7 +22,7 @@ from retrain.metrics import (
     roc_auc,
     sensitivity_specificity,
 )
-from retrain.train.operating_points import OperatingPoint
+from retrain.decisions.operating_points import OperatingPoint
 
 MIN_COUNT = 5  # positives or negatives below which a figure is "too few to say"
 MAX_GROUPS = 12  # a categorical column with more values (an id, free text) is not a grouping

@@ -1,4 +1,4 @@
-"""Joining patient metadata (age, sex, site, encoded by retrain.data.patient_metadata) to the
+"""Joining patient metadata (age, sex, site, encoded by retrain.patient.table) to the
 image model, after the image model is trained.
 
 Both fusions end as one linear layer over [pooled image features, encoded metadata], so
