@@ -54,3 +54,20 @@ def test_a_command_renders_its_help_choices_switches_and_escapes():
     assert _row(text, "--mode") == ["`--mode`", "`a` \\| `b\\|c`", "`a`", "Pick \\<one\\> \\| see `--other_flag`."]
     assert _row(text, "--turn")[1:3] == ["on/off", "on"]
     assert _row(text, "--out")[1:3] == ["path, required", "`~/x.txt`"]
+
+
+def test_a_command_renders_ranges_arguments_and_leaves_out_hidden_flags():
+    @click.command()
+    @click.argument("table", type=click.Path())
+    @click.option("--steps", type=click.IntRange(min=1), default=3)
+    @click.option("--share", type=click.FloatRange(0, 1, max_open=True), default=lambda: 0.5)
+    @click.option("--secret", hidden=True)
+    def tool(**flags):
+        """Shown.\f
+        Not shown."""
+
+    text = render_command("tool", tool)
+    assert "tool [OPTIONS] TABLE" in text and "| `TABLE` | path, required |" in text
+    assert _row(text, "--steps")[1:3] == ["integer, 1 <= x", "`3`"]
+    assert _row(text, "--share")[1:3] == ["number, 0 <= x < 1", "computed when run"]
+    assert "--secret" not in text and "Not shown" not in text
