@@ -105,3 +105,14 @@ def backbone():
     from retrain.backbones import create_backbone
 
     return create_backbone("efficientnet_lite0", paths.default_model_dir())
+
+
+def as_card(card: dict | None):
+    """A test's model card, written as the JSON it would be on disk, typed as retrain reads it
+    (the tensor names and input size a fake model does not need filled in)."""
+    from retrain.card.model_card import ModelCard
+
+    if card is None:
+        return None
+    return ModelCard.from_json({"input_name": "input", "output_name": "final_result", "input_size": 8, **card},
+                               "a test's model card")

@@ -13,7 +13,7 @@ import numpy as np
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.errors import UserError
-from retrain.export.tflite_format import is_tflite_file
+from retrain.card.formats import is_tflite_file
 from retrain.metrics import percent
 from retrain.native_logs import import_tensorflow
 from retrain.predict import heatmaps, prediction
@@ -21,8 +21,9 @@ from retrain.predict.heatmaps import Heatmap
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.prediction import Prediction
 from retrain.reporter import Reporter
-from retrain.decisions.ood import OodThresholds, thresholds_from_card
-from retrain.decisions.operating_points import OperatingPoint, points_from_card, where
+from retrain.card.model_card import ModelCard
+from retrain.decisions.ood import OodThresholds
+from retrain.decisions.operating_points import OperatingPoint, where
 
 
 NO_CARD = ("the model carries no retrain model card (a tensorflow-for-poets graph, a SavedModel without "
@@ -227,28 +228,28 @@ def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_sco
     card = model.model_card
     indices = {label: i for i, label in enumerate(model.labels or [])}
     decisions = tuple(Decision(point, float(probabilities[indices[point.label]]))
-                      for point in points_from_card(card) if point.label in indices)
-    thresholds = thresholds_from_card((card or {}).get("ood"))
+                      for point in (card.points if card else ()) if point.label in indices)
+    thresholds = card.ood.thresholds if card and card.ood else None
     ood = None if ood_score is None or thresholds is None else OodCheck(ood_score, thresholds)
     missing = None if decisions else _no_point_reason(card, stock)
-    unavailable = ((card or {}).get("ood") or {}).get("unavailable")
-    settable = bool((card or {}).get("labels"))  # set_operating_point needs a model card to store a point in
+    unavailable = card.ood.unavailable if card and card.ood else None
+    settable = bool(card and card.labels)  # set_operating_point needs a model card to store a point in
     notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable, settable)
     no_ood = None if ood is not None else _no_ood_reason(card, stock, unavailable, ood_score is None)
     return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "no_ood": no_ood, "notes": notes}
 
 
-def _no_point_reason(card: dict | None, stock: bool) -> str:
+def _no_point_reason(card: ModelCard | None, stock: bool) -> str:
     if stock:
         return "the stock ImageNet classifier has no operating point"
     if card is None:
         return NO_CARD
-    if "operating_points" not in card:
+    if card.operating_points is None:
         return "the model was exported before retrain stored operating points"
     return "the model was trained without --operating_point"
 
 
-def _no_ood_reason(card: dict | None, stock: bool, unavailable: str | None, no_output: bool) -> str:
+def _no_ood_reason(card: ModelCard | None, stock: bool, unavailable: str | None, no_output: bool) -> str:
     """Why an image gets no out-of-distribution check, for --json."""
     if stock:
         return "the stock ImageNet classifier has no out-of-distribution check"
@@ -284,7 +285,7 @@ def _notes(missing: str | None, no_ood: bool, tta: bool, unavailable: str | None
 
 def _check_heatmap_path(heatmap: Path, image: Path, graph: Path | None, labels: Path | None) -> None:
     """Before the model is loaded: the heatmap must not be drawn over the photo, the model or the labels."""
-    from retrain.export.tflite_format import sidecar_path
+    from retrain.card.formats import sidecar_path
     from retrain.outputs import check_outputs
 
     tflite = graph is not None and is_tflite_file(Path(graph).expanduser())

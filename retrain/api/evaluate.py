@@ -13,7 +13,7 @@ from retrain.evaluate import evaluation
 from retrain.evaluate import report as html_report
 from retrain.evaluate.decisions import Decisions, measure_decisions
 from retrain.evaluate.evaluation import Predictions, TrainingCopies
-from retrain.export.tflite_format import is_tflite_file
+from retrain.card.formats import is_tflite_file
 from retrain.metrics import format_report, positive_class_index
 from retrain.native_logs import import_tensorflow
 from retrain.predict import prediction
@@ -114,7 +114,7 @@ def _check_outputs(graphs: Sequence[Path], labels: Sequence[Path], metadata: Seq
                    trees: tuple[Path, Path | None], written: dict[str, Path | None], numbered: tuple[str, ...]) -> None:
     """No output over a model, a labels or metadata file, an image, or another output; with
     several graphs, the numbered files (plot_2.png) are the ones checked."""
-    from retrain.export.tflite_format import sidecar_path
+    from retrain.card.formats import sidecar_path
     from retrain.outputs import check_outputs
 
     sidecars = [sidecar_path(Path(g).expanduser()) for g in graphs if is_tflite_file(Path(g).expanduser())]

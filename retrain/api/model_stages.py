@@ -23,6 +23,7 @@ from retrain.api.stages import (
     log_validation_auc,
     tuned_features,
 )
+from retrain.card.model_card import ModelCard
 from retrain.reporter import Reporter
 from retrain.train.callbacks import (
     History,
@@ -211,7 +212,7 @@ class ExportedFiles:
     tflite: Path | None
 
 
-def export_model(backbone, layer: TopLayer, card: dict, sets: Sets, validation: Arrays, history: list,
+def export_model(backbone, layer: TopLayer, card: ModelCard, sets: Sets, validation: Arrays, history: list,
                  export: ExportConfig, seed: int | None, reporter: Reporter, ood=None) -> ExportedFiles:
     """The frozen graph and labels, then the SavedModel, the training plot and the .tflite asked
     for, each with its model card in words beside it."""
@@ -221,7 +222,7 @@ def export_model(backbone, layer: TopLayer, card: dict, sets: Sets, validation: 
         export_saved_model,
         write_labels,
     )
-    from retrain.export.model_card import (
+    from retrain.card.markdown import (
         model_card_markdown_path,
         write_model_card_markdown,
     )
@@ -278,7 +279,7 @@ def plot_training(output_graph: Path, history: list, val_probabilities, val_y, l
     return target
 
 
-def export_tflite(classifier, card: dict, sets: Sets, tflite: TFLiteConfig, saved_model_dir: Path | None,
+def export_tflite(classifier, card: ModelCard, sets: Sets, tflite: TFLiteConfig, saved_model_dir: Path | None,
                   output_graph: Path, seed: int | None, reporter: Reporter) -> Path:
     """Convert to .tflite (calibrated on training images) and compare it with the frozen graph on held-back ones."""
     from retrain.export.tflite import (
@@ -286,7 +287,7 @@ def export_tflite(classifier, card: dict, sets: Sets, tflite: TFLiteConfig, save
         export_classifier_tflite,
         representative_sample,
     )
-    from retrain.export.model_card import model_card_markdown_path
+    from retrain.card.markdown import model_card_markdown_path
     from retrain.predict.parity import report_parity
 
     representative = []

@@ -4,25 +4,28 @@ them. The weights are untouched, so the copy scores every image exactly as the o
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrain.errors import UserError
-from retrain.evaluate import evaluation
-from retrain.export.model_card import (
+from retrain.card.formats import (
+    MODEL_CARD_FILE,
+    is_tflite_file,
+    model_kind,
+    read_model_card,
+    sidecar_path,
+    write_copy_with_card,
+)
+from retrain.card.markdown import (
     model_card_markdown_path,
     write_model_card_markdown,
 )
-from retrain.export.tflite_format import is_tflite_file, read_sidecar, sidecar_path
-from retrain.json_text import dumps
+from retrain.card.model_card import ModelCard
+from retrain.errors import UserError
+from retrain.evaluate import evaluation
 from retrain.metrics import Rate
 from retrain.native_logs import import_tensorflow
-from retrain.paths import write_atomically
 from retrain.predict import prediction
 from retrain.reporter import Reporter
 from retrain.decisions.operating_points import (
@@ -32,7 +35,6 @@ from retrain.decisions.operating_points import (
     choose_operating_points,
     distinct_specs,
     parse_operating_point,
-    points_from_card,
 )
 
 
@@ -62,23 +64,24 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     graph, output, image_dir = Path(graph).expanduser(), Path(output).expanduser(), Path(image_dir).expanduser()
     kind = _check_paths(graph, image_dir, output)
     card = _read_card(graph, kind)
-    specs, notes = distinct_specs(specs, card["labels"])
+    labels = list(card.labels)
+    specs, notes = distinct_specs(specs, labels)
     for note in notes:
         reporter.warn(note)
     training = _training_tree(card)
     overlap = _check_not_training_tree(image_dir, training, allow_training_images, reporter)
-    _warn_of_missing_classes(image_dir, card["labels"], reporter)
+    _warn_of_missing_classes(image_dir, labels, reporter)
     if training is not None and not overlap:
         _warn_of_training_copies(image_dir, training, reporter)
-    predicted = _classify(graph, card["labels"], image_dir, reporter)
-    points = choose_operating_points(specs, card["labels"], predicted.probabilities, predicted.true, str(image_dir))
+    predicted = _classify(graph, labels, image_dir, reporter)
+    points = choose_operating_points(specs, labels, predicted.probabilities, predicted.true, str(image_dir))
     for point in points:
         reporter.log(f"Operating point: {point.describe()}")
         _warn_if_few(point, reporter)
-    replaced = points_from_card(card)
+    replaced = card.points
     for point in replaced:
         reporter.log(f"Replaces: {point.describe()}")
-    new_card = {**card, "operating_points": [point.card() for point in points]}
+    new_card = card.replace(operating_points=points)
     _write_copy(graph, kind, output, new_card)
     reporter.log(f"Wrote {output} and its sidecar {sidecar_path(output)}" if kind == "tflite" else f"Wrote {output}")
     markdown = _write_markdown(new_card, output, kind == "saved_model")
@@ -95,12 +98,6 @@ def _specs(operating_points: Sequence[str | OperatingPointSpec]) -> tuple[Operat
                  for spec in operating_points)
 
 
-def _kind(graph: Path) -> str:
-    if graph.is_dir():
-        return "saved_model"
-    return "tflite" if is_tflite_file(graph) else "pb"
-
-
 def _check_paths(graph: Path, image_dir: Path, output: Path) -> str:
     """The model's format, once the model and tree exist and the copy can land at `output`
     without replacing anything."""
@@ -110,7 +107,7 @@ def _check_paths(graph: Path, image_dir: Path, output: Path) -> str:
         raise UserError(f"--graph {graph}: no such file or directory")
     if not image_dir.is_dir():
         raise UserError(f"--image_dir {image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
-    kind = _kind(graph)
+    kind = model_kind(graph)
     if kind != "saved_model" and output.suffix.lower() != f".{kind}":
         raise UserError(f"--output {output}: the copy is a .{kind} like --graph; give it a name ending in .{kind}")
     if kind == "saved_model" and output.suffix.lower() in (".pb", ".tflite"):
@@ -138,46 +135,23 @@ def _written(kind: str, output: Path) -> dict[str, Path]:
     return written
 
 
-def _read_card(graph: Path, kind: str) -> dict:
+def _read_card(graph: Path, kind: str) -> ModelCard:
     """The model card `graph` carries; a model without one (not from retrain) has nowhere to keep a point."""
-    if kind == "tflite":
-        card = read_sidecar(graph)
-    else:
-        import_tensorflow()  # with its native log lines kept off the terminal, before export.graph imports it
-        card = _saved_model_card(graph) if kind == "saved_model" else \
-            prediction.graph_model_card(prediction.read_graph_def(graph))
-    if not card or not card.get("labels"):
+    if kind != "tflite":
+        import_tensorflow()  # with its native log lines kept off the terminal
+    card = read_model_card(graph, kind)
+    if not card or not card.labels:
         where = {"tflite": f"no {sidecar_path(graph).name} beside it", "pb": "no model card node",
-                 "saved_model": "no assets.extra/retrain_metadata.json"}[kind]
+                 "saved_model": f"no assets.extra/{MODEL_CARD_FILE}"}[kind]
         raise UserError(f"--graph {graph}: not exported by retrain ({where}), so it has no model card to store an "
                         "operating point in; retrain a model to get one")
     return card
 
 
-def _saved_model_card(directory: Path) -> dict | None:
-    from retrain.export.graph import MODEL_CARD_FILE
-
-    if not (directory / "saved_model.pb").exists():
-        raise UserError(f"--graph {directory}: a folder, but not a SavedModel (no saved_model.pb)")
-    path = directory / "assets.extra" / MODEL_CARD_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a readable retrain model card ({e})") from e
-
-
-def _card_node(graph_def):
-    from retrain.export.graph import MODEL_CARD_NODE
-
-    return next((node for node in graph_def.node if node.name == MODEL_CARD_NODE), None)
-
-
-def _training_tree(card: dict) -> Path | None:
+def _training_tree(card: ModelCard) -> Path | None:
     """The --image_dir the model was trained on, from its card (None for a model exported before
     the card recorded it); a relative path is taken from the current folder, the best guess left."""
-    recorded = (card.get("training_data") or {}).get("image_dir")
+    recorded = card.training_data.image_dir if card.training_data else None
     return None if not recorded else Path(os.path.abspath(Path(recorded).expanduser()))
 
 
@@ -262,42 +236,14 @@ def _warn_if_few(point: OperatingPoint, reporter: Reporter) -> None:
                       f"images it may be anywhere in that interval (give at least {FEW_POSITIVES})")
 
 
-def _write_copy(graph: Path, kind: str, output: Path, card: dict) -> None:
+def _write_copy(graph: Path, kind: str, output: Path, card: ModelCard) -> None:
     try:
-        if kind == "pb":
-            _write_graph(graph, output, card)
-        elif kind == "saved_model":
-            _write_saved_model(graph, output, card)
-        else:
-            write_atomically(output, graph.read_bytes())
-            write_atomically(sidecar_path(output), dumps(card, indent=2).encode())
+        write_copy_with_card(graph, kind, output, card)
     except OSError as e:
         raise UserError(f"--output {output}: cannot write ({e.strerror or e})") from e
 
 
-def _write_graph(graph: Path, output: Path, card: dict) -> None:
-    """The same GraphDef with its model card constant replaced."""
-    tf = import_tensorflow()
-    graph_def = prediction.read_graph_def(graph)
-    _card_node(graph_def).attr["value"].tensor.CopyFrom(tf.make_tensor_proto(dumps(card)))
-    write_atomically(output, graph_def.SerializeToString())
-
-
-def _write_saved_model(graph: Path, output: Path, card: dict) -> None:
-    """A copy of the folder with the new card, built beside `output` and renamed into place whole."""
-    from retrain.export.graph import MODEL_CARD_FILE
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        shutil.copytree(graph, building, dirs_exist_ok=True)
-        write_atomically(building / "assets.extra" / MODEL_CARD_FILE, dumps(card, indent=2).encode())
-        os.rename(building, output)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-
-
-def _write_markdown(card: dict, output: Path, saved_model: bool) -> Path:
+def _write_markdown(card: ModelCard, output: Path, saved_model: bool) -> Path:
     path = model_card_markdown_path(output, saved_model)
     write_model_card_markdown(card, path)
     return path

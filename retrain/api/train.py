@@ -17,6 +17,7 @@ import retrain.api.model_stages as model
 import retrain.api.stages as stages
 from retrain.api.config import RetrainConfig
 from retrain.api.decision_stages import decide
+from retrain.card.model_card import ModelCard
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
 from retrain.errors import UserError
@@ -94,11 +95,12 @@ def _top_layer_card(trained: model.TrainedTopLayer) -> dict:
             "early_stopping_metric": config.early_stopping_metric if stopped else None}
 
 
-def _model_card(backbone, sets: stages.Sets, config: RetrainConfig, extra: dict) -> dict:
+def _model_card(backbone, sets: stages.Sets, config: RetrainConfig, extra: dict) -> ModelCard:
     """Made once training is done: a tuned backbone has a new identity."""
     from retrain.export.graph import model_card
 
-    return {**model_card(backbone, sets.labels, config.export.final_tensor_name), **extra}
+    described = model_card(backbone, sets.labels, config.export.final_tensor_name).to_json()
+    return ModelCard.from_json({**described, **extra}, "the model card")
 
 
 def _copies_cached(config: RetrainConfig) -> int:
@@ -163,8 +165,8 @@ def _check_tflite(tflite) -> None:
 def check_retrain_outputs(config: RetrainConfig) -> None:
     """Every file and folder the run will write, against its inputs and each other, before any slow work."""
     from retrain.export.graph import check_saved_model_dir
-    from retrain.export.model_card import model_card_markdown_path
-    from retrain.export.tflite_format import sidecar_path
+    from retrain.card.markdown import model_card_markdown_path
+    from retrain.card.formats import sidecar_path
     from retrain.outputs import check_outputs
 
     data, export, monitor = config.data, config.export, config.monitor

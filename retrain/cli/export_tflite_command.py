@@ -33,7 +33,7 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     _check_outputs(saved_model_dir, output, image_dir, reference_graph)
     import_tensorflow()
     from retrain.export import tflite as tflite_export
-    from retrain.export.model_card import model_card_markdown_path
+    from retrain.card.markdown import model_card_markdown_path
     from retrain.predict.parity import report_parity
 
     training, held_back = [], []
@@ -55,8 +55,8 @@ def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:
     """Before TensorFlow loads: the .tflite and its sidecar must not land on an input."""
     from pathlib import Path
 
-    from retrain.export.model_card import model_card_markdown_path
-    from retrain.export.tflite_format import is_tflite_file, sidecar_path
+    from retrain.card.markdown import model_card_markdown_path
+    from retrain.card.formats import is_tflite_file, sidecar_path
     from retrain.outputs import check_outputs
 
     reference = Path(reference_graph).expanduser() if reference_graph is not None else None

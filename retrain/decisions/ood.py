@@ -51,16 +51,46 @@ class OodThresholds:
         return "unlike_training" if score > self.unlike else "none"
 
 
-def thresholds_from_card(entry: dict | None) -> OodThresholds | None:
-    """The thresholds of a model card's "ood" entry; None where it stores none (int8, no
-    validation images). Cards written before there were two thresholds store one, chosen as
-    the soft one is now: their hard threshold follows by the same rule."""
-    threshold = (entry or {}).get("threshold")
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        return None
-    hard = entry.get("hard_threshold")
-    hard = hard if isinstance(hard, (int, float)) and math.isfinite(hard) else HARD_FACTOR * threshold
-    return OodThresholds(float(threshold), float(hard))
+def _finite(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class OodRecord:
+    """A model card's out-of-distribution entry: the output that carries the score, and its
+    thresholds; or, for int8, why the score there is unusable."""
+
+    output_name: str
+    threshold: float | None = None  # None: no validation images to choose it on
+    hard_threshold: float | None = None
+    flagged_share: float | None = None
+    chosen_on: str = ""
+    count: int = 0
+    method: str = "mahalanobis of unit-length features"
+    unavailable: str | None = None
+
+    @property
+    def thresholds(self) -> OodThresholds | None:
+        """None where the card stores none (int8, no validation images). Cards written before
+        there were two thresholds store one, chosen as the soft one is now: their hard threshold
+        follows by the same rule."""
+        threshold = _finite(self.threshold)
+        if threshold is None or self.unavailable:
+            return None
+        hard = _finite(self.hard_threshold)
+        return OodThresholds(threshold, HARD_FACTOR * threshold if hard is None else hard)
+
+    def to_json(self) -> dict:
+        if self.unavailable:
+            return {"output_name": self.output_name, "unavailable": self.unavailable}
+        return {"method": self.method, "output_name": self.output_name, "threshold": self.threshold,
+                "hard_threshold": self.hard_threshold, "flagged_share": self.flagged_share,
+                "chosen_on": self.chosen_on, "count": self.count}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "OodRecord":
+        known = {name: entry[name] for name in cls.__dataclass_fields__ if name in entry}
+        return cls(**{"output_name": OUTPUT_NAME, **known})
 
 
 @dataclass(frozen=True)
@@ -82,10 +112,12 @@ class OodDetector:
         distances = ((projected[:, None, :] - self.means[None]) ** 2).sum(axis=2)
         return (distances.min(axis=1) / self.projection.shape[0]).astype(np.float32)
 
+    def record(self) -> OodRecord:
+        return OodRecord(OUTPUT_NAME, self.threshold, self.hard_threshold, self.flagged_share, self.chosen_on,
+                         self.count)
+
     def card(self) -> dict:
-        return {"method": "mahalanobis of unit-length features", "output_name": OUTPUT_NAME,
-                "threshold": self.threshold, "hard_threshold": self.hard_threshold,
-                "flagged_share": self.flagged_share, "chosen_on": self.chosen_on, "count": self.count}
+        return self.record().to_json()
 
     def with_threshold(self, held_out_scores: np.ndarray, chosen_on: str, share: float = FLAGGED_SHARE) -> "OodDetector":
         """The threshold that flags `share` of these scores of held-out, in-distribution images."""

@@ -158,8 +158,3 @@ def choose_operating_points(specs: tuple[OperatingPointSpec, ...], labels: list[
         points.append(OperatingPoint(labels[index], spec.target, spec.value, threshold, sensitivity.value,
                                      specificity.value, sensitivity.count, specificity.count, chosen_on))
     return tuple(points)
-
-
-def points_from_card(card: dict | None) -> tuple[OperatingPoint, ...]:
-    """The operating points a model card stores; none for a model exported before they existed."""
-    return tuple(OperatingPoint.from_card(entry) for entry in (card or {}).get("operating_points", []))

@@ -18,8 +18,10 @@ from retrain.metrics import (
     expected_calibration_error,
     sensitivity_specificity,
 )
-from retrain.decisions.ood import OodThresholds
-from retrain.decisions.operating_points import OperatingPoint, points_from_card
+from retrain.card.model_card import ModelCard
+from retrain.decisions.calibration import Calibration
+from retrain.decisions.ood import OodRecord, OodThresholds
+from retrain.decisions.operating_points import OperatingPoint
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
 LISTED_FLAGS = 10  # flagged images printed; --json and --report list them all
@@ -57,10 +59,10 @@ def measure_points(points: tuple[OperatingPoint, ...], predictions: Predictions)
                  for p in points)
 
 
-def no_point_reason(card: dict | None) -> str:
+def no_point_reason(card: ModelCard | None) -> str:
     if card is None:
         return "no retrain model card"
-    if "operating_points" not in card:
+    if card.operating_points is None:
         return "exported before retrain chose one"
     return "trained without --operating_point"
 
@@ -71,7 +73,7 @@ class OodFlags:
     the training images, or, above the hard one, as not of the kind the model was made for."""
 
     thresholds: OodThresholds
-    stored: dict  # the model card's "ood" entry
+    stored: OodRecord  # the model card's out-of-distribution entry
     flagged: Rate  # above the first threshold (either level)
     not_of_kind: Rate  # above the hard one
     images: tuple[tuple[Path, float], ...]  # (path, ood score) of each flagged image, highest score first
@@ -84,7 +86,7 @@ class OodFlags:
                                        if self.thresholds.level(score) == "not_of_kind"]}
 
     def summary(self) -> str:
-        share, where = self.stored.get("flagged_share"), self.stored.get("chosen_on") or "held-out"
+        share, where = self.stored.flagged_share, self.stored.chosen_on or "held-out"
         there = "" if share is None else f"; the threshold flagged {100 * share:.1f}% of {where} images"
         return (f"Out-of-distribution: {self.flagged} of the images flagged as unlike the training images "
                 f"(ood score > {self.thresholds.unlike:.4g}{there}); {self.not_of_kind} as not of the kind the "
@@ -100,14 +102,14 @@ class OodFlags:
         return ", not of the kind the model was made for" if self.thresholds.level(score) == "not_of_kind" else ""
 
 
-def ood_flags(card: dict | None, predictions: Predictions) -> OodFlags | None:
+def ood_flags(card: ModelCard | None, predictions: Predictions) -> OodFlags | None:
     thresholds = ood_thresholds(card)
     if thresholds is None or predictions.ood_scores is None:
         return None
     scores = predictions.ood_scores
     over = np.flatnonzero(scores > thresholds.unlike)
     over = over[np.argsort(-scores[over], kind="stable")]
-    return OodFlags(thresholds, card["ood"], Rate.of(len(over), len(scores)),
+    return OodFlags(thresholds, card.ood, Rate.of(len(over), len(scores)),
                     Rate.of(int((scores > thresholds.not_of_kind).sum()), len(scores)),
                     tuple((predictions.paths[i], float(scores[i])) for i in over))
 
@@ -116,20 +118,20 @@ def ood_flags(card: dict | None, predictions: Predictions) -> OodFlags | None:
 class CalibrationFigures:
     ece: float  # on the evaluated images
     floor: float  # what a perfectly calibrated model would show on this many images
-    stored: dict | None  # the model card's "calibration" entry
+    stored: Calibration | None  # the model card's calibration entry
 
     def as_dict(self) -> dict:
-        return {"ece": self.ece, "ece_floor": self.floor, "temperature": (self.stored or {}).get("temperature"),
+        return {"ece": self.ece, "ece_floor": self.floor, "temperature": None if self.stored is None else self.stored.temperature,
                 "bins": CALIBRATION_BINS}
 
     def line(self) -> str:
         here = (f"Calibration: expected calibration error {self.ece:.3f} on these images ({CALIBRATION_BINS} bins; "
                 f"sampling alone gives about {self.floor:.3f})")
-        stored = self.stored or {}
-        if stored.get("temperature") is None:
+        stored = self.stored
+        if stored is None or stored.temperature is None:
             return f"{here}; the model stores no temperature (its probabilities were not calibrated by retrain)"
-        there = "" if stored.get("ece_after") is None else f" (error there {stored['ece_after']:.3f})"
-        return f"{here}; temperature {stored['temperature']:.3g} fitted on {stored.get('chosen_on', 'held-out images')}{there}"
+        there = "" if stored.ece_after is None else f" (error there {stored.ece_after:.3f})"
+        return f"{here}; temperature {stored.temperature:.3g} fitted on {stored.chosen_on or 'held-out images'}{there}"
 
 
 @dataclass(frozen=True)
@@ -163,22 +165,22 @@ class Decisions:
         return [""] + lines if lines else []
 
 
-def measure_decisions(card: dict | None, predictions: Predictions) -> Decisions:
+def measure_decisions(card: ModelCard | None, predictions: Predictions) -> Decisions:
     """The decisions' figures on labelled images; on unlabelled ones only what needs no label
     (the out-of-distribution flags)."""
     ood = ood_flags(card, predictions)
-    no_ood = ((card or {}).get("ood") or {}).get("unavailable")
+    no_ood = card.ood.unavailable if card is not None and card.ood is not None else None
     if predictions.true is None or not len(predictions.paths):
         return Decisions((), None, None, ood, None, no_ood=no_ood)
     labels = predictions.labels
-    stored = points_from_card(card)
+    stored = card.points if card is not None else ()
     points = tuple(p for p in stored if p.label in labels)
     unmatched = tuple(f"Operating point {p.label} >= {p.threshold:.3g}: not measured, no class {p.label!r} among the "
                       f"labels ({', '.join(labels)})" for p in stored if p.label not in labels)
     calibration = CalibrationFigures(expected_calibration_error(predictions.probabilities, predictions.true,
                                                                 CALIBRATION_BINS),
                                      calibration_noise_floor(predictions.probabilities, CALIBRATION_BINS),
-                                     (card or {}).get("calibration"))
+                                     card.calibration if card is not None else None)
     subgroups = None if predictions.metadata is None else measure_subgroups(
         predictions.metadata, predictions.probabilities, predictions.true, labels, points)
     return Decisions(measure_points(points, predictions), None if stored else no_point_reason(card), calibration, ood,

@@ -16,7 +16,8 @@ from retrain.json_text import dumps
 from retrain.metrics import evaluate_probabilities, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
-from retrain.decisions.ood import OodThresholds, thresholds_from_card
+from retrain.card.model_card import ModelCard
+from retrain.decisions.ood import OodThresholds
 
 
 @dataclass
@@ -47,9 +48,9 @@ class TrainingCopies:
                             "distance": c.distance} for c in self.copies]}
 
 
-def ood_thresholds(card: dict | None) -> OodThresholds | None:
+def ood_thresholds(card: ModelCard | None) -> OodThresholds | None:
     """The stored out-of-distribution thresholds; None when the model stores none."""
-    return thresholds_from_card((card or {}).get("ood"))
+    return card.ood.thresholds if card is not None and card.ood is not None else None
 
 
 def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tuple[list[Path], np.ndarray | None]:

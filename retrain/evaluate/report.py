@@ -20,7 +20,7 @@ from retrain.errors import UserError
 from retrain.evaluate.decisions import CALIBRATION_BINS, Decisions, measure_decisions
 from retrain.evaluate.evaluation import Predictions, TrainingCopies, draw_roc
 from retrain.patient.subgroups import LEGEND, Subgroups
-from retrain.export.model_card import model_card_sections
+from retrain.card.markdown import model_card_sections
 from retrain.metrics import positive_class_index, reliability_bins, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.heatmaps import heatmaps_for, overlay
@@ -113,7 +113,7 @@ def _model_section(evaluated: EvaluatedModel, tta: bool, undrawn: list[Path]) ->
 def _model_card(model: LoadedModel) -> str:
     """The model card's sections, as the *.model_card.md beside the model says them."""
     if model.model_card is None:
-        return ("<p class='note'>No model card: the model carries no retrain metadata (a tensorflow-for-poets "
+        return ("<p class='note'>No model card: the model carries no retrain model card (a tensorflow-for-poets "
                 "graph, or not exported by retrain).</p>")
     sections = "".join(f"<h4>{html.escape(heading)}</h4>{_card_lines(lines)}"
                        for heading, lines in model_card_sections(model.model_card))
@@ -150,21 +150,21 @@ def _card_lines(lines: list[str]) -> str:
 
 
 def _model_table(model: LoadedModel, predictions: Predictions, tta: bool) -> str:
-    model_card = model.model_card or {}
+    card = model.model_card
     counts = np.bincount(predictions.true, minlength=len(predictions.labels))
     rows = [
         ("Model", model.source),
-        ("Backbone", model_card.get("architecture", "unknown (no retrain metadata)")),
-        ("Recipe", model_card.get("recipe", "unknown")),
+        ("Backbone", card.architecture if card else "unknown (no retrain model card)"),
+        ("Recipe", (card.recipe if card else None) or "unknown"),
         ("Input size", f"{model.input_width} x {model.input_height} pixels"),
         ("Classes", ", ".join(f"{label} ({n})" for label, n in zip(predictions.labels, counts))),
         ("Images", f"{len(predictions.paths)}" + (f" ({len(predictions.failures)} unreadable, left out)"
                                                   if predictions.failures else "")),
         ("Test-time augmentation", "the four flips, averaged" if tta else "none"),
     ]
-    tuned = model_card.get("fine_tuning")
+    tuned = card.fine_tuning if card else None
     if tuned:
-        rows.append(("Fine-tuning", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tuned.items()
+        rows.append(("Fine-tuning", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tuned.to_json().items()
                                                if v is not None and not isinstance(v, (list, dict)))))
     return _table(["", ""], rows, header=False)
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.card.formats import write_graph_card, write_saved_model_card
+from retrain.card.model_card import ModelCard
 from retrain.data.images import PREPROCESSING_VERSION
 from retrain.errors import UserError
-from retrain.json_text import dumps
 from retrain.paths import write_atomically
 from retrain.decisions.ood import (
     OUTPUT_NAME as OOD_NAME,  # an output of every format when the model has one
@@ -24,10 +25,10 @@ from retrain.decisions.ood import OodDetector
 from retrain.train.top_layer import TopLayer
 
 INPUT_NAME = "input"
-PATIENT_INPUT = "metadata"  # the second input of a model trained with --metadata: [N, M] encoded values
+# The second input of a model trained with patient metadata: [N, M] encoded values. The tensor
+# name is part of every exported model's interface, so it keeps the word it was first given.
+PATIENT_INPUT = "metadata"
 MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
-MODEL_CARD_NODE = "retrain_metadata"
-MODEL_CARD_FILE = "retrain_metadata.json"
 
 
 class Classifier(tf.Module):
@@ -87,34 +88,23 @@ class Classifier(tf.Module):
                 MAPS_NAME: tf.identity(maps, name=MAPS_NAME)}
 
 
-def model_card(backbone, labels: list[str], final_tensor_name: str) -> dict:
-    return {
-        "format": "retrain",
-        "architecture": backbone.config.name,
-        "backbone_identity": backbone.identity,
-        "input_name": INPUT_NAME,
-        "output_name": final_tensor_name,
-        "input_size": backbone.input_size,
-        "input_range": [0, 255],
-        "normalisation_in_model": backbone.config.preprocessing,
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "labels": list(labels),
-        "class_activation_maps": MAPS_NAME if backbone.has_feature_map else None,
-    }
+def model_card(backbone, labels: list[str], final_tensor_name: str) -> ModelCard:
+    """The card's description of the model itself: how to feed it and read it."""
+    return ModelCard(tuple(labels), INPUT_NAME, final_tensor_name, backbone.input_size,
+                     architecture=backbone.config.name, backbone_identity=backbone.identity,
+                     normalisation_in_model=backbone.config.preprocessing,
+                     preprocessing_version=PREPROCESSING_VERSION,
+                     class_activation_maps=MAPS_NAME if backbone.has_feature_map else None)
 
 
-def frozen_graph_def(classifier: Classifier, card: dict):
+def frozen_graph_def(classifier: Classifier, card: ModelCard):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
     frozen = convert_variables_to_constants_v2((classifier.serve_with_maps or classifier.serve).get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
-    node = graph_def.node.add()
-    node.name = MODEL_CARD_NODE
-    node.op = "Const"
-    node.attr["dtype"].type = tf.string.as_datatype_enum
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(dumps(card)))
+    write_graph_card(graph_def, card)
     return graph_def
 
 
@@ -125,7 +115,7 @@ def _check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
 
 
-def export_frozen_graph(classifier: Classifier, card: dict, path: Path, flag: str = "--output_graph") -> None:
+def export_frozen_graph(classifier: Classifier, card: ModelCard, path: Path, flag: str = "--output_graph") -> None:
     """`flag` names the path in errors: intermediate graphs come from --intermediate_output_graphs_dir."""
     path = Path(path).expanduser()
     _check_writable(path, flag)
@@ -145,7 +135,7 @@ def check_saved_model_dir(directory: Path) -> bool:
     return False
 
 
-def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> None:
+def export_saved_model(classifier: Classifier, card: ModelCard, directory: Path) -> None:
     directory = Path(directory).expanduser()
     if check_saved_model_dir(directory):
         shutil.rmtree(directory)
@@ -154,7 +144,7 @@ def export_saved_model(classifier: Classifier, card: dict, directory: Path) -> N
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
     tf.saved_model.save(classifier, str(directory), signatures=signatures)
-    write_atomically(directory / "assets.extra" / MODEL_CARD_FILE, dumps(card, indent=2).encode())
+    write_saved_model_card(directory, card)
 
 
 def write_labels(path: Path, labels: list[str]) -> None:

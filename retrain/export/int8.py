@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from retrain.card.model_card import ModelCard
 from retrain.backbones import (
     Backbone,
     BackboneConfig,
@@ -186,17 +187,17 @@ def int8_ready_layers(module, images: list[np.ndarray], quantization: str, chunk
     return Int8Ready(layers=prepared, images=len(images))
 
 
-def lite_config(card: dict) -> BackboneConfig | None:
+def lite_config(card: ModelCard) -> BackboneConfig | None:
     """The registry entry of a model's backbone when its weights can be prepared here, else None."""
     try:
-        config = get_config(card.get("architecture", ""))
+        config = get_config(card.architecture or "")
     except UserError:
         return None
     return config if supports_int8_preparation(config) else None
 
 
 def write_int8_ready_saved_model(
-    saved_model_dir: Path, card: dict, images: list[np.ndarray], quantization: str, destination: Path
+    saved_model_dir: Path, card: ModelCard, images: list[np.ndarray], quantization: str, destination: Path
 ) -> Int8Ready:
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
@@ -204,16 +205,16 @@ def write_int8_ready_saved_model(
     from retrain.decisions.ood import OodDetector
     from retrain.train.top_layer import TopLayer
 
-    config = dataclasses.replace(lite_config(card), input_size=card["input_size"])
+    config = dataclasses.replace(lite_config(card), input_size=card.input_size)
     loaded = tf.saved_model.load(str(saved_model_dir))
     module = staged_network(config, {name: v.numpy() for name, v in loaded.backbone.layers.items()})
     ready = int8_ready_layers(module, images, quantization)
-    backbone = Backbone(config, card["backbone_identity"], staged_network(config, ready.layers))
+    backbone = Backbone(config, card.backbone_identity, staged_network(config, ready.layers))
     patient_weights = getattr(loaded, "metadata_weights", None)  # the SavedModel's attribute names
     top_layer = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
                          patient_weights=None if patient_weights is None else patient_weights.numpy())
     ood = None
     if getattr(loaded, "ood_projection", None) is not None:
         ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy())
-    export_saved_model(Classifier(backbone, top_layer, card["output_name"], ood), card, destination)
+    export_saved_model(Classifier(backbone, top_layer, card.output_name, ood), card, destination)
     return ready

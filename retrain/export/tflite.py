@@ -8,7 +8,7 @@ SavedModel route matched to ~1e-6. int8 calibration feeds training images throug
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +17,24 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from retrain.card.formats import (
+    MODEL_CARD_FILE,
+    card_bytes,
+    read_saved_model_card,
+    sidecar_path,
+)
+from retrain.card.markdown import (
+    model_card_markdown_path,
+    write_model_card_markdown,
+)
+from retrain.card.model_card import Int8Weights, ModelCard, TensorDetail
 from retrain.data.images import load_batches
-from retrain.patient.table import model_encoding
 from retrain.errors import UserError
 from retrain.export.graph import (
     INPUT_NAME,
-    MODEL_CARD_FILE,
     PATIENT_INPUT,
     Classifier,
     export_saved_model,
-)
-from retrain.export.model_card import (
-    model_card_markdown_path,
-    write_model_card_markdown,
 )
 from retrain.export.tflite_format import (
     QUANTIZATIONS,
@@ -37,9 +42,7 @@ from retrain.export.tflite_format import (
     classifier_outputs,
     megabytes,
     open_tflite_classifier,
-    sidecar_path,
 )
-from retrain.json_text import dumps
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 
@@ -148,20 +151,25 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         raise UserError(f"--saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
 
 
-def read_saved_model_card(saved_model_dir: Path) -> dict:
+def saved_model_card(saved_model_dir: Path) -> ModelCard:
+    """The model card of a SavedModel retrain wrote, the one the .tflite is made from."""
     saved_model_dir = Path(saved_model_dir).expanduser()
     if not (saved_model_dir / "saved_model.pb").exists():
         raise UserError(f"--saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
-    model_card_file = saved_model_dir / "assets.extra" / MODEL_CARD_FILE
-    try:
-        return json.loads(model_card_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{model_card_file}: cannot read ({e})") from e
+    card = read_saved_model_card(saved_model_dir)
+    if card is None:
+        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})")
+    return card
 
 
-def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -> dict:
+def _tensor(detail: dict) -> TensorDetail:
+    scale, zero_point = detail["quantization"]
+    quantized = detail["dtype"] == np.uint8
+    return TensorDetail(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name,
+                        float(scale) if quantized else None, int(zero_point) if quantized else None)
+
+
+def tflite_model_card(card: ModelCard, quantization: str, model_bytes: bytes) -> ModelCard:
     """The SavedModel's model card plus what an app needs to feed and read this .tflite: the sidecar."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -170,35 +178,26 @@ def tflite_model_card(model_card: dict, quantization: str, model_bytes: bytes) -
     outputs = interpreter.get_output_details()
     input_detail, patient_detail = classifier_inputs(Path("model.tflite"), interpreter.get_input_details(), outputs)
     output_detail, ood_detail = classifier_outputs(outputs)
-
-    def tensor(detail):
-        scale, zero_point = detail["quantization"]
-        described = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-                     "dtype": np.dtype(detail["dtype"]).name}
-        if detail["dtype"] == np.uint8:
-            described.update(scale=float(scale), zero_point=int(zero_point))
-        return described
-
     # The SavedModel's tensor names are not the .tflite's, and a .tflite has no class activation maps:
     # the sidecar names what LiteRT's get_input_details / get_output_details list.
-    card = {key: value for key, value in model_card.items() if key != "class_activation_maps"}
-    described = {**card, "input_name": input_detail["name"], "output_name": output_detail["name"],
-                 "quantization": quantization, "input_tensor": tensor(input_detail),
-                 "output_tensor": tensor(output_detail)}
+    card = card.replace(class_activation_maps=None, has_maps_entry=False, input_name=input_detail["name"],
+                        output_name=output_detail["name"], quantization=quantization,
+                        input_tensor=_tensor(input_detail), output_tensor=_tensor(output_detail))
     if patient_detail is not None:
-        described["metadata_tensor"] = tensor(patient_detail)
-        if "patient_metadata" in described:
-            described["patient_metadata"] = {**described["patient_metadata"], "input_name": patient_detail["name"]}
+        card = card.replace(metadata_tensor=_tensor(patient_detail))
+        if card.patient_metadata is not None:
+            card = card.replace(patient_metadata=dataclasses.replace(card.patient_metadata,
+                                                                     input_name=patient_detail["name"]))
     if ood_detail is not None:
-        described["ood_tensor"] = tensor(ood_detail)
-        if "ood" in described:
-            described["ood"] = {**described["ood"], "output_name": ood_detail["name"]}
-    if quantization == "int8" and "ood" in described:
-        described["ood"] = {"output_name": described["ood"]["output_name"], "unavailable": INT8_OOD}
-    return described
+        card = card.replace(ood_tensor=_tensor(ood_detail))
+        if card.ood is not None:
+            card = card.replace(ood=dataclasses.replace(card.ood, output_name=ood_detail["name"]))
+    if quantization == "int8" and card.ood is not None:
+        card = card.replace(ood=dataclasses.replace(card.ood, unavailable=INT8_OOD))
+    return card
 
 
-def _convert(saved_model_dir: Path, model_card: dict, quantization: str, representative: list[Path],
+def _convert(saved_model_dir: Path, model_card: ModelCard, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
     from retrain.export.int8 import (
@@ -212,8 +211,8 @@ def _convert(saved_model_dir: Path, model_card: dict, quantization: str, represe
         warn("the int8 weights are rounded without calibration images, which costs agreement with the original "
              "model; give training images (export_tflite: --image_dir) and a representative count above 0")
     prepare = preparable and bool(representative)
-    pixels = load_representative(representative, model_card["input_size"]) if prepare or quantization == "int8" else []
-    encoding = model_encoding(model_card, saved_model_dir)
+    pixels = load_representative(representative, model_card.input_size) if prepare or quantization == "int8" else []
+    encoding = model_card.patient_metadata.encoding if model_card.patient_metadata else None
     if not prepare:
         return convert_saved_model(saved_model_dir, quantization, pixels, encoding), None
     log(f"Rounding the backbone's weights to int8 on {len(pixels)} training images (GPTQ + bias correction)")
@@ -234,16 +233,17 @@ def export_tflite(
     if output.suffix.lower() != ".tflite":
         raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
     saved_model_dir = Path(saved_model_dir).expanduser()
-    model_card = read_saved_model_card(saved_model_dir)
+    model_card = saved_model_card(saved_model_dir)
     model_bytes, prepared_on = _convert(saved_model_dir, model_card, quantization, representative, log, warn)
     description = tflite_model_card(model_card, quantization, model_bytes)
     if prepared_on is not None:
-        description["int8_weights"] = {"method": "GPTQ rounding + empirical bias correction", "calibration_images": prepared_on}
+        description = description.replace(int8_weights=Int8Weights("GPTQ rounding + empirical bias correction",
+                                                                   prepared_on))
     sidecar = sidecar_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(output, model_bytes)
-        write_atomically(sidecar, dumps(description, indent=2).encode())
+        write_atomically(sidecar, card_bytes(description))
     except OSError as e:
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
     write_model_card_markdown(description, model_card_markdown_path(output))
@@ -252,7 +252,7 @@ def export_tflite(
 
 
 def export_classifier_tflite(
-    classifier: Classifier, model_card: dict, saved_model_dir: Path | None, output: Path, quantization: str,
+    classifier: Classifier, model_card: ModelCard, saved_model_dir: Path | None, output: Path, quantization: str,
     representative: list[Path], log: Callable[[str], None] = lambda line: None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:

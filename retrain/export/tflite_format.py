@@ -10,50 +10,19 @@ model should start like a phone app does.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrain.patient.table import model_encoding
+from retrain.card.formats import read_sidecar, sidecar_path
+from retrain.card.model_card import ModelCard
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
 
-TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
-SIDECAR_SUFFIX = ".json"
 # none = float32, dynamic = dynamic-range int8 weights, float16 weights, int8 = full integer with uint8 input/output.
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
-
-
-def sidecar_path(model_path: Path) -> Path:
-    """model.tflite -> model.tflite.json"""
-    return model_path.with_name(model_path.name + SIDECAR_SUFFIX)
-
-
-def is_tflite_file(path: Path) -> bool:
-    if path.suffix.lower() == ".tflite":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(8)[4:8] == TFLITE_IDENTIFIER
-    except OSError:
-        return False
-
-
-def read_sidecar(model_path: Path) -> dict | None:
-    """The model card beside a .tflite, None when there is no sidecar."""
-    path = sidecar_path(model_path)
-    if not path.exists():
-        return None
-    try:
-        model_card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a readable retrain metadata file ({e})") from e
-    if not isinstance(model_card, dict) or model_card.get("format") != "retrain":
-        raise UserError(f"{path}: not a retrain metadata file (no \"format\": \"retrain\")")
-    return model_card
 
 
 def _shape_error(path: Path, detail: str) -> UserError:
@@ -109,7 +78,7 @@ class TFLiteClassifier:
     image_input: dict  # the interpreter's tensor details
     patient_input: dict | None
     output: dict
-    model_card: dict | None  # the sidecar; None when there is none
+    model_card: ModelCard | None  # the sidecar; None when there is none
     patient_encoding: Any  # a patient_metadata.MetadataEncoding when the model takes patient metadata
     ood_output: dict | None = None  # the out-of-distribution score, for a model exported with one
 
@@ -153,18 +122,19 @@ def _check_sidecar(opened: TFLiteClassifier) -> None:
     if opened.model_card is None:
         return
     path, sidecar = opened.path, sidecar_path(opened.path)
-    labels = opened.model_card.get("labels")
-    if labels is not None and len(labels) != opened.class_count:
+    labels = opened.model_card.labels
+    if len(labels) != opened.class_count:
         raise UserError(f"{sidecar}: {len(labels)} labels but {path} has {opened.class_count} outputs")
-    input_size = opened.model_card.get("input_size")
-    if input_size not in (None, opened.height) or opened.height != opened.width:
+    input_size = opened.model_card.input_size
+    if input_size != opened.height or opened.height != opened.width:
         raise UserError(f"{sidecar}: input size {input_size} but {path} takes {opened.height}x{opened.width}")
 
 
 def _patient_encoding(opened: TFLiteClassifier):
     """How to encode the patient metadata the model takes, from its sidecar."""
     path, sidecar = opened.path, sidecar_path(opened.path)
-    encoding = model_encoding(opened.model_card, sidecar)
+    patient = opened.model_card.patient_metadata if opened.model_card else None
+    encoding = patient.encoding if patient else None
     if encoding is None:
         raise UserError(f"{path}: takes patient metadata, but {sidecar} (which says how to encode it) "
                         "is missing or has no \"patient_metadata\"")

@@ -569,15 +569,6 @@ def describe(encoding: MetadataEncoding, table: MetadataTable | None = None,
     return lines
 
 
-def model_encoding(model_card: dict | None, source: Path | str) -> MetadataEncoding | None:
-    """The encoding recorded in an exported model's metadata (the `patient_metadata` entry
-    of a model trained with --metadata), else None."""
-    patient = (model_card or {}).get("patient_metadata")
-    if not patient:
-        return None
-    return MetadataEncoding.from_json(patient.get("encoding"), source=str(source))
-
-
 def fed_rows(encoding: MetadataEncoding, rows: np.ndarray | None, count: int) -> np.ndarray:
     """The encoded rows fed beside `count` images: as given, or every value missing."""
     if rows is None:

@@ -21,7 +21,7 @@ class LoadedModel:
     # pixels (and patient metadata rows) -> (probabilities, class activation maps [N, h, w, classes]), when the model has them
     class_activation_maps: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     no_maps_reason: str = ""  # why class_activation_maps is None, for the user
-    model_card: dict | None = None  # what retrain recorded about the model (architecture, recipe, ...)
+    model_card: Any = None  # the ModelCard retrain recorded (architecture, recipe, ...); None for a foreign model
     patient_encoding: Any = None  # a patient_metadata.MetadataEncoding when the model takes patient metadata
     # pixels (and patient metadata rows) -> (probabilities, out-of-distribution scores [N]), when the model has them
     ood: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None

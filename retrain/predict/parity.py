@@ -47,6 +47,12 @@ def _outputs(model: LoadedModel, pixels: np.ndarray, ood: bool) -> tuple[np.ndar
     return model.ood(pixels) if ood else (model.predict(pixels), None)
 
 
+def _ood_threshold(card) -> float | None:
+    """The soft out-of-distribution threshold the model card stores; None where it stores none (int8's)."""
+    thresholds = card.ood.thresholds if card is not None and card.ood is not None else None
+    return None if thresholds is None else thresholds.unlike
+
+
 def measure_parity(
     candidate: LoadedModel, reference: LoadedModel, images: list[Path], name: str, size_bytes: int,
     batch_size: int = 32,
@@ -54,8 +60,8 @@ def measure_parity(
     """Top-1 agreement and the largest probability difference over the readable images; where
     both have an out-of-distribution output, how often their flags agree, two generated frames
     included (an int8 score that cannot reach the threshold shows there)."""
-    threshold = ((reference.model_card or {}).get("ood") or {}).get("threshold")
-    usable = ((candidate.model_card or {}).get("ood") or {}).get("threshold") is not None  # not int8's
+    threshold = _ood_threshold(reference.model_card)
+    usable = _ood_threshold(candidate.model_card) is not None  # not int8's
     ood = reference.ood is not None and candidate.ood is not None and threshold is not None and usable
     agreements, max_difference, count, flags = 0, 0.0, 0, []
     for _, batch, _ in load_batches(images, (reference.input_width, reference.input_height), batch_size):

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
+from retrain.card.formats import read_graph_card, read_graph_def, read_saved_model_card
+from retrain.card.model_card import ModelCard
 from retrain.data.images import ImageError, load_image
 from retrain.patient.table import (
     encode,
     fed_rows,
-    model_encoding,
     parse_key_values,
     row_without_impossible_ages,
 )
 from retrain.errors import UserError
-from retrain.export.tflite_format import is_tflite_file
+from retrain.card.formats import is_tflite_file
 from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
 from retrain.predict.tflite_model import load_tflite_model  # imports no TensorFlow
 
@@ -69,40 +70,18 @@ class _GraphFeed:
     own_output: bool  # the output the model card (or tensorflow-for-poets) names, not one the flags chose
 
 
-def read_graph_def(path: Path):
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except (DecodeError, RuntimeWarning, ValueError) as e:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
-    if not graph_def.node:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
-    return graph_def
+def _encoding(model_card: ModelCard | None):
+    """How to encode the patient metadata the model takes; None for a model that takes none."""
+    return model_card.patient_metadata.encoding if model_card and model_card.patient_metadata else None
 
 
-def graph_model_card(graph_def) -> dict | None:
-    """The model card a frozen graph from retrain carries as a constant node."""
-    import tensorflow as tf
-
-    from retrain.export.graph import MODEL_CARD_NODE
-
-    model_card = None
-    for node in graph_def.node:
-        if node.name == MODEL_CARD_NODE:
-            model_card = json.loads(tf.make_ndarray(node.attr["value"].tensor).item().decode())
-    return model_card
-
-
-def _graph_feed(model_card: dict | None, overrides: FeedOverrides, notes: list[str]) -> _GraphFeed:
+def _graph_feed(model_card: ModelCard | None, overrides: FeedOverrides, notes: list[str]) -> _GraphFeed:
     """The flags where given, else what the model card says, else tensorflow-for-poets' defaults."""
     if model_card:
         defaults = {
-            "input_layer": model_card["input_name"],
-            "output_layer": model_card["output_name"],
-            "input_size": model_card["input_size"],
+            "input_layer": model_card.input_name,
+            "output_layer": model_card.output_name,
+            "input_size": model_card.input_size,
             "mean": 0.0,
             "std": 1.0,
         }
@@ -127,7 +106,7 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
     import tensorflow as tf
 
     graph_def = read_graph_def(path)
-    model_card = graph_model_card(graph_def)
+    model_card = read_graph_card(graph_def, path)
     feed = _graph_feed(model_card, overrides, notes)
     names = {node.name for node in graph_def.node}
     for flag, name in (("--input_layer", feed.input_layer), ("--output_layer", feed.output_layer)):
@@ -139,10 +118,10 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
 
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
     graph = wrapped.graph
-    encoding = model_encoding(model_card, path)
+    encoding = _encoding(model_card)
     feeds = [graph.get_tensor_by_name(f"{feed.input_layer}:0")]
     if encoding is not None:
-        feeds.append(graph.get_tensor_by_name(f"{model_card['patient_metadata']['input_name']}:0"))
+        feeds.append(graph.get_tensor_by_name(f"{model_card.patient_metadata.input_name}:0"))
     output = graph.get_tensor_by_name(f"{feed.output_layer}:0")
     fn = wrapped.prune(feeds, output)
 
@@ -167,18 +146,18 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
 
     from retrain.export.graph import OOD_NAME
 
-    maps, ood = with_output((model_card or {}).get("class_activation_maps")), with_output(OOD_NAME)
-    labels = model_card["labels"] if model_card else None
+    maps, ood = with_output(model_card.class_activation_maps if model_card else None), with_output(OOD_NAME)
+    labels = list(model_card.labels) if model_card else None
     return LoadedModel(predict, feed.height, feed.width, labels, str(path), maps, _no_maps_reason(model_card),
                        model_card, encoding, ood)
 
 
-def _no_maps_reason(model_card: dict | None) -> str:
+def _no_maps_reason(model_card: ModelCard | None) -> str:
     if model_card is None:
-        return "the model carries no retrain metadata (not exported by retrain), so its feature map is unknown"
-    if "class_activation_maps" not in model_card:
+        return "the model carries no retrain model card (not exported by retrain), so its feature map is unknown"
+    if not model_card.has_maps_entry:
         return OLD_EXPORT
-    return (f"its backbone ({model_card.get('architecture')}) exposes only pooled features, not the feature map "
+    return (f"its backbone ({model_card.architecture}) exposes only pooled features, not the feature map "
             "a heatmap is made of")
 
 
@@ -187,7 +166,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
     if not (path / "saved_model.pb").exists():
         raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
-    from retrain.export.graph import MODEL_CARD_FILE, OOD_NAME
+    from retrain.export.graph import OOD_NAME
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -200,23 +179,22 @@ def _load_saved_model(path: Path) -> LoadedModel:
     height, width = input_spec.shape[1], input_spec.shape[2]
     if height is None or width is None:
         raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
-    model_card_file = path / "assets.extra" / MODEL_CARD_FILE
-    model_card = _read_card_file(model_card_file) if model_card_file.exists() else None
+    model_card = read_saved_model_card(path)
     input_key = input_spec.name
-    output_name = model_card["output_name"] if model_card else _probability_output(signature, OOD_NAME)
-    encoding = model_encoding(model_card, path)
+    output_name = model_card.output_name if model_card else _probability_output(signature, OOD_NAME)
+    encoding = _encoding(model_card)
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
         fed = {input_key: tf.constant(pixels, tf.float32)}
         if encoding is not None:
-            fed[model_card["patient_metadata"]["input_name"]] = tf.constant(fed_rows(encoding, rows, len(pixels)))
+            fed[model_card.patient_metadata.input_name] = tf.constant(fed_rows(encoding, rows, len(pixels)))
         return fed
 
     def predict(pixels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         outputs = signature(**inputs(pixels, rows))
         return (outputs[output_name] if output_name in outputs else next(iter(outputs.values()))).numpy()
 
-    maps_name = (model_card or {}).get("class_activation_maps")
+    maps_name = model_card.class_activation_maps if model_card else None
     maps, reason = None, _no_maps_reason(model_card)
     if maps_name in loaded.signatures:
         maps_signature = loaded.signatures[maps_name]
@@ -232,18 +210,8 @@ def _load_saved_model(path: Path) -> LoadedModel:
             outputs = signature(**inputs(pixels, rows))
             return outputs[output_name].numpy(), outputs[OOD_NAME].numpy()
 
-    labels = model_card["labels"] if model_card else None
+    labels = list(model_card.labels) if model_card else None
     return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding, ood)
-
-
-def _read_card_file(path: Path) -> dict:
-    try:
-        model_card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a readable retrain model card ({e})") from e
-    if not isinstance(model_card, dict) or "output_name" not in model_card:
-        raise UserError(f"{path}: not a retrain model card (no \"output_name\")")
-    return model_card
 
 
 def _probability_output(signature, ood_name: str) -> str:

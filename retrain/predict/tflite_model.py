@@ -21,7 +21,7 @@ def load_tflite_model(path, overrides: FeedOverrides = FeedOverrides(), notes: l
     notes = notes if notes is not None else []
     opened = open_tflite_classifier(path)
     mean, std = _normalisation(opened, overrides, notes)
-    labels = opened.model_card.get("labels") if opened.model_card is not None else None
+    labels = list(opened.model_card.labels) if opened.model_card is not None else None
     both = _predictor(opened, mean, std)
     return LoadedModel(lambda *fed: both(*fed)[0], opened.height, opened.width, labels, str(opened.path), None,
                        NO_MAPS, opened.model_card, opened.patient_encoding,

@@ -18,7 +18,7 @@ from retrain.api.stages import Arrays
 from retrain.cli import retrain
 from retrain.data.images import load_image
 from retrain.predict.prediction import load_model
-from retrain.decisions.operating_points import parse_operating_point, points_from_card
+from retrain.decisions.operating_points import parse_operating_point
 from tests.conftest import COLOURS, noisy_colour_image, run_cli
 
 
@@ -37,14 +37,14 @@ def _train(tree, tmp_path, points=(), **data):
                            export=ExportConfig(tmp_path / "g.pb", tmp_path / "l.txt"),
                            decisions=DecisionConfig(tuple(parse_operating_point(p) for p in points)))
     train(config, Reporter(log=lines.append, warn=lambda line: lines.append(f"warning: {line}")))
-    return load_model(tmp_path / "g.pb").model_card, lines
+    return load_model(tmp_path / "g.pb").model_card, lines  # typed, as every reader gets it
 
 
 def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the_model_card(make_tree, tmp_path):
     tree = make_tree({"red": 40, "blue": 40})
     validation = _validation_tree(tmp_path / "validation")
     card, lines = _train(tree, tmp_path, ["red:sensitivity=0.9"], validation_dir=validation, validation_percentage=0)
-    (point,) = points_from_card(card)
+    (point,) = card.points
     assert (point.label, point.target, point.value, point.chosen_on) == ("red", "sensitivity", 0.9, "validation")
     assert point.positives == 30 and point.sensitivity >= 0.9
     # the exported (calibrated) model reaches it on the images it was chosen on
@@ -53,17 +53,17 @@ def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the
     red = model.predict(np.stack([load_image(p, (224, 224)) for p in reds]).astype(np.float32))[:, 1]
     assert (red >= point.threshold).mean() >= 0.9
     assert any(line.startswith("Operating point: red >= ") for line in lines)
-    assert card["calibration"]["chosen_on"] == "validation" and card["calibration"]["temperature"] > 0
-    assert card["ood"]["flagged_share"] == pytest.approx(0.05, abs=0.02)
-    assert card["training_data"]["counts"]["training"]["red"] > 0
-    assert "red" in card["validation_figures"]["auc"]
+    assert card.calibration.chosen_on == "validation" and card.calibration.temperature > 0
+    assert card.ood.flagged_share == pytest.approx(0.05, abs=0.02)
+    assert card.training_data.counts["training"]["red"] > 0
+    assert "red" in card.validation_figures.auc
 
 
 def test_with_too_few_validation_positives_the_top_layer_recipes_choose_on_out_of_fold_predictions(make_tree, tmp_path):
     card, lines = _train(make_tree({"red": 30, "blue": 30}), tmp_path, ["red:sensitivity=0.9"])
     warnings = [line for line in lines if line.startswith("warning: --operating_point: only")]
     assert len(warnings) == 1 and "fewer than 30" in warnings[0] and "out-of-fold" in warnings[0]
-    (point,) = points_from_card(card)
+    (point,) = card.points
     assert point.chosen_on == "out-of-fold training" and point.positives > 20
 
 

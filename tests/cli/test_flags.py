@@ -83,7 +83,7 @@ def fine_tuned(runs):
 def _model_card(graph: Path) -> dict:
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     graph_def = tf.compat.v1.GraphDef.FromString(graph.read_bytes())
     (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]

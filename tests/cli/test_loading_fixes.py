@@ -58,7 +58,7 @@ def one_class_validation(tmp_path_factory):
 def _pb_card_text(graph: Path) -> str:
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     graph_def = tf.compat.v1.GraphDef.FromString(graph.read_bytes())
     (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]
@@ -162,7 +162,7 @@ def _foreign_pb(square_model: Path, target: Path) -> Path:
     """square_model's graph without its model card: a graph retrain did not export."""
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     graph_def = tf.compat.v1.GraphDef.FromString((square_model / "graph.pb").read_bytes())
     (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]

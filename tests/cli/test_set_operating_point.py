@@ -11,7 +11,6 @@ import pytest
 
 from retrain.cli.set_operating_point_command import set_operating_point
 from retrain.predict.prediction import load_image_for, load_model
-from retrain.decisions.operating_points import points_from_card
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
 
@@ -35,7 +34,7 @@ def _without_card(model) -> bytes:
     """The model's bytes less its model card (and the card in words beside it)."""
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     if model.is_dir():
         files = sorted(p for p in model.rglob("*") if p.is_file() and p.parent.name != "assets.extra")
@@ -46,10 +45,9 @@ def _without_card(model) -> bytes:
 
 
 def _read_card(model) -> dict:
-    from retrain.api.operating_point import _kind
-    from retrain.api.operating_point import _read_card as read
+    from retrain.card.formats import model_kind, read_model_card
 
-    return read(model, _kind(model))
+    return read_model_card(model, model_kind(model)).to_json()
 
 
 def _error_line(result) -> str:
@@ -70,7 +68,7 @@ def test_the_copy_stores_thresholds_that_give_what_was_asked_on_the_tree(square_
     assert result.exit_code == 0, result.output
     assert _digest(source) == before
     copy = load_model(output)
-    red, blue = points_from_card(copy.model_card)
+    red, blue = copy.model_card.points
     assert (red.label, red.target, red.value, blue.label, blue.chosen_on) == ("red", "sensitivity", 0.75, "blue", str(tree))
     assert f"Operating point: {red.describe()}" in result.stdout.splitlines()
     labels = copy.labels
@@ -96,7 +94,7 @@ def test_an_operating_point_given_twice_is_stored_once_in_the_copy_with_one_note
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if "given" in line]
     assert notes == ["warning: --operating_point red:sensitivity=0.75 is given 2 times; it is stored once"]
-    (point,) = points_from_card(load_model(tmp_path / "new.pb").model_card)
+    (point,) = load_model(tmp_path / "new.pb").model_card.points
     assert (point.label, point.value) == ("red", 0.75)
     assert sum(line.startswith("Operating point: ") for line in result.stdout.splitlines()) == 1
 
@@ -162,7 +160,7 @@ def test_a_tree_without_images_of_the_class_cannot_choose_its_sensitivity(square
 
 def test_the_card_written_is_the_json_the_sidecar_format_reads(square_model, tree, tmp_path):
     """The SavedModel copy's card file is plain JSON with the points in it, as retrain writes it."""
-    from retrain.export.graph import MODEL_CARD_FILE
+    from retrain.card.formats import MODEL_CARD_FILE
 
     result = run_cli(set_operating_point, ["--graph", square_model / "saved_model", "--image_dir", tree,
                                            "--operating_point", "green:threshold=0.4", "--output", tmp_path / "sm"])

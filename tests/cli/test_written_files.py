@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from retrain.cli import retrain, set_operating_point
-from retrain.export.model_card import model_card_markdown_path
-from retrain.export.tflite_format import sidecar_path
+from retrain.card.markdown import model_card_markdown_path
+from retrain.card.formats import sidecar_path
 from tests.conftest import run_cli, write_colour_tree
 
 

@@ -19,7 +19,7 @@ from retrain.patient.subgroups import TOO_FEW, age_band, grouping
 from retrain.metrics import Rate, auc_interval
 from retrain.predict import prediction
 from retrain.predict.loaded_model import LoadedModel
-from tests.conftest import run_cli
+from tests.conftest import as_card, run_cli
 
 LABELS = ["melanoma", "other"]
 # Red levels: P(melanoma) = red / 255. At 0.5, 4 of 5 melanomas are called (sensitivity 4/5) and
@@ -52,7 +52,7 @@ def _stand_in(card, ood=True):
     def both(pixels):
         return _probabilities(pixels), pixels[..., 1].mean(axis=(1, 2)) / 25.5
 
-    return LoadedModel(predict, 32, 32, LABELS, "stand_in.tflite", model_card=card, ood=both if ood else None,
+    return LoadedModel(predict, 32, 32, LABELS, "stand_in.tflite", model_card=as_card(card), ood=both if ood else None,
                        no_maps_reason="a stand-in model")
 
 
@@ -275,10 +275,10 @@ def exported(backbone, tmp_path_factory):
     layer = train_top_layer(features[::2], true[::2], features[:0], true[:0], 2,
                             TrainingConfig(steps=5, learning_rate=0.01, random_seed=0))
     detector = fit_ood(features[::2], true[::2], 2)
-    card = {**model_card(backbone, labels, "final_result"),
+    card = {**model_card(backbone, labels, "final_result").to_json(),
             "operating_points": [{**POINT, "label": "red", "threshold": _between(layer.probabilities(features)[:, 1])}],
             "calibration": CALIBRATION, "ood": {**OOD, "threshold": _between(detector.scores(features))}}
-    export_frozen_graph(Classifier(backbone, layer, "final_result", detector), card, root / "graph.pb")
+    export_frozen_graph(Classifier(backbone, layer, "final_result", detector), as_card(card), root / "graph.pb")
     return root, paths, true, layer.probabilities(features)[:, 1], detector.scores(features), card
 
 

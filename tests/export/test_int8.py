@@ -16,6 +16,7 @@ from retrain.export.int8 import (
     int8_ready_layers,
     lite_config,
 )
+from tests.conftest import as_card
 
 SAMPLE_PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
 
@@ -154,10 +155,10 @@ def test_dynamic_mode_leaves_the_kernels_the_converter_keeps_in_float(backbone, 
 
 
 def test_only_efficientnet_lite_models_are_prepared():
-    assert lite_config({"architecture": "efficientnet_lite0"}).name == "efficientnet_lite0"
-    assert lite_config({"architecture": "mobilenet_v2_1.0_224"}) is None
-    assert lite_config({"architecture": "tfhub_module"}) is None
-    assert lite_config({}) is None
+    assert lite_config(as_card({"labels": ["a"], "architecture": "efficientnet_lite0"})).name == "efficientnet_lite0"
+    assert lite_config(as_card({"labels": ["a"], "architecture": "mobilenet_v2_1.0_224"})) is None
+    assert lite_config(as_card({"labels": ["a"], "architecture": "tfhub_module"})) is None
+    assert lite_config(as_card({"labels": ["a"]})) is None
 
 
 def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):

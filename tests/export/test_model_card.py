@@ -1,7 +1,8 @@
 """The model card in words says on which images each choice after training was made, from
 what the JSON card records, and whether the validation figures lean optimistic because of it."""
 
-from retrain.export.model_card import model_card_markdown
+from retrain.card.markdown import model_card_markdown
+from tests.conftest import as_card
 
 FIGURES = {"count": 40, "accuracy": {"value": 0.8, "interval": [0.65, 0.9]},
            "auc": {label: {"auc": 0.9, "interval": [0.8, 1.0], "positives": 10} for label in ("a", "b", "c")}}
@@ -11,9 +12,9 @@ CALIBRATION = {"temperature": 1.2, "ece_before": 0.1, "ece_after": 0.08, "nll_be
                "count": 40, "chosen_on": "validation", "ece_floor": 0.07}
 
 
-def _card(**extra) -> dict:
-    return {"labels": ["a", "b", "c"], "validation_figures": FIGURES, "calibration": CALIBRATION,
-            "operating_points": [POINT], **extra}
+def _card(**extra):
+    return as_card({"labels": ["a", "b", "c"], "validation_figures": FIGURES, "calibration": CALIBRATION,
+                    "operating_points": [POINT], **extra})
 
 
 def test_early_stopping_fine_tuning_and_a_validation_temperature_are_named_as_chosen_on_validation():

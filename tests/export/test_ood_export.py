@@ -37,7 +37,7 @@ def test_an_image_unlike_the_training_images_is_flagged_by_the_pb_the_saved_mode
     flags = {}
     for path in (square_model / "graph.pb", square_model / "saved_model", tflite_of_square_model):
         model = load_model(path)
-        threshold = model.model_card["ood"]["threshold"]
+        threshold = model.model_card.ood.threshold
         pixels = np.stack([load_image(image, (model.input_width, model.input_height)) for image in images])
         probabilities, scores = model.ood(pixels.astype(np.float32))
         np.testing.assert_allclose(probabilities, model.predict(pixels.astype(np.float32)), atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.cli import export_tflite, label_image, retrain
-from retrain.export.tflite_format import sidecar_path
+from retrain.card.formats import sidecar_path
 from retrain.predict.prediction import load_model
 from tests.conftest import COLOURS, noisy_colour_image
 

@@ -13,7 +13,7 @@ from PIL import Image
 from retrain.cli import label_image
 from retrain.predict.loaded_model import LoadedModel
 from retrain.decisions.operating_points import OperatingPoint
-from tests.conftest import SQUARE_COLOURS, run_cli, square_image
+from tests.conftest import SQUARE_COLOURS, as_card, run_cli, square_image
 
 MELANOMA = OperatingPoint("melanoma", "sensitivity", 0.95, 0.214, 0.967, 0.525, 30, 120, "validation")
 OOD = {"method": "mahalanobis", "threshold": 2.0, "flagged_share": 0.05, "chosen_on": "validation", "count": 150,
@@ -32,7 +32,7 @@ def _fake_model(melanoma: float, ood_score: float | None = None, card: dict | No
 
     if card is None:
         card = {"format": "retrain", "labels": ["nevus", "melanoma"], "operating_points": [MELANOMA.card()], "ood": OOD}
-    return LoadedModel(predict, 8, 8, card["labels"], "fake.pb", model_card=card,
+    return LoadedModel(predict, 8, 8, card["labels"], "fake.pb", model_card=as_card(card),
                        ood=None if ood_score is None else ood)
 
 
@@ -166,7 +166,7 @@ def _with_card(graph, target, change):
     """A copy of a frozen graph whose model card is `change(card)`; None removes the card (a poets graph)."""
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     graph_def = tf.compat.v1.GraphDef.FromString(graph.read_bytes())
     (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]

@@ -15,10 +15,10 @@ from retrain.decisions.operating_points import (
     choose_operating_points,
     distinct_specs,
     parse_operating_point,
-    points_from_card,
     resolve_label,
 )
 from retrain.train.top_layer import TopLayer, softmax
+from tests.conftest import as_card
 
 
 def _scores(seed: int, count: int = 200):
@@ -63,8 +63,8 @@ def test_an_operating_point_survives_the_model_card():
     scores, positive = _scores(3)
     points = choose_operating_points((parse_operating_point("malignant:sensitivity=0.9"),), ["benign", "malignant"],
                                      np.stack([1 - scores, scores], 1), positive.astype(int), "validation")
-    assert points_from_card({"operating_points": [p.card() for p in points]}) == points
-    assert points_from_card({"format": "retrain"}) == ()
+    assert as_card({"labels": ["benign", "malignant"], "operating_points": [p.card() for p in points]}).points == points
+    assert as_card({"labels": ["benign", "malignant"]}).points == ()
 
 
 def test_a_threshold_of_1_is_refused_saying_why_and_a_sensitivity_of_1_is_taken():

@@ -383,7 +383,7 @@ def fine_tuned(tmp_path_factory):
 def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
-    from retrain.export.graph import MODEL_CARD_NODE
+    from retrain.card.formats import MODEL_CARD_NODE
 
     _, out, stdout = fine_tuned
     assert "Fine-tuning all of efficientnet_lite0" in stdout and "Epoch 1/1: train loss" in stdout

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from retrain.card.model_card import Figures, ModelCard
+from retrain.decisions.ood import HARD_FACTOR
+from retrain.decisions.operating_points import where
 from retrain.errors import UserError
 from retrain.metrics import percent, wilson_interval
 from retrain.paths import write_atomically
-from retrain.decisions.ood import HARD_FACTOR, thresholds_from_card
-from retrain.decisions.operating_points import points_from_card, where
 
 MARKDOWN_SUFFIX = ".model_card.md"
 
@@ -31,7 +32,7 @@ def model_card_markdown_path(model_path: Path, saved_model: bool = False) -> Pat
     return model_path.with_suffix(MARKDOWN_SUFFIX)
 
 
-def write_model_card_markdown(card: dict, path: Path) -> None:
+def write_model_card_markdown(card: ModelCard, path: Path) -> None:
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,14 +41,14 @@ def write_model_card_markdown(card: dict, path: Path) -> None:
         raise UserError(f"{path}: cannot write the model card ({e.strerror or e})") from e
 
 
-def model_card_markdown(card: dict) -> str:
+def model_card_markdown(card: ModelCard) -> str:
     lines = ["# Model card", ""]
     for heading, body in model_card_sections(card):
         lines += [f"## {heading}", "", *body, ""]
     return "\n".join(lines)
 
 
-def model_card_sections(card: dict) -> list[tuple[str, list[str]]]:
+def model_card_sections(card: ModelCard) -> list[tuple[str, list[str]]]:
     """(heading, plain-text lines) in reading order; bullets start with "- "."""
     return [
         ("Intended use", _intended_use(card)),
@@ -63,44 +64,43 @@ def model_card_sections(card: dict) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _intended_use(card: dict) -> list[str]:
-    return [f"Decision support, not diagnosis: it sorts an image into one of {len(card.get('labels', []))} classes "
-            f"({', '.join(card.get('labels', []))}) to help a trained person decide what to look at more closely. "
+def _intended_use(card: ModelCard) -> list[str]:
+    return [f"Decision support, not diagnosis: it sorts an image into one of {len(card.labels)} classes "
+            f"({', '.join(card.labels)}) to help a trained person decide what to look at more closely. "
             "Every output must be checked by a clinician; it does not replace examination, history or histology.",
             "It expects images like the ones it was trained on (for dermoscopy models: dermoscopic images of a "
             "single lesion)."]
 
 
-def _training_data(card: dict) -> list[str]:
-    data = card.get("training_data")
+def _training_data(card: ModelCard) -> list[str]:
+    data = card.training_data
     if not data:
         return ["Not recorded (the model was exported before retrain recorded it)."]
-    lines = [f"- images: {data['image_dir']}"]
-    for name in ("validation_dir", "test_dir"):
-        if data.get(name):
-            lines.append(f"- {name.replace('_dir', '')} images: {data[name]}")
-    counts = data.get("counts", {})
+    lines = [f"- images: {data.image_dir}"]
+    for name, folder in (("validation", data.validation_dir), ("test", data.test_dir)):
+        if folder:
+            lines.append(f"- {name} images: {folder}")
+    counts = data.counts
     lines += ["", "| class | " + " | ".join(counts) + " |", "|---|" + "---|" * len(counts)]
-    for label in card.get("labels", []):
+    for label in card.labels:
         lines.append(f"| {label} | " + " | ".join(str(counts[s].get(label, 0)) for s in counts) + " |")
     return lines
 
 
-def _model(card: dict) -> list[str]:
-    lines = [f"- backbone: {card.get('architecture')} at {card.get('input_size')} px",
-             f"- recipe: {card.get('recipe', 'not recorded')}"]
-    tuned = card.get("fine_tuning")
+def _model(card: ModelCard) -> list[str]:
+    lines = [f"- backbone: {card.architecture} at {card.input_size} px",
+             f"- recipe: {card.recipe or 'not recorded'}"]
+    tuned = card.fine_tuning
     if tuned:
-        lines.append(f"- fine-tuned: {tuned.get('layers')} layers, {tuned.get('epochs')} epochs, kept epoch "
-                     f"{tuned.get('kept_epoch')}")
-    if card.get("patient_metadata"):
-        lines.append(f"- also takes patient metadata: {', '.join(card['patient_metadata'].get('columns', []))}")
+        lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}")
+    if card.patient_metadata:
+        lines.append(f"- also takes patient metadata: {', '.join(card.patient_metadata.columns)}")
     return lines
 
 
-def _validation(card: dict) -> list[str]:
-    figures = card.get("validation_figures")
-    if not figures:
+def _validation(card: ModelCard) -> list[str]:
+    figures = card.validation_figures
+    if not figures or figures.empty:
         return ["Not recorded."]
     choices, on_validation, known = _choices(card)
     if not known:
@@ -111,37 +111,37 @@ def _validation(card: dict) -> list[str]:
                    "figures lean a little optimistic; evaluate on a held-out set.")
     else:
         verdict = "Nothing that shapes these figures was chosen on these images."
-    return [f"On {figures['count']} validation images, which the top layer did not train on:", *_figure_lines(figures),
+    return [f"On {figures.count} validation images, which the top layer did not train on:", *_figure_lines(figures),
             "", "What was chosen on which images:", *choices, "", verdict]
 
 
-def _choices(card: dict) -> tuple[list[str], list[str], bool]:
+def _choices(card: ModelCard) -> tuple[list[str], list[str], bool]:
     """One line per choice made after training (kept step, kept epoch, temperature, thresholds),
     saying on which images it was made; the names of those that shape the validation figures
     and were made on the validation images; whether the card records all of them."""
     lines, on_validation = [], []
-    top = card.get("top_layer")
+    top = card.top_layer
     if top is None:
         lines.append("- the top layer's step: not recorded (the model was exported before retrain recorded it)")
-    elif top.get("early_stopping_metric"):
-        lines.append(f"- the top layer's step: step {top['kept_step']} of {top['steps']}, the best by validation "
-                     f"{top['early_stopping_metric']} (early stopping)")
+    elif top.early_stopping_metric:
+        lines.append(f"- the top layer's step: step {top.kept_step} of {top.steps}, the best by validation "
+                     f"{top.early_stopping_metric} (early stopping)")
         on_validation.append("top layer's step")
     else:
-        lines.append(f"- the top layer's step: the last, step {top['kept_step']} (no early stopping)")
-    tuned = card.get("fine_tuning")
-    if tuned and tuned.get("kept_epoch") is not None:
-        lines.append(f"- fine-tuning's epoch: epoch {tuned['kept_epoch']} of {tuned.get('epochs')}, the best on the "
+        lines.append(f"- the top layer's step: the last, step {top.kept_step} (no early stopping)")
+    tuned = card.fine_tuning
+    if tuned and tuned.kept_epoch is not None:
+        lines.append(f"- fine-tuning's epoch: epoch {tuned.kept_epoch} of {tuned.epochs}, the best on the "
                      "validation images")
         on_validation.append("fine-tuning's epoch")
     elif tuned:
         lines.append("- fine-tuning's epoch: the last (no validation images)")
-    calibration = card.get("calibration")
+    calibration = card.calibration
     if calibration:
-        lines.append(f"- the temperature: on {where(calibration['chosen_on'])} ({calibration['count']} images)")
-        if calibration["chosen_on"] == "validation" and len(card.get("labels", [])) > 2:
+        lines.append(f"- the temperature: on {where(calibration.chosen_on)} ({calibration.count} images)")
+        if calibration.chosen_on == "validation" and len(card.labels) > 2:
             on_validation.append("temperature")  # with more than two classes it moves the one-vs-rest AUCs
-    for point in points_from_card(card):
+    for point in card.points:
         if point.target == "threshold":
             lines.append(f"- the threshold for {point.label} ({point.threshold:.4g}): set by hand")
         else:
@@ -150,34 +150,34 @@ def _choices(card: dict) -> tuple[list[str], list[str], bool]:
     return lines, on_validation, top is not None
 
 
-def _figure_lines(figures: dict) -> list[str]:
-    accuracy = figures["accuracy"]
-    lines = [f"- accuracy {percent(accuracy['value'])} (95% CI {_interval(accuracy['interval'])})"]
-    for label, auc in figures["auc"].items():
-        if auc.get("no_auc"):
-            lines.append(f"- {label}: no AUC, since {auc['no_auc']} ({auc['positives']} images of the class)")
+def _figure_lines(figures: Figures) -> list[str]:
+    accuracy = figures.accuracy
+    lines = [f"- accuracy {percent(accuracy.value)} (95% CI {_interval(accuracy.interval)})"]
+    for label, auc in figures.auc.items():
+        if auc.no_auc:
+            lines.append(f"- {label}: no AUC, since {auc.no_auc} ({auc.positives} images of the class)")
             continue
-        lines.append(f"- {label}: AUC {_number(auc['auc'])} (95% CI {_interval(auc['interval'], percent=False)}, "
-                     f"{auc['positives']} images of the class)")
+        lines.append(f"- {label}: AUC {_number(auc.auc)} (95% CI {_interval(auc.interval, percent=False)}, "
+                     f"{auc.positives} images of the class)")
     return lines
 
 
-def _test(card: dict) -> list[str]:
-    if "test_figures" not in card:
+def _test(card: ModelCard) -> list[str]:
+    figures = card.test_figures
+    if figures is None:
         return ["Not recorded."]
-    figures = card["test_figures"]
-    if not figures:
+    if figures.empty:
         return ["None: retrain had no test images."]
-    ece = f"{figures['ece']:.3f}"
-    if figures.get("ece_before") is not None:
-        ece = f"{figures['ece_before']:.3f} before calibration, {ece} after"
-    return [f"On {figures['count']} test images, on which nothing was chosen, as retrain printed them:",
+    ece = f"{figures.ece:.3f}"
+    if figures.ece_before is not None:
+        ece = f"{figures.ece_before:.3f} before calibration, {ece} after"
+    return [f"On {figures.count} test images, on which nothing was chosen, as retrain printed them:",
             *_figure_lines(figures),
-            f"- expected calibration error {ece} (sampling alone gives about {figures['ece_floor']:.3f})"]
+            f"- expected calibration error {ece} (sampling alone gives about {figures.ece_floor:.3f})"]
 
 
-def _operating_points(card: dict) -> list[str]:
-    points = points_from_card(card)
+def _operating_points(card: ModelCard) -> list[str]:
+    points = card.points
     if not points:
         return ["None stored: the model gives scores only. Set one with retrain --operating_point or "
                 "set_operating_point."]
@@ -189,49 +189,49 @@ def _operating_points(card: dict) -> list[str]:
     return lines
 
 
-def _calibration(card: dict) -> list[str]:
-    calibration = card.get("calibration")
+def _calibration(card: ModelCard) -> list[str]:
+    calibration = card.calibration
     if not calibration:
         return ["Not calibrated: its probabilities may be over- or under-confident."]
-    return [f"Temperature {calibration['temperature']:.3g}, fitted on {where(calibration['chosen_on'])} "
-            f"({calibration['count']} images) and folded into the exported model: negative log-likelihood "
-            f"{calibration['nll_before']:.3f} before, {calibration['nll_after']:.3f} after; expected calibration "
-            f"error {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after"
-            + (f" (sampling alone gives about {calibration['ece_floor']:.3f} on that many images)."
-               if calibration.get("ece_floor") is not None else ".")]
+    return [f"Temperature {calibration.temperature:.3g}, fitted on {where(calibration.chosen_on)} "
+            f"({calibration.count} images) and folded into the exported model: negative log-likelihood "
+            f"{calibration.nll_before:.3f} before, {calibration.nll_after:.3f} after; expected calibration "
+            f"error {calibration.ece_before:.3f} before, {calibration.ece_after:.3f} after"
+            + (f" (sampling alone gives about {calibration.ece_floor:.3f} on that many images)."
+               if calibration.ece_floor is not None else ".")]
 
 
-def _ood(card: dict) -> list[str]:
-    ood = card.get("ood")
+def _ood(card: ModelCard) -> list[str]:
+    ood = card.ood
     if not ood:
         return ["None: the model answers for any image, however unlike its training images."]
-    if "unavailable" in ood:
-        return [f"Output `{ood['output_name']}` is there, but unusable: {ood['unavailable']}."]
-    thresholds = thresholds_from_card(ood)
-    return [f"Output `{ood['output_name']}`: the Mahalanobis distance of the image's features (scaled to unit "
+    if ood.unavailable:
+        return [f"Output `{ood.output_name}` is there, but unusable: {ood.unavailable}."]
+    thresholds = ood.thresholds
+    return [f"Output `{ood.output_name}`: the Mahalanobis distance of the image's features (scaled to unit "
             f"length) to the nearest training class. Above {thresholds.unlike:.3g} the image is noted as unlike the "
             f"training images (another camera, collection or population): the figures above may not hold for it. "
-            f"This threshold flags {percent(ood['flagged_share'])} of {ood['chosen_on']} images.",
+            f"This threshold flags {percent(ood.flagged_share)} of {ood.chosen_on} images.",
             f"Above {thresholds.not_of_kind:.3g} ({HARD_FACTOR:g} times that) the image is not of the kind the model "
             "was made for (blank frames, noise, text and photos of other things score there), and its prediction "
             "is set aside."]
 
 
-def _subgroups(card: dict) -> list[str]:
-    rows = card.get("subgroups")
+def _subgroups(card: ModelCard) -> list[str]:
+    rows = card.subgroups
     if not rows:
         return ["Not measured at training. Run evaluate --metadata on a labelled set to see figures by sex and age."]
     return ["On the validation images:", "", "```", *rows, "```"]
 
 
-def _limits(card: dict) -> list[str]:
+def _limits(card: ModelCard) -> list[str]:
     lines = ["- Only as good as its training images: other cameras, populations, skin types or lesion kinds "
              "may score worse, and the validation figures do not show it.",
              "- Figures come from small sets; read their confidence intervals, not only the point values."]
-    if not (card.get("ood") or {}).get("threshold"):
+    if not (card.ood and card.ood.threshold):
         lines.append("- It has no check for images unlike its training images.")
-    if card.get("quantization") not in (None, "none"):
-        lines.append(f"- This .tflite is quantized ({card['quantization']}): its scores differ slightly from the "
+    if card.quantization not in (None, "none"):
+        lines.append(f"- This .tflite is quantized ({card.quantization}): its scores differ slightly from the "
                      "float model the figures were measured on.")
     return lines
 

@@ -1,0 +1,301 @@
+"""The model card: what retrain records about a model, typed.
+
+Every exported model carries one (the `.pb` as a constant, the SavedModel as an asset, the
+`.tflite` in its sidecar), and every reader after training (label_image, evaluate,
+set_operating_point, the model card in words, an app) reads it through `ModelCard`, so
+a key is spelled in one place: here. The layout on disk is unchanged since cards had no
+version: those are version 1. `to_json` writes the keys in the order retrain has always
+written them, and keys this version does not know are kept, so a card read and written
+back by set_operating_point loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrain.decisions.calibration import Calibration
+from retrain.decisions.ood import OodRecord
+from retrain.decisions.operating_points import OperatingPoint
+from retrain.errors import UserError
+from retrain.patient.table import MetadataEncoding
+
+CARD_FORMAT = "retrain"  # the value of "format" in every card
+CARD_VERSION = 1  # cards without "card_version" are version 1; bump it, and write the key, when the layout changes
+
+
+def _without_none(entries: dict) -> dict:
+    return {key: value for key, value in entries.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class TopLayerRecord:
+    """Which step of the top layer was kept, and whether validation chose it."""
+
+    steps: int
+    kept_step: int
+    early_stopping_metric: str | None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FineTuningRecord:
+    layers: Any = None
+    epochs: int | None = None
+    steps: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+    augmentation: Any = None
+    kept_epoch: int | None = None
+    validation_auc: dict = field(default_factory=dict)  # epoch -> validation AUC
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassAuc:
+    auc: float | None
+    interval: tuple
+    positives: int
+    no_auc: str | None = None  # why there is no AUC: every image is of the class, or none
+
+    def to_json(self) -> dict:
+        entry = {"auc": self.auc, "interval": list(self.interval), "positives": self.positives}
+        return entry if self.no_auc is None else {**entry, "no_auc": self.no_auc}
+
+
+@dataclass(frozen=True)
+class Share:
+    """A proportion with its 95 % interval, as metrics.Rate writes it."""
+
+    value: float | None
+    successes: int
+    count: int
+    interval: tuple
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "successes": self.successes, "count": self.count,
+                "interval": list(self.interval)}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Accuracy and per-class AUC on one set, with 95 % intervals; the test set's also has its
+    calibration error. `count` 0 with no accuracy: recorded, but the set was empty."""
+
+    count: int = 0
+    auc: dict[str, ClassAuc] = field(default_factory=dict)
+    accuracy: Share | None = None
+    ece: float | None = None
+    ece_floor: float | None = None
+    ece_before: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.accuracy is None
+
+    def to_json(self) -> dict:
+        if self.empty:
+            return {}
+        return _without_none({"count": self.count, "auc": {label: auc.to_json() for label, auc in self.auc.items()},
+                              "accuracy": self.accuracy.to_json(), "ece": self.ece, "ece_floor": self.ece_floor,
+                              "ece_before": self.ece_before})
+
+    @classmethod
+    def from_json(cls, data: dict) -> Figures:
+        if not data:
+            return cls()
+        accuracy = data["accuracy"]
+        return cls(data["count"], {label: ClassAuc(entry.get("auc"), tuple(entry["interval"]), entry["positives"],
+                                                   entry.get("no_auc")) for label, entry in data["auc"].items()},
+                   Share(accuracy["value"], accuracy.get("successes"), accuracy.get("count"),
+                         tuple(accuracy["interval"])),
+                   data.get("ece"), data.get("ece_floor"), data.get("ece_before"))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Where the images came from (absolute paths) and how many of each class each set has."""
+
+    image_dir: str | None
+    validation_dir: str | None = None
+    test_dir: str | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # set -> class -> images
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PatientInput:
+    """The model's second input: encoded patient metadata."""
+
+    input_name: str
+    fusion: str | None
+    columns: tuple[str, ...]
+    encoding: MetadataEncoding
+
+    def to_json(self) -> dict:
+        return {"input_name": self.input_name, "fusion": self.fusion, "columns": list(self.columns),
+                "encoding": self.encoding.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict, source: str) -> PatientInput:
+        encoding = MetadataEncoding.from_json(data.get("encoding"), source=source)
+        return cls(data.get("input_name"), data.get("fusion"), tuple(data.get("columns", encoding.column_names)),
+                   encoding)
+
+
+@dataclass(frozen=True)
+class TensorDetail:
+    """A .tflite tensor as LiteRT lists it: what an app feeds or reads."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None = None  # uint8 tensors: real = scale * (stored - zero_point)
+    zero_point: int | None = None
+
+    def to_json(self) -> dict:
+        return _without_none({"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
+                              "zero_point": self.zero_point})
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorDetail:
+        return cls(data["name"], tuple(data["shape"]), data["dtype"], data.get("scale"), data.get("zero_point"))
+
+
+@dataclass(frozen=True)
+class Int8Weights:
+    """How retrain.export.int8 rounded a .tflite's weights."""
+
+    method: str
+    calibration_images: int
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    labels: tuple[str, ...]
+    input_name: str
+    output_name: str
+    input_size: int
+    architecture: str | None = None
+    backbone_identity: Any = None
+    input_range: tuple = (0, 255)
+    normalisation_in_model: Any = None
+    preprocessing_version: int | None = None
+    class_activation_maps: str | None = None  # the maps' output; None: the backbone has no feature map
+    has_maps_entry: bool = True  # False: exported before retrain wrote class activation maps
+    recipe: str | None = None
+    top_layer: TopLayerRecord | None = None
+    fine_tuning: FineTuningRecord | None = None
+    patient_metadata: PatientInput | None = None
+    calibration: Calibration | None = None
+    operating_points: tuple[OperatingPoint, ...] | None = None  # None: exported before they existed
+    validation_figures: Figures | None = None
+    ood: OodRecord | None = None
+    subgroups: tuple[str, ...] | None = None  # the validation figures by group, as evaluate prints them
+    test_figures: Figures | None = None
+    training_data: TrainingData | None = None
+    quantization: str | None = None  # the .tflite's sidecar only, with the tensors below
+    input_tensor: TensorDetail | None = None
+    output_tensor: TensorDetail | None = None
+    metadata_tensor: TensorDetail | None = None
+    ood_tensor: TensorDetail | None = None
+    int8_weights: Int8Weights | None = None
+    version: int = CARD_VERSION
+    unknown: dict = field(default_factory=dict)  # keys a newer retrain wrote, kept as they are
+
+    @property
+    def points(self) -> tuple[OperatingPoint, ...]:
+        return self.operating_points or ()
+
+    def replace(self, **changes) -> ModelCard:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """The card as retrain writes it, keys in the order they have always been written."""
+        entries = {"format": CARD_FORMAT, "architecture": self.architecture, "backbone_identity": self.backbone_identity,
+                   "input_name": self.input_name, "output_name": self.output_name, "input_size": self.input_size,
+                   "input_range": list(self.input_range), "normalisation_in_model": self.normalisation_in_model,
+                   "preprocessing_version": self.preprocessing_version, "labels": list(self.labels)}
+        if self.has_maps_entry:
+            entries["class_activation_maps"] = self.class_activation_maps
+        optional = {"recipe": self.recipe, "top_layer": self.top_layer, "fine_tuning": self.fine_tuning,
+                    "patient_metadata": self.patient_metadata, "calibration": self.calibration,
+                    "operating_points": None if self.operating_points is None else [p.card() for p in self.points],
+                    "validation_figures": self.validation_figures, "ood": self.ood,
+                    "subgroups": None if self.subgroups is None else list(self.subgroups),
+                    "test_figures": self.test_figures, "training_data": self.training_data,
+                    "quantization": self.quantization, "input_tensor": self.input_tensor,
+                    "output_tensor": self.output_tensor, "metadata_tensor": self.metadata_tensor,
+                    "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights}
+        for key, value in optional.items():
+            if value is not None:
+                entries[key] = value.card() if isinstance(value, Calibration) else \
+                    value.to_json() if hasattr(value, "to_json") else value
+        if self.version != CARD_VERSION:
+            entries["card_version"] = self.version
+        return {**entries, **self.unknown}
+
+    @classmethod
+    def from_json(cls, data: object, source: str) -> ModelCard:
+        """The card in `data`; a damaged one is one line naming `source` and what is wrong."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: not a retrain model card (not a JSON object)")
+        if data.get("format", CARD_FORMAT) != CARD_FORMAT:
+            raise UserError(f"{source}: not a retrain model card (\"format\" is {data.get('format')!r})")
+        version = data.get("card_version", CARD_VERSION)
+        if not isinstance(version, int) or version > CARD_VERSION:
+            raise UserError(f"{source}: a model card of version {version!r}, newer than this retrain reads "
+                            f"({CARD_VERSION}); update retrain")
+        try:
+            return _card(data, source, version)
+        except UserError:
+            raise
+        except KeyError as e:
+            detail = f"no {e} entry"
+        except (TypeError, ValueError, AttributeError) as e:
+            detail = str(e) or type(e).__name__
+        raise UserError(f"{source}: the model card is damaged ({detail})")
+
+
+_KNOWN = {"format", "card_version", *(f.name for f in dataclasses.fields(ModelCard))} - {"has_maps_entry", "version",
+                                                                                          "unknown"}
+
+
+def _card(data: dict, source: str, version: int) -> ModelCard:
+    def optional(key, read):
+        return None if data.get(key) is None else read(data[key])
+
+    labels = data["labels"]
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError("\"labels\" is not a list of names")
+    for key in ("input_name", "output_name"):
+        if not isinstance(data[key], str):
+            raise ValueError(f"\"{key}\" is not a name")
+    if not isinstance(data["input_size"], int) or data["input_size"] < 1:
+        raise ValueError(f"\"input_size\" is {data['input_size']!r}")
+    return ModelCard(
+        tuple(labels), data["input_name"], data["output_name"], data["input_size"], data.get("architecture"),
+        data.get("backbone_identity"), tuple(data.get("input_range", (0, 255))), data.get("normalisation_in_model"),
+        data.get("preprocessing_version"), data.get("class_activation_maps"), "class_activation_maps" in data,
+        data.get("recipe"), optional("top_layer", lambda d: TopLayerRecord(**d)),
+        optional("fine_tuning", lambda d: FineTuningRecord(**d)),
+        optional("patient_metadata", lambda d: PatientInput.from_json(d, source)),
+        optional("calibration", lambda d: Calibration(**{"ece_floor": None, **d})),
+        optional("operating_points", lambda d: tuple(OperatingPoint.from_card(entry) for entry in d)),
+        optional("validation_figures", Figures.from_json), optional("ood", OodRecord.from_json),
+        optional("subgroups", tuple), optional("test_figures", Figures.from_json),
+        optional("training_data", lambda d: TrainingData(**d)), data.get("quantization"),
+        optional("input_tensor", TensorDetail.from_json), optional("output_tensor", TensorDetail.from_json),
+        optional("metadata_tensor", TensorDetail.from_json), optional("ood_tensor", TensorDetail.from_json),
+        optional("int8_weights", lambda d: Int8Weights(**d)), version, {key: value for key, value in data.items() if key not in _KNOWN})
