@@ -11,7 +11,7 @@
 A user's mistake raises `UserError`, whose message is the line the command prints.
 """
 
-from retrain.api.classify import Classification, classify
+from retrain.api.classification import Classification, classify
 from retrain.api.config import (
     BackboneChoice,
     DataConfig,
@@ -24,9 +24,9 @@ from retrain.api.config import (
     TestConfig,
     TFLiteConfig,
 )
-from retrain.api.evaluate import Evaluation, evaluate
+from retrain.api.evaluation import Evaluation, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
-from retrain.api.train import RetrainResult, train
+from retrain.api.training import RetrainResult, train
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
 from retrain.reporter import Reporter

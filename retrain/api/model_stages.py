@@ -80,13 +80,13 @@ def fit_top_layer(sets: Sets, training: Arrays, validation: Arrays, config: Trai
 
 
 def _intermediate_saver(backbone, labels: list[str], export: ExportConfig, monitor: MonitorConfig, reporter: Reporter):
-    from retrain.export.graph import Classifier, export_frozen_graph, model_card
+    from retrain.export.graph import ServingModel, export_frozen_graph, model_card
 
     card = model_card(backbone, labels, export.final_tensor_name)
 
     def save(step: int, layer: TopLayer) -> None:
         target = Path(monitor.intermediate_graphs_dir).expanduser() / f"intermediate_{step}.pb"
-        export_frozen_graph(Classifier(backbone, layer, export.final_tensor_name), card, target,
+        export_frozen_graph(ServingModel(backbone, layer, export.final_tensor_name), card, target,
                             "--intermediate_output_graphs_dir")
         reporter.log(f"Saved intermediate graph {target}")
 
@@ -217,7 +217,7 @@ def export_model(backbone, layer: TopLayer, card: ModelCard, sets: Sets, validat
     """The frozen graph and labels, then the SavedModel, the training plot and the .tflite asked
     for, each with its model card in words beside it."""
     from retrain.export.graph import (
-        Classifier,
+        ServingModel,
         export_frozen_graph,
         export_saved_model,
         write_labels,
@@ -227,7 +227,7 @@ def export_model(backbone, layer: TopLayer, card: ModelCard, sets: Sets, validat
         write_model_card_markdown,
     )
 
-    classifier = Classifier(backbone, layer, export.final_tensor_name, ood)
+    classifier = ServingModel(backbone, layer, export.final_tensor_name, ood)
     export_frozen_graph(classifier, card, export.output_graph)
     write_labels(export.output_labels, sets.labels)
     write_model_card_markdown(card, model_card_markdown_path(export.output_graph))

@@ -1,5 +1,5 @@
 """The stages of `retrain`, in the order they run. Each takes the few values it needs and
-returns a small frozen dataclass; `retrain.api.train.train` calls them one after another."""
+returns a small frozen dataclass; `retrain.api.training.train` calls them one after another."""
 
 from __future__ import annotations
 

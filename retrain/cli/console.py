@@ -9,6 +9,7 @@ import time
 
 import click
 
+from retrain.cli.fields import in_flags
 from retrain.errors import UserError
 
 
@@ -18,7 +19,7 @@ def reports_user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {in_flags(str(e))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; everything already computed is kept (cached bottlenecks, finished fine-tuning "
@@ -30,8 +31,9 @@ def reports_user_errors(command):
 
 
 def echo(message: str, err: bool = False) -> None:
-    """A line on stdout (or stderr); on a terminal through tqdm, which lifts a live progress
-    bar out of its way."""
+    """A line on stdout (or stderr), library names in flags; on a terminal through tqdm, which
+    lifts a live progress bar out of its way."""
+    message = in_flags(message)
     if sys.stderr.isatty():
         from tqdm import tqdm
 

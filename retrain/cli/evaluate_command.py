@@ -37,7 +37,7 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
              training_dir):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix, the stored operating
     points, calibration, out-of-distribution flags, and subgroups."""
-    from retrain.api.evaluate import evaluate as run_evaluation
+    from retrain.api.evaluation import evaluate as run_evaluation
 
     run_evaluation(graph, image_dir, labels=labels, tta=tta, patient_metadata=metadata, json_path=json_path, plot=plot,
                    report=report, predictions=predictions, isic_submission=isic_submission,

@@ -41,7 +41,7 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
                 **feed):
     """Print the top predictions for one image, best first, then the decision of each operating point
     stored with the model (a screening call at a threshold, not a diagnosis)."""
-    from retrain.api.classify import classify
+    from retrain.api.classification import classify
     from retrain.json_text import dumps
     from retrain.predict.loaded_model import FeedOverrides
     from retrain.reporter import Reporter

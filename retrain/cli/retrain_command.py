@@ -172,7 +172,7 @@ _DECISION_FLAGS = (
 @reports_user_errors
 def retrain(**flags):
     """Retrain a new top layer on a pretrained backbone and export a frozen graph."""
-    from retrain.api.train import train
+    from retrain.api.training import train
 
     if flags.pop("list_architectures"):
         import_tensorflow()

@@ -31,7 +31,7 @@ PATIENT_INPUT = "metadata"
 MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
 
 
-class Classifier(tf.Module):
+class ServingModel(tf.Module):
     """Backbone features followed by the trained fully connected + softmax layer.
 
     Where the backbone exposes its last feature map, `serve_with_maps` also returns the
@@ -97,7 +97,7 @@ def model_card(backbone, labels: list[str], final_tensor_name: str) -> ModelCard
                      class_activation_maps=MAPS_NAME if backbone.has_feature_map else None)
 
 
-def frozen_graph_def(classifier: Classifier, card: ModelCard):
+def frozen_graph_def(classifier: ServingModel, card: ModelCard):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -115,7 +115,7 @@ def _check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
 
 
-def export_frozen_graph(classifier: Classifier, card: ModelCard, path: Path, flag: str = "--output_graph") -> None:
+def export_frozen_graph(classifier: ServingModel, card: ModelCard, path: Path, flag: str = "--output_graph") -> None:
     """`flag` names the path in errors: intermediate graphs come from --intermediate_output_graphs_dir."""
     path = Path(path).expanduser()
     _check_writable(path, flag)
@@ -135,7 +135,7 @@ def check_saved_model_dir(directory: Path) -> bool:
     return False
 
 
-def export_saved_model(classifier: Classifier, card: ModelCard, directory: Path) -> None:
+def export_saved_model(classifier: ServingModel, card: ModelCard, directory: Path) -> None:
     directory = Path(directory).expanduser()
     if check_saved_model_dir(directory):
         shutil.rmtree(directory)

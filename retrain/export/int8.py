@@ -201,7 +201,7 @@ def write_int8_ready_saved_model(
 ) -> Int8Ready:
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
-    from retrain.export.graph import Classifier, export_saved_model
+    from retrain.export.graph import ServingModel, export_saved_model
     from retrain.decisions.ood import OodDetector
     from retrain.train.top_layer import TopLayer
 
@@ -216,5 +216,5 @@ def write_int8_ready_saved_model(
     ood = None
     if getattr(loaded, "ood_projection", None) is not None:
         ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy())
-    export_saved_model(Classifier(backbone, top_layer, card.output_name, ood), card, destination)
+    export_saved_model(ServingModel(backbone, top_layer, card.output_name, ood), card, destination)
     return ready

@@ -33,7 +33,7 @@ from retrain.errors import UserError
 from retrain.export.graph import (
     INPUT_NAME,
     PATIENT_INPUT,
-    Classifier,
+    ServingModel,
     export_saved_model,
 )
 from retrain.export.tflite_format import (
@@ -252,7 +252,7 @@ def export_tflite(
 
 
 def export_classifier_tflite(
-    classifier: Classifier, model_card: ModelCard, saved_model_dir: Path | None, output: Path, quantization: str,
+    classifier: ServingModel, model_card: ModelCard, saved_model_dir: Path | None, output: Path, quantization: str,
     representative: list[Path], log: Callable[[str], None] = lambda line: None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:

@@ -129,7 +129,7 @@ def _square(tmp_path: Path, colour: str) -> Path:
 
 
 def test_a_saved_model_without_assets_extra_classifies_with_labels_and_says_it_has_no_model_card(square_model, tmp_path):
-    from retrain.api.classify import classify
+    from retrain.api.classification import classify
 
     bare = tmp_path / "bare"
     shutil.copytree(square_model / "saved_model", bare, ignore=shutil.ignore_patterns("assets.extra"))

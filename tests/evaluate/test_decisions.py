@@ -261,7 +261,7 @@ def exported(backbone, tmp_path_factory):
     import tensorflow as tf
 
     from retrain.data.images import load_image
-    from retrain.export.graph import Classifier, export_frozen_graph, model_card
+    from retrain.export.graph import ServingModel, export_frozen_graph, model_card
     from retrain.decisions.ood import fit_ood
     from retrain.train.top_layer import TrainingConfig, train_top_layer
     from tests.conftest import write_colour_tree
@@ -278,7 +278,7 @@ def exported(backbone, tmp_path_factory):
     card = {**model_card(backbone, labels, "final_result").to_json(),
             "operating_points": [{**POINT, "label": "red", "threshold": _between(layer.probabilities(features)[:, 1])}],
             "calibration": CALIBRATION, "ood": {**OOD, "threshold": _between(detector.scores(features))}}
-    export_frozen_graph(Classifier(backbone, layer, "final_result", detector), as_card(card), root / "graph.pb")
+    export_frozen_graph(ServingModel(backbone, layer, "final_result", detector), as_card(card), root / "graph.pb")
     return root, paths, true, layer.probabilities(features)[:, 1], detector.scores(features), card
 
 

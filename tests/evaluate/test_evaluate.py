@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from retrain.api.config import DataConfig, ExportConfig, FeatureConfig, RetrainConfig
-from retrain.api.train import train as run_retrain
+from retrain.api.training import train as run_retrain
 from retrain.cli import evaluate
 from retrain.reporter import Reporter
 from retrain.train.top_layer import TrainingConfig

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retrain.api.evaluate import evaluate
+from retrain.api.evaluation import evaluate
 from retrain.cli import evaluate as evaluate_command
 from retrain.errors import UserError
 from retrain.reporter import Reporter

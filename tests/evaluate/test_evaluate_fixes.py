@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.api.evaluate import GraphEvaluation
+from retrain.api.evaluation import GraphEvaluation
 from retrain.evaluate import evaluation, report
 from retrain.evaluate.evaluation import Predictions, evaluate_model
 from retrain.metrics import evaluate_probabilities
 from retrain.predict.loaded_model import LoadedModel
 from tests.conftest import COLOURS, noisy_colour_image
 
-evaluate_api = importlib.import_module("retrain.api.evaluate")  # retrain.api.evaluate is also a function's name
+evaluate_api = importlib.import_module("retrain.api.evaluation")
 
 
 def _redness_model(labels):

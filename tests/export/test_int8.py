@@ -167,7 +167,7 @@ def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):
     import tensorflow as tf
 
     from retrain.backbones import Backbone
-    from retrain.export.graph import Classifier, export_saved_model, model_card
+    from retrain.export.graph import ServingModel, export_saved_model, model_card
     from retrain.export.int8 import write_int8_ready_saved_model
     from retrain.train.top_layer import TopLayer
 
@@ -177,7 +177,7 @@ def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):
     rng = np.random.default_rng(4)
     head = TopLayer(rng.normal(0, 0.05, (1280, 2)).astype(np.float32), np.zeros(2, np.float32))
     metadata = model_card(tuned, ["a", "b"], "final_result")
-    export_saved_model(Classifier(tuned, head, "final_result"), metadata, tmp_path / "tuned")
+    export_saved_model(ServingModel(tuned, head, "final_result"), metadata, tmp_path / "tuned")
     ready = write_int8_ready_saved_model(tmp_path / "tuned", metadata, _photo_crops(4, first=0), "int8", tmp_path / "ready")
     assert ready.images == 4
 

@@ -58,7 +58,7 @@ def models(backbone, tmp_path_factory):
 
     from retrain.data.images import load_image
     from retrain.export.graph import (
-        Classifier,
+        ServingModel,
         export_frozen_graph,
         export_saved_model,
         model_card,
@@ -76,7 +76,7 @@ def models(backbone, tmp_path_factory):
     features = backbone.module.features(tf.constant(pixels)).numpy()
     head = train_top_layer(features, train_y, features[:0], train_y[:0], len(labels),
                       TrainingConfig(steps=60, learning_rate=0.05, train_batch_size=24, random_seed=0))
-    classifier = Classifier(backbone, head, "final_result")
+    classifier = ServingModel(backbone, head, "final_result")
     metadata = model_card(backbone, labels, "final_result")
     export_frozen_graph(classifier, metadata, root / "graph.pb")
     export_saved_model(classifier, metadata, root / "saved_model")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retrain.api.classify import classify
+from retrain.api.classification import classify
 from retrain.cli import label_image
 from retrain.errors import UserError
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image

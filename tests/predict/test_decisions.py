@@ -44,7 +44,7 @@ def image(tmp_path):
 
 
 def _label_image(monkeypatch, model: LoadedModel, image, *extra):
-    monkeypatch.setattr(importlib.import_module("retrain.api.classify"), "_model", lambda *args: model)
+    monkeypatch.setattr(importlib.import_module("retrain.api.classification"), "_model", lambda *args: model)
     result = run_cli(label_image, ["--graph", "fake.pb", "--image", image, *extra])
     assert result.exit_code == 0, result.output
     return result
@@ -217,13 +217,13 @@ def test_a_graph_with_a_fixed_threshold_decides_over_and_under_it_heatmap_too(sq
 
 def test_a_graph_exported_as_before_without_an_ood_output_classifies_and_says_it_has_neither(backbone, tmp_path):
     """The shape retrain exported before operating points: no `ood_score` node, a card without the new keys."""
-    from retrain.export.graph import Classifier, export_frozen_graph, model_card
+    from retrain.export.graph import ServingModel, export_frozen_graph, model_card
     from retrain.predict.prediction import load_model
     from retrain.train.top_layer import TopLayer
 
     rng = np.random.default_rng(0)
     layer = TopLayer(rng.normal(0, 0.01, (backbone.feature_size, 2)).astype(np.float32), np.zeros(2, np.float32))
-    export_frozen_graph(Classifier(backbone, layer, "final_result"), model_card(backbone, ["benign", "malignant"],
+    export_frozen_graph(ServingModel(backbone, layer, "final_result"), model_card(backbone, ["benign", "malignant"],
                                                                                  "final_result"), tmp_path / "old.pb")
     assert load_model(tmp_path / "old.pb").ood is None
     result = run_cli(label_image, ["--graph", tmp_path / "old.pb", "--image", _square(tmp_path, "red")])

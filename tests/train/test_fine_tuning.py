@@ -199,7 +199,7 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
 
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
     from retrain.export.graph import (
-        Classifier,
+        ServingModel,
         export_frozen_graph,
         export_saved_model,
         model_card,
@@ -211,10 +211,10 @@ def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_t
     pixels = np.stack([load_image(p, 224) for p in paths[:3]]).astype(np.float32)
     untuned_identity = random_lite0.identity
     tuned, result, _ = _tune(tmp_path, random_lite0, paths, labels, 2)
-    before = Classifier(random_lite0, result.top_layer, "final_result").serve(pixels)["final_result"].numpy()
+    before = ServingModel(random_lite0, result.top_layer, "final_result").serve(pixels)["final_result"].numpy()
     copy_tuned_weights(tuned, random_lite0, 2)
     assert random_lite0.identity.startswith(untuned_identity + "-ft2-")
-    classifier = Classifier(random_lite0, result.top_layer, "final_result")
+    classifier = ServingModel(random_lite0, result.top_layer, "final_result")
     in_memory = classifier.serve(pixels)["final_result"].numpy()
     assert np.abs(in_memory - before).max() > 1e-4
     metadata = model_card(random_lite0, ["a", "b"], "final_result")
