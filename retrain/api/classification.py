@@ -1,309 +1,71 @@
-"""Classifying one image with an exported model (or the stock ImageNet one): what label_image
-prints, as a value a script can use."""
+"""Loading a model once and classifying images with it: what label_image prints, as a value a
+script can use."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from retrain.backbones import DEFAULT_ARCHITECTURE
+from retrain.card.formats import is_tflite_file, sidecar_path
 from retrain.errors import UserError
-from retrain.card.formats import is_tflite_file
-from retrain.metrics import percent
-from retrain.native_logs import import_tensorflow
-from retrain.predict import heatmaps, prediction
-from retrain.predict.heatmaps import Heatmap
-from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
-from retrain.predict.prediction import Prediction
+from retrain.outputs import check_outputs
+from retrain.predict.classification import Classification
+from retrain.predict.classifier import Classifier, PatientMetadata, StockModel, load_classifier
+from retrain.predict.heatmaps import HeatmapRequest, write_heatmap
+from retrain.predict.loaded_model import FeedOverrides
 from retrain.reporter import Reporter
-from retrain.card.model_card import ModelCard
-from retrain.decisions.ood import OodThresholds
-from retrain.decisions.operating_points import OperatingPoint, where
 
 
-NO_CARD = ("the model carries no retrain model card (a tensorflow-for-poets graph, a SavedModel without "
-           "assets.extra/retrain_metadata.json, or not exported by retrain)")
+def load(path: Path | None = None, labels: Path | None = None, tta: bool = False, feed: FeedOverrides = FeedOverrides(),
+         stock: StockModel = StockModel(), reporter: Reporter | None = None) -> Classifier:
+    """The model at `path` (.pb, SavedModel folder or .tflite; None: the `stock` ImageNet model)
+    and its model card, read once: call the result for each image or batch. `labels`: a labels
+    file in place of the model's own; `tta`: average over the four flips; `feed`:
+    tensorflow-for-poets' overrides. Notes on the overrides go to `reporter.warn`, as do the
+    patient metadata lines of each call."""
+    return load_classifier(path, labels, tta, feed, stock, (reporter or Reporter()).warn)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One stored operating point applied to this image: whether its class is called, with
-    what its threshold achieved where it was chosen, so the call is read with its error rates.
-    Worded alike for every class: retrain does not know which classes are diseases."""
-
-    point: OperatingPoint
-    score: float
-
-    @property
-    def positive(self) -> bool:
-        return self.score >= self.point.threshold
-
-    def line(self) -> str:
-        """ "Decision: melanoma 0.412 >= threshold 0.214 -> called melanoma (threshold chosen for ...)"."""
-        point = self.point
-        score, threshold = _distinct(self.score, point.threshold)
-        if self.positive:
-            call = f">= threshold {threshold} -> called {point.label}"
-        else:
-            call = f"< threshold {threshold} -> not called {point.label}, which does not rule it out"
-        rates = f"sensitivity {percent(point.sensitivity)}, specificity {percent(point.specificity)}"
-        if point.target == "threshold":
-            origin = f"threshold {point.value:g} set by hand; on {where(point.chosen_on)} it gave {rates}"
-        else:
-            origin = (f"threshold chosen for {point.target} {point.value:g} on {where(point.chosen_on)}, where it "
-                      f"gave {rates}")
-        return f"Decision: {point.label} {score} {call} ({origin})"
-
-    def as_json(self) -> dict:
-        point = self.point
-        return {"label": point.label, "score": round(self.score, 6), "threshold": point.threshold,
-                "target": point.target, "value": point.value, "chosen_on": point.chosen_on,
-                "validation_sensitivity": _finite(point.sensitivity),
-                "validation_specificity": _finite(point.specificity), "positive": self.positive}
-
-
-@dataclass(frozen=True)
-class OodCheck:
-    """The out-of-distribution score of this image against the thresholds stored with the model:
-    a note when it is unlike the training images, a warning when it is not of the kind the
-    model was made for (retrain.decisions.ood says why there are two)."""
-
-    score: float
-    thresholds: OodThresholds
-
-    @property
-    def level(self) -> str:
-        return self.thresholds.level(self.score)
-
-    @property
-    def flagged(self) -> bool:
-        return self.level != "none"
-
-    def message(self) -> str:
-        """The line label_image prints before the prediction; "" when the image is not flagged."""
-        unlike, hard = self.thresholds.unlike, self.thresholds.not_of_kind
-        if self.level == "not_of_kind":
-            return (f"warning: this image is not of the kind the model was made for (out-of-distribution score "
-                    f"{self.score:.3g}, above {hard:.3g}, where blank frames, noise, text and photos of other "
-                    "things score): the prediction and decisions below are set aside; check that it is an image "
-                    "of the kind the model was trained on")
-        if self.level == "unlike_training":
-            return (f"note: this image is unlike the model's training images (out-of-distribution score "
-                    f"{self.score:.3g} > {unlike:.3g}), as one from another camera, collection or population "
-                    "would be: the model card's figures were measured on images like the training ones and may "
-                    "not hold for it")
-        return ""
-
-    def decision_caveat(self) -> str | None:
-        """What a decision on this image is to be read with; None where it stands as it is."""
-        if self.level == "not_of_kind":
-            return "set aside: the image is not of the kind the model was made for"
-        if self.level == "unlike_training":
-            return "less certain: the image is unlike the training images"
-        return None
-
-    def as_json(self) -> dict:
-        return {"score": round(self.score, 6), "threshold": self.thresholds.unlike,
-                "hard_threshold": self.thresholds.not_of_kind, "level": self.level, "flagged": self.flagged}
-
-
-def _distinct(score: float, threshold: float) -> tuple[str, str]:
-    """Both numbers to 3 decimals, or to as many digits as it takes to tell them apart."""
-    shown = f"{score:.3f}", f"{threshold:.3f}"
-    for digits in range(3, 10):
-        if shown[0] != shown[1] or score == threshold:
-            return shown
-        shown = f"{score:.{digits}g}", f"{threshold:.{digits}g}"
-    return shown
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
-@dataclass(frozen=True)
-class Classification:
-    """One image's top classes, best first, the decisions of the model's operating points, its
-    out-of-distribution check, and the heatmap drawn (or why it could not be)."""
-
-    image: Path
-    model: LoadedModel
-    predictions: list[Prediction]
-    heatmap: Heatmap | None = None
-    heatmap_file: Path | None = None  # where the heatmap was asked to be drawn
-    heatmap_error: str | None = None  # the heatmap's failure; the predictions are complete regardless
-    decisions: tuple[Decision, ...] = ()  # one per operating point stored with the model
-    ood: OodCheck | None = None  # None: the model has no out-of-distribution check
-    no_operating_point: str | None = None  # why there is no decision, when there is none
-    no_ood: str | None = None  # why there is no out-of-distribution check, when there is none
-    notes: tuple[str, ...] = ()  # what label_image says about missing checks, one line each
-
-    @property
-    def decision_caveat(self) -> str | None:
-        """Why the decisions are set aside or less certain on this image; None where they stand."""
-        return None if self.ood is None else self.ood.decision_caveat()
-
-    def decision_lines(self) -> list[str]:
-        caveat = self.decision_caveat
-        return [decision.line() + ("" if caveat is None else f" [{caveat}]") for decision in self.decisions]
-
-    def as_json(self) -> dict:
-        """label_image --json: each decision says whether it stands (`reliable`) and why not (`caveat`)."""
-        caveat = self.decision_caveat
-        decisions = [{**d.as_json(), "reliable": self.ood is None or self.ood.level != "not_of_kind", "caveat": caveat}
-                     for d in self.decisions]
-        return prediction.prediction_json(self.model, self.image, self.predictions, self.heatmap, self.heatmap_file,
-                                          self.heatmap_error, decisions, None if self.ood is None else self.ood.as_json(),
-                                          self.no_operating_point, self.no_ood)
-
-
-def classify(
-    image: Path, graph: Path | None = None, labels: Path | None = None, top_k: int = 5, tta: bool = False,
-    heatmap: Path | None = None, heatmap_class: str | None = None, patient_metadata: str | None = None,
-    architecture: str = DEFAULT_ARCHITECTURE, model_dir: Path | None = None, feed: FeedOverrides | None = None,
-    reporter: Reporter | None = None,
-) -> Classification:
-    """Classify `image` with the model at `graph` (.pb, SavedModel or .tflite; None: the stock
-    ImageNet `architecture`). `labels` is a labels file (default: the model's own);
-    `patient_metadata` is "age_approximate=55,sex=female" for a model trained with it; `feed`
-    holds tensorflow-for-poets' overrides. A heatmap that cannot be drawn is reported in the
-    result, not raised, so the predictions still reach the user."""
-    feed, reporter = feed or FeedOverrides(), reporter or Reporter()
-    if heatmap_class is not None and heatmap is None:
-        raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
+def check_request(image: Path, top_k: int = 5, heatmap: HeatmapRequest | None = None,
+                  model: Path | Classifier | None = None, labels: Path | None = None) -> None:
+    """What classify checks before the (slow) loading: the image, top_k, and that the heatmap
+    is not drawn over the photo, the model or its labels."""
     if top_k < 1:
-        raise UserError(f"--top_k must be at least 1, got {top_k}")
+        raise UserError(f"classify.top_k must be at least 1, got {top_k}")
     if Path(image).expanduser().is_dir():
-        raise UserError(f"--image {image}: is a folder; give one image file "
-                        "(to score a folder of images, use evaluate --image_dir)")
+        raise UserError(f"classify.image {image}: is a folder; give one image file "
+                        "(to score a folder of images, use evaluate evaluate.image_dir)")
     if not Path(image).expanduser().exists():
-        raise UserError(f"--image {image}: no such file")
+        raise UserError(f"classify.image {image}: no such file")
     if not Path(image).expanduser().is_file():
-        raise UserError(f"--image {image}: not a regular file (a device, pipe or socket); give an image file "
+        raise UserError(f"classify.image {image}: not a regular file (a device, pipe or socket); give an image file "
                         "(.jpg, .jpeg, .png)")
-    if heatmap is not None:
-        _check_heatmap_path(heatmap, image, graph, labels)
-    model = _model(graph, architecture, model_dir, feed, reporter.warn)
-    if tta:
-        model = prediction.with_flip_tta(model)
-    label_list = prediction.model_labels(model, prediction.read_labels(labels) if labels else None)
-    row = prediction.patient_row(model, patient_metadata, reporter.warn)
-    pixels = prediction.load_image_for(model, image)
-    probabilities, ood_score = _scores(model, pixels, row, len(label_list))
-    checked = _checked(model, graph is None, probabilities, ood_score, tta)
-    result = Classification(image, model, prediction.top_k(probabilities, label_list, top_k), **checked)
+    if heatmap is None:
+        return
+    if isinstance(model, Classifier):
+        model = None if model.stock else Path(model.model.source)
+    model = None if model is None else Path(model).expanduser()
+    tflite = model is not None and is_tflite_file(model)
+    check_outputs({"classify.image": image, "load.path": model,
+                   "load.path's sidecar": sidecar_path(model) if tflite else None, "load.labels": labels},
+                  {"HeatmapRequest.file": heatmap.file})
+
+
+def classify(image: Path, model: Path | Classifier | None = None, top_k: int = 5,
+             heatmap: HeatmapRequest | None = None, patient_metadata: PatientMetadata = None,
+             reporter: Reporter | None = None) -> Classification:
+    """Classify `image` with `model`: a Classifier from load, or a model path loaded here (None:
+    the stock ImageNet model). `patient_metadata` is "age_approximate=55,sex=female" for a model
+    trained with it. A heatmap that cannot be drawn is reported in the result, not raised, so the
+    predictions still reach the user."""
+    check_request(image, top_k, heatmap, model)
+    classifier = model if isinstance(model, Classifier) else load(model, reporter=reporter)
+    result = classifier(image, patient_metadata, top_k)
     if heatmap is None:
         return result
     try:
-        drawn = heatmaps.heatmaps_for(model, pixels[None], label_list, heatmap_class, None if row is None else row[None])[0]
-        heatmaps.write_heatmap(heatmap, image, drawn)
+        drawn = classifier.heatmap(image, heatmap.label, patient_metadata)
+        write_heatmap(heatmap.file, image, drawn)
     except UserError as e:
-        return dataclasses.replace(result, heatmap_file=heatmap, heatmap_error=str(e))
-    return dataclasses.replace(result, heatmap=drawn, heatmap_file=heatmap)
-
-
-def _scores(model: LoadedModel, pixels: np.ndarray, row: np.ndarray | None,
-            label_count: int) -> tuple[np.ndarray, float | None]:
-    """The image's probabilities and, for a model with one, its out-of-distribution score: one pass."""
-    rows = None if row is None else row[None]
-    if model.ood is None:
-        probabilities, score = with_rows(model.predict, pixels[None], rows)[0], None
-    else:
-        both = with_rows(model.ood, pixels[None], rows)
-        probabilities, score = both[0][0], float(np.asarray(both[1]).reshape(-1)[0])
-    if len(probabilities) != label_count:
-        raise UserError(f"labels: {label_count} labels but the model has {len(probabilities)} outputs")
-    return probabilities, score
-
-
-def _checked(model: LoadedModel, stock: bool, probabilities: np.ndarray, ood_score: float | None,
-             tta: bool) -> dict:
-    """The Classification fields of the stored decisions: the operating points applied, the
-    out-of-distribution check, and a note for each that the model lacks."""
-    card = model.model_card
-    indices = {label: i for i, label in enumerate(model.labels or [])}
-    decisions = tuple(Decision(point, float(probabilities[indices[point.label]]))
-                      for point in (card.points if card else ()) if point.label in indices)
-    thresholds = card.ood.thresholds if card and card.ood else None
-    ood = None if ood_score is None or thresholds is None else OodCheck(ood_score, thresholds)
-    missing = None if decisions else _no_point_reason(card, stock)
-    unavailable = card.ood.unavailable if card and card.ood else None
-    settable = bool(card and card.labels)  # set_operating_point needs a model card to store a point in
-    notes = () if stock else _notes(missing, ood is None, tta and bool(decisions), unavailable, settable)
-    no_ood = None if ood is not None else _no_ood_reason(card, stock, unavailable, ood_score is None)
-    return {"decisions": decisions, "ood": ood, "no_operating_point": missing, "no_ood": no_ood, "notes": notes}
-
-
-def _no_point_reason(card: ModelCard | None, stock: bool) -> str:
-    if stock:
-        return "the stock ImageNet classifier has no operating point"
-    if card is None:
-        return NO_CARD
-    if card.operating_points is None:
-        return "the model was exported before retrain stored operating points"
-    return "the model was trained without --operating_point"
-
-
-def _no_ood_reason(card: ModelCard | None, stock: bool, unavailable: str | None, no_output: bool) -> str:
-    """Why an image gets no out-of-distribution check, for --json."""
-    if stock:
-        return "the stock ImageNet classifier has no out-of-distribution check"
-    if card is None:
-        return NO_CARD
-    if unavailable:
-        return unavailable
-    if no_output:
-        return "the model has no out-of-distribution output"
-    return "the model stores no out-of-distribution threshold"
-
-
-def _notes(missing: str | None, no_ood: bool, tta: bool, unavailable: str | None = None,
-           settable: bool = True) -> tuple[str, ...]:
-    """One line for what the model cannot say (no decision, no out-of-distribution check);
-    set_operating_point is suggested only for a model it accepts (`settable`)."""
-    notes = []
-    if unavailable:
-        notes.append(f"no out-of-distribution check: {unavailable}")
-        no_ood = False
-    if missing is not None:
-        also = "; it has no out-of-distribution check either" if no_ood else ""
-        how = " (set_operating_point stores a threshold without retraining)" if settable else ""
-        notes.append(f"no operating point, so no decision: {missing}. The scores above rank the classes; they do "
-                     f"not call one{how}{also}")
-    elif no_ood:
-        notes.append("no out-of-distribution check: the model cannot warn that an image is unlike its training images")
-    if tta:
-        notes.append("--tta: the thresholds were chosen on single-view scores; the averaged score may sit a little "
-                     "differently around them")
-    return tuple(notes)
-
-
-def _check_heatmap_path(heatmap: Path, image: Path, graph: Path | None, labels: Path | None) -> None:
-    """Before the model is loaded: the heatmap must not be drawn over the photo, the model or the labels."""
-    from retrain.card.formats import sidecar_path
-    from retrain.outputs import check_outputs
-
-    tflite = graph is not None and is_tflite_file(Path(graph).expanduser())
-    check_outputs({"--image": image, "--graph": graph, "--graph's sidecar": sidecar_path(Path(graph).expanduser())
-                   if tflite else None, "--labels": labels}, {"--heatmap": heatmap})
-
-
-def _model(graph: Path | None, architecture: str, model_dir: Path | None, feed: FeedOverrides,
-           warn: Callable[[str], None]) -> LoadedModel:
-    """The model at `graph`, or the stock ImageNet one; TensorFlow only when it needs it."""
-    from retrain import paths
-
-    if graph is None or not is_tflite_file(Path(graph).expanduser()):
-        import_tensorflow()
-    if graph is None:
-        return prediction.stock_imagenet_model(architecture, model_dir or paths.default_model_dir())
-    notes: list[str] = []
-    model = prediction.load_model(graph, feed, notes)
-    for note in notes:
-        warn(note)
-    return model
+        return dataclasses.replace(result, heatmap_file=heatmap.file, heatmap_error=str(e))
+    return dataclasses.replace(result, heatmap=drawn, heatmap_file=heatmap.file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
-from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.console import echo, reports_user_errors, warn
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
 
@@ -41,26 +41,31 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
                 **feed):
     """Print the top predictions for one image, best first, then the decision of each operating point
     stored with the model (a screening call at a threshold, not a diagnosis)."""
-    from retrain.api.classification import classify
+    from retrain.api.classification import check_request, classify, load
     from retrain.json_text import dumps
+    from retrain.predict.classifier import StockModel
+    from retrain.predict.heatmaps import HeatmapRequest
     from retrain.predict.loaded_model import FeedOverrides
     from retrain.reporter import Reporter
 
-    result = classify(image, graph=graph, labels=labels, top_k=top_k, tta=tta, heatmap=heatmap,
-                      heatmap_class=heatmap_class, patient_metadata=metadata, architecture=architecture,
-                      model_dir=model_dir, feed=FeedOverrides(**feed), reporter=Reporter(warn=warn))
+    if heatmap_class is not None and heatmap is None:
+        raise UserError("--heatmap_class needs --heatmap FILE.png to draw it to")
+    request = None if heatmap is None else HeatmapRequest(heatmap, heatmap_class)
+    check_request(image, top_k, request, graph, labels)
+    classifier = load(graph, labels, tta, FeedOverrides(**feed), StockModel(architecture, model_dir), Reporter(warn=warn))
+    result = classify(image, classifier, top_k, request, metadata)
     if result.ood is not None and result.ood.flagged:
-        click.echo(result.ood.message(), err=True)
+        echo(result.ood.message(), err=True)
     if as_json:
-        click.echo(dumps(result.as_json()))
+        echo(dumps(result.as_json()))
     else:
         for predicted in result.predictions:
-            click.echo(f"{predicted.label} (score={predicted.score:.5f})")
+            echo(f"{predicted.label} (score={predicted.score:.5f})")
         for line in result.decision_lines():
-            click.echo(line)
+            echo(line)
         for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+            echo(f"note: {note}", err=True)
     if result.heatmap_error is not None:
         raise UserError(f"{result.heatmap_error} (the prediction above is complete; only the heatmap failed)")
     if result.heatmap is not None:
-        click.echo(f"Wrote the heatmap of {result.heatmap.label} to {heatmap}", err=as_json)
+        echo(f"Wrote the heatmap of {result.heatmap.label} to {heatmap}", err=as_json)

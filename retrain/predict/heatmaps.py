@@ -27,6 +27,14 @@ MAX_SIDE = 2048  # larger photos are drawn shrunk to this, at their own aspect
 
 
 @dataclass(frozen=True)
+class HeatmapRequest:
+    """A heatmap to draw over the image: to `file` (PNG), of `label` (None: the top class)."""
+
+    file: Path
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class Heatmap:
     label: str
     class_index: int
@@ -50,7 +58,7 @@ def heatmaps_for(model: LoadedModel, pixels: np.ndarray, labels: list[str], want
     if model.class_activation_maps is None:
         raise UserError(f"no heatmap for {model.source}: {model.no_maps_reason}")
     if wanted is not None and wanted not in labels:
-        raise UserError(f"--heatmap_class {wanted!r}: not one of the model's labels ({', '.join(labels)})")
+        raise UserError(f"HeatmapRequest.label {wanted!r}: not one of the model's labels ({', '.join(labels)})")
     probabilities, maps = with_rows(model.class_activation_maps, pixels, rows)
     heatmaps = []
     for image_probabilities, image_maps in zip(probabilities, maps):
@@ -108,8 +116,8 @@ def heatmap_png(image_path: Path, heatmap: Heatmap) -> bytes:
 def write_heatmap(path: Path, image_path: Path, heatmap: Heatmap) -> None:
     path = Path(path).expanduser()
     if not path.parent.is_dir():
-        raise UserError(f"--heatmap {path}: the folder {path.parent} does not exist")
+        raise UserError(f"HeatmapRequest.file {path}: the folder {path.parent} does not exist")
     try:
         write_atomically(path, heatmap_png(image_path, heatmap))
     except OSError as e:
-        raise UserError(f"--heatmap {path}: cannot write ({e.strerror or e})") from e
+        raise UserError(f"HeatmapRequest.file {path}: cannot write ({e.strerror or e})") from e

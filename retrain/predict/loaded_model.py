@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+FROM_CARD = object()  # LoadedModel.of: the patient metadata encoding the model card holds
+
 
 @dataclass
 class LoadedModel:
@@ -26,10 +28,29 @@ class LoadedModel:
     # pixels (and patient metadata rows) -> (probabilities, out-of-distribution scores [N]), when the model has them
     ood: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
 
+    @classmethod
+    def of(cls, predict: Callable[..., np.ndarray], size: tuple[int, int], source: str, model_card: Any = None, *,
+           labels: list[str] | None = None, maps: Callable | None = None, no_maps_reason: str = "",
+           ood: Callable | None = None, encoding: Any = FROM_CARD) -> LoadedModel:
+        """The one way a loader builds a LoadedModel: the labels and patient metadata encoding come
+        from the model card when there is one (`labels`: those of a model without a card; `encoding`:
+        one a loader checked against the model's inputs)."""
+        if model_card is not None:
+            labels = list(model_card.labels)
+        encoding = patient_encoding(model_card) if encoding is FROM_CARD else encoding
+        return cls(predict, size[0], size[1], labels, source, class_activation_maps=maps, no_maps_reason=no_maps_reason,
+                   model_card=model_card, patient_encoding=encoding, ood=ood)
+
+
+def patient_encoding(model_card: Any):
+    """How to encode the patient metadata the model takes; None for a model that takes none."""
+    return model_card.patient_metadata.encoding if model_card and model_card.patient_metadata else None
+
 
 @dataclass(frozen=True)
 class FeedOverrides:
-    """tensorflow-for-poets' label_image flags; None means 'take it from the model'."""
+    """tensorflow-for-poets' overrides of how a graph is fed (label_image's flags); None means 'take it
+    from the model'."""
 
     input_layer: str | None = None
     output_layer: str | None = None

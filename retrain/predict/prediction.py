@@ -21,7 +21,7 @@ from retrain.patient.table import (
 )
 from retrain.errors import UserError
 from retrain.card.formats import is_tflite_file
-from retrain.predict.loaded_model import FeedOverrides, LoadedModel, with_rows
+from retrain.predict.loaded_model import FeedOverrides, LoadedModel, patient_encoding, with_rows
 from retrain.predict.tflite_model import load_tflite_model  # imports no TensorFlow
 
 # tensorflow-for-poets' label_image defaults, used for graphs that carry no model card.
@@ -40,16 +40,16 @@ def read_labels(path: Path) -> list[str]:
     try:
         labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--labels {path}: cannot read ({getattr(e, 'strerror', None) or e})") from e
+        raise UserError(f"load.labels {path}: cannot read ({getattr(e, 'strerror', None) or e})") from e
     if not labels:
-        raise UserError(f"--labels {path}: the file has no labels")
+        raise UserError(f"load.labels {path}: the file has no labels")
     return labels
 
 
 def load_model(path: Path, overrides: FeedOverrides = FeedOverrides(), notes: list[str] | None = None) -> LoadedModel:
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"--graph {path}: no such file or directory")
+        raise UserError(f"load.path {path}: no such file or directory")
     if path.is_dir():
         return _load_saved_model(path)
     if is_tflite_file(path):
@@ -70,11 +70,6 @@ class _GraphFeed:
     own_output: bool  # the output the model card (or tensorflow-for-poets) names, not one the flags chose
 
 
-def _encoding(model_card: ModelCard | None):
-    """How to encode the patient metadata the model takes; None for a model that takes none."""
-    return model_card.patient_metadata.encoding if model_card and model_card.patient_metadata else None
-
-
 def _graph_feed(model_card: ModelCard | None, overrides: FeedOverrides, notes: list[str]) -> _GraphFeed:
     """The flags where given, else what the model card says, else tensorflow-for-poets' defaults."""
     if model_card:
@@ -86,7 +81,7 @@ def _graph_feed(model_card: ModelCard | None, overrides: FeedOverrides, notes: l
             "std": 1.0,
         }
         if overrides.input_mean is not None or overrides.input_std is not None:
-            notes.append("--input_mean/--input_std ignored: this graph normalises its own input")
+            notes.append("FeedOverrides.input_mean/FeedOverrides.input_std ignored: this graph normalises its own input")
             overrides = dataclasses.replace(overrides, input_mean=None, input_std=None)
     else:
         defaults = POETS_DEFAULTS
@@ -109,16 +104,16 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
     model_card = read_graph_card(graph_def, path)
     feed = _graph_feed(model_card, overrides, notes)
     names = {node.name for node in graph_def.node}
-    for flag, name in (("--input_layer", feed.input_layer), ("--output_layer", feed.output_layer)):
+    for flag, name in (("FeedOverrides.input_layer", feed.input_layer), ("FeedOverrides.output_layer", feed.output_layer)):
         if name not in names:
-            raise UserError(f"--graph {path}: has no tensor {name!r} (set {flag})")
+            raise UserError(f"load.path {path}: has no tensor {name!r} (set {flag})")
 
     def import_graph():
         tf.compat.v1.import_graph_def(graph_def, name="")
 
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
     graph = wrapped.graph
-    encoding = _encoding(model_card)
+    encoding = patient_encoding(model_card)
     feeds = [graph.get_tensor_by_name(f"{feed.input_layer}:0")]
     if encoding is not None:
         feeds.append(graph.get_tensor_by_name(f"{model_card.patient_metadata.input_name}:0"))
@@ -147,9 +142,8 @@ def _load_frozen_graph(path: Path, overrides: FeedOverrides, notes: list[str]) -
     from retrain.export.graph import OOD_NAME
 
     maps, ood = with_output(model_card.class_activation_maps if model_card else None), with_output(OOD_NAME)
-    labels = list(model_card.labels) if model_card else None
-    return LoadedModel(predict, feed.height, feed.width, labels, str(path), maps, _no_maps_reason(model_card),
-                       model_card, encoding, ood)
+    return LoadedModel.of(predict, (feed.height, feed.width), str(path), model_card, maps=maps,
+                          no_maps_reason=_no_maps_reason(model_card), ood=ood)
 
 
 def _no_maps_reason(model_card: ModelCard | None) -> str:
@@ -165,24 +159,24 @@ def _load_saved_model(path: Path) -> LoadedModel:
     import tensorflow as tf
 
     if not (path / "saved_model.pb").exists():
-        raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
+        raise UserError(f"load.path {path}: a folder, but not a SavedModel (no saved_model.pb)")
     from retrain.export.graph import OOD_NAME
 
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:  # TensorFlow raises many types for a damaged SavedModel
-        raise UserError(f"--graph {path}: cannot load SavedModel ({type(e).__name__})") from e
+        raise UserError(f"load.path {path}: cannot load SavedModel ({type(e).__name__})") from e
     if "serving_default" not in loaded.signatures:
-        raise UserError(f"--graph {path}: SavedModel has no serving_default signature")
+        raise UserError(f"load.path {path}: SavedModel has no serving_default signature")
     signature = loaded.signatures["serving_default"]
     input_spec = next(spec for spec in signature.structured_input_signature[1].values() if spec.shape.rank == 4)
     height, width = input_spec.shape[1], input_spec.shape[2]
     if height is None or width is None:
-        raise UserError(f"--graph {path}: SavedModel input has no fixed image size")
+        raise UserError(f"load.path {path}: SavedModel input has no fixed image size")
     model_card = read_saved_model_card(path)
     input_key = input_spec.name
     output_name = model_card.output_name if model_card else _probability_output(signature, OOD_NAME)
-    encoding = _encoding(model_card)
+    encoding = patient_encoding(model_card)
 
     def inputs(pixels: np.ndarray, rows: np.ndarray | None) -> dict:
         fed = {input_key: tf.constant(pixels, tf.float32)}
@@ -210,8 +204,8 @@ def _load_saved_model(path: Path) -> LoadedModel:
             outputs = signature(**inputs(pixels, rows))
             return outputs[output_name].numpy(), outputs[OOD_NAME].numpy()
 
-    labels = list(model_card.labels) if model_card else None
-    return LoadedModel(predict, int(height), int(width), labels, str(path), maps, reason, model_card, encoding, ood)
+    return LoadedModel.of(predict, (int(height), int(width)), str(path), model_card, maps=maps, no_maps_reason=reason,
+                          ood=ood)
 
 
 def _probability_output(signature, ood_name: str) -> str:
@@ -227,7 +221,7 @@ def flip_variants(pixels: np.ndarray) -> list[np.ndarray]:
 
 
 def with_flip_tta(model: LoadedModel) -> LoadedModel:
-    """Test-time augmentation (--tta): the model's probabilities averaged over the four flips.
+    """Test-time augmentation (load.tta): the model's probabilities averaged over the four flips.
 
     It acts on the preprocessed pixels and the output probabilities only, so it works the
     same for frozen graphs, SavedModels and .tflite models."""
@@ -257,7 +251,7 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
 def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:
     image = Path(image).expanduser()
     if not image.exists():
-        raise UserError(f"--image {image}: no such file")
+        raise UserError(f"Classifier.images {image}: no such file")
     try:
         pixels = load_image(image, (model.input_width, model.input_height))
     except ImageError as e:
@@ -271,10 +265,10 @@ def top_k(probabilities: np.ndarray, labels: list[str], k: int = 5) -> list[Pred
 
 
 def model_labels(model: LoadedModel, labels: list[str] | None) -> list[str]:
-    """--labels if given, else the labels the model carries."""
+    """`labels` (read from load.labels) if given, else the labels the model carries."""
     labels = labels or model.labels
     if labels is None:
-        raise UserError(f"--graph {model.source}: carries no labels; pass --labels")
+        raise UserError(f"load.path {model.source}: carries no labels; pass load.labels")
     return labels
 
 
@@ -292,28 +286,29 @@ def classify(model: LoadedModel, image: Path, labels: list[str] | None, k: int =
 
 
 def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None:
-    """label_image --metadata "age_approximate=55,sex=female": the encoded row, for a model
+    """Classifier.patient_metadata "age_approximate=55,sex=female": the encoded row, for a model
     that takes patient metadata; None (every value missing, said once) when not given."""
     encoding = model.patient_encoding
     if encoding is None:
         if text is not None:
-            warn("--metadata ignored: the model takes no patient metadata")
+            warn("Classifier.patient_metadata ignored: the model takes no patient metadata")
         return None
     if text is None:
         warn(f"the model also takes patient metadata ({', '.join(encoding.column_names)}); none given with "
-             "--metadata, so every value counts as missing")
+             "Classifier.patient_metadata, so every value counts as missing")
         return None
-    row, lines = row_without_impossible_ages(parse_key_values(text, encoding), f"--metadata {text!r}")
+    row, lines = row_without_impossible_ages(parse_key_values(text, encoding, "Classifier.patient_metadata"),
+                                             f"Classifier.patient_metadata {text!r}")
     for line in lines:
         warn(line)
-    return encode(encoding, [row], warn, "--metadata")[0]
+    return encode(encoding, [row], warn, "Classifier.patient_metadata")[0]
 
 
 def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,
                     heatmap_file: Path | None = None, heatmap_error: str | None = None,
                     decisions: list[dict] | None = None, ood: dict | None = None,
                     no_operating_point: str | None = None, no_ood: str | None = None) -> dict:
-    """label_image --json: what a script needs, the heatmap grid (network resolution, [0, 1]) included.
+    """label_image's JSON: what a script needs, the heatmap grid (network resolution, [0, 1]) included.
     `decisions`: one per stored operating point; `ood`: the out-of-distribution check (None: the
     model has none); `no_operating_point`: why there is no decision, when there is none; `no_ood`: why
     there is no out-of-distribution check, when there is none."""
@@ -355,7 +350,7 @@ def stock_imagenet_model(architecture: str, model_dir: Path) -> LoadedModel:
 
     backbone = create_backbone(architecture, model_dir)
     if not hasattr(backbone.module, "imagenet_logits"):
-        raise UserError(f"{architecture} has no ImageNet classifier head; pass --graph")
+        raise UserError(f"{architecture} has no ImageNet classifier head; pass load.path")
 
     module = backbone.module
 
@@ -370,4 +365,4 @@ def stock_imagenet_model(architecture: str, model_dir: Path) -> LoadedModel:
         return tf.nn.softmax(logits).numpy(), activation_maps.numpy()
 
     size = backbone.input_size
-    return LoadedModel(predict, size, size, imagenet_labels(), f"stock ImageNet {architecture}", maps)
+    return LoadedModel.of(predict, (size, size), f"stock ImageNet {architecture}", labels=imagenet_labels(), maps=maps)

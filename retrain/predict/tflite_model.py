@@ -21,24 +21,23 @@ def load_tflite_model(path, overrides: FeedOverrides = FeedOverrides(), notes: l
     notes = notes if notes is not None else []
     opened = open_tflite_classifier(path)
     mean, std = _normalisation(opened, overrides, notes)
-    labels = list(opened.model_card.labels) if opened.model_card is not None else None
     both = _predictor(opened, mean, std)
-    return LoadedModel(lambda *fed: both(*fed)[0], opened.height, opened.width, labels, str(opened.path), None,
-                       NO_MAPS, opened.model_card, opened.patient_encoding,
-                       both if opened.ood_output is not None else None)
+    return LoadedModel.of(lambda *fed: both(*fed)[0], (opened.height, opened.width), str(opened.path),
+                          opened.model_card, no_maps_reason=NO_MAPS, ood=both if opened.ood_output is not None else None,
+                          encoding=opened.patient_encoding)
 
 
 def _normalisation(opened: TFLiteClassifier, overrides: FeedOverrides, notes: list[str]) -> tuple[float, float]:
-    """The mean and std to feed pixels with: the flags', only for a .tflite without a sidecar
+    """The mean and std to feed pixels with: the overrides', only for a .tflite without a sidecar
     (one from retrain normalises its own input); a note for every flag ignored."""
-    ignored = [f"--{name}" for name in ("input_layer", "output_layer", "input_height", "input_width")
+    ignored = [f"FeedOverrides.{name}" for name in ("input_layer", "output_layer", "input_height", "input_width")
                if getattr(overrides, name) is not None]
     if ignored:
         notes.append(f"{', '.join(ignored)} ignored: a .tflite model has one input and output of fixed size")
     if overrides.input_mean is None and overrides.input_std is None:
         return 0.0, 1.0
     if opened.model_card is not None:
-        notes.append("--input_mean/--input_std ignored: this model normalises its own input")
+        notes.append("FeedOverrides.input_mean/FeedOverrides.input_std ignored: this model normalises its own input")
         return 0.0, 1.0
     return (overrides.input_mean if overrides.input_mean is not None else 0.0,
             overrides.input_std if overrides.input_std is not None else 1.0)
