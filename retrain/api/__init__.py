@@ -1,17 +1,19 @@
 """retrain from Python: one call per command, the same the command line makes.
 
     from pathlib import Path
-    from retrain.api import DataConfig, RetrainConfig, train
+    from retrain.api import DataConfig, RetrainConfig, evaluate, load, train
 
     result = train(RetrainConfig(DataConfig(Path("~/lesions").expanduser())))
     print(result.labels, result.test_accuracy, result.files.graph)
-    print(classify(Path("mole.jpg"), graph=result.files.graph).predictions[0])
+    classifier = load(result.files.graph)  # read once, called for each image or batch
+    print(classifier(Path("mole.jpg")).predictions[0], [c.decisions for c in classifier([Path("a.jpg"), Path("b.jpg")])])
     print(evaluate([result.files.graph], Path("~/held_out").expanduser()).metrics)
 
-A user's mistake raises `UserError`, whose message is the line the command prints.
+A user's mistake raises `UserError`, whose message is the line the command prints, with the
+parameter (`classify.image`, `TrainingConfig.steps`) where the command names its flag.
 """
 
-from retrain.api.classification import Classification, classify
+from retrain.api.classification import classify, load
 from retrain.api.config import (
     BackboneChoice,
     DataConfig,
@@ -24,11 +26,15 @@ from retrain.api.config import (
     TestConfig,
     TFLiteConfig,
 )
-from retrain.api.evaluation import Evaluation, evaluate
+from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.training import RetrainResult, train
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
+from retrain.predict.classification import Classification
+from retrain.predict.classifier import Classifier, StockModel
+from retrain.predict.heatmaps import HeatmapRequest
+from retrain.predict.loaded_model import FeedOverrides
 from retrain.reporter import Reporter
 from retrain.train.fine_tuning import FineTuneConfig
 from retrain.train.top_layer import ClassWeights, TrainingConfig
@@ -36,6 +42,7 @@ from retrain.train.top_layer import ClassWeights, TrainingConfig
 __all__ = [
     "BackboneChoice", "ClassWeights", "CopyAugmentation", "DataConfig", "DecisionConfig", "EpochAugmentation", "ExportConfig",
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
-    "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "classify", "Evaluation",
-    "evaluate", "OperatingPointUpdate", "set_operating_point",
+    "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "Classifier", "FeedOverrides",
+    "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
+    "OperatingPointUpdate", "set_operating_point",
 ]

@@ -37,8 +37,9 @@ def evaluate(graph, labels, image_dir, json_path, plot, report, predictions, isi
              training_dir):
     """Measure exported models on a labelled image tree: accuracy, AUC, confusion matrix, the stored operating
     points, calibration, out-of-distribution flags, and subgroups."""
+    from retrain.api.evaluation import EvaluationOutputs
     from retrain.api.evaluation import evaluate as run_evaluation
 
-    run_evaluation(graph, image_dir, labels=labels, tta=tta, patient_metadata=metadata, json_path=json_path, plot=plot,
-                   report=report, predictions=predictions, isic_submission=isic_submission,
-                   reporter=Reporter(log=log, warn=warn, progress=progress), training_dir=training_dir)
+    outputs = EvaluationOutputs(json_path, plot, report, predictions, isic_submission)
+    run_evaluation(graph, image_dir, labels, tta, metadata, training_dir, outputs,
+                   Reporter(log=log, warn=warn, progress=progress))

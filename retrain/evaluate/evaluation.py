@@ -32,22 +32,6 @@ class Predictions:
     metadata: list[dict | None] | None = None  # each image's --metadata row (None: no row), for subgroups
 
 
-@dataclass(frozen=True)
-class TrainingCopies:
-    """The images measured that copy an image of the training tree (evaluate --training_dir): kept,
-    since evaluate measures the tree it is given, but listed wherever the figures go, as they make
-    the figures overstate accuracy on new images."""
-
-    training_dir: Path
-    copies: tuple  # data.duplicates.Copy, one per image measured that copies a training image
-    same_folder: bool = False  # the training tree itself: every image measured is a training image
-
-    def as_dict(self) -> dict:
-        return {"training_dir": str(self.training_dir), "same_folder": self.same_folder, "count": len(self.copies),
-                "copies": [{"image": str(c.path), "training_image": str(c.original), "kind": c.kind,
-                            "distance": c.distance} for c in self.copies]}
-
-
 def ood_thresholds(card: ModelCard | None) -> OodThresholds | None:
     """The stored out-of-distribution thresholds; None when the model stores none."""
     return card.ood.thresholds if card is not None and card.ood is not None else None

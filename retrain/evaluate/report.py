@@ -18,7 +18,8 @@ import numpy as np
 from retrain.data.images import ImageError, load_image, load_upright
 from retrain.errors import UserError
 from retrain.evaluate.decisions import CALIBRATION_BINS, Decisions, measure_decisions
-from retrain.evaluate.evaluation import Predictions, TrainingCopies, draw_roc
+from retrain.data.training_copies import TrainingCopies
+from retrain.evaluate.evaluation import Predictions, draw_roc
 from retrain.patient.subgroups import LEGEND, Subgroups
 from retrain.card.markdown import model_card_sections
 from retrain.metrics import positive_class_index, reliability_bins, roc_curve

@@ -129,7 +129,7 @@ def _square(tmp_path: Path, colour: str) -> Path:
 
 
 def test_a_saved_model_without_assets_extra_classifies_with_labels_and_says_it_has_no_model_card(square_model, tmp_path):
-    from retrain.api.classification import classify
+    from retrain.api import classify, load
 
     bare = tmp_path / "bare"
     shutil.copytree(square_model / "saved_model", bare, ignore=shutil.ignore_patterns("assets.extra"))
@@ -140,7 +140,7 @@ def test_a_saved_model_without_assets_extra_classifies_with_labels_and_says_it_h
     (note,) = printed.stderr.splitlines()
     assert note.startswith("note: no operating point, so no decision: the model carries no retrain model card")
     assert "no out-of-distribution check" in note
-    result = classify(image, graph=bare, labels=square_model / "labels.txt")
+    result = classify(image, load(bare, labels=square_model / "labels.txt"))
     assert result.predictions[0].label == "red" and result.ood is None and result.decisions == ()
     json_printed = run_cli(label_image, ["--graph", bare, "--labels", square_model / "labels.txt", "--image", image,
                                          "--json"])

@@ -68,7 +68,7 @@ def tree(tmp_path):
 
 def _evaluate(monkeypatch, tmp_path, model, *extra):
     """evaluate --json out.json on the stand-in (the .tflite name spares importing TensorFlow)."""
-    monkeypatch.setattr(prediction, "load_model", lambda graph: model)
+    monkeypatch.setattr(prediction, "load_model", lambda graph, *args: model)
     graph = tmp_path / "stand_in.tflite"
     graph.touch()
     result = run_cli(evaluate_command, ["--graph", graph, "--json", tmp_path / "out.json", *extra])

@@ -1,19 +1,16 @@
 """evaluate on a labelled tree with stray images at its root; the ROC pictures of a
 two-class model; report galleries that cannot draw an image."""
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 
-from retrain.api.evaluation import GraphEvaluation
-from retrain.evaluate import evaluation, report
+from retrain.evaluate import evaluation, outputs, report
 from retrain.evaluate.evaluation import Predictions, evaluate_model
+from retrain.evaluate.measured import GraphEvaluation
 from retrain.metrics import evaluate_probabilities
 from retrain.predict.loaded_model import LoadedModel
 from tests.conftest import COLOURS, noisy_colour_image
-
-evaluate_api = importlib.import_module("retrain.api.evaluation")
 
 
 def _redness_model(labels):
@@ -57,8 +54,8 @@ def test_the_evaluate_roc_of_a_two_class_model_is_drawn_for_melanoma_not_other(t
     monkeypatch.setattr(evaluation, "plot_roc", lambda path, curves, title: drawn.append(curves))
     run = _melanoma_predictions([tmp_path / f"{i}.jpg" for i in range(4)])
     metrics = evaluate_probabilities(run.probabilities, run.true, run.labels)
-    evaluate_api._plot_roc(GraphEvaluation(Path("m.pb"), _redness_model(run.labels), run, metrics),
-                           tmp_path / "roc.png", lambda _: None)
+    outputs.write_roc(GraphEvaluation(Path("m.pb"), _redness_model(run.labels), run, metrics), tmp_path / "roc.png",
+                      lambda _: None)
     ((curve,),) = drawn
     assert curve[0] == "melanoma"
     np.testing.assert_array_equal(curve[1], run.probabilities[:, 0])

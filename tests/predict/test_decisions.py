@@ -44,7 +44,8 @@ def image(tmp_path):
 
 
 def _label_image(monkeypatch, model: LoadedModel, image, *extra):
-    monkeypatch.setattr(importlib.import_module("retrain.api.classification"), "_model", lambda *args: model)
+    monkeypatch.setattr(importlib.import_module("retrain.predict.classifier"), "import_tensorflow", lambda: None)
+    monkeypatch.setattr(importlib.import_module("retrain.predict.prediction"), "load_model", lambda *args: model)
     result = run_cli(label_image, ["--graph", "fake.pb", "--image", image, *extra])
     assert result.exit_code == 0, result.output
     return result
