@@ -150,6 +150,18 @@ def read_model_card(path: Path, kind: str) -> ModelCard | None:
     return read_graph_card(read_graph_def(path), path)
 
 
+def missing_card_place(path: Path, kind: str) -> str:
+    """Where a model of `kind` would keep the card it lacks, for the line saying it has none."""
+    return {"tflite": f"no {sidecar_path(Path(path)).name} beside it", "pb": "no model card node",
+            "saved_model": f"no assets.extra/{MODEL_CARD_FILE}"}[kind]
+
+
+def copy_files(kind: str, output: Path) -> dict[str, Path]:
+    """Every file a copy at `output` writes besides the card in words, by what it is ("": the
+    model itself); a SavedModel's card sits inside its new folder."""
+    return {"": output, **({"sidecar": sidecar_path(output)} if kind == "tflite" else {})}
+
+
 def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard) -> None:
     """A copy of the model at `path` at `output`, carrying `card`; the weights are untouched.
     A SavedModel is built beside `output` and renamed into place whole."""
