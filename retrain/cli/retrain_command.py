@@ -18,7 +18,6 @@ from retrain.api.config import (
     TestConfig,
     TFLiteConfig,
 )
-from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option, switch, with_flags
@@ -109,15 +108,15 @@ FIELDS = register(
 
 # Trees in, files out, the backbone.
 _INPUT_AND_OUTPUT_FLAGS = (
-    option(FIELDS["image_dir"], type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]"),
-    option(FIELDS["output_graph"], type=PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write."),
-    option(FIELDS["output_labels"], type=PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write."),
-    option(FIELDS["saved_model_dir"], type=PATH, default=None, help="Also export a SavedModel to this folder."),
-    option(FIELDS["bottleneck_dir"], type=PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks]."),
-    option(FIELDS["model_dir"], type=PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models]."),
-    option(FIELDS["architecture"], default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures."),
-    option(FIELDS["tfhub_module"], default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture)."),
-    option(FIELDS["image_size"], type=int, default=None,
+    option(FIELDS["image_dir"], type=PATH, help="Folder with one subfolder of images per class.  [required]"),
+    option(FIELDS["output_graph"], type=PATH, show_default=True, help="Frozen graph to write."),
+    option(FIELDS["output_labels"], type=PATH, show_default=True, help="Labels file to write."),
+    option(FIELDS["saved_model_dir"], type=PATH, help="Also export a SavedModel to this folder."),
+    option(FIELDS["bottleneck_dir"], type=PATH, help="Bottleneck cache [default: user cache dir/bottlenecks]."),
+    option(FIELDS["model_dir"], type=PATH, help="Converted/downloaded backbones [default: user cache dir/models]."),
+    option(FIELDS["architecture"], show_default=True, help="Backbone name (any case); see --list_architectures."),
+    option(FIELDS["tfhub_module"], help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture)."),
+    option(FIELDS["image_size"], type=int,
         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
              "at another size than its own [default: the backbone's]."),
     option(FIELDS["list_architectures"], is_flag=True, help="Print the backbones, with whether each is available offline now, and exit."),
@@ -125,54 +124,54 @@ _INPUT_AND_OUTPUT_FLAGS = (
 
 # tensorflow-for-poets' training flags.
 _TOP_LAYER_FLAGS = (
-    option(FIELDS["how_many_training_steps"], type=int, default=4000, show_default=True),
-    option(FIELDS["learning_rate"], type=float, default=0.01, show_default=True),
-    option(FIELDS["train_batch_size"], type=int, default=100, show_default=True),
-    option(FIELDS["eval_step_interval"], type=int, default=10, show_default=True),
-    option(FIELDS["validation_batch_size"], type=int, default=100, show_default=True, help="-1 = whole validation set."),
+    option(FIELDS["how_many_training_steps"], type=int, show_default=True),
+    option(FIELDS["learning_rate"], type=float, show_default=True),
+    option(FIELDS["train_batch_size"], type=int, show_default=True),
+    option(FIELDS["eval_step_interval"], type=int, show_default=True),
+    option(FIELDS["validation_batch_size"], type=int, show_default=True, help="-1 = whole validation set."),
 )
 
 # The validation and test sets, what is printed and exported.
 _SET_AND_EXPORT_FLAGS = (
-    option(FIELDS["test_batch_size"], type=int, default=-1, show_default=True, help="-1 = whole test set."),
-    option(FIELDS["testing_percentage"], type=float, default=10.0, show_default=True),
-    option(FIELDS["validation_percentage"], type=float, default=10.0, show_default=True),
-    option(FIELDS["validation_dir"], type=PATH, default=None,
+    option(FIELDS["test_batch_size"], type=int, show_default=True, help="-1 = whole test set."),
+    option(FIELDS["testing_percentage"], type=float, show_default=True),
+    option(FIELDS["validation_percentage"], type=float, show_default=True),
+    option(FIELDS["validation_dir"], type=PATH,
         help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
              "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it."),
-    option(FIELDS["test_dir"], type=PATH, default=None,
+    option(FIELDS["test_dir"], type=PATH,
         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it."),
     option(FIELDS["keep_duplicates"], is_flag=True,
         help="Keep validation/test images that are copies of training images (same bytes, or the same picture "
              "resized or re-encoded), and test images that are validation images too; by default they are warned "
              "of and removed."),
-    option(FIELDS["final_tensor_name"], default="final_result", show_default=True),
+    option(FIELDS["final_tensor_name"], show_default=True),
     option(FIELDS["print_misclassified_test_images"], is_flag=True),
-    option(FIELDS["random_seed"], type=int, default=None, help="Make the run repeatable."),
-    option(FIELDS["summaries_dir"], type=PATH, default=None, help="Write TensorBoard scalars under this folder."),
-    option(FIELDS["tflite_output"], type=PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones."),
-    option(FIELDS["tflite_quantization"], type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+    option(FIELDS["random_seed"], type=int, help="Make the run repeatable."),
+    option(FIELDS["summaries_dir"], type=PATH, help="Write TensorBoard scalars under this folder."),
+    option(FIELDS["tflite_output"], type=PATH, help="Also export a .tflite model (and FILE.json beside it) for phones."),
+    option(FIELDS["tflite_quantization"], type=click.Choice(QUANTIZATIONS), show_default=True,
         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out."),
-    option(FIELDS["tflite_representative_images"], type=int, default=100, show_default=True,
+    option(FIELDS["tflite_representative_images"], type=int, show_default=True,
         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic)."),
 )
 
 # The recipe and the top layer's optimisation.
 _RECIPE_FLAGS = (
-    option(FIELDS["class_weights"], default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes)."),
-    option(FIELDS["recipe"], type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
+    option(FIELDS["class_weights"], help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes)."),
+    option(FIELDS["recipe"], type=click.Choice(sorted(RECIPES)), show_default=True,
         help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
              "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
              "Flags given explicitly win."),
-    option(FIELDS["optimizer"], type=click.Choice(OPTIMIZERS), default="sgd", show_default=True),
-    option(FIELDS["learning_rate_schedule"], type=click.Choice(SCHEDULES), default="constant", show_default=True),
-    option(FIELDS["weight_decay"], type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights."),
-    option(FIELDS["dropout"], type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training."),
-    option(FIELDS["label_smoothing"], type=float, default=0.0, show_default=True),
-    option(FIELDS["early_stopping_patience"], type=int, default=0, show_default=True,
+    option(FIELDS["optimizer"], type=click.Choice(OPTIMIZERS), show_default=True),
+    option(FIELDS["learning_rate_schedule"], type=click.Choice(SCHEDULES), show_default=True),
+    option(FIELDS["weight_decay"], type=float, show_default=True, help="L2 penalty on the top layer's weights."),
+    option(FIELDS["dropout"], type=float, show_default=True, help="Dropout rate on the bottleneck while training."),
+    option(FIELDS["label_smoothing"], type=float, show_default=True),
+    option(FIELDS["early_stopping_patience"], type=int, show_default=True,
         help="Stop after this many evaluations without improvement and keep the best step (0 = off)."),
-    option(FIELDS["early_stopping_metric"], type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
+    option(FIELDS["early_stopping_metric"], type=click.Choice(EARLY_STOPPING_METRICS), show_default=True,
         help="Whole-validation-set figure early stopping watches."),
 )
 
@@ -181,35 +180,35 @@ _AUGMENTATION_FLAGS = (
     switch(FIELDS["flip_left_right"], "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning)."),
     switch(FIELDS["flip_up_down"], "Randomly mirror training images top-bottom."),
     switch(FIELDS["rotate90"], "Turn training images a random number of quarter turns."),
-    option(FIELDS["random_crop"], type=int, default=0, show_default=True, help="% margin a random crop removes around the image."),
-    option(FIELDS["random_scale"], type=int, default=0, show_default=True, help="Up to this % random zoom-in."),
-    option(FIELDS["random_brightness"], type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %."),
-    option(FIELDS["distorted_copies"], type=int, default=None,
+    option(FIELDS["random_crop"], type=int, show_default=True, help="% margin a random crop removes around the image."),
+    option(FIELDS["random_scale"], type=int, show_default=True, help="Up to this % random zoom-in."),
+    option(FIELDS["random_brightness"], type=int, show_default=True, help="Pixels multiplied by a random factor within +/- this %."),
+    option(FIELDS["distorted_copies"], type=int,
         help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning]."),
 )
 
 # Intermediate graphs, then fine-tuning the backbone.
 _FINE_TUNE_FLAGS = (
-    option(FIELDS["intermediate_output_graphs_dir"], type=PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps."),
-    option(FIELDS["intermediate_store_frequency"], type=int, default=0, show_default=True),
-    option(FIELDS["fine_tune_layers"], default="0", show_default=True,
+    option(FIELDS["intermediate_output_graphs_dir"], type=PATH, help="Save a frozen graph here every --intermediate_store_frequency steps."),
+    option(FIELDS["intermediate_store_frequency"], type=int, show_default=True),
+    option(FIELDS["fine_tune_layers"], type=str, show_default=True,
         help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
              "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off)."),
-    option(FIELDS["fine_tune_epochs"], type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning."),
-    option(FIELDS["fine_tune_steps"], type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole]."),
-    option(FIELDS["fine_tune_learning_rate"], type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
-    option(FIELDS["fine_tune_batch_size"], type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together)."),
-    option(FIELDS["fine_tune_weight_decay"], type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay."),
-    option(FIELDS["distribute"], type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
+    option(FIELDS["fine_tune_epochs"], type=int, show_default=True, help="Passes over the training images while fine-tuning."),
+    option(FIELDS["fine_tune_steps"], type=int, help="Stop fine-tuning after this many batches in all [default: every epoch whole]."),
+    option(FIELDS["fine_tune_learning_rate"], type=float, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
+    option(FIELDS["fine_tune_batch_size"], type=int, show_default=True, help="Images per fine-tuning step (all replicas together)."),
+    option(FIELDS["fine_tune_weight_decay"], type=float, show_default=True, help="AdamW's decoupled weight decay."),
+    option(FIELDS["distribute"], type=click.Choice(DISTRIBUTE), show_default=True,
         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
              "multi_worker = several machines, from TF_CONFIG."),
-    option(FIELDS["crop_area"], type=float, default=1.0, show_default=True,
+    option(FIELDS["crop_area"], type=float, show_default=True,
         help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop)."),
-    option(FIELDS["crop_aspect"], type=float, default=1.0, show_default=True,
+    option(FIELDS["crop_aspect"], type=float, show_default=True,
         help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept)."),
-    option(FIELDS["random_contrast"], type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %."),
-    option(FIELDS["random_saturation"], type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %."),
-    option(FIELDS["random_hue"], type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel."),
+    option(FIELDS["random_contrast"], type=int, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %."),
+    option(FIELDS["random_saturation"], type=int, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %."),
+    option(FIELDS["random_hue"], type=float, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel."),
 )
 
 # Patient metadata as a second model input.
@@ -221,7 +220,7 @@ _PATIENT_FLAGS = (
     option(FIELDS["metadata_columns"], default=None, help="Comma-separated columns of --metadata to use [default: all but image_id]."),
     option(FIELDS["metadata_categorical"], default=None, help="Columns to treat as categories even if they look numeric."),
     option(FIELDS["metadata_numeric"], default=None, help="Columns that must be numbers (a value that is not is an error)."),
-    option(FIELDS["metadata_fusion"], type=click.Choice(FUSIONS), default="shift", show_default=True,
+    option(FIELDS["metadata_fusion"], type=click.Choice(FUSIONS), show_default=True,
         help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
              "trained on image features and metadata side by side."),
 )
