@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from retrain.api.config import (
+    RECIPES,
     BackboneChoice,
     DataConfig,
     DecisionConfig,
@@ -17,6 +19,7 @@ from retrain.api.config import (
     RetrainConfig,
     TestConfig,
     TFLiteConfig,
+    with_recipe,
 )
 from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.fields import Field, register
@@ -29,7 +32,6 @@ from retrain.reporter import Reporter
 from retrain.train.distribution import DISTRIBUTE
 from retrain.patient.fusion import FUSIONS
 from retrain.decisions.operating_points import parse_operating_point
-from retrain.train.recipes import RECIPES, apply_recipe
 from retrain.train.top_layer import (
     EARLY_STOPPING_METRICS,
     OPTIMIZERS,
@@ -37,12 +39,13 @@ from retrain.train.top_layer import (
     ClassWeights,
     TrainingConfig,
 )
-from retrain.train.fine_tuning import FineTuneConfig
+from retrain.train.fine_tuning import FineTuneConfig, parse_layers
 
+# The distortions: fields of both the cached copies' and the per-epoch augmentation.
 _DISTORTIONS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
 
 # Each flag and the config field it sets.
-FIELDS = register(
+_TABLE = (
     Field("image_dir", DataConfig, "image_dir"),
     Field("output_graph", ExportConfig, "output_graph"),
     Field("output_labels", ExportConfig, "output_labels"),
@@ -80,7 +83,6 @@ FIELDS = register(
     Field("label_smoothing", TrainingConfig, "label_smoothing"),
     Field("early_stopping_patience", TrainingConfig, "early_stopping_patience"),
     Field("early_stopping_metric", TrainingConfig, "early_stopping_metric"),
-    # A distortion sets the cached copies' augmentation, and the per-epoch one when fine-tuning.
     *(Field(name, CopyAugmentation, name) for name in _DISTORTIONS),
     *(Field(name, EpochAugmentation, name) for name in _DISTORTIONS),
     Field("distorted_copies", FeatureConfig, "distorted_copies"),
@@ -105,6 +107,10 @@ FIELDS = register(
     Field("metadata_fusion", PatientConfig, "fusion"),
     Field("operating_point", DecisionConfig, "operating_points"),
 )
+FIELDS = register(*_TABLE)
+# Flags that only fine-tuning reads.
+_EPOCH_ONLY = tuple(f.flag for f in _TABLE if f.owner is EpochAugmentation and f.flag not in _DISTORTIONS)
+_FINE_TUNE_ONLY = tuple(f.flag for f in _TABLE if f.owner is FineTuneConfig and f.name != "layers")
 
 # Trees in, files out, the backbone.
 _INPUT_AND_OUTPUT_FLAGS = (
@@ -252,34 +258,42 @@ def retrain(**flags):
     import_tensorflow()
     context = click.get_current_context()
     explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    train(retrain_config(apply_recipe(flags["recipe"], flags, explicit), explicit),
-          Reporter(log=log, warn=warn, progress=progress))
+    train(retrain_config(flags, explicit), Reporter(log=log, warn=warn, progress=progress))
 
 
 def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
-    """The flags, once, as the configs of the stages."""
+    """The flags, once, as the configs of the stages, with the recipe's setting for each flag not
+    given (checked in the order the flags were always checked)."""
     if not flags["metadata"]:
         given = [name for name in ("metadata_columns", "metadata_categorical", "metadata_numeric", "metadata_fusion")
                  if name in explicit]
         if given:
             raise UserError(f"--{given[0]} applies to patient metadata; add --metadata FILE.csv")
-    augmentation, fine_tuning = _augmentation_and_fine_tuning(flags, explicit)
+    fine_tuning = FineTuneConfig(layers=parse_layers(flags["fine_tune_layers"]),
+                                 augmentation=EpochAugmentation(**_values(flags, EpochAugmentation)),
+                                 **{name: value for name, value in _values(flags, FineTuneConfig).items() if name != "layers"})
     percentages = {name: 0.0 if flags[directory] is not None and name not in explicit else flags[name]
                    for directory, name in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage"))}
     tflite = None if flags["tflite_output"] is None else TFLiteConfig(
         flags["tflite_output"], flags["tflite_quantization"], flags["tflite_representative_images"])
-    return RetrainConfig(
+    config = RetrainConfig(
         data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages,
                         keep_duplicates=flags["keep_duplicates"]),
         backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
-        features=FeatureConfig(flags["bottleneck_dir"], augmentation, flags["distorted_copies"]),
-        top_layer=TrainingConfig(**{field: flags[flag] for flag, field in _TRAINING_FLAGS.items()}),
-        class_weights=_class_weights(flags["class_weights"]) if flags["class_weights"] else None,
+        features=FeatureConfig(flags["bottleneck_dir"], CopyAugmentation(**_values(flags, CopyAugmentation)),
+                               flags["distorted_copies"]),
+        top_layer=TrainingConfig(**_values(flags, TrainingConfig)),
         fine_tuning=fine_tuning,
+        export=ExportConfig(flags["output_graph"], flags["output_labels"], flags["saved_model_dir"],
+                            flags["final_tensor_name"], tflite),
+    )
+    given = {f.token for f in _TABLE if f.flag in explicit}  # a flag given on the command line wins over the recipe
+    config = _augmentation_settled(with_recipe(config, flags["recipe"], keep=given), explicit)
+    return dataclasses.replace(
+        config,
+        class_weights=_class_weights(flags["class_weights"]) if flags["class_weights"] else None,
         patient=_patient_config(flags) if flags["metadata"] else None,
         test=TestConfig(flags["test_batch_size"], flags["print_misclassified_test_images"]),
-        export=ExportConfig(flags["output_graph"], flags["output_labels"], flags["saved_model_dir"],
-                            flags["final_tensor_name"], tflite, flags["recipe"]),
         monitor=MonitorConfig(flags["summaries_dir"], flags["intermediate_output_graphs_dir"],
                               flags["intermediate_store_frequency"]),
         decisions=DecisionConfig(tuple(parse_operating_point(text) for text in flags["operating_point"])),
@@ -316,54 +330,24 @@ def _patient_config(flags: dict) -> PatientConfig:
                          flags["metadata_fusion"])
 
 
-_DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
-_EPOCH_ONLY_FLAGS = ("crop_area", "crop_aspect", "random_contrast", "random_saturation", "random_hue")
-# retrain flag -> FineTuneConfig field
-_FINE_TUNE_FLAGS = {
-    "fine_tune_epochs": "epochs",
-    "fine_tune_steps": "steps",
-    "fine_tune_learning_rate": "learning_rate",
-    "fine_tune_batch_size": "batch_size",
-    "fine_tune_weight_decay": "weight_decay",
-    "distribute": "distribute",
-}
+def _values(flags: dict, owner: type) -> dict:
+    """The flags' values of the fields of `owner`, by field name."""
+    return {f.name: flags[f.flag] for f in _TABLE if f.owner is owner}
 
 
-def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
-    """The distortion flags drive fresh per-epoch augmentation when fine-tuning (cached copies
-    only with an explicit --distorted_copies), else cached copies as in retrain.py."""
-    from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
-    from retrain.train.fine_tuning import FineTuneConfig, parse_layers
-
-    layers = parse_layers(flags["fine_tune_layers"])
-    distortion = {name: flags[name] for name in _DISTORTION_FLAGS}
-    epoch_only = {name: flags[name] for name in _EPOCH_ONLY_FLAGS}
-    fine_tuning = {field: flags[flag] for flag, field in _FINE_TUNE_FLAGS.items()}
-    if not layers:
-        given = [name for name in (*_EPOCH_ONLY_FLAGS, *_FINE_TUNE_FLAGS) if name in explicit]
+def _augmentation_settled(config: RetrainConfig, explicit: set[str]) -> RetrainConfig:
+    """After the recipe: the distortion flags drive fresh per-epoch augmentation when fine-tuning
+    (cached copies only with an explicit --distorted_copies), else cached copies as in retrain.py."""
+    epochs = config.fine_tuning.augmentation
+    distortion = CopyAugmentation(**{name: getattr(epochs, name) for name in _DISTORTIONS})
+    if not config.fine_tuning.active:
+        given = [name for name in (*_EPOCH_ONLY, *_FINE_TUNE_ONLY) if name in explicit]
         if given:
             raise UserError(f"--{given[0]} applies to fine-tuning; add --fine_tune_layers all or --recipe finetune")
-        return CopyAugmentation(**distortion), FineTuneConfig()
-    augmentation = EpochAugmentation(**distortion, **epoch_only)
-    cached = CopyAugmentation(**distortion) if "distorted_copies" in explicit else CopyAugmentation()
-    return cached, FineTuneConfig(layers=layers, augmentation=augmentation, **fine_tuning)
-
-# retrain flag -> TrainingConfig field
-_TRAINING_FLAGS = {
-    "how_many_training_steps": "steps",
-    "learning_rate": "learning_rate",
-    "train_batch_size": "train_batch_size",
-    "eval_step_interval": "eval_step_interval",
-    "validation_batch_size": "validation_batch_size",
-    "random_seed": "random_seed",
-    "optimizer": "optimizer",
-    "learning_rate_schedule": "learning_rate_schedule",
-    "weight_decay": "weight_decay",
-    "dropout": "dropout",
-    "label_smoothing": "label_smoothing",
-    "early_stopping_patience": "early_stopping_patience",
-    "early_stopping_metric": "early_stopping_metric",
-}
+        return dataclasses.replace(config, features=dataclasses.replace(config.features, augmentation=distortion),
+                                   fine_tuning=FineTuneConfig())
+    cached = distortion if "distorted_copies" in explicit else CopyAugmentation()
+    return dataclasses.replace(config, features=dataclasses.replace(config.features, augmentation=cached))
 
 
 def _print_architectures(model_dir: Path | None) -> None:
