@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import click
 
+from retrain.api.config import DataConfig, TFLiteConfig
 from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
 from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
 
 
+# Each flag and the parameter of the export it sets (the command's own: it has no config; its
+# defaults are retrain's, taken from retrain's configs).
+FIELDS = register(*(Field(flag, "export_tflite", flag) for flag in (
+    "saved_model_dir", "output", "quantization", "image_dir", "representative_images", "validation_percentage",
+    "testing_percentage", "reference_graph", "random_seed")))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("saved_model_dir", type=PATH, required=True, help="SavedModel written by retrain --saved_model_dir.")
-@option("output", type=PATH, required=True, help="The .tflite file to write (and OUTPUT.json beside it).")
-@option("quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+@option(FIELDS["saved_model_dir"], type=PATH, required=True, help="SavedModel written by retrain --saved_model_dir.")
+@option(FIELDS["output"], type=PATH, required=True, help="The .tflite file to write (and OUTPUT.json beside it).")
+@option(FIELDS["quantization"], type=click.Choice(QUANTIZATIONS), default=TFLiteConfig.quantization, show_default=True,
          help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out.")
-@option("image_dir", type=PATH, default=None,
+@option(FIELDS["image_dir"], type=PATH, default=None,
          help="The training tree: its training split calibrates int8 and rounds int8 weights, its held-back split measures parity.")
-@option("representative_images", type=int, default=100, show_default=True,
+@option(FIELDS["representative_images"], type=int, default=TFLiteConfig.representative_images, show_default=True,
          help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic).")
-@option("validation_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
-@option("testing_percentage", type=float, default=10.0, show_default=True, help="As given to retrain.")
-@option("reference_graph", type=PATH, default=None, help="Model to measure parity against [default: the SavedModel].")
-@option("random_seed", type=int, default=None, help="Seed of the calibration sample, as given to retrain.")
+@option(FIELDS["validation_percentage"], type=float, default=DataConfig.validation_percentage, show_default=True,
+        help="As given to retrain.")
+@option(FIELDS["testing_percentage"], type=float, default=DataConfig.testing_percentage, show_default=True,
+        help="As given to retrain.")
+@option(FIELDS["reference_graph"], type=PATH, default=None, help="Model to measure parity against [default: the SavedModel].")
+@option(FIELDS["random_seed"], type=int, default=None, help="Seed of the calibration sample, as given to retrain.")
 @reports_user_errors
 def export_tflite(saved_model_dir, output, quantization, image_dir, representative_images, validation_percentage,
                   testing_percentage, reference_graph, random_seed):

@@ -27,11 +27,19 @@ class Field:
         return f"{owner}.{self.name}"
 
     @property
+    def has_default(self) -> bool:
+        """Whether the field is a config field with a default (an API parameter's is the CLI's own)."""
+        if isinstance(self.owner, str):
+            return False
+        field = _dataclass_field(self.owner, self.name)
+        return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+    @property
     def default(self):
         """The config's default: the one place defaults are written."""
         if isinstance(self.owner, str):
             raise TypeError(f"{self.token} is an API parameter, not a config field: it has no config default")
-        field = {f.name: f for f in dataclasses.fields(self.owner)}[self.name]
+        field = _dataclass_field(self.owner, self.name)
         if field.default is not dataclasses.MISSING:
             return field.default
         if field.default_factory is not dataclasses.MISSING:
@@ -39,17 +47,33 @@ class Field:
         raise TypeError(f"{self.token} has no default")
 
 
+def _dataclass_field(owner: type, name: str) -> dataclasses.Field:
+    fields = {f.name: f for f in dataclasses.fields(owner)}
+    if name not in fields:
+        raise TypeError(f"{owner.__name__} has no field {name!r}")
+    return fields[name]
+
+
 FIELDS: list[Field] = []
 
 
-def register(*fields: Field) -> None:
-    """Add fields to the table (each command module registers its own)."""
+def register(*fields: Field) -> dict[str, Field]:
+    """Add a command's fields to the table (each command module registers its own), and return
+    them by flag: the first field given for a flag is the one its option takes its default from;
+    a later one for the same flag is another name of the library for what the flag sets."""
     known = {f.token: f.flag for f in FIELDS}
     for field in fields:
         if known.get(field.token, field.flag) != field.flag:
             raise ValueError(f"{field.token} is both --{known[field.token]} and --{field.flag}")
+        if not isinstance(field.owner, str):
+            _dataclass_field(field.owner, field.name)
+        if field.token not in known:
+            FIELDS.append(field)
         known[field.token] = field.flag
-        FIELDS.append(field)
+    by_flag: dict[str, Field] = {}
+    for field in fields:
+        by_flag.setdefault(field.flag, field)
+    return by_flag
 
 
 def field(flag: str) -> Field:
@@ -66,5 +90,5 @@ def in_flags(message: str) -> str:
     if not flags:
         return message
     tokens = "|".join(re.escape(token) for token in sorted(flags, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w.])(?:{tokens})(?!\w)")
+    pattern = re.compile(rf"(?<![\w./\\-])(?:{tokens})(?!\w)")  # not inside a module path or a file's
     return pattern.sub(lambda match: f"--{flags[match.group(0)]}", message)

@@ -6,34 +6,52 @@ import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import echo, reports_user_errors, warn
+from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
+from retrain.predict.classifier import StockModel
+from retrain.predict.heatmaps import HeatmapRequest
+from retrain.predict.loaded_model import FeedOverrides
+
+
+# Each flag and the parameter of retrain.api.load, classify or the Classifier's call (or the
+# feed override, the heatmap asked for, the stock model) it sets.
+FIELDS = register(
+    *(Field(flag, "load", name) for flag, name in (("graph", "path"), ("labels", "labels"), ("tta", "tta"))),
+    *(Field(flag, "classify", name) for flag, name in (("image", "image"), ("top_k", "top_k"))),
+    *(Field(flag, "Classifier", name) for flag, name in (("image", "images"), ("metadata", "patient_metadata"))),
+    *(Field(flag, StockModel, name) for flag, name in (("architecture", "architecture"), ("model_dir", "model_dir"))),
+    *(Field(flag, HeatmapRequest, name) for flag, name in (("heatmap", "file"), ("heatmap_class", "label"))),
+    *(Field(name, FeedOverrides, name) for name in (
+        "input_layer", "output_layer", "input_height", "input_width", "input_mean", "input_std")),
+    Field("json", "label_image", "as_json"),  # how the command prints, no library setting
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("image", type=PATH, required=True, help="Image to classify (.jpg, .jpeg, .png).")
-@option("graph", type=PATH, default=None,
+@option(FIELDS["image"], type=PATH, required=True, help="Image to classify (.jpg, .jpeg, .png).")
+@option(FIELDS["graph"], type=PATH, default=None,
          help="Frozen .pb, SavedModel folder or .tflite (run without TensorFlow); omit for the stock ImageNet model.")
-@option("labels", type=PATH, default=None, help="Labels file [default: the labels stored in the model].")
-@option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone for the stock ImageNet model.")
-@option("model_dir", type=PATH, default=None, help="Converted backbones [default: user cache dir/models].")
-@option("top_k", type=int, default=5, show_default=True)
-@option("input_layer", default=None, help="Input tensor name [default: from the model].")
-@option("output_layer", default=None, help="Output tensor name [default: from the model].")
-@option("input_height", type=int, default=None)
-@option("input_width", type=int, default=None)
-@option("input_mean", type=float, default=None)
-@option("input_std", type=float, default=None)
-@option("tta", is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
-@option("heatmap", type=PATH, default=None,
+@option(FIELDS["labels"], type=PATH, default=None, help="Labels file [default: the labels stored in the model].")
+@option(FIELDS["architecture"], default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone for the stock ImageNet model.")
+@option(FIELDS["model_dir"], type=PATH, default=None, help="Converted backbones [default: user cache dir/models].")
+@option(FIELDS["top_k"], type=int, default=5, show_default=True)
+@option(FIELDS["input_layer"], default=None, help="Input tensor name [default: from the model].")
+@option(FIELDS["output_layer"], default=None, help="Output tensor name [default: from the model].")
+@option(FIELDS["input_height"], type=int, default=None)
+@option(FIELDS["input_width"], type=int, default=None)
+@option(FIELDS["input_mean"], type=float, default=None)
+@option(FIELDS["input_std"], type=float, default=None)
+@option(FIELDS["tta"], is_flag=True, help="Test-time augmentation: average the probabilities over the four flips.")
+@option(FIELDS["heatmap"], type=PATH, default=None,
          help="Write the image as PNG with a heatmap over it: where the evidence for the top class (or "
               "--heatmap_class) lies. Needs a .pb or SavedModel from retrain, or the stock model.")
-@option("heatmap_class", default=None, help="Label whose heatmap --heatmap draws [default: the top class].")
+@option(FIELDS["heatmap_class"], default=None, help="Label whose heatmap --heatmap draws [default: the top class].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: labels with scores best first, model, input size, the decision of each "
                    "stored operating point, the out-of-distribution check; with --heatmap, the map as a grid of "
                    "numbers in [0, 1] at the network's own resolution.")
-@option("metadata", default=None,
+@option(FIELDS["metadata"], default=None,
          help="The patient's metadata, for a model trained with --metadata: \"age_approximate=55,sex=female\" "
               "(columns left out count as missing).")
 @reports_user_errors
@@ -43,9 +61,6 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
     stored with the model (a screening call at a threshold, not a diagnosis)."""
     from retrain.api.classification import check_request, classify, load
     from retrain.json_text import dumps
-    from retrain.predict.classifier import StockModel
-    from retrain.predict.heatmaps import HeatmapRequest
-    from retrain.predict.loaded_model import FeedOverrides
     from retrain.reporter import Reporter
 
     if heatmap_class is not None and heatmap is None:

@@ -7,15 +7,20 @@ from pathlib import Path
 import click
 
 from retrain.cli.console import reports_user_errors
+from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 
 
+# Each flag and the parameter of retrain.data.isic.prepare_isic it sets.
+FIELDS = register(*(Field(name, "prepare_isic", name) for name in ("images", "ground_truth", "metadata", "output")))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("images", type=PATH, required=True, help="Folder of ISIC_<id>.jpg images (the challenge's *_Data folder).")
-@option("ground_truth", type=PATH, required=True, help="CSV image_id,melanoma,seborrheic_keratosis.")
-@option("metadata", type=PATH, default=None,
+@option(FIELDS["images"], type=PATH, required=True, help="Folder of ISIC_<id>.jpg images (the challenge's *_Data folder).")
+@option(FIELDS["ground_truth"], type=PATH, required=True, help="CSV image_id,melanoma,seborrheic_keratosis.")
+@option(FIELDS["metadata"], type=PATH, default=None,
          help="Optional CSV image_id,age_approximate,sex: checked, and the retrain flag that uses it is printed.")
-@option("output", type=PATH, required=True, help="Where to write the class-per-folder trees.")
+@option(FIELDS["output"], type=PATH, required=True, help="Where to write the class-per-folder trees.")
 @reports_user_errors
 def prepare_isic(images, ground_truth, metadata, output):
     """Arrange ISIC 2017 Part 3 images into class folders for both binary tasks and the three-class task."""

@@ -97,10 +97,13 @@ def _default(param: click.Parameter, context: click.Context) -> str:
     return ", ".join(_code(_machine_free(value)) for value in shown)
 
 
-def _spellings(param: click.Parameter) -> str:
+def _spellings(param: click.Parameter, context: click.Context) -> str:
     if not isinstance(param, click.Option):
         return _code(param.human_readable_name)
-    names = [", ".join(_code(opt) for opt in param.opts)]
+    opts = param.opts
+    if param is context.command.get_help_option(context):  # click makes its spellings from a set: take the given order
+        opts = sorted(opts, key=context.help_option_names.index)
+    names = [", ".join(_code(opt) for opt in opts)]
     if param.secondary_opts:
         names.append(", ".join(_code(opt) for opt in param.secondary_opts))
     return " / ".join(names)
@@ -118,12 +121,12 @@ def render_command(name: str, command: click.Command) -> str:
     arguments = [p for p in params if isinstance(p, click.Argument)]
     if arguments:
         lines += ["| argument | type |", "| --- | --- |"]
-        lines += [f"| {_spellings(p)} | {_type(p)} |" for p in arguments]
+        lines += [f"| {_spellings(p, context)} | {_type(p)} |" for p in arguments]
         lines.append("")
     options = [p for p in params if isinstance(p, click.Option)]
     if options:
         lines += ["| flag | type | default | what it does |", "| --- | --- | --- | --- |"]
-        lines += [f"| {_spellings(p)} | {_type(p)} | {_default(p, context)} | {_text(p.help or '')} |" for p in options]
+        lines += [f"| {_spellings(p, context)} | {_type(p)} | {_default(p, context)} | {_text(p.help or '')} |" for p in options]
         lines.append("")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ retrain's default, so every row reads the same way.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -81,16 +82,15 @@ def _interval(bounds) -> str:
 def effective_settings(recipe: str, steps: str, learning_rate: str) -> dict[str, str]:
     """The recipe, steps and learning rate a retrain run used, given what was passed to it
     ("" = not passed: the recipe's value, else retrain's default)."""
-    from retrain.cli import retrain
-    from retrain.train.recipes import RECIPES
+    from retrain.api.config import RECIPES, ExportConfig
+    from retrain.train.top_layer import TrainingConfig
 
-    defaults = {parameter.name: parameter.default for parameter in retrain.params}
-    recipe = recipe or defaults["recipe"]
-    settings = {**defaults, **RECIPES.get(recipe, {})}
+    recipe = recipe or ExportConfig.recipe
+    top_layer = {**dataclasses.asdict(TrainingConfig()), **RECIPES.get(recipe, {}).get(TrainingConfig, {})}
     return {
         "recipe": recipe,
-        "steps": steps or str(settings["how_many_training_steps"]),
-        "learning_rate": learning_rate or f"{settings['learning_rate']:g}",
+        "steps": steps or str(top_layer["steps"]),
+        "learning_rate": learning_rate or f"{top_layer['learning_rate']:g}",
     }
 
 

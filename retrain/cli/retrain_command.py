@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from retrain.api.config import (
+    RECIPES,
     BackboneChoice,
     DataConfig,
     DecisionConfig,
@@ -17,10 +19,12 @@ from retrain.api.config import (
     RetrainConfig,
     TestConfig,
     TFLiteConfig,
+    with_recipe,
 )
-from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import log, progress, reports_user_errors, warn
+from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option, switch, with_flags
+from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
 from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
@@ -28,7 +32,6 @@ from retrain.reporter import Reporter
 from retrain.train.distribution import DISTRIBUTE
 from retrain.patient.fusion import FUSIONS
 from retrain.decisions.operating_points import parse_operating_point
-from retrain.train.recipes import RECIPES, apply_recipe
 from retrain.train.top_layer import (
     EARLY_STOPPING_METRICS,
     OPTIMIZERS,
@@ -36,129 +39,201 @@ from retrain.train.top_layer import (
     ClassWeights,
     TrainingConfig,
 )
+from retrain.train.fine_tuning import FineTuneConfig, parse_layers
+
+# The distortions: fields of both the cached copies' and the per-epoch augmentation.
+_DISTORTIONS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
+
+# Each flag and the config field it sets.
+_TABLE = (
+    Field("image_dir", DataConfig, "image_dir"),
+    Field("output_graph", ExportConfig, "output_graph"),
+    Field("output_labels", ExportConfig, "output_labels"),
+    Field("saved_model_dir", ExportConfig, "saved_model_dir"),
+    Field("bottleneck_dir", FeatureConfig, "bottleneck_dir"),
+    Field("model_dir", BackboneChoice, "model_dir"),
+    Field("architecture", BackboneChoice, "architecture"),
+    Field("tfhub_module", BackboneChoice, "tfhub_module"),
+    Field("image_size", BackboneChoice, "image_size"),
+    Field("list_architectures", "retrain", "list_architectures"),  # an action of the command, no library setting
+    Field("how_many_training_steps", TrainingConfig, "steps"),
+    Field("learning_rate", TrainingConfig, "learning_rate"),
+    Field("train_batch_size", TrainingConfig, "train_batch_size"),
+    Field("eval_step_interval", TrainingConfig, "eval_step_interval"),
+    Field("validation_batch_size", TrainingConfig, "validation_batch_size"),
+    Field("test_batch_size", TestConfig, "batch_size"),
+    Field("testing_percentage", DataConfig, "testing_percentage"),
+    Field("validation_percentage", DataConfig, "validation_percentage"),
+    Field("validation_dir", DataConfig, "validation_dir"),
+    Field("test_dir", DataConfig, "test_dir"),
+    Field("keep_duplicates", DataConfig, "keep_duplicates"),
+    Field("final_tensor_name", ExportConfig, "final_tensor_name"),
+    Field("print_misclassified_test_images", TestConfig, "print_misclassified"),
+    Field("random_seed", TrainingConfig, "random_seed"),
+    Field("summaries_dir", MonitorConfig, "summaries_dir"),
+    Field("tflite_output", TFLiteConfig, "output"),
+    Field("tflite_quantization", TFLiteConfig, "quantization"),
+    Field("tflite_representative_images", TFLiteConfig, "representative_images"),
+    Field("class_weights", RetrainConfig, "class_weights"),
+    Field("recipe", ExportConfig, "recipe"),
+    Field("optimizer", TrainingConfig, "optimizer"),
+    Field("learning_rate_schedule", TrainingConfig, "learning_rate_schedule"),
+    Field("weight_decay", TrainingConfig, "weight_decay"),
+    Field("dropout", TrainingConfig, "dropout"),
+    Field("label_smoothing", TrainingConfig, "label_smoothing"),
+    Field("early_stopping_patience", TrainingConfig, "early_stopping_patience"),
+    Field("early_stopping_metric", TrainingConfig, "early_stopping_metric"),
+    *(Field(name, CopyAugmentation, name) for name in _DISTORTIONS),
+    *(Field(name, EpochAugmentation, name) for name in _DISTORTIONS),
+    Field("distorted_copies", FeatureConfig, "distorted_copies"),
+    Field("intermediate_output_graphs_dir", MonitorConfig, "intermediate_graphs_dir"),
+    Field("intermediate_store_frequency", MonitorConfig, "intermediate_store_frequency"),
+    Field("fine_tune_layers", FineTuneConfig, "layers"),
+    Field("fine_tune_epochs", FineTuneConfig, "epochs"),
+    Field("fine_tune_steps", FineTuneConfig, "steps"),
+    Field("fine_tune_learning_rate", FineTuneConfig, "learning_rate"),
+    Field("fine_tune_batch_size", FineTuneConfig, "batch_size"),
+    Field("fine_tune_weight_decay", FineTuneConfig, "weight_decay"),
+    Field("distribute", FineTuneConfig, "distribute"),
+    Field("crop_area", EpochAugmentation, "crop_area"),
+    Field("crop_aspect", EpochAugmentation, "crop_aspect"),
+    Field("random_contrast", EpochAugmentation, "random_contrast"),
+    Field("random_saturation", EpochAugmentation, "random_saturation"),
+    Field("random_hue", EpochAugmentation, "random_hue"),
+    Field("metadata", PatientConfig, "files"),
+    Field("metadata_columns", PatientConfig, "columns"),
+    Field("metadata_categorical", PatientConfig, "categorical"),
+    Field("metadata_numeric", PatientConfig, "numeric"),
+    Field("metadata_fusion", PatientConfig, "fusion"),
+    Field("operating_point", DecisionConfig, "operating_points"),
+)
+FIELDS = register(*_TABLE)
+# Flags that only fine-tuning reads.
+_EPOCH_ONLY = tuple(f.flag for f in _TABLE if f.owner is EpochAugmentation and f.flag not in _DISTORTIONS)
+_FINE_TUNE_ONLY = tuple(f.flag for f in _TABLE if f.owner is FineTuneConfig and f.name != "layers")
 
 # Trees in, files out, the backbone.
 _INPUT_AND_OUTPUT_FLAGS = (
-    option("image_dir", type=PATH, default=None, help="Folder with one subfolder of images per class.  [required]"),
-    option("output_graph", type=PATH, default=Path("/tmp/output_graph.pb"), show_default=True, help="Frozen graph to write."),
-    option("output_labels", type=PATH, default=Path("/tmp/output_labels.txt"), show_default=True, help="Labels file to write."),
-    option("saved_model_dir", type=PATH, default=None, help="Also export a SavedModel to this folder."),
-    option("bottleneck_dir", type=PATH, default=None, help="Bottleneck cache [default: user cache dir/bottlenecks]."),
-    option("model_dir", type=PATH, default=None, help="Converted/downloaded backbones [default: user cache dir/models]."),
-    option("architecture", default=DEFAULT_ARCHITECTURE, show_default=True, help="Backbone name (any case); see --list_architectures."),
-    option("tfhub_module", default=None, help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture)."),
-    option("image_size", type=int, default=None,
+    option(FIELDS["image_dir"], type=PATH, help="Folder with one subfolder of images per class.  [required]"),
+    option(FIELDS["output_graph"], type=PATH, show_default=True, help="Frozen graph to write."),
+    option(FIELDS["output_labels"], type=PATH, show_default=True, help="Labels file to write."),
+    option(FIELDS["saved_model_dir"], type=PATH, help="Also export a SavedModel to this folder."),
+    option(FIELDS["bottleneck_dir"], type=PATH, help="Bottleneck cache [default: user cache dir/bottlenecks]."),
+    option(FIELDS["model_dir"], type=PATH, help="Converted/downloaded backbones [default: user cache dir/models]."),
+    option(FIELDS["architecture"], show_default=True, help="Backbone name (any case); see --list_architectures."),
+    option(FIELDS["tfhub_module"], help="TF Hub image feature-vector module: URL or local SavedModel folder (instead of --architecture)."),
+    option(FIELDS["image_size"], type=int,
         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
              "at another size than its own [default: the backbone's]."),
-    option("list_architectures", is_flag=True, help="Print the backbones, with whether each is available offline now, and exit."),
+    option(FIELDS["list_architectures"], is_flag=True, help="Print the backbones, with whether each is available offline now, and exit."),
 )
 
 # tensorflow-for-poets' training flags.
 _TOP_LAYER_FLAGS = (
-    option("how_many_training_steps", type=int, default=4000, show_default=True),
-    option("learning_rate", type=float, default=0.01, show_default=True),
-    option("train_batch_size", type=int, default=100, show_default=True),
-    option("eval_step_interval", type=int, default=10, show_default=True),
-    option("validation_batch_size", type=int, default=100, show_default=True, help="-1 = whole validation set."),
+    option(FIELDS["how_many_training_steps"], type=int, show_default=True),
+    option(FIELDS["learning_rate"], type=float, show_default=True),
+    option(FIELDS["train_batch_size"], type=int, show_default=True),
+    option(FIELDS["eval_step_interval"], type=int, show_default=True),
+    option(FIELDS["validation_batch_size"], type=int, show_default=True, help="-1 = whole validation set."),
 )
 
 # The validation and test sets, what is printed and exported.
 _SET_AND_EXPORT_FLAGS = (
-    option("test_batch_size", type=int, default=-1, show_default=True, help="-1 = whole test set."),
-    option("testing_percentage", type=float, default=10.0, show_default=True),
-    option("validation_percentage", type=float, default=10.0, show_default=True),
-    option("validation_dir", type=PATH, default=None,
+    option(FIELDS["test_batch_size"], type=int, show_default=True, help="-1 = whole test set."),
+    option(FIELDS["testing_percentage"], type=float, show_default=True),
+    option(FIELDS["validation_percentage"], type=float, show_default=True),
+    option(FIELDS["validation_dir"], type=PATH,
         help="Class-per-folder tree (folders named like --image_dir's) used as the validation set; all of --image_dir "
              "then trains, unless --validation_percentage is also given: that share of --image_dir is added to it."),
-    option("test_dir", type=PATH, default=None,
+    option(FIELDS["test_dir"], type=PATH,
         help="Class-per-folder tree (folders named like --image_dir's) used as the test set; all of --image_dir "
              "then trains, unless --testing_percentage is also given: that share of --image_dir is added to it."),
-    option("keep_duplicates", is_flag=True,
+    option(FIELDS["keep_duplicates"], is_flag=True,
         help="Keep validation/test images that are copies of training images (same bytes, or the same picture "
              "resized or re-encoded), and test images that are validation images too; by default they are warned "
              "of and removed."),
-    option("final_tensor_name", default="final_result", show_default=True),
-    option("print_misclassified_test_images", is_flag=True),
-    option("random_seed", type=int, default=None, help="Make the run repeatable."),
-    option("summaries_dir", type=PATH, default=None, help="Write TensorBoard scalars under this folder."),
-    option("tflite_output", type=PATH, default=None, help="Also export a .tflite model (and FILE.json beside it) for phones."),
-    option("tflite_quantization", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+    option(FIELDS["final_tensor_name"], show_default=True),
+    option(FIELDS["print_misclassified_test_images"], is_flag=True),
+    option(FIELDS["random_seed"], type=int, help="Make the run repeatable."),
+    option(FIELDS["summaries_dir"], type=PATH, help="Write TensorBoard scalars under this folder."),
+    option(FIELDS["tflite_output"], type=PATH, help="Also export a .tflite model (and FILE.json beside it) for phones."),
+    option(FIELDS["tflite_quantization"], type=click.Choice(QUANTIZATIONS), show_default=True,
         help="none = float32; dynamic = int8 weights; float16 weights; int8 = full integer, uint8 in/out."),
-    option("tflite_representative_images", type=int, default=100, show_default=True,
+    option(FIELDS["tflite_representative_images"], type=int, show_default=True,
         help="Training images that calibrate int8 and round EfficientNet-Lite weights for dynamic and int8 (0: no rounding for dynamic)."),
 )
 
 # The recipe and the top layer's optimisation.
 _RECIPE_FLAGS = (
-    option("class_weights", default=None, help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes)."),
-    option("recipe", type=click.Choice(sorted(RECIPES)), default="poets", show_default=True,
+    option(FIELDS["class_weights"], help="Weight the loss: 'balanced', or 'label=weight,...' (for imbalanced classes)."),
+    option(FIELDS["recipe"], type=click.Choice(sorted(RECIPES)), show_default=True,
         help="Preset options: poets = tensorflow-for-poets' recipe; strong = our best top layer on frozen features; "
              "finetune = train the whole backbone too, the best model (slow: ~20 min for 2000 images on 2 cores). "
              "Flags given explicitly win."),
-    option("optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True),
-    option("learning_rate_schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True),
-    option("weight_decay", type=float, default=0.0, show_default=True, help="L2 penalty on the top layer's weights."),
-    option("dropout", type=float, default=0.0, show_default=True, help="Dropout rate on the bottleneck while training."),
-    option("label_smoothing", type=float, default=0.0, show_default=True),
-    option("early_stopping_patience", type=int, default=0, show_default=True,
+    option(FIELDS["optimizer"], type=click.Choice(OPTIMIZERS), show_default=True),
+    option(FIELDS["learning_rate_schedule"], type=click.Choice(SCHEDULES), show_default=True),
+    option(FIELDS["weight_decay"], type=float, show_default=True, help="L2 penalty on the top layer's weights."),
+    option(FIELDS["dropout"], type=float, show_default=True, help="Dropout rate on the bottleneck while training."),
+    option(FIELDS["label_smoothing"], type=float, show_default=True),
+    option(FIELDS["early_stopping_patience"], type=int, show_default=True,
         help="Stop after this many evaluations without improvement and keep the best step (0 = off)."),
-    option("early_stopping_metric", type=click.Choice(EARLY_STOPPING_METRICS), default="auc", show_default=True,
+    option(FIELDS["early_stopping_metric"], type=click.Choice(EARLY_STOPPING_METRICS), show_default=True,
         help="Whole-validation-set figure early stopping watches."),
 )
 
 # Random versions of training images (cached copies, or per epoch when fine-tuning).
 _AUGMENTATION_FLAGS = (
-    switch("flip_left_right", "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning)."),
-    switch("flip_up_down", "Randomly mirror training images top-bottom."),
-    switch("rotate90", "Turn training images a random number of quarter turns."),
-    option("random_crop", type=int, default=0, show_default=True, help="% margin a random crop removes around the image."),
-    option("random_scale", type=int, default=0, show_default=True, help="Up to this % random zoom-in."),
-    option("random_brightness", type=int, default=0, show_default=True, help="Pixels multiplied by a random factor within +/- this %."),
-    option("distorted_copies", type=int, default=None,
+    switch(FIELDS["flip_left_right"], "Randomly mirror training images left-right (cached copies, or every epoch when fine-tuning)."),
+    switch(FIELDS["flip_up_down"], "Randomly mirror training images top-bottom."),
+    switch(FIELDS["rotate90"], "Turn training images a random number of quarter turns."),
+    option(FIELDS["random_crop"], type=int, show_default=True, help="% margin a random crop removes around the image."),
+    option(FIELDS["random_scale"], type=int, show_default=True, help="Up to this % random zoom-in."),
+    option(FIELDS["random_brightness"], type=int, show_default=True, help="Pixels multiplied by a random factor within +/- this %."),
+    option(FIELDS["distorted_copies"], type=int,
         help="Distorted copies cached per training image [default: 5 when a distortion flag is given; none when fine-tuning]."),
 )
 
 # Intermediate graphs, then fine-tuning the backbone.
 _FINE_TUNE_FLAGS = (
-    option("intermediate_output_graphs_dir", type=PATH, default=None, help="Save a frozen graph here every --intermediate_store_frequency steps."),
-    option("intermediate_store_frequency", type=int, default=0, show_default=True),
-    option("fine_tune_layers", default="0", show_default=True,
+    option(FIELDS["intermediate_output_graphs_dir"], type=PATH, help="Save a frozen graph here every --intermediate_store_frequency steps."),
+    option(FIELDS["intermediate_store_frequency"], type=int, show_default=True),
+    option(FIELDS["fine_tune_layers"], type=str, show_default=True,
         help="Also train the backbone: 'all', or its last N blocks (EfficientNet-Lite: 1 = the head 1x1 conv, "
              "2 = it and the last MBConv block, ...; Keras backbones: N layers with weights; 0 = off)."),
-    option("fine_tune_epochs", type=int, default=12, show_default=True, help="Passes over the training images while fine-tuning."),
-    option("fine_tune_steps", type=int, default=None, help="Stop fine-tuning after this many batches in all [default: every epoch whole]."),
-    option("fine_tune_learning_rate", type=float, default=5e-5, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
-    option("fine_tune_batch_size", type=int, default=32, show_default=True, help="Images per fine-tuning step (all replicas together)."),
-    option("fine_tune_weight_decay", type=float, default=1e-4, show_default=True, help="AdamW's decoupled weight decay."),
-    option("distribute", type=click.Choice(DISTRIBUTE), default="auto", show_default=True,
+    option(FIELDS["fine_tune_epochs"], type=int, show_default=True, help="Passes over the training images while fine-tuning."),
+    option(FIELDS["fine_tune_steps"], type=int, help="Stop fine-tuning after this many batches in all [default: every epoch whole]."),
+    option(FIELDS["fine_tune_learning_rate"], type=float, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
+    option(FIELDS["fine_tune_batch_size"], type=int, show_default=True, help="Images per fine-tuning step (all replicas together)."),
+    option(FIELDS["fine_tune_weight_decay"], type=float, show_default=True, help="AdamW's decoupled weight decay."),
+    option(FIELDS["distribute"], type=click.Choice(DISTRIBUTE), show_default=True,
         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
              "multi_worker = several machines, from TF_CONFIG."),
-    option("crop_area", type=float, default=1.0, show_default=True,
+    option(FIELDS["crop_area"], type=float, show_default=True,
         help="Fine-tuning: a random crop keeps this fraction to all of the image's area (1 = no crop)."),
-    option("crop_aspect", type=float, default=1.0, show_default=True,
+    option(FIELDS["crop_aspect"], type=float, show_default=True,
         help="Fine-tuning: the crop's aspect ratio changes by up to this factor either way (1 = kept)."),
-    option("random_contrast", type=int, default=0, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %."),
-    option("random_saturation", type=int, default=0, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %."),
-    option("random_hue", type=float, default=0.0, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel."),
+    option(FIELDS["random_contrast"], type=int, show_default=True, help="Fine-tuning: contrast times a random factor within +/- this %."),
+    option(FIELDS["random_saturation"], type=int, show_default=True, help="Fine-tuning: saturation times a random factor within +/- this %."),
+    option(FIELDS["random_hue"], type=float, show_default=True, help="Fine-tuning: hue turned by up to +/- this % of the colour wheel."),
 )
 
 # Patient metadata as a second model input.
 _PATIENT_FLAGS = (
-    option("metadata", type=PATH, multiple=True,
+    option(FIELDS["metadata"], type=PATH, multiple=True,
         help="Patient metadata CSV: an image_id column (the image file name without extension) and any others "
              "(e.g. age_approximate, sex); the model then takes them as a second input. Repeat for several files "
              "(e.g. the training and the validation set's)."),
-    option("metadata_columns", default=None, help="Comma-separated columns of --metadata to use [default: all but image_id]."),
-    option("metadata_categorical", default=None, help="Columns to treat as categories even if they look numeric."),
-    option("metadata_numeric", default=None, help="Columns that must be numbers (a value that is not is an error)."),
-    option("metadata_fusion", type=click.Choice(FUSIONS), default="shift", show_default=True,
+    option(FIELDS["metadata_columns"], default=None, help="Comma-separated columns of --metadata to use [default: all but image_id]."),
+    option(FIELDS["metadata_categorical"], default=None, help="Columns to treat as categories even if they look numeric."),
+    option(FIELDS["metadata_numeric"], default=None, help="Columns that must be numbers (a value that is not is an error)."),
+    option(FIELDS["metadata_fusion"], type=click.Choice(FUSIONS), show_default=True,
         help="shift = a second stage lets the metadata move the image model's logits; concat = the top layer "
              "trained on image features and metadata side by side."),
 )
 
 # From scores to decisions.
 _DECISION_FLAGS = (
-    option("operating_point", multiple=True,
+    option(FIELDS["operating_point"], multiple=True,
         help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T, S in (0, 1], T in (0, 1) (the class "
              "may be omitted for two classes when the other is called 'other'): the threshold above which CLASS is "
              "called, chosen on the validation set (or set by hand) and stored with the model. Repeatable. "
@@ -183,34 +258,42 @@ def retrain(**flags):
     import_tensorflow()
     context = click.get_current_context()
     explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
-    train(retrain_config(apply_recipe(flags["recipe"], flags, explicit), explicit),
-          Reporter(log=log, warn=warn, progress=progress))
+    train(retrain_config(flags, explicit), Reporter(log=log, warn=warn, progress=progress))
 
 
 def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
-    """The flags, once, as the configs of the stages."""
+    """The flags, once, as the configs of the stages, with the recipe's setting for each flag not
+    given (checked in the order the flags were always checked)."""
     if not flags["metadata"]:
         given = [name for name in ("metadata_columns", "metadata_categorical", "metadata_numeric", "metadata_fusion")
                  if name in explicit]
         if given:
             raise UserError(f"--{given[0]} applies to patient metadata; add --metadata FILE.csv")
-    augmentation, fine_tuning = _augmentation_and_fine_tuning(flags, explicit)
+    fine_tuning = FineTuneConfig(layers=parse_layers(flags["fine_tune_layers"]),
+                                 augmentation=EpochAugmentation(**_values(flags, EpochAugmentation)),
+                                 **{name: value for name, value in _values(flags, FineTuneConfig).items() if name != "layers"})
     percentages = {name: 0.0 if flags[directory] is not None and name not in explicit else flags[name]
                    for directory, name in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage"))}
     tflite = None if flags["tflite_output"] is None else TFLiteConfig(
         flags["tflite_output"], flags["tflite_quantization"], flags["tflite_representative_images"])
-    return RetrainConfig(
+    config = RetrainConfig(
         data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages,
                         keep_duplicates=flags["keep_duplicates"]),
         backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
-        features=FeatureConfig(flags["bottleneck_dir"], augmentation, flags["distorted_copies"]),
-        top_layer=TrainingConfig(**{field: flags[flag] for flag, field in _TRAINING_FLAGS.items()}),
-        class_weights=_class_weights(flags["class_weights"]) if flags["class_weights"] else None,
+        features=FeatureConfig(flags["bottleneck_dir"], CopyAugmentation(**_values(flags, CopyAugmentation)),
+                               flags["distorted_copies"]),
+        top_layer=TrainingConfig(**_values(flags, TrainingConfig)),
         fine_tuning=fine_tuning,
+        export=ExportConfig(flags["output_graph"], flags["output_labels"], flags["saved_model_dir"],
+                            flags["final_tensor_name"], tflite),
+    )
+    given = {f.token for f in _TABLE if f.flag in explicit}  # a flag given on the command line wins over the recipe
+    config = _augmentation_settled(with_recipe(config, flags["recipe"], keep=given), explicit)
+    return dataclasses.replace(
+        config,
+        class_weights=_class_weights(flags["class_weights"]) if flags["class_weights"] else None,
         patient=_patient_config(flags) if flags["metadata"] else None,
         test=TestConfig(flags["test_batch_size"], flags["print_misclassified_test_images"]),
-        export=ExportConfig(flags["output_graph"], flags["output_labels"], flags["saved_model_dir"],
-                            flags["final_tensor_name"], tflite, flags["recipe"]),
         monitor=MonitorConfig(flags["summaries_dir"], flags["intermediate_output_graphs_dir"],
                               flags["intermediate_store_frequency"]),
         decisions=DecisionConfig(tuple(parse_operating_point(text) for text in flags["operating_point"])),
@@ -247,54 +330,24 @@ def _patient_config(flags: dict) -> PatientConfig:
                          flags["metadata_fusion"])
 
 
-_DISTORTION_FLAGS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "random_scale", "random_brightness")
-_EPOCH_ONLY_FLAGS = ("crop_area", "crop_aspect", "random_contrast", "random_saturation", "random_hue")
-# retrain flag -> FineTuneConfig field
-_FINE_TUNE_FLAGS = {
-    "fine_tune_epochs": "epochs",
-    "fine_tune_steps": "steps",
-    "fine_tune_learning_rate": "learning_rate",
-    "fine_tune_batch_size": "batch_size",
-    "fine_tune_weight_decay": "weight_decay",
-    "distribute": "distribute",
-}
+def _values(flags: dict, owner: type) -> dict:
+    """The flags' values of the fields of `owner`, by field name."""
+    return {f.name: flags[f.flag] for f in _TABLE if f.owner is owner}
 
 
-def _augmentation_and_fine_tuning(flags: dict, explicit: set[str]):
-    """The distortion flags drive fresh per-epoch augmentation when fine-tuning (cached copies
-    only with an explicit --distorted_copies), else cached copies as in retrain.py."""
-    from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
-    from retrain.train.fine_tuning import FineTuneConfig, parse_layers
-
-    layers = parse_layers(flags["fine_tune_layers"])
-    distortion = {name: flags[name] for name in _DISTORTION_FLAGS}
-    epoch_only = {name: flags[name] for name in _EPOCH_ONLY_FLAGS}
-    fine_tuning = {field: flags[flag] for flag, field in _FINE_TUNE_FLAGS.items()}
-    if not layers:
-        given = [name for name in (*_EPOCH_ONLY_FLAGS, *_FINE_TUNE_FLAGS) if name in explicit]
+def _augmentation_settled(config: RetrainConfig, explicit: set[str]) -> RetrainConfig:
+    """After the recipe: the distortion flags drive fresh per-epoch augmentation when fine-tuning
+    (cached copies only with an explicit --distorted_copies), else cached copies as in retrain.py."""
+    epochs = config.fine_tuning.augmentation
+    distortion = CopyAugmentation(**{name: getattr(epochs, name) for name in _DISTORTIONS})
+    if not config.fine_tuning.active:
+        given = [name for name in (*_EPOCH_ONLY, *_FINE_TUNE_ONLY) if name in explicit]
         if given:
             raise UserError(f"--{given[0]} applies to fine-tuning; add --fine_tune_layers all or --recipe finetune")
-        return CopyAugmentation(**distortion), FineTuneConfig()
-    augmentation = EpochAugmentation(**distortion, **epoch_only)
-    cached = CopyAugmentation(**distortion) if "distorted_copies" in explicit else CopyAugmentation()
-    return cached, FineTuneConfig(layers=layers, augmentation=augmentation, **fine_tuning)
-
-# retrain flag -> TrainingConfig field
-_TRAINING_FLAGS = {
-    "how_many_training_steps": "steps",
-    "learning_rate": "learning_rate",
-    "train_batch_size": "train_batch_size",
-    "eval_step_interval": "eval_step_interval",
-    "validation_batch_size": "validation_batch_size",
-    "random_seed": "random_seed",
-    "optimizer": "optimizer",
-    "learning_rate_schedule": "learning_rate_schedule",
-    "weight_decay": "weight_decay",
-    "dropout": "dropout",
-    "label_smoothing": "label_smoothing",
-    "early_stopping_patience": "early_stopping_patience",
-    "early_stopping_metric": "early_stopping_metric",
-}
+        return dataclasses.replace(config, features=dataclasses.replace(config.features, augmentation=distortion),
+                                   fine_tuning=FineTuneConfig())
+    cached = distortion if "distorted_copies" in explicit else CopyAugmentation()
+    return dataclasses.replace(config, features=dataclasses.replace(config.features, augmentation=cached))
 
 
 def _print_architectures(model_dir: Path | None) -> None:

@@ -6,22 +6,29 @@ from __future__ import annotations
 import click
 
 from retrain.cli.console import log, progress, reports_user_errors, warn
+from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.reporter import Reporter
 
 
+# Each flag and the parameter of retrain.api.set_operating_point it sets.
+FIELDS = register(*(Field(flag, "set_operating_point", name) for flag, name in (
+    ("graph", "graph"), ("image_dir", "image_dir"), ("operating_point", "operating_points"), ("output", "output"),
+    ("allow_training_images", "allow_training_images"))))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("graph", type=PATH, required=True,
+@option(FIELDS["graph"], type=PATH, required=True,
          help="The model exported by retrain: frozen .pb, SavedModel folder or .tflite (with its .tflite.json).")
-@option("image_dir", type=PATH, required=True,
+@option(FIELDS["image_dir"], type=PATH, required=True,
          help="Class-per-folder tree, folders named like the model's labels, of images the model did not train on: "
               "the thresholds are chosen on it.")
-@option("operating_point", multiple=True, required=True,
+@option(FIELDS["operating_point"], multiple=True, required=True,
          help="CLASS:sensitivity=S, CLASS:specificity=S or CLASS:threshold=T, S in (0, 1], T in (0, 1) (the class "
               "may be omitted for two classes when the other is called 'other'); repeatable. Replaces every operating point the model stored. E.g. melanoma:sensitivity=0.9.")
-@option("output", type=PATH, required=True,
+@option(FIELDS["output"], type=PATH, required=True,
          help="Where to write the copy, in --graph's format (with its sidecar and model card); never an existing path.")
-@option("allow_training_images", is_flag=True,
+@option(FIELDS["allow_training_images"], is_flag=True,
         help="Choose on --image_dir even when it is, is inside or holds the model's training tree (refused "
              "otherwise: such thresholds promise more than new images give).")
 @reports_user_errors

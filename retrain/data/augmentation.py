@@ -210,7 +210,7 @@ class EpochAugmentation:
     random_brightness: int = 0  # pixels multiplied by a random factor within +/- this %
     random_contrast: int = 0  # contrast multiplied by a random factor within +/- this %
     random_saturation: int = 0  # saturation multiplied by a random factor within +/- this %
-    random_hue: float = 0  # hue turned by up to +/- this % of the colour wheel
+    random_hue: float = 0.0  # hue turned by up to +/- this % of the colour wheel
 
     @property
     def active(self) -> bool:

@@ -176,15 +176,6 @@ def test_early_stopping_keeps_the_best_evaluated_step_and_stops_early():
     assert mean_auc(head.probabilities(val_x), val_y) == pytest.approx(best.validation_auc)
 
 
-def test_recipe_sets_options_and_explicit_flags_win():
-    from retrain.train.recipes import apply_recipe
-
-    strong = apply_recipe("strong", {"optimizer": "sgd", "learning_rate": 0.05}, explicit=set())
-    assert strong["optimizer"] == "adam" and strong["early_stopping_patience"] > 0
-    assert apply_recipe("strong", {"learning_rate": 0.05}, explicit={"learning_rate"})["learning_rate"] == 0.05
-    assert apply_recipe("poets", {"learning_rate": 0.01}, explicit=set()) == {"learning_rate": 0.01}
-
-
 def test_snapshots_are_taken_at_the_requested_interval():
     x, y = _blobs(np.random.default_rng(0))
     taken = []
