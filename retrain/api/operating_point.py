@@ -125,7 +125,7 @@ def _read_card(graph: Path, kind: str) -> ModelCard:
     """The model card `graph` carries; a model without one (not from retrain) has nowhere to keep a point."""
     if kind != "tflite":
         import_tensorflow()  # with its native log lines kept off the terminal
-    card = read_model_card(graph, kind)
+    card = read_model_card(graph, kind, "set_operating_point.graph")
     if not card or not card.labels:
         raise UserError(f"set_operating_point.graph {graph}: not exported by retrain ({missing_card_place(graph, kind)}), "
                         "so it has no model card to store an operating point in; retrain a model to get one")

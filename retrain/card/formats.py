@@ -117,8 +117,9 @@ def write_graph_card(graph_def, card: ModelCard) -> None:
     node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(dumps(card.to_json())))
 
 
-def read_graph_def(path: Path):
-    """A frozen graph's GraphDef; a file that is not one is the user's mistake, in one line."""
+def read_graph_def(path: Path, name: str = "load.path"):
+    """A frozen graph's GraphDef; a file that is not one is the user's mistake, in one line
+    naming the parameter that gave it (`name`)."""
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
@@ -126,9 +127,9 @@ def read_graph_def(path: Path):
     try:
         graph_def.ParseFromString(Path(path).read_bytes())
     except (DecodeError, RuntimeWarning, ValueError) as e:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
+        raise UserError(f"{name} {path}: not a TensorFlow GraphDef (.pb) file") from e
     if not graph_def.node:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
+        raise UserError(f"{name} {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
     return graph_def
 
 
@@ -139,15 +140,16 @@ def model_kind(path: Path) -> str:
     return "tflite" if is_tflite_file(Path(path)) else "pb"
 
 
-def read_model_card(path: Path, kind: str) -> ModelCard | None:
-    """The card of the model at `path`, of any format; None for a model retrain did not export."""
+def read_model_card(path: Path, kind: str, name: str = "load.path") -> ModelCard | None:
+    """The card of the model at `path`, of any format; None for a model retrain did not export.
+    `name`: the parameter that gave the path, for the line saying it is not a model."""
     if kind == "tflite":
         return read_sidecar(path)
     if kind == "saved_model":
         if not (Path(path) / "saved_model.pb").exists():
-            raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
+            raise UserError(f"{name} {path}: a folder, but not a SavedModel (no saved_model.pb)")
         return read_saved_model_card(path)
-    return read_graph_card(read_graph_def(path), path)
+    return read_graph_card(read_graph_def(path, name), path)
 
 
 def missing_card_place(path: Path, kind: str) -> str:
