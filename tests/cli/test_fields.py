@@ -17,7 +17,9 @@ from retrain.train.top_layer import TrainingConfig
 
 # The functions whose parameters the commands without a config set, by the owner the table gives.
 API_CALLS = {
+    "load": "retrain.api.classification:load",
     "classify": "retrain.api.classification:classify",
+    "Classifier": "retrain.predict.classifier:Classifier.__call__",
     "evaluate": "retrain.api.evaluation:evaluate",
     "set_operating_point": "retrain.api.operating_point:set_operating_point",
     "prepare_isic": "retrain.data.isic:prepare_isic",
@@ -86,7 +88,7 @@ def test_in_flags_names_the_flag_of_a_config_field():
     assert in_flags("DataConfig.image_dir's classes") == "--image_dir's classes"
     assert in_flags("FineTuneConfig.learning_rate and TrainingConfig.learning_rate") == \
         "--fine_tune_learning_rate and --learning_rate"
-    assert in_flags("classify.patient_metadata age=1") == "--metadata age=1"
+    assert in_flags("Classifier.patient_metadata age=1") == "--metadata age=1"
 
 
 def test_in_flags_leaves_module_paths_file_names_and_longer_names_alone():
