@@ -121,6 +121,12 @@ def evaluate_probabilities(probabilities: np.ndarray, true: np.ndarray, labels: 
     return result
 
 
+def auc_classes(labels: list[str]) -> list[int]:
+    """The classes shown with an AUC: for two classes, the positive one (the other's AUC is the
+    same, mirrored); otherwise each, one against the rest."""
+    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
+
+
 def positive_class_index(labels: list[str]) -> int:
     """For a two-class model: the class that is not 'other' (ISIC's 'melanoma vs other'), else the second."""
     if "other" in labels:

@@ -15,7 +15,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrain.data.sets import TrainingData
 from retrain.decisions.calibration import Calibration
+from retrain.decisions.figures import Figures
 from retrain.decisions.ood import OodRecord
 from retrain.decisions.operating_points import OperatingPoint
 from retrain.errors import UserError
@@ -52,80 +54,6 @@ class FineTuningRecord:
     augmentation: Any = None
     kept_epoch: int | None = None
     validation_auc: dict = field(default_factory=dict)  # epoch -> validation AUC
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassAuc:
-    auc: float | None
-    interval: tuple
-    positives: int
-    no_auc: str | None = None  # why there is no AUC: every image is of the class, or none
-
-    def to_json(self) -> dict:
-        entry = {"auc": self.auc, "interval": list(self.interval), "positives": self.positives}
-        return entry if self.no_auc is None else {**entry, "no_auc": self.no_auc}
-
-
-@dataclass(frozen=True)
-class Share:
-    """A proportion with its 95 % interval, as metrics.Rate writes it."""
-
-    value: float | None
-    successes: int
-    count: int
-    interval: tuple
-
-    def to_json(self) -> dict:
-        return {"value": self.value, "successes": self.successes, "count": self.count,
-                "interval": list(self.interval)}
-
-
-@dataclass(frozen=True)
-class Figures:
-    """Accuracy and per-class AUC on one set, with 95 % intervals; the test set's also has its
-    calibration error. `count` 0 with no accuracy: recorded, but the set was empty."""
-
-    count: int = 0
-    auc: dict[str, ClassAuc] = field(default_factory=dict)
-    accuracy: Share | None = None
-    ece: float | None = None
-    ece_floor: float | None = None
-    ece_before: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.accuracy is None
-
-    def to_json(self) -> dict:
-        if self.empty:
-            return {}
-        return _without_none({"count": self.count, "auc": {label: auc.to_json() for label, auc in self.auc.items()},
-                              "accuracy": self.accuracy.to_json(), "ece": self.ece, "ece_floor": self.ece_floor,
-                              "ece_before": self.ece_before})
-
-    @classmethod
-    def from_json(cls, data: dict) -> Figures:
-        if not data:
-            return cls()
-        accuracy = data["accuracy"]
-        return cls(data["count"], {label: ClassAuc(entry.get("auc"), tuple(entry["interval"]), entry["positives"],
-                                                   entry.get("no_auc")) for label, entry in data["auc"].items()},
-                   Share(accuracy["value"], accuracy.get("successes"), accuracy.get("count"),
-                         tuple(accuracy["interval"])),
-                   data.get("ece"), data.get("ece_floor"), data.get("ece_before"))
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Where the images came from (absolute paths) and how many of each class each set has."""
-
-    image_dir: str | None
-    validation_dir: str | None = None
-    test_dir: str | None = None
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # set -> class -> images
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

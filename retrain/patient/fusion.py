@@ -18,10 +18,10 @@ import dataclasses
 
 import numpy as np
 
+from retrain.decisions.out_of_fold import out_of_fold_logits
 from retrain.train.top_layer import TopLayer, TrainingConfig, train_top_layer
 
 FUSIONS = ("shift", "concat")
-FOLDS = 5
 # The second stage: a handful of weights per class, so Adam converges well within these steps.
 SECOND_STAGE = TrainingConfig(steps=2000, learning_rate=0.01, train_batch_size=100, optimizer="adam",
                               learning_rate_schedule="cosine", weight_decay=1e-3)
@@ -46,24 +46,3 @@ def fuse(kind: str, image_layer: TopLayer, train_x: np.ndarray, train_m: np.ndar
                         dataclasses.replace(SECOND_STAGE, random_seed=config.random_seed, class_weights=config.class_weights))
     scale, shift = second.weights[:class_count], second.weights[class_count:]
     return TopLayer(image_layer.weights @ scale, image_layer.bias @ scale + second.bias, image_layer.step, shift)
-
-
-def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: int, config: TrainingConfig,
-                       folds: int = FOLDS) -> np.ndarray:
-    """Each training image's logits from a top layer trained on the other folds (stratified by
-    class, fixed by the seed), with the image top layer's settings but no early stopping."""
-    rng = np.random.default_rng(config.random_seed)
-    fold_of = np.zeros(len(train_y), int)
-    for label in np.unique(train_y):
-        members = rng.permutation(np.flatnonzero(train_y == label))
-        fold_of[members] = np.arange(len(members)) % folds
-    logits = np.zeros((len(train_y), class_count), np.float32)
-    settings = dataclasses.replace(config, early_stopping_patience=0)
-    empty_x, empty_y = np.zeros((0, train_x.shape[1]), np.float32), np.zeros(0, np.int64)
-    for fold in range(folds):
-        held = fold_of == fold
-        if not held.any() or len(np.unique(train_y[~held])) < 2:
-            continue
-        layer = train_top_layer(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
-        logits[held] = layer.logits(train_x[held])
-    return logits

@@ -18,7 +18,7 @@ from retrain.patient.table import AGE_COLUMN, finite_number, is_missing
 from retrain.metrics import (
     Rate,
     auc_interval,
-    positive_class_index,
+    auc_classes,
     roc_auc,
     sensitivity_specificity,
 )
@@ -180,11 +180,6 @@ def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
             .rstrip() for r in [header, *rows]]
-
-
-def auc_classes(labels: list[str]) -> list[int]:
-    """Two classes: the positive one (not 'other'); more: each class against the rest."""
-    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
 
 
 def measure_group(name: str, mask: np.ndarray, probabilities: np.ndarray, true: np.ndarray, labels: list[str],
