@@ -15,6 +15,7 @@ from retrain.reporter import Reporter
 IMAGE_DIR, VALIDATION_DIR, TEST_DIR = "DataConfig.image_dir", "DataConfig.validation_dir", "DataConfig.test_dir"
 KEEP = "DataConfig.keep_duplicates"
 
+
 def without_copies(split: Split, folders: dict[str, Path | None], keep: bool, reporter: Reporter) -> Split:
     """Validation and test images that copy a training image (same bytes, or the same picture
     resized or re-encoded), warned of and, unless `keep`, removed: with them the figures measure
@@ -25,7 +26,7 @@ def without_copies(split: Split, folders: dict[str, Path | None], keep: bool, re
         reporter.warn(_same_folder_warning(names, folders[names[0]], keep))
     held = list(dict.fromkeys(path for path, _ in split.validation + split.test))
     copies = find_copies([path for path, _ in split.training], held)
-    told = any(IMAGE_DIR in flags for names in groups)  # its same files are the warning above
+    told = any(IMAGE_DIR in names for names in groups)  # its same files are the warning above
     listed = [c for c in copies if not (told and c.path.resolve() == c.original.resolve())]
     if not copies and held:
         reporter.log(f"Copies: none of the {len(held)} validation/test images copies a training image")
@@ -55,7 +56,7 @@ def _without_validation_images_in_test(split: Split, keep: bool, groups: list[li
     copies = find_copies([path for path, _ in split.validation], [path for path, _ in split.test])
     removed = set() if keep else {c.path for c in copies}
     left = [pair for pair in split.test if pair[0] not in removed]
-    if copies and not any(VALIDATION_DIR in flags and TEST_DIR in flags for names in groups):
+    if copies and not any(VALIDATION_DIR in names and TEST_DIR in names for names in groups):
         consequence = (f"kept ({KEEP}): the test figures are not independent of validation" if keep else
                        f"removed from test so its figures are independent of validation ({KEEP} keeps "
                        "them)" + ("" if left else "; the test set is now empty"))

@@ -3,6 +3,7 @@ another, then split into training, validation and test images."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +21,16 @@ from retrain.reporter import Reporter
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Which images, and how they divide into training, validation and test sets."""
+class Folders:
+    """The trees a run reads (DataConfig.image_dir, DataConfig.validation_dir, DataConfig.test_dir)."""
 
     image_dir: Path
-    validation_dir: Path | None = None  # a class-per-folder tree added to the validation set
-    test_dir: Path | None = None  # ... to the test set
-    validation_percentage: float = 10.0  # of image_dir, by retrain.py's stable hash
-    testing_percentage: float = 10.0
-    keep_duplicates: bool = False  # keep held-out copies of training images, test copies of validation ones (warned)
+    validation_dir: Path | None = None
+    test_dir: Path | None = None
+
+    def by_name(self) -> dict[str, Path | None]:
+        """The trees by the names of their DataConfig fields, as the warnings name them."""
+        return {IMAGE_DIR: self.image_dir, VALIDATION_DIR: self.validation_dir, TEST_DIR: self.test_dir}
 
 
 @dataclass(frozen=True)
@@ -43,23 +45,24 @@ class Trees:
         return [path for tree in trees for image_class in tree.classes for path in image_class.images]
 
 
-def scan_trees(data: DataConfig, reporter: Reporter) -> Trees:
+def scan_trees(folders: Folders, reporter: Reporter) -> Trees:
     """The class folders of every tree, checked against one another before any slow work."""
-    tree = scan_image_tree(data.image_dir)
+    tree = scan_image_tree(folders.image_dir)
     for folder in tree.skipped_empty:
         reporter.warn(f"{folder}: no .jpg/.jpeg/.png images; class skipped")
     for note in tree.notes:
         reporter.warn(note)
     if len(tree.classes) < 2:
-        raise UserError(f"DataConfig.image_dir {tree.root}: found {len(tree.classes)} class folder(s) with images; need at least two")
+        raise UserError(f"{IMAGE_DIR} {tree.root}: found {len(tree.classes)} class folder(s) with images; "
+                        "need at least two")
     for image_class in tree.classes:
         reporter.log(f"Class {image_class.label!r}: {len(image_class.images)} images in {image_class.folder}")
     return Trees(tree, {})
 
 
-def scan_held_out(trees: Trees, data: DataConfig, reporter: Reporter) -> Trees:
+def scan_held_out(trees: Trees, folders: Folders, reporter: Reporter) -> Trees:
     held_out = {}
-    for set_name, directory in (("validation", data.validation_dir), ("test", data.test_dir)):
+    for set_name, directory in (("validation", folders.validation_dir), ("test", folders.test_dir)):
         if directory is not None:
             held = held_out[set_name] = scan_held_out_tree(directory, set_name, trees.image_tree, reporter.warn)
             count = sum(len(c.images) for c in held.classes)
@@ -75,8 +78,11 @@ class Sets:
     split: Split
 
 
-def split_sets(trees: Trees, readable, data: DataConfig, reporter: Reporter) -> Sets:
-    """Classes with a `readable` image (a set of paths), split by retrain.py's hash, plus the held-out trees."""
+def split_sets(trees: Trees, readable, folders: Folders, percentages: tuple[float, float], keep_duplicates: bool,
+               reporter: Reporter) -> Sets:
+    """Classes with a `readable` image (a set of paths), split by retrain.py's hash (`percentages`:
+    validation and testing) plus the held-out trees, without the held-out copies of training
+    images unless `keep_duplicates`."""
     labels, images_by_class = [], []
     for image_class in trees.image_tree.classes:
         usable = [p for p in image_class.images if p in readable]
@@ -86,13 +92,12 @@ def split_sets(trees: Trees, readable, data: DataConfig, reporter: Reporter) -> 
         else:
             reporter.warn(f"{image_class.folder}: no readable images; class skipped")
     if len(labels) < 2:
-        raise UserError(f"DataConfig.image_dir {trees.image_tree.root}: fewer than two classes have readable images")
-    split = split_images(images_by_class, labels, data.validation_percentage, data.testing_percentage)
+        raise UserError(f"{IMAGE_DIR} {trees.image_tree.root}: fewer than two classes have readable images")
+    split = split_images(images_by_class, labels, *percentages)
     split = add_held_out_trees(split, labels, trees.held_out, usable=readable.__contains__)
     for note in split.notes:
         reporter.warn(note)
-    folders = {IMAGE_DIR: data.image_dir, VALIDATION_DIR: data.validation_dir, TEST_DIR: data.test_dir}
-    split = without_copies(split, folders, data.keep_duplicates, reporter)
+    split = without_copies(split, folders.by_name(), keep_duplicates, reporter)
     reporter.log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.test)} testing")
     return Sets(labels, split)
 
@@ -110,7 +115,7 @@ class TrainingData:
         return dataclasses.asdict(self)
 
 
-def training_data(sets: Sets, data: DataConfig) -> TrainingData:
+def training_data(sets: Sets, folders: Folders) -> TrainingData:
     """Where the images came from and how many of each class each set has, for the model card."""
     def counts(pairs: list[tuple[Path, int]]) -> dict:
         return {label: sum(1 for _, c in pairs if c == index) for index, label in enumerate(sets.labels)}
@@ -119,6 +124,6 @@ def training_data(sets: Sets, data: DataConfig) -> TrainingData:
         return None if folder is None else str(Path(folder).expanduser().resolve())
 
     split = sets.split
-    return TrainingData(absolute(data.image_dir), absolute(data.validation_dir), absolute(data.test_dir),
+    return TrainingData(absolute(folders.image_dir), absolute(folders.validation_dir), absolute(folders.test_dir),
                         {"training": counts(split.training), "validation": counts(split.validation),
                          "test": counts(split.test)})
