@@ -21,7 +21,10 @@ from retrain.decisions.figures import Figures
 from retrain.decisions.ood import OodRecord
 from retrain.decisions.operating_points import OperatingPoint
 from retrain.errors import UserError
+from retrain.patient.subgroups import Subgroups
 from retrain.patient.table import MetadataEncoding
+from retrain.train.fitting import TopLayerRecord
+from retrain.train.tuned_network import FineTuningRecord
 
 CARD_FORMAT = "retrain"  # the value of "format" in every card
 CARD_VERSION = 1  # cards without "card_version" are version 1; bump it, and write the key, when the layout changes
@@ -29,34 +32,6 @@ CARD_VERSION = 1  # cards without "card_version" are version 1; bump it, and wri
 
 def _without_none(entries: dict) -> dict:
     return {key: value for key, value in entries.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class TopLayerRecord:
-    """Which step of the top layer was kept, and whether validation chose it."""
-
-    steps: int
-    kept_step: int
-    early_stopping_metric: str | None
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class FineTuningRecord:
-    layers: Any = None
-    epochs: int | None = None
-    steps: int | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    weight_decay: float | None = None
-    augmentation: Any = None
-    kept_epoch: int | None = None
-    validation_auc: dict = field(default_factory=dict)  # epoch -> validation AUC
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -130,7 +105,7 @@ class ModelCard:
     operating_points: tuple[OperatingPoint, ...] | None = None  # None: exported before they existed
     validation_figures: Figures | None = None
     ood: OodRecord | None = None
-    subgroups: tuple[str, ...] | None = None  # the validation figures by group, as evaluate prints them
+    subgroups: Subgroups | tuple[str, ...] | None = None  # the validation figures by group: measured, or as stored
     test_figures: Figures | None = None
     training_data: TrainingData | None = None
     quantization: str | None = None  # the .tflite's sidecar only, with the tensors below
@@ -141,6 +116,13 @@ class ModelCard:
     int8_weights: Int8Weights | None = None
     version: int = CARD_VERSION
     unknown: dict = field(default_factory=dict)  # keys a newer retrain wrote, kept as they are
+
+    @property
+    def subgroup_lines(self) -> tuple[str, ...]:
+        """The validation figures by group as evaluate prints them, the form a card stores them in."""
+        if isinstance(self.subgroups, Subgroups):
+            return tuple(self.subgroups.lines())
+        return self.subgroups or ()
 
     @property
     def points(self) -> tuple[OperatingPoint, ...]:
@@ -161,7 +143,7 @@ class ModelCard:
                     "patient_metadata": self.patient_metadata, "calibration": self.calibration,
                     "operating_points": None if self.operating_points is None else [p.card() for p in self.points],
                     "validation_figures": self.validation_figures, "ood": self.ood,
-                    "subgroups": None if self.subgroups is None else list(self.subgroups),
+                    "subgroups": None if self.subgroups is None else list(self.subgroup_lines),
                     "test_figures": self.test_figures, "training_data": self.training_data,
                     "quantization": self.quantization, "input_tensor": self.input_tensor,
                     "output_tensor": self.output_tensor, "metadata_tensor": self.metadata_tensor,

@@ -11,7 +11,6 @@ import numpy as np
 
 from retrain.metrics import (
     Rate,
-    auc_classes,
     auc_interval,
     calibration_noise_floor,
     expected_calibration_error,
@@ -108,20 +107,3 @@ def with_calibration_error(figures: Figures, probabilities: np.ndarray, true: np
     before = None if uncalibrated is None else expected_calibration_error(uncalibrated, true)
     return dataclasses.replace(figures, ece=expected_calibration_error(probabilities, true),
                                ece_floor=calibration_noise_floor(probabilities), ece_before=before)
-
-
-def auc_line(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str], when: str = "") -> str:
-    """ROC AUC beside accuracy, which misleads on imbalanced sets: one figure for two
-    classes, one-vs-rest per class and their mean otherwise. `when`: "before calibration" or
-    "after calibration", since one temperature reorders one class's scores across images when
-    there are more than two classes, and so moves their one-vs-rest AUCs."""
-    when = f", {when}" if when else ""
-    if len(labels) == 2:
-        positive = auc_classes(labels)[0]
-        auc = roc_auc(probabilities[:, positive], true == positive)
-        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)}{when})"
-    aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
-    parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
-    defined = [auc for auc in aucs if np.isfinite(auc)]  # a class absent from the set has no AUC
-    mean = float(np.mean(defined)) if defined else float("nan")
-    return f"{name} AUC (one-vs-rest) = {parts}; mean {mean:.3f} (N={len(true)}{when})"

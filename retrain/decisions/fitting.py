@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.decisions.calibration import Calibration, calibrate, scaled
-from retrain.decisions.figures import Figures, auc_line, measure
+from retrain.decisions.figures import Figures, measure
 from retrain.decisions.ood import OodDetector, fit_with_threshold
 from retrain.decisions.operating_points import (
     FEW_POSITIVES,
@@ -22,6 +22,7 @@ from retrain.decisions.operating_points import (
 )
 from retrain.decisions.out_of_fold import FOLDS, out_of_fold_logits
 from retrain.features.arrays import Arrays
+from retrain.metrics import auc_line
 from retrain.reporter import Reporter
 from retrain.train.top_layer import TopLayer, TrainingConfig, softmax
 

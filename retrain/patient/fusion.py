@@ -19,6 +19,9 @@ import dataclasses
 import numpy as np
 
 from retrain.decisions.out_of_fold import out_of_fold_logits
+from retrain.features.arrays import Arrays
+from retrain.reporter import Reporter
+from retrain.train.fitting import log_validation_auc
 from retrain.train.top_layer import TopLayer, TrainingConfig, train_top_layer
 
 FUSIONS = ("shift", "concat")
@@ -46,3 +49,13 @@ def fuse(kind: str, image_layer: TopLayer, train_x: np.ndarray, train_m: np.ndar
                         dataclasses.replace(SECOND_STAGE, random_seed=config.random_seed, class_weights=config.class_weights))
     scale, shift = second.weights[:class_count], second.weights[class_count:]
     return TopLayer(image_layer.weights @ scale, image_layer.bias @ scale + second.bias, image_layer.step, shift)
+
+
+def fuse_patient_metadata(layer: TopLayer, fusion: str, labels: list[str], training: Arrays, validation: Arrays,
+                          config: TrainingConfig, tuned: bool, reporter: Reporter) -> TopLayer:
+    """The top layer extended to take patient metadata, its validation AUC logged; after fine-tuning
+    (`tuned`: `training` holds the tuned features) its logits on the training images are in-sample."""
+    fused = fuse(fusion, layer, training.x, training.patient, training.y, validation.x, validation.patient,
+                 validation.y, len(labels), config, logits_in_sample=tuned)
+    log_validation_auc("Validation with patient metadata", fused, validation, labels, reporter)
+    return fused

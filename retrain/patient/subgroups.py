@@ -205,3 +205,13 @@ def measure_subgroups(rows: list[dict | None], probabilities: np.ndarray, true: 
         groups = tuple(measure_group(name, mask, probabilities, true, labels, points) for name, mask in found.groups)
         columns_measured.append(SubgroupColumn(column, found.kind, groups))
     return Subgroups(tuple(columns_measured), tuple(skipped))
+
+
+def validation_subgroups(probabilities: np.ndarray, true: np.ndarray, rows: list[dict | None], labels: list[str],
+                         points: tuple[OperatingPoint, ...], log) -> Subgroups:
+    """The validation figures by sex, age band and other categories, logged as evaluate prints
+    them, for the model card."""
+    subgroups = measure_subgroups(rows, probabilities, true, labels, points)
+    for line in subgroups.lines():
+        log(line)
+    return subgroups
