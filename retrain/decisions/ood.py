@@ -118,9 +118,6 @@ class OodDetector:
         return OodRecord(OUTPUT_NAME, self.threshold, self.hard_threshold, self.flagged_share, self.chosen_on,
                          self.count)
 
-    def card(self) -> dict:
-        return self.record().to_json()
-
     def with_threshold(self, held_out_scores: np.ndarray, chosen_on: str, share: float = FLAGGED_SHARE) -> "OodDetector":
         """The threshold that flags `share` of these scores of held-out, in-distribution images."""
         scores = np.asarray(held_out_scores)
