@@ -3,7 +3,6 @@ patient metadata (None without)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,6 @@ class Arrays:
 
     def __len__(self) -> int:
         return len(self.y)
-
-    def with_patient(self, rows: np.ndarray | None) -> Arrays:
-        return dataclasses.replace(self, patient=rows)
 
     def taken(self, chosen: np.ndarray) -> Arrays:
         """The rows `chosen` (indices)."""
@@ -44,7 +40,8 @@ class TunedRows:
 
     def apply(self, arrays: Arrays) -> Arrays:
         """`arrays` with the tuned features, without the rows of the images that became unreadable."""
-        return Arrays(self.x, arrays.y[self.ok], None if arrays.patient is None else arrays.patient[self.ok])
+        kept = arrays.taken(self.ok)
+        return Arrays(self.x, kept.y, kept.patient)
 
     def kept(self, pairs: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
         return [pair for pair, keep in zip(pairs, self.ok) if keep]
