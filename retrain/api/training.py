@@ -53,7 +53,8 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
     import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
     check_config(config)
-    data, patient, columns = config.data, config.patient, _columns(config)
+    data, patient = config.data, config.patient
+    columns = Columns(patient.columns, patient.categorical, patient.numeric) if patient else None
     table = _patient_table(config, columns, reporter) if patient else None
     strategy = _strategy(config)  # before any other TensorFlow work, as multi_worker needs
     folders = Folders(data.image_dir, data.validation_dir, data.test_dir)
@@ -148,11 +149,6 @@ def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: M
 def _backbone(choice: BackboneChoice, fine_tune_layers=0):
     return build_backbone(choice.architecture, choice.tfhub_module, choice.image_size, choice.model_dir,
                           fine_tune_layers)
-
-
-def _columns(config: RetrainConfig) -> Columns | None:
-    patient = config.patient
-    return Columns(patient.columns, patient.categorical, patient.numeric) if patient else None
 
 
 def _patient_table(config: RetrainConfig, columns: Columns, reporter: Reporter):
