@@ -51,7 +51,8 @@ class FittedDecisions:
 def fit_decisions(layer: TopLayer, labels: list[str], training: Arrays, validation: Arrays,
                   specs: tuple[OperatingPointSpec, ...], training_config: TrainingConfig, can_refit: bool,
                   reporter: Reporter) -> FittedDecisions:
-    """`training`: the training images' features as served (no distorted copies; tuned ones after
+    """The temperature, the operating points `specs` and the out-of-distribution threshold, each
+    logged. `training`: the training images' features as served (no distorted copies; tuned ones after
     fine-tuning). `can_refit`: whether the top layer can be retrained on folds of them (the
     top-layer recipes without patient metadata), for out-of-fold predictions when the
     validation set is too small."""
