@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrain.api.config import BackboneChoice, RetrainConfig
 from retrain.backbones import build_backbone
@@ -24,8 +25,6 @@ from retrain.decisions.operating_points import distinct_specs
 from retrain.errors import UserError
 from retrain.evaluate.final_test import final_test
 from retrain.evaluate.training_plot import plot_training
-from retrain.export.graph import PATIENT_INPUT, ServingModel, model_card
-from retrain.export.model_files import ExportedFiles, export_model, intermediate_saver
 from retrain.features.arrays import Arrays, set_arrays
 from retrain.features.bottlenecks import extract_features
 from retrain.features.distorted_copies import with_distorted_copies
@@ -36,6 +35,9 @@ from retrain.patient.subgroups import Subgroups, validation_subgroups
 from retrain.reporter import Reporter
 from retrain.train.fitting import TrainedTopLayer, fit_top_layer, log_validation_auc
 from retrain.train.tuned_network import fine_tune_network
+
+if TYPE_CHECKING:  # importing export imports TensorFlow, which importing retrain.api must not
+    from retrain.export.model_files import ExportedFiles
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class RetrainResult:
 def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResult:
     """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
     import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
+    from retrain.export.graph import PATIENT_INPUT, model_card
+
     check_config(config)
     data, patient = config.data, config.patient
     columns = Columns(patient.columns, patient.categorical, patient.numeric) if patient else None
@@ -106,6 +110,8 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
 
 def _fit_top_layer(config: RetrainConfig, backbone, sets: Sets, training: Arrays, validation: Arrays,
                    reporter: Reporter) -> TrainedTopLayer:
+    from retrain.export.model_files import intermediate_saver
+
     monitor = config.monitor
     save = intermediate_saver(backbone, sets.labels, config.export.final_tensor_name, monitor.intermediate_graphs_dir,
                               reporter.log) if monitor.intermediate_graphs_dir else None
@@ -126,6 +132,8 @@ def _subgroups(table, decisions: FittedDecisions, validation: Arrays, sets: Sets
 def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets,
             validation: Arrays, trained: TrainedTopLayer, reporter: Reporter) -> ExportedFiles:
     """The model files, the training plot, and the .tflite asked for with its parity with the graph."""
+    from retrain.export.graph import ServingModel
+    from retrain.export.model_files import ExportedFiles, export_model
     from retrain.export.tflite import write_tflite
     from retrain.predict.parity import report_parity
 
