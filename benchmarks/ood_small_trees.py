@@ -38,11 +38,11 @@ from benchmarks.ood_isic import (
 )
 from benchmarks.top_layer_speed import cpu_model
 from retrain.metrics import auc_interval, roc_auc
+from retrain.decisions.ood import VALIDATION_IMAGES as OOD_VALIDATION_IMAGES
 from retrain.decisions.ood import fit_ood, out_of_fold_scores
 
 MELANOMA, NEVUS, KERATOSIS = 0, 1, 2  # benchmarks.ood_isic.CLASSES
 TRAINING_SHARE, VALIDATION_SHARE = 0.8, 0.1
-OOD_VALIDATION_IMAGES = 40  # as retrain.api.decision_stages
 
 
 def trees(train_y: np.ndarray, seeds: int) -> dict[str, np.ndarray]:

@@ -121,6 +121,29 @@ def evaluate_probabilities(probabilities: np.ndarray, true: np.ndarray, labels: 
     return result
 
 
+def auc_classes(labels: list[str]) -> list[int]:
+    """The classes shown with an AUC: for two classes, the positive one (the other's AUC is the
+    same, mirrored); otherwise each, one against the rest."""
+    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
+
+
+def auc_line(name: str, probabilities: np.ndarray, true: np.ndarray, labels: list[str], when: str = "") -> str:
+    """ROC AUC beside accuracy, which misleads on imbalanced sets: one figure for two
+    classes, one-vs-rest per class and their mean otherwise. `when`: "before calibration" or
+    "after calibration", since one temperature reorders one class's scores across images when
+    there are more than two classes, and so moves their one-vs-rest AUCs."""
+    when = f", {when}" if when else ""
+    if len(labels) == 2:
+        positive = auc_classes(labels)[0]
+        auc = roc_auc(probabilities[:, positive], true == positive)
+        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)}{when})"
+    aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
+    parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
+    defined = [auc for auc in aucs if np.isfinite(auc)]  # a class absent from the set has no AUC
+    mean = float(np.mean(defined)) if defined else float("nan")
+    return f"{name} AUC (one-vs-rest) = {parts}; mean {mean:.3f} (N={len(true)}{when})"
+
+
 def positive_class_index(labels: list[str]) -> int:
     """For a two-class model: the class that is not 'other' (ISIC's 'melanoma vs other'), else the second."""
     if "other" in labels:

@@ -1,5 +1,5 @@
 """`retrain` from start to finish, as a short list of stages: scan the trees, extract the
-features, split, train the top layer, fine-tune, fuse patient metadata, test, export.
+features, split, train the top layer, fine-tune, fuse patient metadata, decide, test, export.
 
 From Python:
 
@@ -9,21 +9,35 @@ From Python:
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import retrain.api.model_stages as model
-import retrain.api.stages as stages
-from retrain.api.config import RetrainConfig
-from retrain.api.decision_stages import decide
-from retrain.card.model_card import ModelCard
+from retrain.api.config import BackboneChoice, RetrainConfig
+from retrain.backbones import build_backbone
+from retrain.card.model_card import ModelCard, PatientInput
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
 from retrain.data.dataset import check_percentages
-from retrain.errors import UserError
-from retrain.native_logs import import_tensorflow
-from retrain.reporter import Reporter
+from retrain.data.sets import Folders, Sets, scan_held_out, scan_trees, split_sets, training_data
+from retrain.decisions.fitting import FittedDecisions, fit_decisions
 from retrain.decisions.operating_points import distinct_specs
+from retrain.errors import UserError
+from retrain.evaluate.final_test import final_test
+from retrain.evaluate.training_plot import plot_training
+from retrain.features.arrays import Arrays, set_arrays
+from retrain.features.bottlenecks import extract_features
+from retrain.features.distorted_copies import with_distorted_copies
+from retrain.native_logs import import_tensorflow
+from retrain.patient.encoded_sets import Columns, encode_patients, metadata_rows, read_patient_table
+from retrain.patient.fusion import FUSIONS, fuse_patient_metadata
+from retrain.patient.subgroups import Subgroups, validation_subgroups
+from retrain.reporter import Reporter
+from retrain.train.fitting import TrainedTopLayer, fit_top_layer, log_validation_auc
+from retrain.train.tuned_network import fine_tune_network
+
+if TYPE_CHECKING:  # importing export imports TensorFlow, which importing retrain.api must not
+    from retrain.export.model_files import ExportedFiles
 
 
 @dataclass(frozen=True)
@@ -34,73 +48,126 @@ class RetrainResult:
     bottlenecks_computed: int
     bottlenecks_reused: int
     failures: int
-    files: model.ExportedFiles
+    files: ExportedFiles
 
 
 def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResult:
     """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
     import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
+    from retrain.export.graph import PATIENT_INPUT, model_card
+
     check_config(config)
-    table = stages.read_patient_table(config.patient, _copies_cached(config), config.fine_tuning.active,
-                                      reporter.warn) if config.patient else None
+    data, patient = config.data, config.patient
+    columns = Columns(patient.columns, patient.categorical, patient.numeric) if patient else None
+    table = _patient_table(config, columns, reporter) if patient else None
     strategy = _strategy(config)  # before any other TensorFlow work, as multi_worker needs
-    trees = stages.scan_trees(config.data, reporter)
+    folders = Folders(data.image_dir, data.validation_dir, data.test_dir)
+    trees = scan_trees(folders, reporter)
     if config.class_weights:
         config.class_weights.check(trees.image_tree.labels)  # a typo fails before slow work
     specs, notes = distinct_specs(config.decisions.operating_points, trees.image_tree.labels)
     for note in notes:
         reporter.warn(note)
-    config = dataclasses.replace(config, decisions=dataclasses.replace(config.decisions, operating_points=specs))
-    trees = stages.scan_held_out(trees, config.data, reporter)
-    backbone = stages.build_backbone(config.backbone, config.fine_tuning.layers)
-    features = stages.extract_features(trees, backbone, config.features.bottleneck_dir, reporter)
-    sets = stages.split_sets(trees, features, config.data, reporter)
-    patients = stages.encode_patients(table, config.patient, sets.split, reporter) if table is not None else None
-    rows = patients.rows if patients else (None, None, None)
-    plain, validation, test = (stages.set_arrays(pairs, features, backbone.feature_size, patient) for pairs, patient
-                               in zip((sets.split.training, sets.split.validation, sets.split.test), rows))
-    training = stages.with_distorted_copies(plain, [p for p, _ in sets.split.training], config.features.augmentation,
-                                            config.features.distorted_copies, backbone, features, reporter)
-    trained = model.fit_top_layer(sets, training, validation, config.top_layer, config.class_weights, backbone,
-                                  config.export, config.monitor, reporter)
-    layer, card = trained.layer, {"recipe": config.export.recipe, "top_layer": _top_layer_card(trained)}
+    trees = scan_held_out(trees, folders, reporter)
+    backbone = _backbone(config.backbone, config.fine_tuning.layers)
+    features = extract_features(trees.paths(), backbone, config.features.bottleneck_dir, reporter)
+    sets = split_sets(trees, features.by_path, folders, (data.validation_percentage, data.testing_percentage),
+                      data.keep_duplicates, reporter)
+    patients = encode_patients(table, columns, sets.split, reporter) if table is not None else None
+    plain, validation, test = (set_arrays(pairs, features.by_path, backbone.feature_size, rows) for pairs, rows in
+                               zip((sets.split.training, sets.split.validation, sets.split.test),
+                                   patients.rows if patients else (None, None, None)))
+    training = with_distorted_copies(plain, [p for p, _ in sets.split.training], config.features.augmentation,
+                                     config.features.distorted_copies, backbone, features.cache, reporter)
+    trained = _fit_top_layer(config, backbone, sets, training, validation, reporter)
+    layer, tuned = trained.layer, None
     if config.fine_tuning.active:
-        tuned = model.fine_tune_network(backbone, config.backbone, trained, sets, config.fine_tuning, trained.config,
-                                        config.export.output_graph, strategy, reporter)
-        layer, card = tuned.layer, {**card, "fine_tuning": tuned.card}
+        tuned = fine_tune_network(backbone, functools.partial(_backbone, config.backbone), trained, sets,
+                                  config.fine_tuning, trained.config, config.export.output_graph, strategy, reporter)
+        layer = tuned.layer
         plain = training = tuned.training.apply(plain)
         sets, validation, test = tuned.applied(sets, validation, test)
-        stages.log_validation_auc("Fine-tuned validation", layer, validation, sets.labels, reporter)
+        log_validation_auc("Fine-tuned validation", layer, validation, sets.labels, reporter)
     if patients:
-        layer = model.fuse_patient_metadata(layer, config.patient.fusion, sets, training, validation, trained.config,
-                                            config.fine_tuning.active, reporter)
-        card["patient_metadata"] = stages.patient_card(patients, config.patient.fusion)
-    decisions = decide(layer, sets, plain, validation, config.decisions, trained.config,
-                       not config.fine_tuning.active and not patients, reporter,
-                       stages.metadata_rows(table, sets.split.validation) if table is not None else None)
-    figures = model.test_top_layer(decisions.layer, test, sets, config.test, config.top_layer.random_seed, reporter,
-                                   uncalibrated=layer)
-    card = {**card, **decisions.card, "test_figures": figures.card, "training_data": stages.data_card(sets, config.data)}
-    files = model.export_model(backbone, decisions.layer, _model_card(backbone, sets, config, card), sets, validation,
-                               trained.history, config.export, config.top_layer.random_seed, reporter, decisions.ood)
+        layer = fuse_patient_metadata(layer, patient.fusion, sets.labels, training, validation, trained.config,
+                                      config.fine_tuning.active, reporter)
+    decisions = fit_decisions(layer, sets.labels, plain, validation, specs, trained.config,
+                              not config.fine_tuning.active and not patients, reporter)
+    subgroups = _subgroups(table, decisions, validation, sets, reporter) if table is not None else None
+    figures = final_test(decisions.layer, test, sets, config.test.batch_size, config.test.print_misclassified,
+                         config.top_layer.random_seed, reporter, uncalibrated=layer)
+    card = model_card(backbone, sets.labels, config.export.final_tensor_name).replace(
+        recipe=config.export.recipe, top_layer=trained.record, fine_tuning=tuned.record if tuned else None,
+        patient_metadata=PatientInput(PATIENT_INPUT, patient.fusion, tuple(patients.encoding.column_names),
+                                      patients.encoding) if patients else None,
+        calibration=decisions.calibration, operating_points=decisions.points,
+        validation_figures=decisions.validation_figures, ood=decisions.ood.record() if decisions.ood else None,
+        subgroups=subgroups, test_figures=figures.figures, training_data=training_data(sets, folders))
+    files = _export(config, backbone, decisions, card, sets, validation, trained, reporter)
     return RetrainResult(sets.labels, figures.accuracy, figures.count, features.computed, features.reused,
                          features.failures, files)
 
 
-def _top_layer_card(trained: model.TrainedTopLayer) -> dict:
-    """Which step of the top layer was kept, and whether validation chose it, for the model card."""
-    config = trained.config
-    stopped = trained.layer.step is not None
-    return {"steps": config.steps, "kept_step": trained.layer.step if stopped else config.steps - 1,
-            "early_stopping_metric": config.early_stopping_metric if stopped else None}
+def _fit_top_layer(config: RetrainConfig, backbone, sets: Sets, training: Arrays, validation: Arrays,
+                   reporter: Reporter) -> TrainedTopLayer:
+    from retrain.export.model_files import intermediate_saver
+
+    monitor = config.monitor
+    save = intermediate_saver(backbone, sets.labels, config.export.final_tensor_name, monitor.intermediate_graphs_dir,
+                              reporter.log) if monitor.intermediate_graphs_dir else None
+    return fit_top_layer(sets.labels, training, validation, config.top_layer, config.class_weights,
+                         monitor.summaries_dir, reporter, monitor.intermediate_store_frequency, save)
 
 
-def _model_card(backbone, sets: stages.Sets, config: RetrainConfig, extra: dict) -> ModelCard:
-    """Made once training is done: a tuned backbone has a new identity."""
-    from retrain.export.graph import model_card
+def _subgroups(table, decisions: FittedDecisions, validation: Arrays, sets: Sets,
+               reporter: Reporter) -> Subgroups | None:
+    """The validation figures by patient group, where decisions were fitted on validation images."""
+    if decisions.points is None or not len(validation):
+        return None
+    return validation_subgroups(decisions.layer.probabilities(validation.x, validation.patient), validation.y,
+                                metadata_rows(table, sets.split.validation), sets.labels, decisions.points,
+                                reporter.log)
 
-    described = model_card(backbone, sets.labels, config.export.final_tensor_name).to_json()
-    return ModelCard.from_json({**described, **extra}, "the model card")
+
+def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets,
+            validation: Arrays, trained: TrainedTopLayer, reporter: Reporter) -> ExportedFiles:
+    """The model files, the training plot, and the .tflite asked for with its parity with the graph."""
+    from retrain.export.graph import ServingModel
+    from retrain.export.model_files import ExportedFiles, export_model
+    from retrain.export.tflite import write_tflite
+    from retrain.predict.parity import report_parity
+
+    export, layer = config.export, decisions.layer
+    serving = ServingModel(backbone, layer, export.final_tensor_name, decisions.ood)
+    export_model(serving, card, sets.labels, export.output_graph, export.output_labels, export.saved_model_dir,
+                 reporter)
+    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
+    plot = plot_training(export.output_graph, trained.history, probabilities, validation.y, sets.labels, reporter)
+    tflite = None
+    if export.tflite is not None:
+        written = write_tflite(export.tflite.output, export.tflite.quantization, [p for p, _ in sets.split.training],
+                               export.tflite.representative_images, config.top_layer.random_seed, reporter.log,
+                               reporter.warn, export.saved_model_dir, (serving, card))
+        held_back = [path for path, _ in sets.split.validation + sets.split.test]
+        report_parity(written, export.output_graph, held_back, reporter.log, reporter.warn)
+        tflite = written.path
+    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
+
+
+def _backbone(choice: BackboneChoice, fine_tune_layers=0):
+    return build_backbone(choice.architecture, choice.tfhub_module, choice.image_size, choice.model_dir,
+                          fine_tune_layers)
+
+
+def _patient_table(config: RetrainConfig, columns: Columns, reporter: Reporter):
+    """The patient-metadata tables, read and their settings checked before any slow work."""
+    fusion = config.patient.fusion
+    if fusion not in FUSIONS:
+        raise UserError(f"PatientConfig.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if _copies_cached(config) and not config.fine_tuning.active:
+        raise UserError("PatientConfig.files cannot be used with cached distorted copies (distortion flags without "
+                        "fine-tuning); drop the distortion flags, or fine-tune with ExportConfig.recipe finetune")
+    return read_patient_table(config.patient.files, columns, reporter.warn)
 
 
 def _copies_cached(config: RetrainConfig) -> int:
@@ -123,18 +190,18 @@ def check_config(config: RetrainConfig) -> None:
 
     choice = config.backbone
     if choice.tfhub_module and choice.architecture.strip().lower() != DEFAULT_ARCHITECTURE:
-        raise UserError("--tfhub_module and --architecture both name a backbone; pass only one")
+        raise UserError("BackboneChoice.tfhub_module and BackboneChoice.architecture both name a backbone; "
+                        "pass only one")
     check_image_size(choice.image_size)
     check_top_layer(config.top_layer)
     check_percentages(config.data.validation_percentage, config.data.testing_percentage)
     _check_counts(config)
     check_fine_tuning(config.fine_tuning, None if choice.tfhub_module else sized_config(choice.architecture,
                                                                                         choice.image_size))
-    for value, flag in ((config.top_layer.steps, "how_many_training_steps"),
-                        (config.top_layer.train_batch_size, "train_batch_size"),
+    for value, name in ((config.top_layer.steps, "steps"), (config.top_layer.train_batch_size, "train_batch_size"),
                         (config.top_layer.eval_step_interval, "eval_step_interval")):
         if value < 1:
-            raise UserError(f"--{flag} must be at least 1, got {value}")
+            raise UserError(f"TrainingConfig.{name} must be at least 1, got {value}")
     if config.export.tflite is not None:
         _check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
@@ -143,23 +210,27 @@ def check_config(config: RetrainConfig) -> None:
 
 def _check_counts(config: RetrainConfig) -> None:
     if config.test.batch_size == 0 or config.test.batch_size < -1:
-        raise UserError(f"--test_batch_size must be -1 (the whole test set) or >= 1, got {config.test.batch_size}")
+        raise UserError(f"TestConfig.batch_size must be -1 (the whole test set) or >= 1, got {config.test.batch_size}")
     if config.monitor.intermediate_store_frequency < 0:
-        raise UserError(f"--intermediate_store_frequency must be >= 0 (0 = none), "
+        raise UserError(f"MonitorConfig.intermediate_store_frequency must be >= 0 (0 = none), "
                         f"got {config.monitor.intermediate_store_frequency}")
     if config.export.tflite is not None and config.export.tflite.representative_images < 0:
-        raise UserError(f"--tflite_representative_images must be >= 0, got {config.export.tflite.representative_images}")
+        raise UserError(f"TFLiteConfig.representative_images must be >= 0, "
+                        f"got {config.export.tflite.representative_images}")
 
 
 def _check_tflite(tflite) -> None:
     from retrain.export.tflite_format import QUANTIZATIONS
 
     if Path(tflite.output).suffix.lower() != ".tflite":
-        raise UserError(f"--tflite_output {tflite.output}: must end in .tflite (label_image recognises the model by it)")
+        raise UserError(f"TFLiteConfig.output {tflite.output}: must end in .tflite "
+                        "(label_image recognises the model by it)")
     if tflite.quantization not in QUANTIZATIONS:
-        raise UserError(f"--tflite_quantization {tflite.quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
+        raise UserError(f"TFLiteConfig.quantization {tflite.quantization!r}: "
+                        f"choose one of {', '.join(QUANTIZATIONS)}")
     if tflite.quantization == "int8" and tflite.representative_images < 1:
-        raise UserError("--tflite_representative_images must be at least 1: int8 calibration needs a representative set")
+        raise UserError("TFLiteConfig.representative_images must be at least 1: int8 calibration needs a "
+                        "representative set")
 
 
 def check_retrain_outputs(config: RetrainConfig) -> None:
@@ -172,21 +243,24 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
     data, export, monitor = config.data, config.export, config.monitor
     graph = Path(export.output_graph).expanduser()
     hub = config.backbone.tfhub_module
-    inputs = {"--image_dir": data.image_dir, "--validation_dir": data.validation_dir, "--test_dir": data.test_dir,
-              "--metadata": config.patient.files if config.patient else None,
-              "--tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}
+    inputs = {"DataConfig.image_dir": data.image_dir, "DataConfig.validation_dir": data.validation_dir,
+              "DataConfig.test_dir": data.test_dir,
+              "PatientConfig.files": config.patient.files if config.patient else None,
+              "BackboneChoice.tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}
     tflite = Path(export.tflite.output).expanduser() if export.tflite else None
-    outputs = {"--output_graph": graph, "--output_labels": export.output_labels,
-               "--output_graph's training plot": graph.with_suffix(".training.png"),
-               "--output_graph's model card": model_card_markdown_path(graph), "--tflite_output": tflite,
-               "--tflite_output's sidecar": sidecar_path(tflite) if tflite else None,
-               "--tflite_output's model card": model_card_markdown_path(tflite) if tflite else None}
-    folders = {"--saved_model_dir": export.saved_model_dir, "--summaries_dir": monitor.summaries_dir,
-               "--bottleneck_dir": config.features.bottleneck_dir,
-               "--intermediate_output_graphs_dir": monitor.intermediate_graphs_dir
+    outputs = {"ExportConfig.output_graph": graph, "ExportConfig.output_labels": export.output_labels,
+               "ExportConfig.output_graph's training plot": graph.with_suffix(".training.png"),
+               "ExportConfig.output_graph's model card": model_card_markdown_path(graph),
+               "TFLiteConfig.output": tflite,
+               "TFLiteConfig.output's sidecar": sidecar_path(tflite) if tflite else None,
+               "TFLiteConfig.output's model card": model_card_markdown_path(tflite) if tflite else None}
+    folders = {"ExportConfig.saved_model_dir": export.saved_model_dir,
+               "MonitorConfig.summaries_dir": monitor.summaries_dir,
+               "FeatureConfig.bottleneck_dir": config.features.bottleneck_dir,
+               "MonitorConfig.intermediate_graphs_dir": monitor.intermediate_graphs_dir
                if monitor.intermediate_store_frequency else None,
-               "--output_graph's fine-tuning folder": graph.with_suffix(".finetune")
+               "ExportConfig.output_graph's fine-tuning folder": graph.with_suffix(".finetune")
                if config.fine_tuning.active else None}
-    check_outputs(inputs, outputs, folders, replaced=("--saved_model_dir",))
+    check_outputs(inputs, outputs, folders, replaced=("ExportConfig.saved_model_dir",))
     if export.saved_model_dir:
         check_saved_model_dir(Path(export.saved_model_dir).expanduser())

@@ -190,6 +190,22 @@ def create_hub_backbone(handle: str, image_size: int | None = None) -> Backbone:
     return _family_module("tfhub").build(handle, image_size)
 
 
+def build_backbone(architecture: str, tfhub_module: str | None, image_size: int | None, model_dir: Path | None,
+                   fine_tune_layers=0) -> Backbone:
+    """The backbone a run asked for (a TF Hub module replaces the architecture), its weights in
+    `model_dir` or the user cache; one that cannot be tuned as asked fails here, before slow work."""
+    from retrain import paths
+
+    if tfhub_module:
+        backbone = create_hub_backbone(tfhub_module, image_size)
+    else:
+        backbone = create_backbone(architecture, Path(model_dir or paths.default_model_dir()).expanduser(),
+                                   image_size=image_size)
+    if fine_tune_layers:
+        backbone.module.unfreeze(fine_tune_layers)
+    return backbone
+
+
 @dataclass(frozen=True)
 class ArchitectureRow:
     config: BackboneConfig

@@ -218,7 +218,7 @@ def _ood(card: ModelCard) -> list[str]:
 
 
 def _subgroups(card: ModelCard) -> list[str]:
-    rows = card.subgroups
+    rows = card.subgroup_lines
     if not rows:
         return ["Not measured at training. Run evaluate --metadata on a labelled set to see figures by sex and age."]
     return ["On the validation images:", "", "```", *rows, "```"]

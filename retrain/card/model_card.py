@@ -15,11 +15,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrain.data.sets import TrainingData
 from retrain.decisions.calibration import Calibration
+from retrain.decisions.figures import Figures
 from retrain.decisions.ood import OodRecord
 from retrain.decisions.operating_points import OperatingPoint
 from retrain.errors import UserError
+from retrain.patient.subgroups import Subgroups
 from retrain.patient.table import MetadataEncoding
+from retrain.train.fitting import TopLayerRecord
+from retrain.train.tuned_network import FineTuningRecord
 
 CARD_FORMAT = "retrain"  # the value of "format" in every card
 CARD_VERSION = 1  # cards without "card_version" are version 1; bump it, and write the key, when the layout changes
@@ -27,108 +32,6 @@ CARD_VERSION = 1  # cards without "card_version" are version 1; bump it, and wri
 
 def _without_none(entries: dict) -> dict:
     return {key: value for key, value in entries.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class TopLayerRecord:
-    """Which step of the top layer was kept, and whether validation chose it."""
-
-    steps: int
-    kept_step: int
-    early_stopping_metric: str | None
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class FineTuningRecord:
-    layers: Any = None
-    epochs: int | None = None
-    steps: int | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    weight_decay: float | None = None
-    augmentation: Any = None
-    kept_epoch: int | None = None
-    validation_auc: dict = field(default_factory=dict)  # epoch -> validation AUC
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassAuc:
-    auc: float | None
-    interval: tuple
-    positives: int
-    no_auc: str | None = None  # why there is no AUC: every image is of the class, or none
-
-    def to_json(self) -> dict:
-        entry = {"auc": self.auc, "interval": list(self.interval), "positives": self.positives}
-        return entry if self.no_auc is None else {**entry, "no_auc": self.no_auc}
-
-
-@dataclass(frozen=True)
-class Share:
-    """A proportion with its 95 % interval, as metrics.Rate writes it."""
-
-    value: float | None
-    successes: int
-    count: int
-    interval: tuple
-
-    def to_json(self) -> dict:
-        return {"value": self.value, "successes": self.successes, "count": self.count,
-                "interval": list(self.interval)}
-
-
-@dataclass(frozen=True)
-class Figures:
-    """Accuracy and per-class AUC on one set, with 95 % intervals; the test set's also has its
-    calibration error. `count` 0 with no accuracy: recorded, but the set was empty."""
-
-    count: int = 0
-    auc: dict[str, ClassAuc] = field(default_factory=dict)
-    accuracy: Share | None = None
-    ece: float | None = None
-    ece_floor: float | None = None
-    ece_before: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.accuracy is None
-
-    def to_json(self) -> dict:
-        if self.empty:
-            return {}
-        return _without_none({"count": self.count, "auc": {label: auc.to_json() for label, auc in self.auc.items()},
-                              "accuracy": self.accuracy.to_json(), "ece": self.ece, "ece_floor": self.ece_floor,
-                              "ece_before": self.ece_before})
-
-    @classmethod
-    def from_json(cls, data: dict) -> Figures:
-        if not data:
-            return cls()
-        accuracy = data["accuracy"]
-        return cls(data["count"], {label: ClassAuc(entry.get("auc"), tuple(entry["interval"]), entry["positives"],
-                                                   entry.get("no_auc")) for label, entry in data["auc"].items()},
-                   Share(accuracy["value"], accuracy.get("successes"), accuracy.get("count"),
-                         tuple(accuracy["interval"])),
-                   data.get("ece"), data.get("ece_floor"), data.get("ece_before"))
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Where the images came from (absolute paths) and how many of each class each set has."""
-
-    image_dir: str | None
-    validation_dir: str | None = None
-    test_dir: str | None = None
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # set -> class -> images
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -202,7 +105,7 @@ class ModelCard:
     operating_points: tuple[OperatingPoint, ...] | None = None  # None: exported before they existed
     validation_figures: Figures | None = None
     ood: OodRecord | None = None
-    subgroups: tuple[str, ...] | None = None  # the validation figures by group, as evaluate prints them
+    subgroups: Subgroups | tuple[str, ...] | None = None  # the validation figures by group: measured, or as stored
     test_figures: Figures | None = None
     training_data: TrainingData | None = None
     quantization: str | None = None  # the .tflite's sidecar only, with the tensors below
@@ -213,6 +116,13 @@ class ModelCard:
     int8_weights: Int8Weights | None = None
     version: int = CARD_VERSION
     unknown: dict = field(default_factory=dict)  # keys a newer retrain wrote, kept as they are
+
+    @property
+    def subgroup_lines(self) -> tuple[str, ...]:
+        """The validation figures by group as evaluate prints them, the form a card stores them in."""
+        if isinstance(self.subgroups, Subgroups):
+            return tuple(self.subgroups.lines())
+        return self.subgroups or ()
 
     @property
     def points(self) -> tuple[OperatingPoint, ...]:
@@ -233,7 +143,7 @@ class ModelCard:
                     "patient_metadata": self.patient_metadata, "calibration": self.calibration,
                     "operating_points": None if self.operating_points is None else [p.card() for p in self.points],
                     "validation_figures": self.validation_figures, "ood": self.ood,
-                    "subgroups": None if self.subgroups is None else list(self.subgroups),
+                    "subgroups": None if self.subgroups is None else list(self.subgroup_lines),
                     "test_figures": self.test_figures, "training_data": self.training_data,
                     "quantization": self.quantization, "input_tensor": self.input_tensor,
                     "output_tensor": self.output_tensor, "metadata_tensor": self.metadata_tensor,

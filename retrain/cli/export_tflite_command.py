@@ -43,19 +43,14 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
         raise UserError("--quantization int8 needs --image_dir: its training images calibrate the model")
     _check_outputs(saved_model_dir, output, image_dir, reference_graph)
     import_tensorflow()
-    from retrain.export import tflite as tflite_export
-    from retrain.card.markdown import model_card_markdown_path
+    from retrain.export.tflite import training_and_held_back, write_tflite
     from retrain.predict.parity import report_parity
 
-    training, held_back = [], []
+    training, held_back = None, []
     if image_dir is not None:
-        training, held_back = tflite_export.training_and_held_back(image_dir, validation_percentage, testing_percentage)
-    representative = []
-    if quantization == "int8" or (quantization == "dynamic" and image_dir is not None and representative_images > 0):
-        representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
-    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=click.echo, warn=warn)
-    click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}), {export.sidecar} and "
-               f"{model_card_markdown_path(export.path)}")
+        training, held_back = training_and_held_back(image_dir, validation_percentage, testing_percentage)
+    export = write_tflite(output, quantization, training, representative_images, random_seed, click.echo, warn,
+                          saved_model_dir)
     if image_dir is None:
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrain.decisions.out_of_fold import FOLDS, fold_of
+
 FLAGGED_SHARE = 0.05  # of held-out in-distribution images: where the (soft) threshold is put
 HARD_FACTOR = 1.75  # the hard threshold, as a multiple of the soft one; see the module docstring
-FOLDS = 5  # out-of-fold scores, where there are too few validation images for a 5 % quantile
 OUTPUT_NAME = "ood_score"  # the exported output that carries the score, in every format
+VALIDATION_IMAGES = 40  # fewer, and the threshold is chosen on out-of-fold training images
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,6 @@ class OodDetector:
         return OodRecord(OUTPUT_NAME, self.threshold, self.hard_threshold, self.flagged_share, self.chosen_on,
                          self.count)
 
-    def card(self) -> dict:
-        return self.record().to_json()
-
     def with_threshold(self, held_out_scores: np.ndarray, chosen_on: str, share: float = FLAGGED_SHARE) -> "OodDetector":
         """The threshold that flags `share` of these scores of held-out, in-distribution images."""
         scores = np.asarray(held_out_scores)
@@ -138,15 +137,24 @@ def fit_ood(features: np.ndarray, true: np.ndarray, class_count: int) -> OodDete
     return OodDetector(projection.astype(np.float32), (means @ projection).astype(np.float32))
 
 
+def fit_with_threshold(training_x: np.ndarray, training_y: np.ndarray, validation_x: np.ndarray, class_count: int,
+                       seed: int | None) -> OodDetector | None:
+    """The detector fitted on the training features; its threshold flags FLAGGED_SHARE of the
+    validation images, or of out-of-fold training images where there are too few validation
+    images for that quantile to mean anything. None with too few training images to fold."""
+    if len(training_y) < 2 * FOLDS:
+        return None
+    detector = fit_ood(training_x, training_y, class_count)
+    if len(validation_x) >= VALIDATION_IMAGES:
+        return detector.with_threshold(detector.scores(validation_x), "validation")
+    return detector.with_threshold(out_of_fold_scores(training_x, training_y, class_count, seed), "out-of-fold training")
+
+
 def out_of_fold_scores(features: np.ndarray, true: np.ndarray, class_count: int, seed: int | None) -> np.ndarray:
     """Each training image's score under a detector fitted on the other folds (stratified,
     shuffled): what held-out images of the same source score, where validation is too small."""
     true = np.asarray(true)
-    folds = np.zeros(len(true), np.int64)
-    rng = np.random.default_rng(0 if seed is None else seed)
-    for c in np.unique(true):
-        members = np.flatnonzero(true == c)
-        folds[rng.permutation(members)] = np.arange(len(members)) % FOLDS
+    folds = fold_of(true, seed)
     scores = np.zeros(len(true), np.float32)
     for fold in range(FOLDS):
         held = folds == fold

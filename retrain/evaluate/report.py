@@ -22,7 +22,7 @@ from retrain.data.training_copies import TrainingCopies
 from retrain.evaluate.evaluation import Predictions, draw_roc
 from retrain.patient.subgroups import LEGEND, Subgroups
 from retrain.card.markdown import model_card_sections
-from retrain.metrics import positive_class_index, reliability_bins, roc_curve
+from retrain.metrics import auc_classes, positive_class_index, reliability_bins, roc_curve
 from retrain.paths import write_atomically
 from retrain.predict.heatmaps import heatmaps_for, overlay
 from retrain.predict.loaded_model import LoadedModel
@@ -191,11 +191,6 @@ def _per_class_table(result: dict, labels: list[str]) -> str:
     return "<h3>Per class</h3>" + _table(["class", "precision", "recall (sensitivity)", "F1", "AUC", "images"], rows)
 
 
-def _positive_classes(labels: list[str]) -> list[int]:
-    """Two classes: the one that is not 'other'; more: each class against the rest."""
-    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
-
-
 def hindsight_thresholds(scores: np.ndarray, positive: np.ndarray) -> list[tuple[str, float, float, float]]:
     """(how chosen, threshold, sensitivity, specificity): at 0.5, and the highest threshold
     whose sensitivity reaches each target on these very images (so optimistic, unlike a
@@ -220,7 +215,7 @@ def hindsight_thresholds(scores: np.ndarray, positive: np.ndarray) -> list[tuple
 
 def _hindsight_section(predictions: Predictions) -> str:
     rows = []
-    for index in _positive_classes(predictions.labels):
+    for index in auc_classes(predictions.labels):
         label = predictions.labels[index]
         for how, threshold, sensitivity, specificity in hindsight_thresholds(
                 predictions.probabilities[:, index], predictions.true == index):
@@ -343,7 +338,7 @@ def _calibration_png(predictions: Predictions, decisions: Decisions) -> bytes:
 
 def _roc_png(predictions: Predictions, result: dict, decisions: Decisions) -> bytes:
     """The ROC curves, each stored operating point marked where it falls on its class's curve."""
-    drawn = _positive_classes(predictions.labels)
+    drawn = auc_classes(predictions.labels)
     curves = [(predictions.labels[i], predictions.probabilities[:, i], predictions.true == i,
                result["auc"][predictions.labels[i]]) for i in drawn]
     figure, axes = _figure_and_axes()

@@ -269,3 +269,27 @@ def describe_export(export: TFLiteExport) -> str:
     if export.int8_weights_prepared_on is not None:
         described += f", int8 weights rounded on {export.int8_weights_prepared_on} training images"
     return described
+
+
+def representative_images(quantization: str, training: list[Path] | None, count: int, seed: int | None) -> list[Path]:
+    """The training images that calibrate int8 and round the int8 weights of dynamic: for int8
+    always (an empty sample is an error), for dynamic when there is a training tree (`training`
+    not None) and `count` asks for any."""
+    if quantization == "int8" or (quantization == "dynamic" and training is not None and count > 0):
+        return representative_sample(training or [], count, seed or 0)
+    return []
+
+
+def write_tflite(output: Path, quantization: str, training: list[Path] | None, count: int, seed: int | None,
+                 log: Callable[[str], None], warn: Callable[[str], None], saved_model_dir: Path | None = None,
+                 serving: tuple[ServingModel, ModelCard] | None = None) -> TFLiteExport:
+    """The one way both commands write a .tflite: `count` representative images sampled from
+    `training` with `seed`, the conversion from `saved_model_dir` (or, with `serving`, the model
+    just trained and its card), and the line naming what was written. Parity is the caller's."""
+    representative = representative_images(quantization, training, count, seed)
+    if serving is None:
+        export = export_tflite(saved_model_dir, output, quantization, representative, log=log, warn=warn)
+    else:
+        export = export_classifier_tflite(*serving, saved_model_dir, output, quantization, representative, log, warn)
+    log(f"Wrote {export.path} ({describe_export(export)}), {export.sidecar} and {model_card_markdown_path(export.path)}")
+    return export

@@ -10,9 +10,11 @@ from typing import Callable
 
 import numpy as np
 
-from retrain.data.augmentation import CopyAugmentation, DistortedCopy
+from retrain.data.augmentation import CopyAugmentation, DistortedCopy, copies_to_make
+from retrain.features.arrays import Arrays
 from retrain.features.cache import BottleneckCache
 from retrain.features.extraction import compute_bottlenecks
+from retrain.reporter import Reporter
 
 
 @dataclass
@@ -53,3 +55,25 @@ def add_distorted_copies(
         reused=extraction.reused,
         failures=extraction.failures,
     )
+
+
+def with_distorted_copies(training: Arrays, training_paths: list[Path], augmentation: CopyAugmentation,
+                          distorted_copies: int | None, backbone, cache: BottleneckCache, reporter: Reporter) -> Arrays:
+    """Training rows plus K cached distorted copies per training image (none unless asked for)."""
+    copies = copies_to_make(augmentation, distorted_copies)
+    if augmentation.active and not copies:
+        reporter.warn("FeatureConfig.distorted_copies 0: distortion flags ignored; training on undistorted bottlenecks")
+    if not copies or not len(training):
+        return training
+    if distorted_copies is None:
+        reporter.log(f"Distortion flags without FeatureConfig.distorted_copies: caching {copies} distorted copies per "
+                     "training image")
+    added = add_distorted_copies(training_paths, training.x, training.y, augmentation, copies, backbone, cache,
+                                 reporter.bar(copies * len(training), "Distorted copies"))
+    for failure in added.failures:
+        reporter.warn(f"skipped a distorted copy of {failure.path}: {failure.reason}")
+    reporter.log(
+        f"Distorted copies ({augmentation.describe()}): {copies} per training image, "
+        f"{added.reused} reused, {added.computed} computed; training on {len(added.labels)} rows"
+    )
+    return Arrays(added.features, added.labels, training.patient)

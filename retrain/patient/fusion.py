@@ -18,10 +18,13 @@ import dataclasses
 
 import numpy as np
 
+from retrain.decisions.out_of_fold import out_of_fold_logits
+from retrain.features.arrays import Arrays
+from retrain.reporter import Reporter
+from retrain.train.fitting import log_validation_auc
 from retrain.train.top_layer import TopLayer, TrainingConfig, train_top_layer
 
 FUSIONS = ("shift", "concat")
-FOLDS = 5
 # The second stage: a handful of weights per class, so Adam converges well within these steps.
 SECOND_STAGE = TrainingConfig(steps=2000, learning_rate=0.01, train_batch_size=100, optimizer="adam",
                               learning_rate_schedule="cosine", weight_decay=1e-3)
@@ -48,22 +51,11 @@ def fuse(kind: str, image_layer: TopLayer, train_x: np.ndarray, train_m: np.ndar
     return TopLayer(image_layer.weights @ scale, image_layer.bias @ scale + second.bias, image_layer.step, shift)
 
 
-def out_of_fold_logits(train_x: np.ndarray, train_y: np.ndarray, class_count: int, config: TrainingConfig,
-                       folds: int = FOLDS) -> np.ndarray:
-    """Each training image's logits from a top layer trained on the other folds (stratified by
-    class, fixed by the seed), with the image top layer's settings but no early stopping."""
-    rng = np.random.default_rng(config.random_seed)
-    fold_of = np.zeros(len(train_y), int)
-    for label in np.unique(train_y):
-        members = rng.permutation(np.flatnonzero(train_y == label))
-        fold_of[members] = np.arange(len(members)) % folds
-    logits = np.zeros((len(train_y), class_count), np.float32)
-    settings = dataclasses.replace(config, early_stopping_patience=0)
-    empty_x, empty_y = np.zeros((0, train_x.shape[1]), np.float32), np.zeros(0, np.int64)
-    for fold in range(folds):
-        held = fold_of == fold
-        if not held.any() or len(np.unique(train_y[~held])) < 2:
-            continue
-        layer = train_top_layer(train_x[~held], train_y[~held], empty_x, empty_y, class_count, settings)
-        logits[held] = layer.logits(train_x[held])
-    return logits
+def fuse_patient_metadata(layer: TopLayer, fusion: str, labels: list[str], training: Arrays, validation: Arrays,
+                          config: TrainingConfig, tuned: bool, reporter: Reporter) -> TopLayer:
+    """The top layer extended to take patient metadata, its validation AUC logged; after fine-tuning
+    (`tuned`: `training` holds the tuned features) its logits on the training images are in-sample."""
+    fused = fuse(fusion, layer, training.x, training.patient, training.y, validation.x, validation.patient,
+                 validation.y, len(labels), config, logits_in_sample=tuned)
+    log_validation_auc("Validation with patient metadata", fused, validation, labels, reporter)
+    return fused

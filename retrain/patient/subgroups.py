@@ -18,7 +18,7 @@ from retrain.patient.table import AGE_COLUMN, finite_number, is_missing
 from retrain.metrics import (
     Rate,
     auc_interval,
-    positive_class_index,
+    auc_classes,
     roc_auc,
     sensitivity_specificity,
 )
@@ -182,11 +182,6 @@ def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
             .rstrip() for r in [header, *rows]]
 
 
-def auc_classes(labels: list[str]) -> list[int]:
-    """Two classes: the positive one (not 'other'); more: each class against the rest."""
-    return [positive_class_index(labels)] if len(labels) == 2 else list(range(len(labels)))
-
-
 def measure_group(name: str, mask: np.ndarray, probabilities: np.ndarray, true: np.ndarray, labels: list[str],
                   points: tuple[OperatingPoint, ...]) -> Group:
     scores, classes = probabilities[mask], true[mask]
@@ -210,3 +205,13 @@ def measure_subgroups(rows: list[dict | None], probabilities: np.ndarray, true: 
         groups = tuple(measure_group(name, mask, probabilities, true, labels, points) for name, mask in found.groups)
         columns_measured.append(SubgroupColumn(column, found.kind, groups))
     return Subgroups(tuple(columns_measured), tuple(skipped))
+
+
+def validation_subgroups(probabilities: np.ndarray, true: np.ndarray, rows: list[dict | None], labels: list[str],
+                         points: tuple[OperatingPoint, ...], log) -> Subgroups:
+    """The validation figures by sex, age band and other categories, logged as evaluate prints
+    them, for the model card."""
+    subgroups = measure_subgroups(rows, probabilities, true, labels, points)
+    for line in subgroups.lines():
+        log(line)
+    return subgroups

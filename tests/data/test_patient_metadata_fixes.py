@@ -4,9 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.api.config import PatientConfig
-from retrain.api.stages import encode_patients
 from retrain.data.dataset import Split
+from retrain.patient.encoded_sets import Columns, encode_patients
 from retrain.patient.table import fit_encoding, read_metadata_csv
 from retrain.reporter import Reporter
 
@@ -30,8 +29,7 @@ def test_training_rows_with_extension_ids_are_standardised(tmp_path):
     table = _table_with_file_names_as_ids(tmp_path)
     split = Split(training=[(Path("a/ISIC_1.jpg"), 0), (Path("b/ISIC_2.jpg"), 1)],
                   validation=[(Path("a/ISIC_3.jpg"), 0)], test=[], notes=[])
-    encoded = encode_patients(table, PatientConfig(files=(tmp_path / "meta.csv",), numeric=("age",),
-                                                   categorical=("sex",)), split, Reporter(log=lambda _: None))
+    encoded = encode_patients(table, Columns(numeric=("age",), categorical=("sex",)), split, Reporter(log=lambda _: None))
     columns = encoded.encoding.feature_names
     training = encoded.rows[0]
     age = training[:, columns.index("age")]

@@ -62,20 +62,6 @@ def test_the_evaluate_roc_of_a_two_class_model_is_drawn_for_melanoma_not_other(t
     np.testing.assert_array_equal(curve[2], run.true == 0)
 
 
-def test_the_training_roc_of_a_two_class_model_is_drawn_for_melanoma_not_other(tmp_path, monkeypatch):
-    from retrain.api.model_stages import plot_training
-    from retrain.reporter import Reporter
-
-    drawn = []
-    monkeypatch.setattr(evaluation, "draw_roc", lambda axes, curves: drawn.append(curves))
-    run = _melanoma_predictions([])
-    plot_training(tmp_path / "g.pb", [], run.probabilities, run.true, run.labels, Reporter(log=lambda _: None))
-    ((curve,),) = drawn
-    assert curve[0] == "melanoma"
-    np.testing.assert_array_equal(curve[1], run.probabilities[:, 0])
-    assert (tmp_path / "g.training.png").is_file()
-
-
 def test_a_report_gallery_image_that_cannot_be_read_again_is_counted_in_one_warning(tmp_path):
     paths = []
     for i in range(4):

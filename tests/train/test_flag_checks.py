@@ -103,11 +103,11 @@ def test_label_image_on_a_folder_says_it_is_a_folder(tmp_path):
 
 
 def test_a_mean_auc_over_classes_missing_from_the_set_is_nan_without_a_numpy_warning():
-    from retrain.api.stages import format_auc
+    from retrain.metrics import auc_line
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        line = format_auc("Final test", np.full((3, 3), 1 / 3), np.zeros(3, int), ["a", "b", "c"])
+        line = auc_line("Final test", np.full((3, 3), 1 / 3), np.zeros(3, int), ["a", "b", "c"])
     assert line.endswith("mean nan (N=3)")
 
 

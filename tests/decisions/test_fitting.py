@@ -1,4 +1,4 @@
-"""retrain chooses a temperature, the operating points asked for and an out-of-distribution
+"""retrain chooses (retrain.decisions.fitting) a temperature, the operating points asked for and an out-of-distribution
 threshold on held-out images, and stores them with the model."""
 
 import numpy as np
@@ -13,8 +13,6 @@ from retrain.api import (
     TrainingConfig,
     train,
 )
-from retrain.api.decision_stages import out_of_fold_logits
-from retrain.api.stages import Arrays
 from retrain.cli import retrain
 from retrain.data.images import load_image
 from retrain.predict.prediction import load_model
@@ -61,20 +59,10 @@ def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the
 
 def test_with_too_few_validation_positives_the_top_layer_recipes_choose_on_out_of_fold_predictions(make_tree, tmp_path):
     card, lines = _train(make_tree({"red": 30, "blue": 30}), tmp_path, ["red:sensitivity=0.9"])
-    warnings = [line for line in lines if line.startswith("warning: --operating_point: only")]
+    warnings = [line for line in lines if line.startswith("warning: DecisionConfig.operating_points: only")]
     assert len(warnings) == 1 and "fewer than 30" in warnings[0] and "out-of-fold" in warnings[0]
     (point,) = card.points
     assert point.chosen_on == "out-of-fold training" and point.positives > 20
-
-
-def test_out_of_fold_logits_come_from_top_layers_that_never_saw_the_image():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 100)
-    x = rng.normal(size=(100, 6)) + y[:, None]
-    x[0] += 50  # an image no other image resembles: only a layer trained on it would be sure of it
-    logits = out_of_fold_logits(Arrays(x.astype(np.float32), y), 2, TrainingConfig(steps=200, random_seed=0))
-    assert logits.shape == (100, 2)
-    assert (logits.argmax(1) == y).mean() > 0.7
 
 
 def test_a_mistyped_operating_point_fails_before_any_work(make_tree, tmp_path):

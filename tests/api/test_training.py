@@ -40,3 +40,13 @@ def test_a_mistake_raises_user_error_with_the_line_the_command_prints(make_tree,
     assert printed.exit_code == 1
     assert printed.output.strip() == f"error: {raised.value}"
     assert not Path(tmp_path / "g.pb").exists()
+
+
+def test_importing_the_api_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    script = "import sys, retrain.api; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

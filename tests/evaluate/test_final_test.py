@@ -1,4 +1,4 @@
-"""--test_batch_size samples the test set without replacement."""
+"""The final test samples TestConfig.batch_size test images without replacement."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrain.api import config as api_config
-from retrain.api.model_stages import test_top_layer as run_test_stage
-from retrain.api.stages import Arrays, Sets
 from retrain.data.dataset import Split
+from retrain.data.sets import Sets
+from retrain.evaluate.final_test import final_test
+from retrain.features.arrays import Arrays
 from retrain.reporter import Reporter
 
 
@@ -24,7 +24,6 @@ def test_test_batch_size_samples_each_test_image_at_most_once(batch_size, expect
     test = Arrays(np.arange(20, dtype=np.float32)[:, None], np.arange(20) % 2)
     sets = Sets(["a", "b"], Split([], [], [(Path(f"{i}.jpg"), i % 2) for i in range(20)], []))
     lines = []
-    run_test_stage(SimpleNamespace(probabilities=probabilities), test, sets, api_config.TestConfig(batch_size=batch_size), 0,
-                   Reporter(log=lines.append))
+    final_test(SimpleNamespace(probabilities=probabilities), test, sets, batch_size, False, 0, Reporter(log=lines.append))
     assert len(seen) == expected and len(set(seen)) == expected
     assert f"(N={expected})" in lines[0]
