@@ -269,6 +269,28 @@ def test_tfhub_module_of_any_size_needs_image_size(tmp_path):
     assert _features(backbone).shape == (2, 8)
 
 
+def test_a_tf_hub_module_of_any_size_has_one_identity_per_image_size(tmp_path):
+    from retrain.backbones import create_hub_backbone
+
+    module = str(_save_feature_vector_module(tmp_path / "any_size", size=None))
+    small, large = create_hub_backbone(module, image_size=40), create_hub_backbone(module, image_size=48)
+    assert small.identity != large.identity
+    assert small.identity.endswith("-40px") and large.identity.endswith("-48px")
+    assert create_hub_backbone(module, image_size=40).identity == small.identity
+
+
+def test_a_bug_while_probing_a_tf_hub_module_keeps_its_traceback(tmp_path, monkeypatch):
+    from retrain.backbones import create_hub_backbone, tfhub
+
+    module = str(_save_feature_vector_module(tmp_path / "fixed", size=32))
+
+    def broken(self, images):
+        raise AttributeError("a bug, not a bad module")
+
+    monkeypatch.setattr(tfhub.HubFeatureVector, "features", broken)
+    with pytest.raises(AttributeError, match="a bug"):
+        create_hub_backbone(module)
+
 def test_tfhub_url_offline_and_a_wrong_folder_give_one_clear_line(tmp_path, make_tree):
     images = make_tree({"red": 2, "blue": 2})
     not_a_module = tmp_path / "module"  # a folder beside the tree and the cache, not holding them
