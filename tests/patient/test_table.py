@@ -1,4 +1,5 @@
-"""Patient metadata: reading the CSV, inferring kinds, fitting, encoding and the JSON form."""
+"""Patient metadata: reading the CSV, inferring kinds, matching images to rows (ids with or without
+the extension), fitting, encoding and the JSON form."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrain.api.config import PatientConfig
+from retrain.api.stages import encode_patients
+from retrain.data.dataset import Split
 from retrain.patient.table import (
     ColumnEncoding,
     MetadataEncoding,
@@ -21,6 +26,7 @@ from retrain.patient.table import (
     read_metadata_csv,
 )
 from retrain.errors import UserError
+from retrain.reporter import Reporter
 
 ISIC_LIKE = "image_id,age_approximate,sex\nA,20,female\nB,40,Male\nC,60,unknown\nD,unknown,female\n"
 
@@ -268,3 +274,31 @@ def test_tables_from_several_files_merge_and_a_shared_id_names_both(tmp_path):
     second.write_text("image_id,age\nb,41\n")
     with pytest.raises(UserError, match=r"'b' is in .*train.csv \(line 3\) and in .*val.csv \(line 2\)"):
         merge_tables([read_metadata_csv(first), read_metadata_csv(second)])
+
+
+def _table_with_file_names_as_ids(tmp_path):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("image_id,age,sex\nISIC_1.jpg,40,male\nISIC_2.jpg,60,female\nISIC_3.jpg,80,female\n")
+    return read_metadata_csv(csv)
+
+
+def test_fit_encoding_finds_rows_whose_ids_include_the_extension(tmp_path):
+    table = _table_with_file_names_as_ids(tmp_path)
+    images = [Path("images/a/ISIC_1.jpg"), Path("images/b/ISIC_2.jpg")]
+    encoding = fit_encoding(table, images, None, ("sex",), ("age",))
+    by_name = {column.name: column for column in encoding.columns}
+    assert (by_name["age"].mean, by_name["age"].std) == (50.0, 10.0)
+    assert by_name["sex"].categories == ("female", "male")
+
+
+def test_training_rows_with_extension_ids_are_standardised(tmp_path):
+    table = _table_with_file_names_as_ids(tmp_path)
+    split = Split(training=[(Path("a/ISIC_1.jpg"), 0), (Path("b/ISIC_2.jpg"), 1)],
+                  validation=[(Path("a/ISIC_3.jpg"), 0)], test=[], notes=[])
+    encoded = encode_patients(table, PatientConfig(files=(tmp_path / "meta.csv",), numeric=("age",),
+                                                   categorical=("sex",)), split, Reporter(log=lambda _: None))
+    columns = encoded.encoding.feature_names
+    training = encoded.rows[0]
+    age = training[:, columns.index("age")]
+    np.testing.assert_allclose(age, [-1.0, 1.0])
+    assert training[:, columns.index("sex=male")].tolist() == [1.0, 0.0]
