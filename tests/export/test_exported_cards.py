@@ -1,25 +1,16 @@
-"""Loading models and the JSON they carry (issue 24, "load"): a SavedModel without its model
-card, figures that are not numbers, an int8 .tflite without an out-of-distribution check, the
-sidecar's tensor names, a foreign .pb, mistakes in the Python API, and TensorFlow's own log lines."""
+"""The model card each export writes (.pb, SavedModel, int8 .tflite sidecar): strict JSON that
+says why an AUC or the out-of-distribution check is missing, and names only tensors the .tflite has."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from retrain.cli import evaluate, label_image, retrain
-from retrain.cli.set_operating_point_command import set_operating_point
-from retrain.errors import UserError
-from tests.conftest import COLOURS, SQUARE_COLOURS, noisy_colour_image, run_cli, square_image
-
-NATIVE_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} |To enable the following instructions)")
+from tests.conftest import COLOURS, noisy_colour_image, run_cli
 
 
 def strict_json(text: str):
@@ -120,122 +111,3 @@ def test_the_tflite_sidecar_names_only_tensors_the_tflite_has(one_class_validati
     printed = run_cli(label_image, ["--graph", old, "--image", one_class_validation / "images" / "red" / "red_0.jpg"])
     assert printed.exit_code == 0, printed.output
     assert printed.stdout.startswith("red (score=")
-
-
-def _square(tmp_path: Path, colour: str) -> Path:
-    path = tmp_path / f"{colour}.png"
-    square_image(SQUARE_COLOURS[colour], seed=77)[0].save(path)
-    return path
-
-
-def test_a_saved_model_without_assets_extra_classifies_with_labels_and_says_it_has_no_model_card(square_model, tmp_path):
-    from retrain.api.classification import classify
-
-    bare = tmp_path / "bare"
-    shutil.copytree(square_model / "saved_model", bare, ignore=shutil.ignore_patterns("assets.extra"))
-    image = _square(tmp_path, "red")
-    printed = run_cli(label_image, ["--graph", bare, "--labels", square_model / "labels.txt", "--image", image])
-    assert printed.exit_code == 0, printed.output
-    assert printed.stdout.startswith("red (score=")
-    (note,) = printed.stderr.splitlines()
-    assert note.startswith("note: no operating point, so no decision: the model carries no retrain model card")
-    assert "no out-of-distribution check" in note
-    result = classify(image, graph=bare, labels=square_model / "labels.txt")
-    assert result.predictions[0].label == "red" and result.ood is None and result.decisions == ()
-    json_printed = run_cli(label_image, ["--graph", bare, "--labels", square_model / "labels.txt", "--image", image,
-                                         "--json"])
-    assert json.loads(json_printed.stdout)["no_ood"].startswith("the model carries no retrain model card")
-
-
-@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]"])
-def test_a_damaged_saved_model_card_is_one_line_naming_the_file(square_model, tmp_path, damage):
-    damaged = tmp_path / "damaged"
-    shutil.copytree(square_model / "saved_model", damaged)
-    card = damaged / "assets.extra" / "retrain_metadata.json"
-    card.write_bytes(damage)
-    printed = run_cli(label_image, ["--graph", damaged, "--image", _square(tmp_path, "red")])
-    assert printed.exit_code == 1 and "Traceback" not in printed.output
-    assert printed.stderr.splitlines()[-1].startswith(f"error: {card}: not a")
-
-
-def _foreign_pb(square_model: Path, target: Path) -> Path:
-    """square_model's graph without its model card: a graph retrain did not export."""
-    import tensorflow as tf
-
-    from retrain.card.formats import MODEL_CARD_NODE
-
-    graph_def = tf.compat.v1.GraphDef.FromString((square_model / "graph.pb").read_bytes())
-    (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]
-    graph_def.node.remove(node)
-    target.write_bytes(graph_def.SerializeToString())
-    return target
-
-
-def test_set_operating_point_is_suggested_only_for_a_model_it_accepts(square_model, tmp_path):
-    image = _square(tmp_path, "red")
-    own = run_cli(label_image, ["--graph", square_model / "graph.pb", "--image", image])
-    assert own.exit_code == 0, own.output
-    assert "set_operating_point" in own.stderr
-    foreign = _foreign_pb(square_model, tmp_path / "foreign.pb")
-    printed = run_cli(label_image, ["--graph", foreign, "--labels", square_model / "labels.txt", "--image", image])
-    assert printed.exit_code == 0, printed.output
-    assert all("(score=" in line for line in printed.stdout.splitlines())  # fed as a poets graph: no card says how
-    assert "no retrain model card" in printed.stderr and "set_operating_point" not in printed.stderr
-    refused = run_cli(set_operating_point, ["--graph", foreign, "--image_dir", square_model / "images",
-                                            "--operating_point", "red:threshold=0.5", "--output", tmp_path / "c.pb"])
-    assert refused.exit_code == 1 and "not exported by retrain" in refused.stderr
-
-
-def test_parse_operating_point_of_none_is_a_user_error_naming_the_format():
-    from retrain.decisions.operating_points import parse_operating_point
-
-    with pytest.raises(UserError, match=r"--operating_point None: expected \[CLASS:\]sensitivity=S"):
-        parse_operating_point(None)
-
-
-def test_api_evaluate_given_one_path_says_to_pass_a_list(tmp_path):
-    from retrain.api import evaluate as evaluate_api
-
-    for one in (tmp_path / "model.pb", str(tmp_path / "model.pb")):
-        with pytest.raises(TypeError, match=r"graphs: a list of model paths, e.g. \[Path\('model.pb'\)\]"):
-            evaluate_api(one, tmp_path)
-
-
-def _console_script(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def _native_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if NATIVE_LINE.match(line) or "cuInit" in line]
-
-
-def test_set_operating_point_on_a_saved_model_prints_no_native_log_lines(square_model, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RETRAIN_NATIVE_LOGS")}
-    done = subprocess.run([_console_script("set_operating_point"), "--graph", square_model / "saved_model",
-                           "--image_dir", square_model / "images", "--operating_point", "red:threshold=0.5",
-                           "--output", tmp_path / "copy", "--allow_training_images"],  # only the logs matter here
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert _native_lines(done.stderr) == [], done.stderr
-
-
-def test_the_python_api_prints_no_native_log_lines(tmp_path):
-    images = tmp_path / "images"
-    for name in ("red", "blue"):
-        (images / name).mkdir(parents=True)
-        for i in range(6):
-            noisy_colour_image(COLOURS[name], seed=300 + 10 * len(name) + i).save(images / name / f"{i}.jpg")
-    script = (
-        "from pathlib import Path\n"
-        "from retrain.api import DataConfig, ExportConfig, FeatureConfig, RetrainConfig, Reporter, TrainingConfig, train\n"
-        f"root = Path({str(tmp_path)!r})\n"
-        "quiet = Reporter(log=lambda line: None, warn=lambda line: None)\n"
-        "train(RetrainConfig(DataConfig(root / 'images'), top_layer=TrainingConfig(steps=5),\n"
-        "                    features=FeatureConfig(bottleneck_dir=root / 'bn'),\n"
-        "                    export=ExportConfig(output_graph=root / 'g.pb', output_labels=root / 'labels.txt')), quiet)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RETRAIN_NATIVE_LOGS")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "g.pb").exists()
-    assert _native_lines(done.stderr) == [], done.stderr
