@@ -1,5 +1,5 @@
 """Patient metadata: reading the CSV, inferring kinds, matching images to rows (ids with or without
-the extension), fitting, encoding and the JSON form."""
+the extension), ages outside 0..120 treated as missing, fitting, encoding and the JSON form."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from retrain.api.config import PatientConfig
 from retrain.api.stages import encode_patients
+from retrain.cli import retrain
 from retrain.data.dataset import Split
 from retrain.patient.table import (
     ColumnEncoding,
@@ -27,6 +28,7 @@ from retrain.patient.table import (
 )
 from retrain.errors import UserError
 from retrain.reporter import Reporter
+from tests.conftest import run_cli
 
 ISIC_LIKE = "image_id,age_approximate,sex\nA,20,female\nB,40,Male\nC,60,unknown\nD,unknown,female\n"
 
@@ -302,3 +304,22 @@ def test_training_rows_with_extension_ids_are_standardised(tmp_path):
     age = training[:, columns.index("age")]
     np.testing.assert_allclose(age, [-1.0, 1.0])
     assert training[:, columns.index("sex=male")].tolist() == [1.0, 0.0]
+
+
+def test_ages_outside_0_to_120_are_missing_with_one_warning_per_file_and_column(make_tree, tmp_path):
+    image_dir = make_tree({"red": 4, "blue": 4})
+    csv = tmp_path / "meta.csv"
+    ids = [p.stem for p in sorted(image_dir.rglob("*.jpg"))]
+    ages = ["-3", "200", *["50"] * (len(ids) - 2)]
+    csv.write_text("image_id,age_approximate,sex\n" + "".join(f"{i},{a},male\n" for i, a in zip(ids, ages)))
+    before = csv.read_bytes()
+    result = run_cli(retrain, [
+        "--image_dir", image_dir, "--bottleneck_dir", tmp_path / "bn", "--output_graph", tmp_path / "out" / "g.pb",
+        "--output_labels", tmp_path / "out" / "l.txt", "--how_many_training_steps", 10, "--random_seed", 1,
+        "--metadata", csv, "--validation_percentage", 0, "--testing_percentage", 0])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "outside 0..120" in line]
+    expected = f"warning: {csv}: column 'age_approximate' has 2 age(s) outside 0..120 (e.g. -3, 200); treated as missing"
+    assert warned == [expected]
+    assert "Metadata column age_approximate: numeric, mean 50.0, sd 1.0 (2 of 8 missing)" in result.stdout
+    assert csv.read_bytes() == before

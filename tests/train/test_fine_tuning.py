@@ -499,3 +499,26 @@ def test_an_image_unreadable_after_extraction_is_left_out_of_the_tuned_sets_with
     named = [line for line in result.stderr.splitlines() if str(spoiled) in line and "after fine-tuning" in line]
     assert len(named) == 1 and named[0].startswith("warning: "), result.stderr
     assert (out / "g.pb").is_file()
+
+
+def test_fine_tuning_whose_loss_turns_nan_stops_naming_the_epoch_and_keeps_no_checkpoint(make_tree, tmp_path):
+    from retrain.backbones import create_backbone
+    from retrain.errors import UserError
+    from retrain.reporter import Reporter
+    from retrain.train.fine_tuning import (
+        FineTuneConfig,
+        RunFolder,
+        TuningData,
+        fine_tune,
+    )
+
+    backbone = create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
+    paths, labels = _images(make_tree)
+    pairs = list(zip(paths, labels.tolist()))
+    config = FineTuneConfig(layers=1, epochs=1, learning_rate=1e38, batch_size=4, weight_decay=0.0)
+    with pytest.raises(UserError, match=r"^fine-tuning diverged in epoch 1: the training loss became NaN or infinite; "
+                                        r"try a lower --fine_tune_learning_rate \(now 1e\+38\)"):
+        fine_tune(backbone, lambda: _clone(backbone), _starting_head(backbone),
+                  TuningData(pairs, pairs[:4], 2, backbone.input_size), config, TrainingConfig(random_seed=0),
+                  RunFolder(tmp_path / "run", "fp"), Reporter(log=print, warn=print))
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
