@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sklearn.datasets
 from click.testing import CliRunner
 
@@ -77,10 +78,12 @@ def _stock_predictions(photo: str) -> list[str]:
     return [line.split(" (score=")[0] for line in lines]
 
 
+@pytest.mark.slow
 def test_stock_imagenet_model_sees_a_daisy_in_the_flower_photo():
     assert _stock_predictions("flower.jpg")[0] == "daisy"
 
 
+@pytest.mark.slow
 def test_stock_imagenet_model_sees_a_bell_cote_in_the_china_photo():
     assert "bell cote" in _stock_predictions("china.jpg")
 

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import COLOURS, noisy_colour_image
 from tests.data.test_isic import write_challenge
+
+pytestmark = pytest.mark.slow
 
 COMMANDS = Path(__file__).resolve().parents[2] / "commands"
 

@@ -12,6 +12,8 @@ import pytest
 from retrain.cli import evaluate, label_image, retrain
 from tests.conftest import COLOURS, noisy_colour_image, run_cli
 
+pytestmark = pytest.mark.slow
+
 
 def strict_json(text: str):
     """What JavaScript's JSON.parse accepts: no bare NaN or Infinity."""

@@ -134,6 +134,7 @@ def random_lite0(tmp_path):
     return create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers, tuned_prefixes", [(1, ("head_",)), (3, ("head_", "block15_", "block14_")),
                                                     ("all", ("head_", "block", "stem_"))])
 def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, tmp_path, layers, tuned_prefixes):
@@ -152,6 +153,7 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, t
     assert np.abs(result.top_layer.bias - start.bias).max() > 1e-4, "the top layer's bias was not tuned"
 
 
+@pytest.mark.slow
 def test_a_keras_backbone_tunes_its_last_layers_and_keeps_batch_norm_frozen(make_tree, tmp_path):
     from retrain.backbones import create_backbone
 
@@ -184,6 +186,7 @@ def _save_reusable_module(path: Path, trainable: bool) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_refused(make_tree, tmp_path):
     from retrain.backbones import create_hub_backbone
     from retrain.errors import UserError
@@ -200,6 +203,7 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
         create_hub_backbone(str(frozen)).module.unfreeze("all")
 
 
+@pytest.mark.slow
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
     from retrain.export.graph import (
         ServingModel,
@@ -240,6 +244,7 @@ def test_a_damaged_checkpoint_is_reported_in_one_line_and_training_starts_afresh
     assert load_checkpoint(tmp_path / "run").epoch == 1  # replaced by a sound one
 
 
+@pytest.mark.slow
 def test_a_finished_run_resumes_to_the_same_weights_without_training_again(random_lite0, make_tree, tmp_path):
     paths, labels = _images(make_tree)
     first, one, _ = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
@@ -273,6 +278,7 @@ def _images_at(root: Path):
     return paths, np.array([0 if "blue" in p.name else 1 for p in paths], np.int64)
 
 
+@pytest.mark.slow
 def test_the_mirrored_strategy_on_two_logical_cpus_matches_one_device(make_tree, tmp_path):
     tree = make_tree({"red": 4, "blue": 4})
     out = tmp_path / "weights.npy"
@@ -293,6 +299,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_on_two_local_processes_trains_one_model(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
     ports = [_free_port(), _free_port()]
@@ -332,6 +339,7 @@ def _graph_output(path: Path, pixels):
     return load_model(path).predict(pixels)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_fine_tuning_then_rerun_resumes_and_ends_where_an_uninterrupted_run_does(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
     epochs = ("--fine_tune_epochs", 4)
@@ -383,6 +391,7 @@ def fine_tuned(tmp_path_factory):
     return tree, out, result.stdout
 
 
+@pytest.mark.slow
 def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
@@ -411,6 +420,7 @@ EXPORTS = {"g.pb": ("saved", 1e-4), "saved": ("g.pb", 1e-4), "none.tflite": ("g.
            "float16.tflite": ("g.pb", 1e-2), "dynamic.tflite": ("g.pb", 3e-2), "int8.tflite": ("g.pb", 6e-2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(EXPORTS))
 def test_label_image_classifies_with_every_export_of_a_fine_tuned_model(fine_tuned, model, tmp_path):
     from tests.conftest import COLOURS, noisy_colour_image
@@ -471,6 +481,7 @@ def test_recipe_finetune_runs_efficientnet_lite0_at_256_px_unless_told_otherwise
 PERCENTAGES = (30, 30)  # --validation_percentage, --testing_percentage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("set_name, with_metadata", [("test", False), ("training", True)])
 def test_an_image_unreadable_after_extraction_is_left_out_of_the_tuned_sets_with_a_warning(
         make_tree, tmp_path, monkeypatch, set_name, with_metadata):
