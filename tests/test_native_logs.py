@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from retrain.native_logs import native_logs_silenced
 from tests.conftest import COLOURS, noisy_colour_image
 
@@ -37,6 +39,7 @@ def _native_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if NATIVE_LINE.match(line) or "cuInit" in line]
 
 
+@pytest.mark.slow
 def test_set_operating_point_on_a_saved_model_prints_no_native_log_lines(square_model, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RETRAIN_NATIVE_LOGS")}
     done = subprocess.run([_console_script("set_operating_point"), "--graph", square_model / "saved_model",
@@ -47,6 +50,7 @@ def test_set_operating_point_on_a_saved_model_prints_no_native_log_lines(square_
     assert _native_lines(done.stderr) == [], done.stderr
 
 
+@pytest.mark.slow
 def test_the_python_api_prints_no_native_log_lines(tmp_path):
     images = tmp_path / "images"
     for name in ("red", "blue"):
