@@ -9,8 +9,6 @@ from retrain.card.markdown import model_card_markdown_path
 from retrain.card.formats import sidecar_path
 from tests.conftest import run_cli, write_colour_tree
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):

@@ -9,8 +9,6 @@ from PIL import Image, ImageDraw
 from retrain.data.images import load_image
 from retrain.predict.prediction import load_model
 
-pytestmark = pytest.mark.slow
-
 
 def _unlike_lesions(folder, size: int = 192) -> list:
     """A noise frame, a blank frame and a page of text: nothing like the training images."""
