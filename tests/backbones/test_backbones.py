@@ -73,6 +73,7 @@ def test_retrain_without_image_dir_is_a_usage_error():
 # ---- random weights, one backbone per family -----------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["efficientnet_lite2", "inception_v3", "mobilenet_0.25_128", "mobilenet_v2_0.35_96", "mobilenet_v3_small", "resnet50"]
 )
@@ -84,6 +85,7 @@ def test_a_backbone_of_each_family_builds_with_random_weights_and_gives_its_decl
     assert not np.allclose(features[0], features[1], rtol=1e-3, atol=0)  # random inits can give tiny values
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not os.environ.get("RETRAIN_TEST_ALL_BACKBONES"),
     reason="builds all 45 registry entries (~2 min); set RETRAIN_TEST_ALL_BACKBONES=1 to run",
@@ -149,6 +151,7 @@ def _write_keras_weights(model, path: Path) -> None:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
+@pytest.mark.slow
 def test_keras_backbone_uses_the_weights_file_in_model_dir_through_retrain_and_label_image(tmp_path, make_tree, monkeypatch):
     from retrain.backbones.keras_applications import build_model
 
@@ -183,6 +186,7 @@ def test_keras_backbone_uses_the_weights_file_in_model_dir_through_retrain_and_l
 
 # flower.jpg is a pompon dahlia, not an ImageNet class: Lite0 and Lite1 call it a daisy,
 # Lite2 a honeycomb (its petals are cells), so Lite2 is checked on the palace in china.jpg.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, photo, expected",
     [("efficientnet_lite1", "flower.jpg", "daisy"), ("efficientnet_lite1", "china.jpg", "palace"),
@@ -230,6 +234,7 @@ def _save_feature_vector_module(path: Path, size: int | None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_tfhub_module_from_a_local_folder_runs_end_to_end(tmp_path, make_tree):
     from tests.conftest import COLOURS, noisy_colour_image
 
@@ -268,6 +273,28 @@ def test_tfhub_module_of_any_size_needs_image_size(tmp_path):
     assert (backbone.input_size, backbone.feature_size) == (40, 8)
     assert _features(backbone).shape == (2, 8)
 
+
+def test_a_tf_hub_module_of_any_size_has_one_identity_per_image_size(tmp_path):
+    from retrain.backbones import create_hub_backbone
+
+    module = str(_save_feature_vector_module(tmp_path / "any_size", size=None))
+    small, large = create_hub_backbone(module, image_size=40), create_hub_backbone(module, image_size=48)
+    assert small.identity != large.identity
+    assert small.identity.endswith("-40px") and large.identity.endswith("-48px")
+    assert create_hub_backbone(module, image_size=40).identity == small.identity
+
+
+def test_a_bug_while_probing_a_tf_hub_module_keeps_its_traceback(tmp_path, monkeypatch):
+    from retrain.backbones import create_hub_backbone, tfhub
+
+    module = str(_save_feature_vector_module(tmp_path / "fixed", size=32))
+
+    def broken(self, images):
+        raise AttributeError("a bug, not a bad module")
+
+    monkeypatch.setattr(tfhub.HubFeatureVector, "features", broken)
+    with pytest.raises(AttributeError, match="a bug"):
+        create_hub_backbone(module)
 
 def test_tfhub_url_offline_and_a_wrong_folder_give_one_clear_line(tmp_path, make_tree):
     images = make_tree({"red": 2, "blue": 2})

@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sklearn.datasets
 from click.testing import CliRunner
 
+from retrain.backbones import REGISTRY, efficientnet_lite
 from retrain.backbones.efficientnet_lite import (
     block_plan,
     convert_state_dict,
@@ -76,10 +78,12 @@ def _stock_predictions(photo: str) -> list[str]:
     return [line.split(" (score=")[0] for line in lines]
 
 
+@pytest.mark.slow
 def test_stock_imagenet_model_sees_a_daisy_in_the_flower_photo():
     assert _stock_predictions("flower.jpg")[0] == "daisy"
 
 
+@pytest.mark.slow
 def test_stock_imagenet_model_sees_a_bell_cote_in_the_china_photo():
     assert "bell cote" in _stock_predictions("china.jpg")
 
@@ -90,3 +94,27 @@ def test_features_are_1280_wide_and_differ_between_images(backbone):
     features = backbone.module.features(images).numpy()
     assert features.shape == (2, 1280)
     assert not np.allclose(features[0], features[1])
+
+
+def test_a_conversion_cache_from_other_weights_is_converted_again_with_one_warning(tmp_path, monkeypatch):
+    config = REGISTRY["efficientnet_lite0"]
+    weights = tmp_path / "efficientnet-lite0-test.pth"
+    monkeypatch.setattr(efficientnet_lite, "load_state_dict", lambda path: {"value": _first_byte(path)})
+    monkeypatch.setattr(efficientnet_lite, "convert_state_dict",
+                        lambda state, blocks: {"stem_kernel": np.full(1, state["value"], np.float32)})
+    warnings = []
+    weights.write_bytes(b"\x01" * 64)
+    first, first_digest = efficientnet_lite.converted_layers(config, tmp_path, [], warnings.append)
+    weights.write_bytes(b"\x02" * 64)  # same name, same size: the same cache file name
+    second, second_digest = efficientnet_lite.converted_layers(config, tmp_path, [], warnings.append)
+    assert (first["stem_kernel"][0], second["stem_kernel"][0]) == (1.0, 2.0)
+    assert first_digest != second_digest
+    (line,) = warnings
+    assert "converting again" in line and str(weights) in line
+    again, _ = efficientnet_lite.converted_layers(config, tmp_path, [], warnings.append)
+    assert again["stem_kernel"][0] == 2.0 and len(warnings) == 1
+
+
+def _first_byte(path) -> float:
+    """The first byte of the stand-in weights file: what its 'conversion' holds."""
+    return float(Path(path).read_bytes()[0])

@@ -88,3 +88,20 @@ def test_a_saved_model_card_read_and_written_back_is_the_same_file(square_model,
     before = saved_model_card_path(copy).read_bytes()
     write_saved_model_card(copy, read_model_card(copy, "saved_model"))
     assert saved_model_card_path(copy).read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]"])
+def test_a_damaged_saved_model_card_is_one_line_naming_the_file(square_model, tmp_path, damage):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(square_model / "saved_model", damaged)
+    card = damaged / "assets.extra" / "retrain_metadata.json"
+    card.write_bytes(damage)
+    printed = run_cli(label_image, ["--graph", damaged, "--image", _red_square(tmp_path)])
+    assert printed.exit_code == 1 and "Traceback" not in printed.output
+    assert printed.stderr.splitlines()[-1].startswith(f"error: {card}: not a")
+
+
+def _red_square(tmp_path: Path) -> Path:
+    path = tmp_path / "red.png"
+    square_image(SQUARE_COLOURS["red"], seed=77)[0].save(path)
+    return path

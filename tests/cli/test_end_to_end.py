@@ -8,6 +8,8 @@ import pytest
 
 from retrain.predict.prediction import load_model
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 
 

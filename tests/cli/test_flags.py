@@ -19,6 +19,8 @@ import pytest
 from retrain.cli import evaluate, label_image, retrain
 from tests.conftest import COLOURS, noisy_colour_image, run_cli, write_colour_tree
 
+pytestmark = pytest.mark.slow
+
 SIZE = 64  # --image_size: EfficientNet-Lite0 at 64 px keeps every run, fine-tuning included, to seconds
 STEPS = 60
 FINE_TUNE = {"--fine_tune_learning_rate": 0.01, "--fine_tune_weight_decay": 0.02, "--crop_aspect": 1.5,

@@ -18,8 +18,9 @@ SHARED_ISIC = Path(__file__).resolve().parents[3] / "shared" / "data" / "isic201
 BIN = Path(sys.executable).parent
 TREE_SIZE, HELD_OUT = 300, 300
 
-pytestmark = pytest.mark.skipif(not (SHARED_ISIC / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file(),
-                                reason=f"real ISIC 2017 data not present at {SHARED_ISIC}")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (SHARED_ISIC / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file(),
+                                 reason=f"real ISIC 2017 data not present at {SHARED_ISIC}")]
 
 
 def _linked_tree(root: Path, images: list[tuple[str, str]]) -> Path:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import COLOURS, noisy_colour_image
 from tests.data.test_isic import write_challenge
 
@@ -44,6 +46,7 @@ def _validation_tree(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_batch_retrain_runs_the_grid_and_collects_one_row_per_run(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
     validation = _validation_tree(tmp_path / "validation")
@@ -70,6 +73,7 @@ def _write_isic_data(data):
     return data
 
 
+@pytest.mark.slow
 def test_retrain_isic2017_prepares_trains_and_evaluates_all_three_tasks(tmp_path):
     data = _write_isic_data(tmp_path / "isic")
     out = tmp_path / "out"
@@ -97,6 +101,7 @@ def test_retrain_isic2017_prepares_trains_and_evaluates_all_three_tasks(tmp_path
         "melanoma", "nevus", "seborrheic_keratosis"]
 
 
+@pytest.mark.slow
 def test_retrain_isic2017_recipe_and_tasks_train_on_the_validation_tree(tmp_path):
     data = _write_isic_data(tmp_path / "isic")
     out = tmp_path / "out"
@@ -179,6 +184,7 @@ def test_results_table_written_with_older_columns_gains_the_operating_point_ones
     assert "| melanoma:sensitivity=0.95 |  |  | 0.9333 |" in lines[3]
 
 
+@pytest.mark.slow
 def test_retrain_isic2017_metadata_gives_age_and_sex_to_retrain_and_evaluate(tmp_path):
     data = _write_isic_data(tmp_path / "isic")
     for set_name, first_id, count in (("Training", 0, 24), ("Validation", 500, 9)):

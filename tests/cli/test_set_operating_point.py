@@ -57,6 +57,7 @@ def _error_line(result) -> str:
     return line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["graph.pb", "saved_model"])
 def test_the_copy_stores_thresholds_that_give_what_was_asked_on_the_tree(square_model, tree, tmp_path, model):
     source = square_model / model
@@ -211,6 +212,7 @@ def test_the_model_s_training_tree_is_refused_before_classifying_naming_the_over
     assert not (tmp_path / "new.pb").exists()
 
 
+@pytest.mark.slow
 def test_allow_training_images_chooses_on_the_training_tree_with_one_warning(square_model, tmp_path):
     training = square_model / "images"
     result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", training,

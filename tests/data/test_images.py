@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -86,3 +88,27 @@ def test_absurdly_large_image_is_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError, match="too large") as info:
         load_image(path, 16)
     assert "bomb.png" in str(info.value)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: enough for the size check."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_a_too_large_image_is_refused_with_its_size_and_the_limit(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header(13000, 10000))
+    with pytest.raises(ImageError, match=r"too large: 13000x10000 pixels \(130\.0 megapixels; the limit is 120 megapixels\)"):
+        load_image(path, 32)
+
+
+def test_a_110_megapixel_image_is_within_the_limit(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header(11000, 10000))
+    with pytest.raises(ImageError) as info:  # no pixels in the file, but not refused for its size
+        load_image(path, 32)
+    assert "too large" not in str(info.value)

@@ -164,3 +164,23 @@ def test_a_task_folder_that_is_a_symlink_is_refused_before_anything_is_replaced(
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"--output {out / 'three_class'}: is a symlink" in line
     assert (out / "three_class").is_symlink() and not [p for p in out.iterdir() if p.name != "three_class"]
+
+
+def test_prepare_isic_reports_a_bad_ground_truth_row_once(tmp_path):
+    data, truth = write_challenge(tmp_path / "challenge", ROWS + [("ISIC_0000006", "2", "0")])
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("image_id,age_approximate,sex\nISIC_0000006,55,female\n")
+    with pytest.raises(UserError) as info:
+        prepare_isic(data, truth, tmp_path / "out", metadata)
+    assert str(info.value).count("ISIC_0000006") == 1 and "1 problem(s)" in str(info.value)
+
+
+def test_prepare_isic_calls_a_negative_age_out_of_range_not_a_non_number(tmp_path):
+    data, truth = write_challenge(tmp_path / "challenge")
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("image_id,age_approximate,sex\nISIC_0000001,-3,female\nISIC_0000002,old,male\n")
+    with pytest.raises(UserError) as info:
+        prepare_isic(data, truth, tmp_path / "out", metadata)
+    text = str(info.value)
+    assert "ISIC_0000001: age_approximate must be between 0 and 120 years, got '-3'" in text
+    assert "ISIC_0000002: age_approximate must be a number or 'unknown', got 'old'" in text

@@ -64,6 +64,7 @@ def test_symlink_to_its_own_folder_counts_each_image_once(tmp_path, make_tree):
     assert _class_counts(result.output) == {"blue": 4, "red": 4}
 
 
+@pytest.mark.slow
 def test_two_symlinks_back_to_the_root_finish_quickly(tmp_path, make_tree):
     images = make_tree({"red": 4, "blue": 4})
     os.symlink("..", images / "red" / "a")
@@ -144,6 +145,7 @@ def test_an_ordinary_tree_lists_the_same_images_in_the_same_order(make_tree):
     assert next(c for c in scan_image_tree(images).classes if c.label == "red").images == expected
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_utf8_trains_and_evaluates_with_every_output(tmp_path, make_tree):
     images = make_tree({"red": 4, "blue": 4})
     red_bytes = os.fsencode(images / "red")

@@ -38,6 +38,7 @@ def _train(tree, tmp_path, points=(), **data):
     return load_model(tmp_path / "g.pb").model_card, lines  # typed, as every reader gets it
 
 
+@pytest.mark.slow
 def test_retrain_stores_the_operating_point_calibration_and_ood_threshold_in_the_model_card(make_tree, tmp_path):
     tree = make_tree({"red": 40, "blue": 40})
     validation = _validation_tree(tmp_path / "validation")
@@ -92,6 +93,7 @@ def test_the_model_card_in_words_lists_the_operating_point(make_tree, tmp_path):
     assert "## Operating points" in words and "red >= " in words and "for specificity 0.8" in words
 
 
+@pytest.mark.slow
 def test_with_patient_metadata_the_model_card_has_the_validation_figures_by_sex(make_tree, tmp_path):
     from retrain.api import BackboneChoice, PatientConfig
 

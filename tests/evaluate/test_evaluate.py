@@ -44,6 +44,7 @@ def _invoke(args):
     return result
 
 
+@pytest.mark.slow
 def test_prints_and_writes_the_metrics(model, tmp_path):
     root, held_out = model
     out = tmp_path / "m.json"
@@ -62,6 +63,7 @@ def test_prints_and_writes_the_metrics(model, tmp_path):
     assert len(rows) == 12 and all(r["true_label"] == r["predicted_label"] for r in rows)
 
 
+@pytest.mark.slow
 def test_a_plot_without_suffix_is_written_as_png_and_the_line_names_that_file(model, tmp_path):
     root, held_out = model
     result = _invoke(["--graph", root / "graph.pb", "--image_dir", held_out, "--plot", tmp_path / "roc"])
@@ -70,6 +72,7 @@ def test_a_plot_without_suffix_is_written_as_png_and_the_line_names_that_file(mo
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "roc").exists()
 
 
+@pytest.mark.slow
 def test_writes_the_isic_submission_from_the_three_class_model(model, tmp_path):
     root, held_out = model
     out = tmp_path / "submission.csv"
@@ -81,6 +84,7 @@ def test_writes_the_isic_submission_from_the_three_class_model(model, tmp_path):
     assert len(rows) == 12 and all(float(r["melanoma"]) > 0.5 for r in melanoma_rows)
 
 
+@pytest.mark.slow
 def test_a_folder_whose_label_the_model_lacks_is_an_error(model, tmp_path):
     root, _ = model
     (tmp_path / "basal_cell").mkdir()

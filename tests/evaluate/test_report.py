@@ -1,4 +1,5 @@
-"""evaluate --report: one HTML file that opens offline and renders in a real browser."""
+"""evaluate --report: one HTML file that opens offline and renders in a real browser; a gallery
+image that cannot be read again is counted in one warning."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from PIL import Image
 
 from retrain.cli import evaluate
-from retrain.evaluate.report import hindsight_thresholds
-from tests.conftest import SQUARE_COLOURS, run_cli, square_image
+from retrain.evaluate.report import EvaluatedModel, hindsight_thresholds, write_report
+from retrain.metrics import evaluate_probabilities
+from tests.conftest import COLOURS, SQUARE_COLOURS, noisy_colour_image, run_cli, square_image
+from tests.evaluate.conftest import melanoma_predictions, redness_model
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,19 @@ def test_reliability_bins_and_calibration_error_by_hand():
     true = np.array([0, 1, 0, 0])
     assert reliability_bins(probabilities, true, bins=10) == [(pytest.approx(0.55), 0.5, 2), (pytest.approx(0.95), 1.0, 2)]
     assert expected_calibration_error(probabilities, true, bins=10) == pytest.approx((2 * 0.05 + 2 * 0.05) / 4)
+
+
+def test_a_report_gallery_image_that_cannot_be_read_again_is_counted_in_one_warning(tmp_path):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.jpg")
+        noisy_colour_image(COLOURS["red"], seed=i).save(paths[-1])
+    run = melanoma_predictions(paths)
+    metrics = evaluate_probabilities(run.probabilities, run.true, run.labels)
+    paths[1].unlink()
+    warnings = []
+    write_report(tmp_path / "report.html", [EvaluatedModel(redness_model(run.labels), run, metrics)], tmp_path, False,
+                 warnings.append)
+    (line,) = warnings
+    assert "1 image(s)" in line and str(paths[1]) in line
+    assert "2.jpg" in (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -127,6 +127,7 @@ def _feature_error(backbone, layers) -> float:
     return float(np.mean(np.linalg.norm(features - reference, axis=1) / np.linalg.norm(reference, axis=1)))
 
 
+@pytest.mark.slow
 def test_prepared_weights_keep_features_closer_to_float_than_round_to_nearest(backbone, prepared):
     reference = {name: v.numpy() for name, v in backbone.module.layers.items()}
     nearest = {
@@ -137,6 +138,7 @@ def test_prepared_weights_keep_features_closer_to_float_than_round_to_nearest(ba
     assert prepared_error < 0.6 * nearest_error, (prepared_error, nearest_error)
 
 
+@pytest.mark.slow
 def test_dynamic_mode_leaves_the_kernels_the_converter_keeps_in_float(backbone, prepared):
     reference = {name: v.numpy() for name, v in backbone.module.layers.items()}
     layers = prepared["dynamic"].layers
@@ -161,6 +163,7 @@ def test_only_efficientnet_lite_models_are_prepared():
     assert lite_config(as_card({"labels": ["a"]})) is None
 
 
+@pytest.mark.slow
 def test_rounding_starts_from_the_saved_models_own_weights(backbone, tmp_path):
     """A fine-tuned model's SavedModel holds weights that differ from the stock backbone's:
     those are the ones rounded, and the rounded model still classifies like the original."""

@@ -93,6 +93,7 @@ def _details(path: Path):
     return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_has_the_documented_input_and_output(models, mode):
     export = models["exports"][mode]
@@ -116,6 +117,7 @@ def test_each_mode_has_the_documented_input_and_output(models, mode):
         assert "int8_weights" not in sidecar and export.int8_weights_prepared_on is None
 
 
+@pytest.mark.slow
 def test_quantized_files_are_smaller(models):
     size = {mode: export.size_bytes for mode, export in models["exports"].items()}
     assert size["float16"] < 0.6 * size["none"]
@@ -123,6 +125,7 @@ def test_quantized_files_are_smaller(models):
     assert size["int8"] < 0.35 * size["none"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
     from retrain.predict.parity import measure_parity
@@ -137,6 +140,7 @@ def test_parity_with_the_frozen_graph_on_held_back_images(models, mode):
         assert parity.max_probability_difference < 1e-4  # the SavedModel route converts exactly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_parity_near_the_decision_boundary(models, mode):
     """On colours between two classes a conversion error changes the top-1; float modes must
@@ -150,6 +154,7 @@ def test_parity_near_the_decision_boundary(models, mode):
     assert parity.max_probability_difference < {"none": 1e-4, "float16": 0.02, "dynamic": 0.25, "int8": 0.25}[mode]
 
 
+@pytest.mark.slow
 def test_an_int8_model_takes_the_images_rgb_bytes_unchanged(models):
     """What an app does: feed load_image's uint8 pixels straight in, read uint8 scores times 1/256."""
     from ai_edge_litert.interpreter import Interpreter
@@ -170,6 +175,7 @@ def test_an_int8_model_takes_the_images_rgb_bytes_unchanged(models):
         assert abs(scores.sum() - 1) < 0.02
 
 
+@pytest.mark.slow
 def test_the_tflite_model_classifies_held_back_images_correctly(models):
     from retrain.predict.prediction import classify
 
@@ -178,6 +184,7 @@ def test_the_tflite_model_classifies_held_back_images_correctly(models):
         assert classify(model, path, None)[0].label == path.parent.name
 
 
+@pytest.mark.slow
 def test_label_image_on_tflite_never_imports_tensorflow(models):
     image = models["held_back"][0]
     script = (
@@ -194,6 +201,7 @@ def test_label_image_on_tflite_never_imports_tensorflow(models):
     assert "tensorflow imported: False" in result.stdout
 
 
+@pytest.mark.slow
 def test_label_image_console_script_runs_a_tflite_with_its_sidecar_labels(models):
     image = models["held_back"][-1]
     result = subprocess.run([str(BIN / "label_image"), "--graph", str(models["exports"]["float16"].path), "--image", str(image)],
@@ -216,6 +224,7 @@ def _error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_export_tflite_command_prints_the_parity_table(models, tmp_path):
     root = models["root"]
     image_dir = models["train_paths"][0].parent.parent
@@ -237,6 +246,7 @@ def test_export_tflite_command_prints_the_parity_table(models, tmp_path):
     assert sidecar_path(output).exists()
 
 
+@pytest.mark.slow
 def test_dynamic_without_training_images_warns_that_it_rounds_without_calibration(models, tmp_path):
     output = tmp_path / "model.tflite"
     result = _run(export_tflite, ["--saved_model_dir", models["root"] / "saved_model", "--output", output,
@@ -248,6 +258,7 @@ def test_dynamic_without_training_images_warns_that_it_rounds_without_calibratio
     assert load_model(output).predict(np.zeros((1, 224, 224, 3), np.float32)).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_retrain_exports_an_int8_tflite_that_label_image_runs(make_tree, tmp_path):
     images = make_tree({"red": 6, "green": 6, "blue": 6})
     out = tmp_path / "out"
@@ -268,6 +279,7 @@ def test_retrain_exports_an_int8_tflite_that_label_image_runs(make_tree, tmp_pat
     assert "note: no out-of-distribution check: int8 quantization clips" in classified.stderr
 
 
+@pytest.mark.slow
 def test_a_tflite_that_is_not_an_image_classifier_is_refused(tmp_path, models):
     import tensorflow as tf
 
@@ -281,6 +293,7 @@ def test_a_tflite_that_is_not_an_image_classifier_is_refused(tmp_path, models):
     assert "its input is [1, 8]" in line
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_tflite_is_refused(tmp_path, models):
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"not a flatbuffer at all" * 10)
@@ -288,6 +301,7 @@ def test_a_file_that_is_not_tflite_is_refused(tmp_path, models):
     assert f"--graph {fake}: not a TFLite model" in line
 
 
+@pytest.mark.slow
 def test_a_labels_file_of_the_wrong_length_is_refused(tmp_path, models):
     labels = tmp_path / "two.txt"
     labels.write_text("a\nb\n")
@@ -295,6 +309,7 @@ def test_a_labels_file_of_the_wrong_length_is_refused(tmp_path, models):
     assert "2 labels but the model has 3 outputs" in _error_line(result)
 
 
+@pytest.mark.slow
 def test_a_sidecar_whose_labels_do_not_match_is_refused(tmp_path, models):
     model = tmp_path / "m.tflite"
     model.write_bytes(models["exports"]["none"].path.read_bytes())
@@ -304,6 +319,7 @@ def test_a_sidecar_whose_labels_do_not_match_is_refused(tmp_path, models):
     assert f"{sidecar_path(model)}: 2 labels but {model} has 3 outputs" in line
 
 
+@pytest.mark.slow
 def test_an_empty_representative_set_is_refused(models, tmp_path):
     root = models["root"]
     image_dir = models["train_paths"][0].parent.parent
@@ -346,6 +362,7 @@ def test_export_tflite_refuses_a_saved_model_not_written_by_retrain(tmp_path):
     assert "not written by retrain (no assets.extra/retrain_metadata.json)" in _error_line(result)
 
 
+@pytest.mark.slow
 def test_heatmap_from_a_tflite_says_it_needs_the_graph_and_still_prints_the_prediction(models, tmp_path):
     image = models["held_back"][0]
     result = _run(label_image, ["--graph", models["exports"]["none"].path, "--image", image,

@@ -1,3 +1,6 @@
+"""The feature engines: LiteRT where the backbone converts and computes the same features,
+TensorFlow otherwise, with a note saying why; any other error is a bug and is raised."""
+
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -40,6 +43,19 @@ class ChannelMaxBackbone:
         self.module = SimpleNamespace(features=lambda images: tf.reduce_max(images, axis=[1, 2]))
 
 
+@dataclass
+class BuggyBackbone:
+    identity: str = "buggy-backbone"
+    input_size: int = 8
+    feature_size: int = 3
+
+    def __post_init__(self):
+        def features(images):
+            raise AttributeError("a bug in the backbone's code")
+
+        self.module = SimpleNamespace(features=features)
+
+
 def test_auto_falls_back_to_tensorflow_when_the_backbone_does_not_convert(make_tree, tmp_path):
     backbone = PythonOpBackbone()
     engine = create_engine(backbone)
@@ -75,3 +91,15 @@ def test_litert_and_tensorflow_agree_on_a_convertible_backbone():
     assert litert.per_image and not tensorflow.per_image
     np.testing.assert_allclose(litert.run(pixels), tensorflow.run(pixels), rtol=1e-6)
     np.testing.assert_allclose(litert.run(pixels), pixels.max(axis=(1, 2)), rtol=1e-6)
+
+
+def test_a_bug_in_the_backbone_is_raised_not_hidden_by_a_fallback_to_tensorflow():
+    with pytest.raises(AttributeError, match="a bug in the backbone"):
+        create_engine(BuggyBackbone())
+
+
+def test_the_fallback_note_says_why_the_backbone_does_not_convert():
+    engine = create_engine(PythonOpBackbone(identity="python-op-why"))
+    assert engine.name == "tensorflow"
+    assert "LiteRT unavailable: python-op-why does not convert to LiteRT (ConverterError: " in engine.note
+    assert "\n" not in engine.note

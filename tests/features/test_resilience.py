@@ -47,6 +47,7 @@ def _entries(cache) -> list[Path]:
     return sorted(cache.root.rglob("*.bn"))
 
 
+@pytest.mark.slow
 def test_kill_9_during_extraction_then_rerun_reuses_every_entry_and_matches_an_uninterrupted_run(make_tree, tmp_path):
     tree = make_tree({"red": 20, "blue": 20})
     backbone = MeanColourBackbone()
@@ -81,6 +82,7 @@ def test_real_backbone_features_do_not_depend_on_which_images_share_a_batch(make
     np.testing.assert_array_equal(some.features, everything.features[[4, 1, 5]])
 
 
+@pytest.mark.slow
 def test_two_retrain_processes_sharing_one_bottleneck_dir_both_finish_with_sound_entries(make_tree, tmp_path):
     tree = make_tree({"red": 12, "blue": 12})
     shared = tmp_path / "shared-bn"

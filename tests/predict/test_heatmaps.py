@@ -15,7 +15,8 @@ from tests.conftest import run_cli as _run
 
 
 @pytest.mark.parametrize("model_name", ["graph.pb", "saved_model"])
-@pytest.mark.parametrize("corner", [(8, 10), (120, 24), (60, 118)])
+@pytest.mark.parametrize("corner", [(8, 10), pytest.param((120, 24), marks=pytest.mark.slow),
+                                    pytest.param((60, 118), marks=pytest.mark.slow)])
 def test_heatmap_peaks_on_the_coloured_square(square_model, model_name, corner):
     image, (x, y) = square_image(SQUARE_COLOURS["green"], seed=999, corner=corner)
     path = square_model / f"new_{x}_{y}.png"

@@ -1,6 +1,7 @@
 """Fine-tuning (--recipe finetune, --fine_tune_layers): the batches it trains on, what it
 changes, checkpoints and resuming after kill -9, the mirrored strategy, exports, and
-flag mistakes."""
+flag mistakes; an image unreadable after its bottleneck was made leaves every array of its set
+(features, labels, patient rows), with a warning naming it."""
 
 import json
 import os
@@ -17,8 +18,10 @@ from click.testing import CliRunner
 from retrain.cli import retrain
 from retrain.data.augmentation import EpochAugmentation
 from retrain.data.batches import TrainingImages, epoch_order
+from retrain.data.dataset import set_for_file
 from retrain.data.images import load_image
 from retrain.train.top_layer import TopLayer, TrainingConfig
+from tests.conftest import run_cli
 
 BIN = Path(sys.executable).parent
 FULL_AUGMENTATION = EpochAugmentation(crop_area=0.5, crop_aspect=4 / 3, flip_left_right=True, flip_up_down=True,
@@ -131,6 +134,7 @@ def random_lite0(tmp_path):
     return create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers, tuned_prefixes", [(1, ("head_",)), (3, ("head_", "block15_", "block14_")),
                                                     ("all", ("head_", "block", "stem_"))])
 def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, tmp_path, layers, tuned_prefixes):
@@ -149,6 +153,7 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(random_lite0, make_tree, t
     assert np.abs(result.top_layer.bias - start.bias).max() > 1e-4, "the top layer's bias was not tuned"
 
 
+@pytest.mark.slow
 def test_a_keras_backbone_tunes_its_last_layers_and_keeps_batch_norm_frozen(make_tree, tmp_path):
     from retrain.backbones import create_backbone
 
@@ -181,6 +186,7 @@ def _save_reusable_module(path: Path, trainable: bool) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_refused(make_tree, tmp_path):
     from retrain.backbones import create_hub_backbone
     from retrain.errors import UserError
@@ -197,6 +203,7 @@ def test_a_tf_hub_module_is_tuned_whole_and_one_without_trainable_weights_is_ref
         create_hub_backbone(str(frozen)).module.unfreeze("all")
 
 
+@pytest.mark.slow
 def test_exports_carry_the_tuned_weights_and_a_new_identity(random_lite0, make_tree, tmp_path):
     from retrain.export.graph import (
         ServingModel,
@@ -237,6 +244,7 @@ def test_a_damaged_checkpoint_is_reported_in_one_line_and_training_starts_afresh
     assert load_checkpoint(tmp_path / "run").epoch == 1  # replaced by a sound one
 
 
+@pytest.mark.slow
 def test_a_finished_run_resumes_to_the_same_weights_without_training_again(random_lite0, make_tree, tmp_path):
     paths, labels = _images(make_tree)
     first, one, _ = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=2)
@@ -270,6 +278,7 @@ def _images_at(root: Path):
     return paths, np.array([0 if "blue" in p.name else 1 for p in paths], np.int64)
 
 
+@pytest.mark.slow
 def test_the_mirrored_strategy_on_two_logical_cpus_matches_one_device(make_tree, tmp_path):
     tree = make_tree({"red": 4, "blue": 4})
     out = tmp_path / "weights.npy"
@@ -290,6 +299,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_on_two_local_processes_trains_one_model(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
     ports = [_free_port(), _free_port()]
@@ -329,6 +339,7 @@ def _graph_output(path: Path, pixels):
     return load_model(path).predict(pixels)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_fine_tuning_then_rerun_resumes_and_ends_where_an_uninterrupted_run_does(make_tree, tmp_path):
     tree = make_tree({"red": 6, "blue": 6})
     epochs = ("--fine_tune_epochs", 4)
@@ -380,6 +391,7 @@ def fine_tuned(tmp_path_factory):
     return tree, out, result.stdout
 
 
+@pytest.mark.slow
 def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_tuned):
     import tensorflow as tf
 
@@ -408,6 +420,7 @@ EXPORTS = {"g.pb": ("saved", 1e-4), "saved": ("g.pb", 1e-4), "none.tflite": ("g.
            "float16.tflite": ("g.pb", 1e-2), "dynamic.tflite": ("g.pb", 3e-2), "int8.tflite": ("g.pb", 6e-2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(EXPORTS))
 def test_label_image_classifies_with_every_export_of_a_fine_tuned_model(fine_tuned, model, tmp_path):
     from tests.conftest import COLOURS, noisy_colour_image
@@ -444,3 +457,79 @@ def test_fine_tune_flag_mistakes_give_one_error_line(make_tree, tmp_path, extra,
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
     assert not (tmp_path / "bn").exists()
+
+
+def test_recipe_settings_can_be_turned_off_by_flags():
+    from retrain.train.recipes import RECIPES, apply_recipe
+
+    flags = {"flip_left_right": False, "learning_rate": 0.01}
+    applied = apply_recipe("finetune", flags, explicit={"flip_left_right"})
+    assert applied["flip_left_right"] is False and applied["learning_rate"] == RECIPES["finetune"]["learning_rate"]
+    assert apply_recipe("poets", flags, explicit=set()) == flags
+
+
+def test_recipe_finetune_runs_efficientnet_lite0_at_256_px_unless_told_otherwise():
+    from retrain.train.recipes import apply_recipe
+
+    flags = {"architecture": "EfficientNet_Lite0", "tfhub_module": None, "image_size": None}
+    assert apply_recipe("finetune", flags, explicit=set())["image_size"] == 256
+    assert apply_recipe("finetune", {**flags, "image_size": 224}, explicit={"image_size"})["image_size"] == 224
+    assert apply_recipe("finetune", {**flags, "architecture": "resnet50"}, explicit=set())["image_size"] is None
+    assert apply_recipe("strong", flags, explicit=set())["image_size"] is None
+
+
+PERCENTAGES = (30, 30)  # --validation_percentage, --testing_percentage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("set_name, with_metadata", [("test", False), ("training", True)])
+def test_an_image_unreadable_after_extraction_is_left_out_of_the_tuned_sets_with_a_warning(
+        make_tree, tmp_path, monkeypatch, set_name, with_metadata):
+    from retrain.train import fine_tuning
+
+    tree = make_tree({"red": 6, "blue": 6})
+    spoiled = next(p for p in sorted(tree.rglob("*.jpg")) if set_for_file(p, *PERCENTAGES) == set_name)
+    real_fine_tune = fine_tuning.fine_tune
+
+    def fine_tune_after_the_image_is_spoiled(*args, **kwargs):
+        spoiled.write_bytes(b"not an image any more")
+        return real_fine_tune(*args, **kwargs)
+
+    monkeypatch.setattr(fine_tuning, "fine_tune", fine_tune_after_the_image_is_spoiled)
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("image_id,age\n" + "".join(f"{p.stem},{40 + i}\n" for i, p in enumerate(tree.rglob("*.jpg"))))
+    out = tmp_path / "out"
+    result = run_cli(retrain, [
+        "--image_dir", tree, "--output_graph", out / "g.pb", "--output_labels", out / "labels.txt",
+        "--bottleneck_dir", tmp_path / "bn", "--recipe", "finetune", "--image_size", 64, "--fine_tune_layers", 1,
+        "--fine_tune_steps", 1, "--fine_tune_epochs", 1, "--fine_tune_batch_size", 4, "--how_many_training_steps", 10,
+        "--validation_percentage", PERCENTAGES[0], "--testing_percentage", PERCENTAGES[1], "--random_seed", 2,
+        "--print_misclassified_test_images", *(["--metadata", metadata] if with_metadata else []),
+    ])
+    assert result.exit_code == 0, result.output
+    named = [line for line in result.stderr.splitlines() if str(spoiled) in line and "after fine-tuning" in line]
+    assert len(named) == 1 and named[0].startswith("warning: "), result.stderr
+    assert (out / "g.pb").is_file()
+
+
+def test_fine_tuning_whose_loss_turns_nan_stops_naming_the_epoch_and_keeps_no_checkpoint(make_tree, tmp_path):
+    from retrain.backbones import create_backbone
+    from retrain.errors import UserError
+    from retrain.reporter import Reporter
+    from retrain.train.fine_tuning import (
+        FineTuneConfig,
+        RunFolder,
+        TuningData,
+        fine_tune,
+    )
+
+    backbone = create_backbone("efficientnet_lite0", tmp_path, random_weights=True)
+    paths, labels = _images(make_tree)
+    pairs = list(zip(paths, labels.tolist()))
+    config = FineTuneConfig(layers=1, epochs=1, learning_rate=1e38, batch_size=4, weight_decay=0.0)
+    with pytest.raises(UserError, match=r"^fine-tuning diverged in epoch 1: the training loss became NaN or infinite; "
+                                        r"try a lower --fine_tune_learning_rate \(now 1e\+38\)"):
+        fine_tune(backbone, lambda: _clone(backbone), _starting_head(backbone),
+                  TuningData(pairs, pairs[:4], 2, backbone.input_size), config, TrainingConfig(random_seed=0),
+                  RunFolder(tmp_path / "run", "fp"), Reporter(log=print, warn=print))
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()

@@ -190,3 +190,13 @@ def test_impossible_options_are_user_errors(bad):
     x, y = _blobs(np.random.default_rng(0))
     with pytest.raises(UserError):
         train_top_layer(x, y, x, y, 3, TrainingConfig(steps=5, **bad))
+
+
+def test_the_top_layer_stops_at_the_step_whose_update_overflows():
+    from retrain.errors import UserError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 8)).astype(np.float32) * 1e3, np.arange(20) % 2
+    with pytest.raises(UserError, match=r"^training diverged at step \d+: the loss became NaN or infinite"):
+        train_top_layer(x, y, x[:0], y[:0], 2, TrainingConfig(steps=50, learning_rate=1e38, train_batch_size=4,
+                                                              random_seed=0))

@@ -1,4 +1,5 @@
-"""Patient metadata: reading the CSV, inferring kinds, fitting, encoding and the JSON form."""
+"""Patient metadata: reading the CSV, inferring kinds, matching images to rows (ids with or without
+the extension), ages outside 0..120 treated as missing, fitting, encoding and the JSON form."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrain.cli import retrain
+from retrain.data.dataset import Split
+from retrain.patient.encoded_sets import Columns, encode_patients
 from retrain.patient.table import (
     ColumnEncoding,
     MetadataEncoding,
@@ -21,6 +26,8 @@ from retrain.patient.table import (
     read_metadata_csv,
 )
 from retrain.errors import UserError
+from retrain.reporter import Reporter
+from tests.conftest import run_cli
 
 ISIC_LIKE = "image_id,age_approximate,sex\nA,20,female\nB,40,Male\nC,60,unknown\nD,unknown,female\n"
 
@@ -268,3 +275,49 @@ def test_tables_from_several_files_merge_and_a_shared_id_names_both(tmp_path):
     second.write_text("image_id,age\nb,41\n")
     with pytest.raises(UserError, match=r"'b' is in .*train.csv \(line 3\) and in .*val.csv \(line 2\)"):
         merge_tables([read_metadata_csv(first), read_metadata_csv(second)])
+
+
+def _table_with_file_names_as_ids(tmp_path):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("image_id,age,sex\nISIC_1.jpg,40,male\nISIC_2.jpg,60,female\nISIC_3.jpg,80,female\n")
+    return read_metadata_csv(csv)
+
+
+def test_fit_encoding_finds_rows_whose_ids_include_the_extension(tmp_path):
+    table = _table_with_file_names_as_ids(tmp_path)
+    images = [Path("images/a/ISIC_1.jpg"), Path("images/b/ISIC_2.jpg")]
+    encoding = fit_encoding(table, images, None, ("sex",), ("age",))
+    by_name = {column.name: column for column in encoding.columns}
+    assert (by_name["age"].mean, by_name["age"].std) == (50.0, 10.0)
+    assert by_name["sex"].categories == ("female", "male")
+
+
+def test_training_rows_with_extension_ids_are_standardised(tmp_path):
+    table = _table_with_file_names_as_ids(tmp_path)
+    split = Split(training=[(Path("a/ISIC_1.jpg"), 0), (Path("b/ISIC_2.jpg"), 1)],
+                  validation=[(Path("a/ISIC_3.jpg"), 0)], test=[], notes=[])
+    encoded = encode_patients(table, Columns(numeric=("age",), categorical=("sex",)), split, Reporter(log=lambda _: None))
+    columns = encoded.encoding.feature_names
+    training = encoded.rows[0]
+    age = training[:, columns.index("age")]
+    np.testing.assert_allclose(age, [-1.0, 1.0])
+    assert training[:, columns.index("sex=male")].tolist() == [1.0, 0.0]
+
+
+def test_ages_outside_0_to_120_are_missing_with_one_warning_per_file_and_column(make_tree, tmp_path):
+    image_dir = make_tree({"red": 4, "blue": 4})
+    csv = tmp_path / "meta.csv"
+    ids = [p.stem for p in sorted(image_dir.rglob("*.jpg"))]
+    ages = ["-3", "200", *["50"] * (len(ids) - 2)]
+    csv.write_text("image_id,age_approximate,sex\n" + "".join(f"{i},{a},male\n" for i, a in zip(ids, ages)))
+    before = csv.read_bytes()
+    result = run_cli(retrain, [
+        "--image_dir", image_dir, "--bottleneck_dir", tmp_path / "bn", "--output_graph", tmp_path / "out" / "g.pb",
+        "--output_labels", tmp_path / "out" / "l.txt", "--how_many_training_steps", 10, "--random_seed", 1,
+        "--metadata", csv, "--validation_percentage", 0, "--testing_percentage", 0])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "outside 0..120" in line]
+    expected = f"warning: {csv}: column 'age_approximate' has 2 age(s) outside 0..120 (e.g. -3, 200); treated as missing"
+    assert warned == [expected]
+    assert "Metadata column age_approximate: numeric, mean 50.0, sd 1.0 (2 of 8 missing)" in result.stdout
+    assert csv.read_bytes() == before

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -87,3 +88,12 @@ def test_evaluation_dict_has_the_documented_keys_and_binary_figures():
     assert result["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
     assert result["auc"]["melanoma"] == pytest.approx(1.0)
     assert "Specificity at 95% sensitivity" in format_report(result, ["melanoma", "other"])
+
+
+def test_a_mean_auc_over_classes_missing_from_the_set_is_nan_without_a_numpy_warning():
+    from retrain.metrics import auc_line
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        line = auc_line("Final test", np.full((3, 3), 1 / 3), np.zeros(3, int), ["a", "b", "c"])
+    assert line.endswith("mean nan (N=3)")

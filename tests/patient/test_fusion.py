@@ -12,6 +12,8 @@ from PIL import Image
 from retrain.cli import evaluate, export_tflite, label_image, prepare_isic, retrain
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow
+
 QUANTIZATIONS = {"none": 1e-4, "float16": 1e-2, "dynamic": 3e-2, "int8": 6e-2}  # largest probability difference
 
 
