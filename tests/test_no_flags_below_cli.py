@@ -14,7 +14,7 @@ from pathlib import Path
 import retrain
 
 PACKAGE = Path(retrain.__file__).parent
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_]{2,}")
+FLAG = re.compile(r"(?<![\w-])--(?:[a-z][a-z0-9_]{2,}|\{\})")  # --{} is an f-string's --{name}
 
 
 def _comment_lines(source: str) -> set[int]:
@@ -23,13 +23,14 @@ def _comment_lines(source: str) -> set[int]:
 
 
 def _literals(tree: ast.AST):
-    """(first line, last line, text) of each string literal; an f-string is one literal."""
+    """(first line, last line, text) of each string literal; an f-string is one literal, each
+    of its replacement fields written {}."""
     inside_fstrings = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            parts = [value for value in node.values if isinstance(value, ast.Constant) and isinstance(value.value, str)]
-            inside_fstrings |= {id(part) for part in parts}
-            yield node.lineno, node.end_lineno, "".join(part.value for part in parts)
+            inside_fstrings |= {id(value) for value in node.values}
+            yield node.lineno, node.end_lineno, "".join(
+                value.value if isinstance(value, ast.Constant) else "{}" for value in node.values)
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in inside_fstrings:
             yield node.lineno, node.end_lineno, node.value
@@ -62,6 +63,7 @@ def test_the_scan_finds_flags_in_messages_docstrings_and_fstrings_and_accepts_a_
 def f(x):
     """Reads --image_dir."""
     raise ValueError(f"--learning_rate {x}: too high")
+    raise ValueError(f"--{x} must be a number, not {x}--{x}")
 
 ok = "TrainingConfig.steps must be at least 1"
 told = "run retrain --operating_point"  # a sentence of the model card, for a command-line reader
@@ -69,5 +71,6 @@ told = "run retrain --operating_point"  # a sentence of the model card, for a co
 also_told = ("evaluate "
              "--report")
 dashes = "a -- b, ---, x--y"
+key = f"{x}-{x}-copy{x}"
 '''
-    assert flag_literals(source) == [(3, "--image_dir"), (4, "--learning_rate")]
+    assert flag_literals(source) == [(3, "--image_dir"), (4, "--learning_rate"), (5, "--{}")]

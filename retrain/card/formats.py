@@ -126,9 +126,9 @@ def read_graph_def(path: Path):
     try:
         graph_def.ParseFromString(Path(path).read_bytes())
     except (DecodeError, RuntimeWarning, ValueError) as e:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file") from e
+        raise UserError(f"classify.graph {path}: not a TensorFlow GraphDef (.pb) file") from e
     if not graph_def.node:
-        raise UserError(f"--graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
+        raise UserError(f"classify.graph {path}: not a TensorFlow GraphDef (.pb) file (no nodes)")
     return graph_def
 
 
@@ -145,7 +145,7 @@ def read_model_card(path: Path, kind: str) -> ModelCard | None:
         return read_sidecar(path)
     if kind == "saved_model":
         if not (Path(path) / "saved_model.pb").exists():
-            raise UserError(f"--graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
+            raise UserError(f"classify.graph {path}: a folder, but not a SavedModel (no saved_model.pb)")
         return read_saved_model_card(path)
     return read_graph_card(read_graph_def(path), path)
 

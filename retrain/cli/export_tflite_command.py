@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from retrain.api.config import DataConfig, TFLiteConfig
-from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.console import log, reports_user_errors, warn
 from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
@@ -53,13 +53,13 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     representative = []
     if quantization == "int8" or (quantization == "dynamic" and image_dir is not None and representative_images > 0):
         representative = tflite_export.representative_sample(training, representative_images, random_seed or 0)
-    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=click.echo, warn=warn)
+    export = tflite_export.export_tflite(saved_model_dir, output, quantization, representative, log=log, warn=warn)
     click.echo(f"Wrote {export.path} ({tflite_export.describe_export(export)}), {export.sidecar} and "
                f"{model_card_markdown_path(export.path)}")
     if image_dir is None:
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:
-        report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)
+        report_parity(export, reference_graph or saved_model_dir, held_back, log, warn)
 
 
 def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:
