@@ -6,7 +6,7 @@ import click
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.cli.console import reports_user_errors, warn
-from retrain.cli.fields import Field, register
+from retrain.cli.fields import Field, in_flags, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
 from retrain.predict.loaded_model import FeedOverrides
@@ -64,16 +64,16 @@ def label_image(image, graph, labels, architecture, model_dir, top_k, tta, heatm
                       heatmap_class=heatmap_class, patient_metadata=metadata, architecture=architecture,
                       model_dir=model_dir, feed=FeedOverrides(**feed), reporter=Reporter(warn=warn))
     if result.ood is not None and result.ood.flagged:
-        click.echo(result.ood.message(), err=True)
+        click.echo(in_flags(result.ood.message()), err=True)
     if as_json:
         click.echo(dumps(result.as_json()))
     else:
         for predicted in result.predictions:
             click.echo(f"{predicted.label} (score={predicted.score:.5f})")
         for line in result.decision_lines():
-            click.echo(line)
+            click.echo(in_flags(line))
         for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {in_flags(note)}", err=True)
     if result.heatmap_error is not None:
         raise UserError(f"{result.heatmap_error} (the prediction above is complete; only the heatmap failed)")
     if result.heatmap is not None:
