@@ -2,9 +2,9 @@
 against its inputs and its other outputs before any slow work, so a slip of the keyboard
 costs one error line, never a photo, a model or an hour of training.
 
-    check_outputs(inputs={"--image_dir": tree, "--labels": labels_file},
-                  outputs={"--output_graph": graph, "--output_graph's training plot": plot},
-                  folders={"--saved_model_dir": saved_model}, replaced=("--saved_model_dir",))
+    check_outputs(inputs={"DataConfig.image_dir": tree, "evaluate.labels": labels_file},
+                  outputs={"ExportConfig.output_graph": graph, "ExportConfig.output_graph's training plot": plot},
+                  folders={"ExportConfig.saved_model_dir": saved_model}, replaced=("ExportConfig.saved_model_dir",))
 """
 
 from __future__ import annotations

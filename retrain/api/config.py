@@ -50,7 +50,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class PatientConfig:
-    """Patient metadata as a second model input (--metadata and its companions)."""
+    """Patient metadata as a second model input: the CSV files and how their columns are read."""
 
     files: tuple[Path, ...]
     columns: tuple[str, ...] | None = None  # None: every column but image_id

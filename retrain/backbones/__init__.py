@@ -51,7 +51,7 @@ def _keras(name, application, size, feature_size, mode, folder, weights_file, **
         input_size=size,
         feature_size=feature_size,
         preprocessing=KERAS_PREPROCESSING[mode],
-        weights=f"Keras download, or {weights_file} in --model_dir",
+        weights=f"Keras download, or {weights_file} in BackboneChoice.model_dir",
         options=(
             ("application", application),
             ("mode", mode),
@@ -129,12 +129,12 @@ def _family(config: BackboneConfig):
 # What each family can do besides building a backbone. Answered here, from the family's
 # name, because the family modules import TensorFlow; the family module does the work.
 RESIZABLE_FAMILIES = ("efficientnet_lite",)  # fully convolutional up to global pooling: any input size
-BLOCK_TUNABLE_FAMILIES = ("efficientnet_lite",)  # --fine_tune_layers N unfreezes the last N blocks
+BLOCK_TUNABLE_FAMILIES = ("efficientnet_lite",)  # FineTuneConfig.layers N unfreezes the last N blocks
 STAGED_FAMILIES = ("efficientnet_lite",)  # runs stage by stage with a substitutable conv (int8 preparation)
 
 
 def tunable_blocks(config: BackboneConfig) -> int | None:
-    """How many blocks --fine_tune_layers N can unfreeze, or None where the family does not count blocks."""
+    """How many blocks FineTuneConfig.layers N can unfreeze, or None where the family does not count blocks."""
     return _family(config).tunable_block_count(config) if config.family in BLOCK_TUNABLE_FAMILIES else None
 
 
@@ -156,7 +156,7 @@ MIN_IMAGE_SIZE = 32
 
 def check_image_size(image_size: int | None) -> None:
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
-        raise UserError(f"--image_size {image_size}: must be at least {MIN_IMAGE_SIZE} (the backbone downsamples "
+        raise UserError(f"BackboneChoice.image_size {image_size}: must be at least {MIN_IMAGE_SIZE} (the backbone downsamples "
                         f"by {MIN_IMAGE_SIZE}; a smaller image leaves it nothing to see)")
 
 
@@ -167,8 +167,8 @@ def sized_config(name: str, image_size: int | None = None) -> BackboneConfig:
         return config
     check_image_size(image_size)
     if config.family not in RESIZABLE_FAMILIES:
-        raise UserError(f"--image_size {image_size}: {config.name} takes {config.input_size}x{config.input_size} images "
-                        "only (EfficientNet-Lite backbones and --tfhub_module modules that accept any size can change it)")
+        raise UserError(f"BackboneChoice.image_size {image_size}: {config.name} takes {config.input_size}x{config.input_size} images "
+                        "only (EfficientNet-Lite backbones and BackboneChoice.tfhub_module modules that accept any size can change it)")
     return dataclasses.replace(config, input_size=image_size)
 
 

@@ -81,7 +81,7 @@ def block_plan(width: float, depth: float) -> list[Block]:
 
 
 def tunable_block_count(config: BackboneConfig) -> int:
-    """How many blocks --fine_tune_layers N can unfreeze: every MBConv block plus the head conv
+    """How many blocks FineTuneConfig.layers N can unfreeze: every MBConv block plus the head conv
     (`all` also tunes the stem)."""
     options = dict(config.options)
     return len(block_plan(options["width"], options["depth"])) + 1

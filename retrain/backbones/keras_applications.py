@@ -3,7 +3,7 @@
 Each is built without its classifier and average-pooled, and its own preprocessing
 runs inside the module, so the bottleneck cache and every export see pixels in
 [0, 255] like the other backbones. ImageNet weights are Keras' no-top .h5 files:
-one already in --model_dir is used as is (offline users put it there); otherwise
+one already in BackboneChoice.model_dir is used as is (offline users put it there); otherwise
 Keras' normal download-and-cache (~/.keras/models, or $KERAS_HOME/models) is tried.
 """
 
@@ -64,7 +64,7 @@ class KerasBackbone(tf.Module):
         weighted = [layer for layer in self.model.layers
                     if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
         if layers != "all" and int(layers) > len(weighted):
-            raise UserError(f"--fine_tune_layers {layers}: {self.name} has {len(weighted)} layers with weights "
+            raise UserError(f"FineTuneConfig.layers {layers}: {self.name} has {len(weighted)} layers with weights "
                             "(batch norm not counted)")
         chosen = weighted if layers == "all" else weighted[len(weighted) - int(layers):]
         for layer in self.model.layers:
@@ -107,7 +107,7 @@ def find_weights_file(config: BackboneConfig, model_dir: Path) -> Path:
         # Keras' message repeats the URL, then " -- " and the reason.
         reason = str(e).splitlines()[0].rsplit(" -- ", 1)[-1] if str(e) else type(e).__name__
         raise UserError(
-            f"{config.name} needs its ImageNet weights file {weights_file}: not in --model_dir {model_dir} "
+            f"{config.name} needs its ImageNet weights file {weights_file}: not in BackboneChoice.model_dir {model_dir} "
             f"and the download from {url} failed ({reason}); put the file in {model_dir}"
         ) from e
 

@@ -3,7 +3,7 @@
 The handle is a TF Hub URL, downloaded and cached by tensorflow_hub (which honours
 $TFHUB_CACHE_DIR), or a local folder holding the SavedModel. TF Hub's image
 convention is float pixels in [0, 1], so the module divides by 255 inside; the
-input size comes from the module's signature, or from --image_size when the module
+input size comes from the module's signature, or from BackboneChoice.image_size when the module
 accepts any size.
 """
 
@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 
-FLAG = "--tfhub_module"
+FIELD = "BackboneChoice.tfhub_module"
 # What a bad handle or module raises; anything else is a bug and keeps its traceback.
 DOWNLOAD_ERRORS = (OSError, ValueError, tarfile.TarError, tf.errors.OpError)  # urllib/HTTP are OSErrors
 LOAD_ERRORS = (OSError, ValueError, KeyError, DecodeError, tf.errors.OpError)  # a damaged SavedModel
@@ -40,12 +40,12 @@ def resolve(handle: str) -> Path:
             return Path(hub.resolve(handle))
         except DOWNLOAD_ERRORS as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"{FLAG} {handle}: cannot download the module ({reason}); it needs the network") from e
+            raise UserError(f"{FIELD} {handle}: cannot download the module ({reason}); it needs the network") from e
     folder = Path(handle).expanduser()
     if not folder.is_dir():
-        raise UserError(f"{FLAG} {handle}: no such folder, and not a URL")
+        raise UserError(f"{FIELD} {handle}: no such folder, and not a URL")
     if not (folder / "saved_model.pb").is_file():
-        raise UserError(f"{FLAG} {handle}: not a TF2 SavedModel folder (no saved_model.pb)")
+        raise UserError(f"{FIELD} {handle}: not a TF2 SavedModel folder (no saved_model.pb)")
     return folder.resolve()
 
 
@@ -61,7 +61,7 @@ def module_digest(folder: Path) -> str:
 
 def cache_identity(handle: str, folder: Path, input_size: int) -> str:
     """Readable, filesystem-safe identity naming the resolved handle (by hash), its contents and
-    the input size: a module that takes any size gives other features at another --image_size."""
+    the input size: a module that takes any size gives other features at another BackboneChoice.image_size."""
     resolved = handle.rstrip("/") if is_url(handle) else str(folder)
     tail = "/".join(resolved.split("/")[-3:]) if is_url(handle) else folder.name
     readable = re.sub(r"[^A-Za-z0-9]+", "_", tail).strip("_")[:60]
@@ -79,7 +79,7 @@ def declared_input_size(loaded, handle: str) -> int | None:
             if height is None or width is None:
                 return None
             if height != width:
-                raise UserError(f"{FLAG} {handle}: input is {height}x{width}; only square inputs are supported")
+                raise UserError(f"{FIELD} {handle}: input is {height}x{width}; only square inputs are supported")
             return int(height)
     return None
 
@@ -95,11 +95,11 @@ class HubFeatureVector(tf.Module):
     def unfreeze(self, layers: int | str) -> list:
         """A module is tuned whole: its layers are not addressable one by one."""
         if layers != "all":
-            raise UserError(f"--fine_tune_layers {layers}: a TF Hub module can only be fine-tuned whole; "
-                            "use --fine_tune_layers all")
+            raise UserError(f"FineTuneConfig.layers {layers}: a TF Hub module can only be fine-tuned whole; "
+                            "use FineTuneConfig.layers all")
         variables = list(getattr(self.loaded, "trainable_variables", []))
         if not variables:
-            raise UserError(f"{FLAG}: the module has no trainable variables, so it cannot be fine-tuned")
+            raise UserError(f"{FIELD}: the module has no trainable variables, so it cannot be fine-tuned")
         return variables
 
     def tuning_features(self, images):
@@ -111,22 +111,22 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
     try:
         loaded = tf.saved_model.load(str(folder))
     except LOAD_ERRORS as e:
-        raise UserError(f"{FLAG} {handle}: cannot load the SavedModel ({type(e).__name__})") from e
+        raise UserError(f"{FIELD} {handle}: cannot load the SavedModel ({type(e).__name__})") from e
     if not callable(loaded):
-        raise UserError(f"{FLAG} {handle}: not a TF2 image feature-vector module (the SavedModel is not callable)")
+        raise UserError(f"{FIELD} {handle}: not a TF2 image feature-vector module (the SavedModel is not callable)")
     declared = declared_input_size(loaded, handle)
     if declared and image_size and declared != image_size:
-        raise UserError(f"--image_size {image_size}: the module {handle} takes {declared}x{declared} images")
+        raise UserError(f"BackboneChoice.image_size {image_size}: the module {handle} takes {declared}x{declared} images")
     size = declared or image_size
     if not size:
-        raise UserError(f"{FLAG} {handle}: the module accepts any image size; choose one with --image_size")
+        raise UserError(f"{FIELD} {handle}: the module accepts any image size; choose one with BackboneChoice.image_size")
     module = HubFeatureVector(loaded)
     try:
         probe = module.features(tf.zeros([1, size, size, 3]))
     except CALL_ERRORS as e:
-        raise UserError(f"{FLAG} {handle}: calling it on a [1, {size}, {size}, 3] image failed ({type(e).__name__})") from e
+        raise UserError(f"{FIELD} {handle}: calling it on a [1, {size}, {size}, 3] image failed ({type(e).__name__})") from e
     if not isinstance(probe, tf.Tensor) or probe.shape.rank != 2:
-        raise UserError(f"{FLAG} {handle}: not an image feature-vector module (output is not [batch, features])")
+        raise UserError(f"{FIELD} {handle}: not an image feature-vector module (output is not [batch, features])")
     config = BackboneConfig(
         name="tfhub_module",
         family="tfhub",

@@ -179,6 +179,7 @@ def _test(card: ModelCard) -> list[str]:
 def _operating_points(card: ModelCard) -> list[str]:
     points = card.points
     if not points:
+        # A sentence of the card, for its reader: the commands that set an operating point.
         return ["None stored: the model gives scores only. Set one with retrain --operating_point or "
                 "set_operating_point."]
     lines = []
@@ -220,6 +221,7 @@ def _ood(card: ModelCard) -> list[str]:
 def _subgroups(card: ModelCard) -> list[str]:
     rows = card.subgroup_lines
     if not rows:
+        # A sentence of the card, for its reader: the command that measures subgroups.
         return ["Not measured at training. Run evaluate --metadata on a labelled set to see figures by sex and age."]
     return ["On the validation images:", "", "```", *rows, "```"]
 

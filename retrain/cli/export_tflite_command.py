@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from retrain.api.config import DataConfig, TFLiteConfig
-from retrain.cli.console import reports_user_errors, warn
+from retrain.cli.console import log, reports_user_errors, warn
 from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
@@ -49,12 +49,12 @@ def export_tflite(saved_model_dir, output, quantization, image_dir, representati
     training, held_back = None, []
     if image_dir is not None:
         training, held_back = training_and_held_back(image_dir, validation_percentage, testing_percentage)
-    export = write_tflite(output, quantization, training, representative_images, random_seed, click.echo, warn,
+    export = write_tflite(output, quantization, training, representative_images, random_seed, log, warn,
                           saved_model_dir)
     if image_dir is None:
         warn("no --image_dir, so parity with the SavedModel was not measured")
     else:
-        report_parity(export, reference_graph or saved_model_dir, held_back, click.echo, warn)
+        report_parity(export, reference_graph or saved_model_dir, held_back, log, warn)
 
 
 def _check_outputs(saved_model_dir, output, image_dir, reference_graph) -> None:

@@ -22,7 +22,7 @@ from retrain.api.config import (
     with_recipe,
 )
 from retrain.cli.console import log, progress, reports_user_errors, warn
-from retrain.cli.fields import Field, register
+from retrain.cli.fields import Field, in_flags, register
 from retrain.cli.options import PATH, option, switch, with_flags
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
@@ -359,7 +359,7 @@ def _print_architectures(model_dir: Path | None) -> None:
     header = ("name", "input", "features", "offline", "weights")
     rows = [
         (row.config.name, f"{row.config.input_size}", f"{row.config.feature_size}",
-         "yes" if row.available_offline else "no", row.config.weights)
+         "yes" if row.available_offline else "no", in_flags(row.config.weights))
         for row in architecture_table(model_dir)
     ]
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]

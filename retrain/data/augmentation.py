@@ -11,7 +11,7 @@ inside the one preprocessing path:
 
 tensorflow-for-poets' distortion flags made every training step run the backbone on
 freshly distorted images, so they turned the cache off. Here each training image gets
-`--distorted_copies K` variants whose bottlenecks are cached like any other entry
+`FeatureConfig.distorted_copies K` variants whose bottlenecks are cached like any other entry
 (key: content key + distortion settings + copy index), and the top layer trains on the
 original plus its copies. A copy's random draw is seeded by (content key, settings,
 copy index), so a killed and rerun extraction computes identical features and a rerun
@@ -141,18 +141,19 @@ class CopyAugmentation:
 
 def check_copy_augmentation(distortion: CopyAugmentation, distorted_copies: int | None) -> None:
     """Reject impossible settings before any slow work."""
-    for flag in ("random_crop", "random_scale", "random_brightness"):
-        value = getattr(distortion, flag)
+    for name in ("random_crop", "random_scale", "random_brightness"):
+        value = getattr(distortion, name)
         if not (math.isfinite(value) and value >= 0):
-            raise UserError(f"--{flag} must be a percentage >= 0, got {value}")
+            raise UserError(f"CopyAugmentation.{name} must be a percentage >= 0, got {value}")
     if distortion.random_brightness >= 100:
-        raise UserError(f"--random_brightness must be below 100 (%), got {distortion.random_brightness}")
+        raise UserError(f"CopyAugmentation.random_brightness must be below 100 (%), got {distortion.random_brightness}")
     if distorted_copies is not None and distorted_copies < 0:
-        raise UserError(f"--distorted_copies must be >= 0, got {distorted_copies}")
+        raise UserError(f"FeatureConfig.distorted_copies must be >= 0, got {distorted_copies}")
     if distorted_copies and not distortion.active:
         raise UserError(
-            "--distorted_copies needs a distortion flag (--flip_left_right, --flip_up_down, --rotate90, "
-            "--random_crop, --random_scale or --random_brightness); without one every copy is the original"
+            "FeatureConfig.distorted_copies needs a distortion flag (CopyAugmentation.flip_left_right, "
+            "CopyAugmentation.flip_up_down, CopyAugmentation.rotate90, CopyAugmentation.random_crop, "
+            "CopyAugmentation.random_scale or CopyAugmentation.random_brightness); without one every copy is the original"
         )
 
 
@@ -261,15 +262,15 @@ class EpochAugmentation:
 def check_epoch_augmentation(augmentation: EpochAugmentation) -> None:
     """Reject impossible settings before any slow work."""
     if not 0 < augmentation.crop_area <= 1:
-        raise UserError(f"--crop_area must be in (0, 1], got {augmentation.crop_area}")
+        raise UserError(f"EpochAugmentation.crop_area must be in (0, 1], got {augmentation.crop_area}")
     if not (math.isfinite(augmentation.crop_aspect) and augmentation.crop_aspect >= 1):
-        raise UserError(f"--crop_aspect must be a finite number, 1 (keep the aspect) or more, got {augmentation.crop_aspect}")
-    for flag in ("random_crop", "random_scale", "random_brightness", "random_contrast", "random_saturation", "random_hue"):
-        value = getattr(augmentation, flag)
+        raise UserError(f"EpochAugmentation.crop_aspect must be a finite number, 1 (keep the aspect) or more, got {augmentation.crop_aspect}")
+    for name in ("random_crop", "random_scale", "random_brightness", "random_contrast", "random_saturation", "random_hue"):
+        value = getattr(augmentation, name)
         if not (math.isfinite(value) and value >= 0):
-            raise UserError(f"--{flag} must be a percentage >= 0, got {value}")
-    for flag in ("random_brightness", "random_contrast", "random_saturation"):
-        if getattr(augmentation, flag) >= 100:
-            raise UserError(f"--{flag} must be below 100 (%), got {getattr(augmentation, flag)}")
+            raise UserError(f"EpochAugmentation.{name} must be a percentage >= 0, got {value}")
+    for name in ("random_brightness", "random_contrast", "random_saturation"):
+        if getattr(augmentation, name) >= 100:
+            raise UserError(f"EpochAugmentation.{name} must be below 100 (%), got {getattr(augmentation, name)}")
     if augmentation.random_hue > 50:
-        raise UserError(f"--random_hue must be at most 50 (% of the colour wheel), got {augmentation.random_hue}")
+        raise UserError(f"EpochAugmentation.random_hue must be at most 50 (% of the colour wheel), got {augmentation.random_hue}")

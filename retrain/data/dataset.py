@@ -134,10 +134,10 @@ def _check_no_file_in_two_classes(files_by_label: dict[str, dict[str, Path]]) ->
             owner[real] = (label, path)
 
 
-def scan_image_tree(image_dir: Path | str, flag: str = "--image_dir") -> ImageTree:
+def scan_image_tree(image_dir: Path | str, flag: str = "DataConfig.image_dir") -> ImageTree:
     """Find the classes (top-level folders) and their images; folders with no images are skipped.
 
-    flag names the tree in error messages (--image_dir, --validation_dir, --test_dir)."""
+    flag names the tree in error messages (DataConfig.image_dir, DataConfig.validation_dir, DataConfig.test_dir)."""
     root = Path(image_dir).expanduser()
     if not root.exists():
         raise UserError(f"{flag} {root}: no such directory")
@@ -192,9 +192,9 @@ def check_percentages(validation_percentage: float, testing_percentage: float) -
     """The split's two shares: each in [0, 100) (NaN fails too), with room left for training."""
     for name, value in (("validation", validation_percentage), ("testing", testing_percentage)):  # flag names
         if not 0 <= value < 100:
-            raise UserError(f"--{name}_percentage must be in [0, 100), got {value}")
+            raise UserError(f"DataConfig.{name}_percentage must be in [0, 100), got {value}")
     if validation_percentage + testing_percentage >= 100:
-        raise UserError("--validation_percentage + --testing_percentage must leave room for training")
+        raise UserError("DataConfig.validation_percentage + DataConfig.testing_percentage must leave room for training")
 
 
 def split_images(
@@ -234,18 +234,18 @@ _EMPTY_SET_NOTES = {
     "test": "test set is empty (too few images); no final test accuracy",
 }
 
-# Held-out set -> (its flag, what a class missing from its tree is not)
-HELD_OUT_FLAGS = {"validation": ("--validation_dir", "validated"), "test": ("--test_dir", "tested")}
+# Held-out set -> (its config field, what a class missing from its tree is not)
+HELD_OUT_FIELDS = {"validation": ("DataConfig.validation_dir", "validated"), "test": ("DataConfig.test_dir", "tested")}
 # How messages name each set (their wording predates the one word "test").
 _SET_WORDS = {"training": "training", "validation": "validation", "test": "testing"}
 
 
 def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTree, warn) -> ImageTree:
-    """Scan a --validation_dir or --test_dir tree and check its classes against --image_dir's.
+    """Scan a DataConfig.validation_dir or DataConfig.test_dir tree and check its classes against DataConfig.image_dir's.
 
-    A class --image_dir has but the tree lacks is a warning; a class the tree has but
-    --image_dir lacks is a UserError (the classifier could never predict it)."""
-    flag, verb = HELD_OUT_FLAGS[set_name]
+    A class DataConfig.image_dir has but the tree lacks is a warning; a class the tree has but
+    DataConfig.image_dir lacks is a UserError (the classifier could never predict it)."""
+    flag, verb = HELD_OUT_FIELDS[set_name]
     tree = scan_image_tree(directory, flag)
     for note in tree.notes:
         warn(note)
@@ -253,7 +253,7 @@ def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTr
     extra = [c.folder.name for c in tree.classes if c.label not in known]
     if extra:
         raise UserError(
-            f"{flag} {tree.root}: {', '.join(map(repr, extra))} not among --image_dir's classes "
+            f"{flag} {tree.root}: {', '.join(map(repr, extra))} not among DataConfig.image_dir's classes "
             f"({', '.join(repr(c.folder.name) for c in image_tree.classes)})"
         )
     present = set(tree.labels)
@@ -279,7 +279,7 @@ def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTr
                 sets[set_name].extend(
                     (path, index[image_class.label]) for path in image_class.images if usable is None or usable(path)
                 )
-        flag = HELD_OUT_FLAGS[set_name][0]
+        flag = HELD_OUT_FIELDS[set_name][0]
         if sets[set_name]:
             notes = [note for note in notes if note != _EMPTY_SET_NOTES[set_name]]
         elif tree.classes:

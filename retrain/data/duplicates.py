@@ -139,7 +139,7 @@ def hamming(a: int, b: int) -> int:
 
 
 def same_folder_groups(folders: dict[str, Path | None]) -> list[list[str]]:
-    """Flags (e.g. --image_dir, --test_dir) that name one and the same folder, in groups of two or more."""
+    """Names (e.g. DataConfig.image_dir, DataConfig.test_dir) of paths that are one and the same folder, in groups of two or more."""
     groups: dict[Path, list[str]] = {}
     for flag, folder in folders.items():
         if folder is not None:

@@ -89,7 +89,7 @@ def _flag(value: str) -> bool | None:
 def read_ground_truth(path: Path, problems: Problems, seen: set[str] | None = None) -> list[Lesion]:
     """The good rows; `seen` collects every row's image_id, bad rows' too, so a bad row is
     reported once, not again as an image or metadata row without ground truth."""
-    rows = _read_csv(path, GROUND_TRUTH_COLUMNS, "--ground_truth")
+    rows = _read_csv(path, GROUND_TRUTH_COLUMNS, "prepare_isic.ground_truth")
     lesions, seen = [], set() if seen is None else seen
     for line, row in enumerate(rows, start=2):
         image_id = row["image_id"]
@@ -110,7 +110,7 @@ def read_ground_truth(path: Path, problems: Problems, seen: set[str] | None = No
 
 def check_metadata(path: Path, known_ids: set[str], problems: Problems) -> Counter:
     """Validate the metadata CSV against the ground truth; returns counts by sex for the report."""
-    rows = _read_csv(path, METADATA_COLUMNS, "--metadata")
+    rows = _read_csv(path, METADATA_COLUMNS, "prepare_isic.metadata")
     sexes: Counter = Counter()
     seen = set()
     for line, row in enumerate(rows, start=2):
@@ -147,7 +147,7 @@ def find_images(images_dir: Path) -> dict[str, Path]:
     """ISIC_<7 digits>.jpg/.jpeg/.png files; the challenge's *_superpixels.png files and others are ignored."""
     images_dir = Path(images_dir).expanduser()
     if not images_dir.is_dir():
-        raise UserError(f"--images {images_dir}: no such directory")
+        raise UserError(f"prepare_isic.images {images_dir}: no such directory")
     found = {}
     for path in sorted(images_dir.iterdir()):
         match = IMAGE_NAME.fullmatch(path.name)
@@ -192,16 +192,16 @@ def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path 
     sexes = check_metadata(metadata, ids, problems) if metadata else None
     problems.raise_if_any("prepare_isic")
     if not lesions:
-        raise UserError(f"--ground_truth {ground_truth}: no rows")
+        raise UserError(f"prepare_isic.ground_truth {ground_truth}: no rows")
 
     output = Path(output).expanduser()
     for task in TASKS:
         existing = output / task
         if existing.is_symlink():
-            raise UserError(f"--output {existing}: is a symlink, and prepare_isic replaces this folder whole, so the "
-                            "link would be lost; choose another --output, or remove the link")
+            raise UserError(f"prepare_isic.output {existing}: is a symlink, and prepare_isic replaces this folder whole, so the "
+                            "link would be lost; choose another prepare_isic.output, or remove the link")
         if existing.exists() and not (existing / MARKER).exists():
-            raise UserError(f"--output {existing}: exists and was not made by prepare_isic; choose another --output")
+            raise UserError(f"prepare_isic.output {existing}: exists and was not made by prepare_isic; choose another prepare_isic.output")
     staging = output / f".prepare_isic.{os.getpid()}.tmp"
     counts: dict[str, Counter] = {}
     methods: Counter = Counter()
@@ -221,7 +221,7 @@ def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path 
                 shutil.rmtree(output / task)
             os.replace(staging / task, output / task)
     except OSError as e:
-        raise UserError(f"--output {output}: cannot write ({e.strerror or e}); nothing was replaced") from e
+        raise UserError(f"prepare_isic.output {output}: cannot write ({e.strerror or e}); nothing was replaced") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Prepared(counts, methods, sexes)

@@ -1,5 +1,5 @@
 """Operating points: the score above which a class is called, chosen for a sensitivity,
-a specificity or given outright (retrain --operating_point "melanoma:sensitivity=0.95").
+a specificity or given outright (DecisionConfig.operating_points, e.g. "melanoma:sensitivity=0.95").
 
 A ranking is not a decision: screening runs at high sensitivity, and the threshold that
 gives it is read off labelled images the model did not train on. The chosen point travels
@@ -29,7 +29,7 @@ class OperatingPointSpec:
     value: float
 
 
-def parse_operating_point(text: str, flag: str = "--operating_point") -> OperatingPointSpec:
+def parse_operating_point(text: str, flag: str = "DecisionConfig.operating_points") -> OperatingPointSpec:
     """ "melanoma:sensitivity=0.95", "specificity=0.8" (two classes), "nevus:threshold=0.4"."""
     label, _, setting = text.rpartition(":") if isinstance(text, str) else ("", "", "")
     target, equals, value = setting.partition("=")
@@ -49,7 +49,7 @@ def parse_operating_point(text: str, flag: str = "--operating_point") -> Operati
     return OperatingPointSpec(label.strip() or None, target, number)
 
 
-def resolve_label(spec: OperatingPointSpec, labels: list[str], flag: str = "--operating_point") -> int:
+def resolve_label(spec: OperatingPointSpec, labels: list[str], flag: str = "DecisionConfig.operating_points") -> int:
     """The class index a spec is about; a typo or a missing class name fails with the labels listed."""
     if spec.label is None:
         if len(labels) != 2:
@@ -69,7 +69,7 @@ def resolve_label(spec: OperatingPointSpec, labels: list[str], flag: str = "--op
 
 
 def distinct_specs(specs: tuple[OperatingPointSpec, ...], labels: list[str],
-                   flag: str = "--operating_point") -> tuple[tuple[OperatingPointSpec, ...], list[str]]:
+                   flag: str = "DecisionConfig.operating_points") -> tuple[tuple[OperatingPointSpec, ...], list[str]]:
     """The specs without exact repeats (same class, target and value once resolved), and one
     note per repeated one: a point stored twice only doubles every decision line and table."""
     kept, seen = [], {}
@@ -150,7 +150,7 @@ def choose_operating_points(specs: tuple[OperatingPointSpec, ...], labels: list[
         index = resolve_label(spec, labels)
         positive = np.asarray(true) == index
         if spec.target != "threshold" and (positive.all() or not positive.any()):
-            raise UserError(f"--operating_point {labels[index]}: {chosen_on} needs images of {labels[index]} and of "
+            raise UserError(f"DecisionConfig.operating_points {labels[index]}: {chosen_on} needs images of {labels[index]} and of "
                             "other classes to choose a threshold")
         scores = probabilities[:, index]
         threshold = choose_threshold(scores, positive, spec.target, spec.value)

@@ -1,6 +1,6 @@
 """From scores to decisions, measured on the evaluated images: each stored operating point's
 sensitivity and specificity, the share of images the out-of-distribution score flags, the
-calibration of the probabilities and, with --metadata, the same by subgroup. Every figure
+calibration of the probabilities and, with evaluate.patient_metadata, the same by subgroup. Every figure
 comes with its count and a 95 % interval: what a model card promises is checked here."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from retrain.decisions.ood import OodRecord, OodThresholds
 from retrain.decisions.operating_points import OperatingPoint
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
-LISTED_FLAGS = 10  # flagged images printed; --json and --report list them all
+LISTED_FLAGS = 10  # flagged images printed; evaluate.json_path and evaluate.report list them all
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def no_point_reason(card: ModelCard | None) -> str:
         return "no retrain model card"
     if card.operating_points is None:
         return "exported before retrain chose one"
-    return "trained without --operating_point"
+    return "trained without --operating_point"  # also in the HTML report, whose reader ran the command
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class OodFlags:
         listed = [f"  flagged: {path} (ood score {score:.4g}{self._kind(score)})"
                   for path, score in self.images[:LISTED_FLAGS]]
         more = len(self.images) - LISTED_FLAGS
-        return [self.summary(), *listed] + ([f"  ... and {more} more (all in --json and --report)"] if more > 0 else [])
+        return [self.summary(), *listed] + ([f"  ... and {more} more (all in evaluate.json_path and evaluate.report)"] if more > 0 else [])
 
     def _kind(self, score: float) -> str:
         return ", not of the kind the model was made for" if self.thresholds.level(score) == "not_of_kind" else ""
@@ -142,12 +142,12 @@ class Decisions:
     no_point: str | None  # why no operating point is measured
     calibration: CalibrationFigures | None  # None for unlabelled images
     ood: OodFlags | None  # None: no out-of-distribution check stored
-    subgroups: Subgroups | None  # None without --metadata
+    subgroups: Subgroups | None  # None without evaluate.patient_metadata
     unmatched: tuple[str, ...] = ()  # stored points whose class is not among the labels
     no_ood: str | None = None  # why the model's out-of-distribution output cannot be used (an int8 .tflite's)
 
     def as_dict(self) -> dict:
-        """evaluate --json's keys beside the metrics."""
+        """evaluate's JSON keys beside the metrics."""
         return {"operating_points": [p.as_dict() for p in self.points],
                 "calibration": None if self.calibration is None else self.calibration.as_dict(),
                 "ood": None if self.ood is None else self.ood.as_dict(), "no_ood": self.no_ood,

@@ -29,7 +29,7 @@ class Predictions:
     failures: list[ImageError]
     patient_rows: np.ndarray | None = None  # the encoded patient metadata fed beside each image, if any
     ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores, when the model stores a threshold
-    metadata: list[dict | None] | None = None  # each image's --metadata row (None: no row), for subgroups
+    metadata: list[dict | None] | None = None  # each image's evaluate.patient_metadata row (None: no row), for subgroups
 
 
 def ood_thresholds(card: ModelCard | None) -> OodThresholds | None:
@@ -43,7 +43,7 @@ def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tupl
     folders win: loose images beside them are skipped, with one warning."""
     image_dir = Path(image_dir).expanduser()
     if not image_dir.is_dir():
-        raise UserError(f"--image_dir {image_dir}: no such directory")
+        raise UserError(f"evaluate.image_dir {image_dir}: no such directory")
     loose = sorted(p for p in image_dir.iterdir() if p.is_file() and is_image_file(p))
     try:
         tree = scan_image_tree(image_dir)
@@ -54,19 +54,19 @@ def labelled_images(image_dir: Path, model_labels: list[str], warn=None) -> tupl
     if loose and not tree.classes:
         return loose, None
     if loose and warn:
-        warn(f"--image_dir {image_dir}: {len(loose)} image(s) outside the class folders skipped "
+        warn(f"evaluate.image_dir {image_dir}: {len(loose)} image(s) outside the class folders skipped "
              f"(first: {loose[0].name})")
     paths, true = [], []
     for image_class in tree.classes:
         if image_class.label not in model_labels:
             raise UserError(
-                f"--image_dir {image_class.folder}: class {image_class.label!r} is not one of the model's labels "
+                f"evaluate.image_dir {image_class.folder}: class {image_class.label!r} is not one of the model's labels "
                 f"({', '.join(model_labels)})"
             )
         paths += image_class.images
         true += [model_labels.index(image_class.label)] * len(image_class.images)
     if not paths:
-        raise UserError(f"--image_dir {image_dir}: no images found")
+        raise UserError(f"evaluate.image_dir {image_dir}: no images found")
     return paths, np.array(true)
 
 
@@ -100,7 +100,7 @@ def predict_images(
 
 
 def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tuple[list | None, np.ndarray | None]:
-    """Each image's --metadata row (for subgroups, whatever the model) and, for a model that
+    """Each image's evaluate.patient_metadata row (for subgroups, whatever the model) and, for a model that
     takes patient metadata, the rows encoded as its input. Such a model without a table gets
     every value missing, said once."""
     from retrain.patient.table import encode, match_images
@@ -109,7 +109,7 @@ def metadata_rows(model: LoadedModel, table, paths: list[Path], log, warn) -> tu
     if table is None:
         if encoding is not None:
             warn(f"{model.source} also takes patient metadata ({', '.join(encoding.column_names)}); without "
-                 "--metadata every value counts as missing")
+                 "evaluate.patient_metadata every value counts as missing")
         return None, None
     rows, without_row, unused_rows = match_images(table, paths)
     log(f"Metadata: {len(paths) - without_row} of {len(paths)} images have a row in {table.file_names()}"
@@ -175,7 +175,7 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib dra
 
 
 def plot_path(path: Path) -> Path:
-    """The file --plot will be, known before any image is classified: a name without a suffix
+    """The file evaluate.plot will be, known before any image is classified: a name without a suffix
     gets .png, as matplotlib would add."""
     path = Path(path)
     return path.with_name(path.name + ".png") if not path.suffix else path
@@ -184,7 +184,7 @@ def plot_path(path: Path) -> Path:
 def check_plot_suffix(path: Path) -> None:
     """A suffix matplotlib cannot draw to is refused before the evaluation, not after it."""
     if Path(path).suffix.lower() not in PLOT_SUFFIXES:
-        raise UserError(f"--plot {path}: cannot draw ROC curves to a {Path(path).suffix} file; give a name ending in "
+        raise UserError(f"evaluate.plot {path}: cannot draw ROC curves to a {Path(path).suffix} file; give a name ending in "
                         ".png (or .pdf, .svg, .jpg)")
 
 

@@ -1,4 +1,4 @@
-"""evaluate --report: one self-contained HTML page to open offline (every picture embedded as
+"""evaluate's report: one self-contained HTML page to open offline (every picture embedded as
 a data: URL, no script, no outside reference): the model card, the model and data, the
 figures, ROC curves with the stored operating points, confusion matrix, calibration, the
 out-of-distribution flags, subgroups, and the mistakes with heatmaps."""
@@ -44,20 +44,20 @@ def check_report_path(path: Path) -> Path:
     """Checked before any image is classified, so a typo costs nothing."""
     path = Path(path).expanduser()
     if not path.parent.is_dir():
-        raise UserError(f"--report {path}: the folder {path.parent} does not exist")
+        raise UserError(f"evaluate.report {path}: the folder {path.parent} does not exist")
     if path.is_dir():
-        raise UserError(f"--report {path}: is a folder; give a file name such as report.html")
+        raise UserError(f"evaluate.report {path}: is a folder; give a file name such as report.html")
     return path
 
 
 def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, tta: bool, warn=None,
                  training_copies: TrainingCopies | None = None) -> None:
     """`warn` is told once how many gallery images could no longer be read, and were left out;
-    `training_copies` (evaluate --training_dir) are listed above the models' sections."""
+    `training_copies` (evaluate's training_dir) are listed above the models' sections."""
     undrawn: list[Path] = []
     sections = [_copies_section(training_copies)] + [_model_section(e, tta, undrawn) for e in evaluated]
     if undrawn and warn:
-        warn(f"--report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
+        warn(f"evaluate.report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
              f"galleries (first: {undrawn[0]})")
     page = _PAGE.format(
         title=html.escape(f"retrain report: {Path(image_dir).name}"),
@@ -71,7 +71,7 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
         # A file name that is not valid UTF-8 shows as U+FFFD: the page stays valid text.
         write_atomically(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
     except OSError as e:
-        raise UserError(f"--report {path}: cannot write ({e.strerror or e})") from e
+        raise UserError(f"evaluate.report {path}: cannot write ({e.strerror or e})") from e
 
 
 def _copies_section(found: TrainingCopies | None) -> str:
@@ -79,6 +79,7 @@ def _copies_section(found: TrainingCopies | None) -> str:
         return ""
     where = html.escape(str(found.training_dir))
     if found.same_folder:
+        # The page's reader ran evaluate: the sentence names its flag.
         text = (f"--image_dir is the training tree {where}: every image measured is a training image, so the "
                 "figures measure memory, not new images.")
     elif not found.copies:
@@ -273,6 +274,7 @@ def _galleries(model: LoadedModel, predictions: Predictions, undrawn: list[Path]
     right = np.flatnonzero(predicted == true)
     mistakes = wrong[np.argsort(-confidence[wrong], kind="stable")][:THUMBNAILS]
     unsure = right[np.argsort(confidence[right], kind="stable")][:THUMBNAILS]
+    # The page's reader knows the commands: the heatmap is label_image's.
     note = ("<p class='note'>Each picture shows where the evidence for the predicted class lies (red: most), "
             "as in <code>label_image --heatmap</code>.</p>")
     if model.class_activation_maps is None:
@@ -415,6 +417,7 @@ def _table(columns: list[str], rows: list[tuple], header: bool = True) -> str:
     return f"<table>{head}{body}</table>"
 
 
+# The page says which command made it ("evaluate --report"), for its reader.
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>

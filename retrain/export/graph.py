@@ -115,8 +115,8 @@ def _check_writable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create its folder ({e.strerror or e})") from e
 
 
-def export_frozen_graph(classifier: ServingModel, card: ModelCard, path: Path, flag: str = "--output_graph") -> None:
-    """`flag` names the path in errors: intermediate graphs come from --intermediate_output_graphs_dir."""
+def export_frozen_graph(classifier: ServingModel, card: ModelCard, path: Path, flag: str = "ExportConfig.output_graph") -> None:
+    """`flag` names the path in errors: intermediate graphs come from MonitorConfig.intermediate_graphs_dir."""
     path = Path(path).expanduser()
     _check_writable(path, flag)
     try:
@@ -130,7 +130,7 @@ def check_saved_model_dir(directory: Path) -> bool:
     not one is refused, so nothing the user keeps there is deleted."""
     if directory.is_dir() and any(directory.iterdir()):
         if not (directory / "saved_model.pb").exists():
-            raise UserError(f"--saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
+            raise UserError(f"ExportConfig.saved_model_dir {directory}: exists and is not a SavedModel; choose an empty folder")
         return True
     return False
 
@@ -139,7 +139,7 @@ def export_saved_model(classifier: ServingModel, card: ModelCard, directory: Pat
     directory = Path(directory).expanduser()
     if check_saved_model_dir(directory):
         shutil.rmtree(directory)
-    _check_writable(directory, "--saved_model_dir")
+    _check_writable(directory, "ExportConfig.saved_model_dir")
     signatures = {"serving_default": classifier.serve}
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
@@ -149,9 +149,9 @@ def export_saved_model(classifier: ServingModel, card: ModelCard, directory: Pat
 
 def write_labels(path: Path, labels: list[str]) -> None:
     path = Path(path).expanduser()
-    _check_writable(path, "--output_labels")
+    _check_writable(path, "ExportConfig.output_labels")
     try:
         write_atomically(path, "".join(f"{label}\n" for label in labels).encode())
     except OSError as e:
-        raise UserError(f"--output_labels {path}: cannot write ({e.strerror or e})") from e
+        raise UserError(f"ExportConfig.output_labels {path}: cannot write ({e.strerror or e})") from e
 

@@ -148,17 +148,17 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
         with native_logs_silenced():
             return converter.convert()
     except Exception as e:  # the converter raises ConverterError and others for a model it cannot take
-        raise UserError(f"--saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
+        raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
 
 
 def saved_model_card(saved_model_dir: Path) -> ModelCard:
     """The model card of a SavedModel retrain wrote, the one the .tflite is made from."""
     saved_model_dir = Path(saved_model_dir).expanduser()
     if not (saved_model_dir / "saved_model.pb").exists():
-        raise UserError(f"--saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
+        raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
     card = read_saved_model_card(saved_model_dir)
     if card is None:
-        raise UserError(f"--saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})")
+        raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})")
     return card
 
 
@@ -208,6 +208,7 @@ def _convert(saved_model_dir: Path, model_card: ModelCard, quantization: str, re
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(model_card) is not None
     if preparable and not representative:
+        # Said from retrain too: the other command, export_tflite, and its flag are the way to calibrate.
         warn("the int8 weights are rounded without calibration images, which costs agreement with the original "
              "model; give training images (export_tflite: --image_dir) and a representative count above 0")
     prepare = preparable and bool(representative)
@@ -223,7 +224,7 @@ def _convert(saved_model_dir: Path, model_card: ModelCard, quantization: str, re
 
 
 def export_tflite(
-    saved_model_dir: Path, output: Path, quantization: str, representative: list[Path], flag: str = "--output",
+    saved_model_dir: Path, output: Path, quantization: str, representative: list[Path], flag: str = "export_tflite.output",
     log: Callable[[str], None] = lambda line: None, warn: Callable[[str], None] = lambda line: None,
 ) -> TFLiteExport:
     """Write output (.tflite) and its sidecar output.json from a SavedModel written by retrain.
@@ -258,10 +259,10 @@ def export_classifier_tflite(
 ) -> TFLiteExport:
     """retrain's path: convert from the SavedModel just written, or from a temporary one."""
     if saved_model_dir is not None:
-        return export_tflite(saved_model_dir, output, quantization, representative, "--tflite_output", log, warn)
+        return export_tflite(saved_model_dir, output, quantization, representative, "TFLiteConfig.output", log, warn)
     with tempfile.TemporaryDirectory(prefix="retrain-tflite-") as scratch:
         export_saved_model(classifier, model_card, Path(scratch) / "saved_model")
-        return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, "--tflite_output", log, warn)
+        return export_tflite(Path(scratch) / "saved_model", output, quantization, representative, "TFLiteConfig.output", log, warn)
 
 
 def describe_export(export: TFLiteExport) -> str:

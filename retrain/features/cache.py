@@ -67,11 +67,11 @@ class BottleneckCache:
             os.replace(tmp, path)
         except (NotADirectoryError, FileExistsError) as e:
             raise UserError(f"cannot write bottleneck cache entry {path}: {_file_in_the_way(path)} is a file, "
-                            "not a folder; pass a folder as --bottleneck_dir") from e
+                            "not a folder; pass a folder as FeatureConfig.bottleneck_dir") from e
         except OSError as e:
             raise UserError(
                 f"cannot write bottleneck cache entry {path}: {e.strerror or e} "
-                "(free some space, or pass a writable --bottleneck_dir)"
+                "(free some space, or pass a writable FeatureConfig.bottleneck_dir)"
             ) from e
         finally:
             if tmp.exists():

@@ -61,7 +61,7 @@ class MetadataTable:
     columns: tuple[str, ...]
     rows: dict[str, Row]
     lines: dict[str, int] = field(default_factory=dict)
-    flag: str = "--metadata"
+    flag: str = "PatientConfig.files"
     files: dict[str, Path] = field(default_factory=dict)  # image_id -> its file, for a table merged from several
 
     def file_names(self) -> str:
@@ -91,7 +91,7 @@ def merge_tables(tables: Sequence[MetadataTable]) -> MetadataTable:
     return MetadataTable(tables[0].path, tuple(columns), rows, lines, tables[0].flag, files)
 
 
-def read_metadata_csv(path: Path | str, flag: str = "--metadata") -> MetadataTable:
+def read_metadata_csv(path: Path | str, flag: str = "PatientConfig.files") -> MetadataTable:
     path = Path(path).expanduser()
     where = f"{flag} {path}"
     try:
@@ -312,9 +312,9 @@ def fit_encoding(
     columns: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
     numeric: Sequence[str] = (),
-    flag_columns: str = "--metadata_columns",
-    flag_categorical: str = "--metadata_categorical",
-    flag_numeric: str = "--metadata_numeric",
+    flag_columns: str = "PatientConfig.columns",
+    flag_categorical: str = "PatientConfig.categorical",
+    flag_numeric: str = "PatientConfig.numeric",
 ) -> MetadataEncoding:
     """Fit on the training images' rows (image paths matched as match_images matches them,
     strings as row ids; an image without a row is all-missing). The kind of a column is inferred from the whole file, so a
@@ -517,7 +517,7 @@ def match_images(table: MetadataTable, image_paths: Iterable[Path | str]) -> tup
     return rows, without_row, len(table.rows) - len(used)
 
 
-def parse_key_values(text: str, encoding: MetadataEncoding, flag: str = "--metadata") -> Row:
+def parse_key_values(text: str, encoding: MetadataEncoding, flag: str = "classify.patient_metadata") -> Row:
     """'age_approximate=55,sex=female' as a row; columns not given are missing."""
     names = encoding.column_names
     given: Row = {}

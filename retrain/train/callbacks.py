@@ -81,7 +81,7 @@ class History(Callback):
 
 class IntermediateGraphs(Callback):
     """`save(step, top_layer)` every `every` steps (not at step 0), as retrain.py's
-    --intermediate_store_frequency."""
+    MonitorConfig.intermediate_store_frequency."""
 
     def __init__(self, every: int, save: Callable[[int, object], None]):
         self.every, self.save, self.model = every, save, None

@@ -1,4 +1,4 @@
-"""Which devices train: the tf.distribute strategy behind --distribute.
+"""Which devices train: the tf.distribute strategy behind FineTuneConfig.distribute.
 
 `auto` takes the first GPU TensorFlow sees, else the CPU; `mirrored` splits every
 batch over all local GPUs (over the logical CPUs when there is no GPU, which is how
@@ -19,14 +19,14 @@ def make_strategy(name: str):
     import tensorflow as tf
 
     if name not in DISTRIBUTE:
-        raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE)}, got {name!r}")
+        raise UserError(f"FineTuneConfig.distribute must be one of {', '.join(DISTRIBUTE)}, got {name!r}")
     if name == "multi_worker":
         try:
             cluster = json.loads(os.environ.get("TF_CONFIG") or "null")
         except json.JSONDecodeError as e:
-            raise UserError(f"--distribute multi_worker: TF_CONFIG is not JSON ({e})") from None
+            raise UserError(f"FineTuneConfig.distribute multi_worker: TF_CONFIG is not JSON ({e})") from None
         if not isinstance(cluster, dict) or "cluster" not in cluster or "task" not in cluster:
-            raise UserError("--distribute multi_worker needs TF_CONFIG with 'cluster' and 'task' (see README)")
+            raise UserError("FineTuneConfig.distribute multi_worker needs TF_CONFIG with 'cluster' and 'task' (see README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if name == "mirrored":

@@ -68,15 +68,15 @@ class FineTuneConfig:
 
 
 def parse_layers(text: str | int) -> int | str:
-    """--fine_tune_layers: `all` or a block count (0 = off)."""
+    """FineTuneConfig.layers: `all` or a block count (0 = off)."""
     if str(text).strip().lower() == "all":
         return "all"
     try:
         layers = int(text)
     except ValueError:
-        raise UserError(f"--fine_tune_layers must be 'all' or a number of blocks, got {text!r}") from None
+        raise UserError(f"FineTuneConfig.layers must be 'all' or a number of blocks, got {text!r}") from None
     if layers < 0:
-        raise UserError(f"--fine_tune_layers must be 'all', or 0 (off) or more, got {layers}")
+        raise UserError(f"FineTuneConfig.layers must be 'all', or 0 (off) or more, got {layers}")
     return layers
 
 
@@ -89,26 +89,26 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
         return
     if backbone_config is None:
         if config.layers != "all":
-            raise UserError(f"--fine_tune_layers {config.layers}: a TF Hub module can only be fine-tuned whole; "
-                            "use --fine_tune_layers all")
+            raise UserError(f"FineTuneConfig.layers {config.layers}: a TF Hub module can only be fine-tuned whole; "
+                            "use FineTuneConfig.layers all")
     elif config.layers != "all" and (available := tunable_blocks(backbone_config)) is not None:
         if config.layers > available:
             raise UserError(
-                f"--fine_tune_layers {config.layers}: {backbone_config.name} has {available} blocks "
+                f"FineTuneConfig.layers {config.layers}: {backbone_config.name} has {available} blocks "
                 f"({available - 1} MBConv blocks and the head conv); 'all' also tunes the stem"
             )
     if config.epochs < 1:
-        raise UserError("--fine_tune_epochs must be at least 1")
+        raise UserError("FineTuneConfig.epochs must be at least 1")
     if config.steps is not None and config.steps < 1:
-        raise UserError("--fine_tune_steps must be at least 1")
+        raise UserError("FineTuneConfig.steps must be at least 1")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise UserError(f"--fine_tune_learning_rate must be a finite number > 0, got {config.learning_rate}")
+        raise UserError(f"FineTuneConfig.learning_rate must be a finite number > 0, got {config.learning_rate}")
     if config.batch_size < 1:
-        raise UserError("--fine_tune_batch_size must be at least 1")
+        raise UserError("FineTuneConfig.batch_size must be at least 1")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise UserError(f"--fine_tune_weight_decay must be a finite number >= 0, got {config.weight_decay}")
+        raise UserError(f"FineTuneConfig.weight_decay must be a finite number >= 0, got {config.weight_decay}")
     if config.distribute not in DISTRIBUTE:
-        raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE)}")
+        raise UserError(f"FineTuneConfig.distribute must be one of {', '.join(DISTRIBUTE)}")
     check_epoch_augmentation(config.augmentation)
 
 
@@ -263,7 +263,7 @@ def fine_tune(
     strategy = strategy or make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size < replicas:
-        raise UserError(f"--fine_tune_batch_size {config.batch_size}: smaller than the {replicas} replicas training it")
+        raise UserError(f"FineTuneConfig.batch_size {config.batch_size}: smaller than the {replicas} replicas training it")
     log, warn = reporter.log, reporter.warn
     checkpoint = _usable_checkpoint(run.path, run.fingerprint, log, warn)
     seed = checkpoint.seed if checkpoint else (training.random_seed if training.random_seed is not None
@@ -282,7 +282,7 @@ def fine_tune(
         # Before the checkpoint, so a diverged epoch is never kept; the weights cost little next to an epoch.
         if not (math.isfinite(trained[0]) and all(np.isfinite(v.numpy()).all() for v in net.trainable)):
             raise UserError(f"fine-tuning diverged in epoch {epoch}: the training loss became NaN or infinite; "
-                            f"try a lower --fine_tune_learning_rate (now {config.learning_rate:g})")
+                            f"try a lower FineTuneConfig.learning_rate (now {config.learning_rate:g})")
         scores = _validate(predict, data.validation, data.input_size, data.class_count)
         return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
@@ -309,7 +309,7 @@ def fine_tune(
 
 @dataclass(frozen=True)
 class _Schedule:
-    """How many batches run, in how many epochs: --fine_tune_steps may end the last epoch early."""
+    """How many batches run, in how many epochs: FineTuneConfig.steps may end the last epoch early."""
 
     batches_per_epoch: int
     total_batches: int

@@ -106,7 +106,7 @@ class ClassWeights:
 
         for part, label, weight in self.given:
             if weight is None or label not in labels:
-                raise UserError(f"--class_weights: {part!r} is not label=weight for one of: {', '.join(labels)}")
+                raise UserError(f"RetrainConfig.class_weights: {part!r} is not label=weight for one of: {', '.join(labels)}")
 
     def resolve(self, labels: list[str], train_labels: np.ndarray) -> tuple[float, ...]:
         """One weight per class, in label order."""
@@ -188,24 +188,24 @@ def check_config(config: TrainingConfig) -> None:
     from retrain.errors import UserError
 
     if config.optimizer not in OPTIMIZERS:
-        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+        raise UserError(f"TrainingConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     if config.learning_rate_schedule not in SCHEDULES:
-        raise UserError(f"--learning_rate_schedule must be one of {', '.join(SCHEDULES)}")
+        raise UserError(f"TrainingConfig.learning_rate_schedule must be one of {', '.join(SCHEDULES)}")
     if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
-        raise UserError(f"--early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}")
+        raise UserError(f"TrainingConfig.early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise UserError(f"--learning_rate must be a finite number > 0, got {config.learning_rate}")
+        raise UserError(f"TrainingConfig.learning_rate must be a finite number > 0, got {config.learning_rate}")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise UserError(f"--weight_decay must be a finite number >= 0, got {config.weight_decay}")
+        raise UserError(f"TrainingConfig.weight_decay must be a finite number >= 0, got {config.weight_decay}")
     if not 0 <= config.dropout < 1:
-        raise UserError(f"--dropout must be in [0, 1), got {config.dropout}")
+        raise UserError(f"TrainingConfig.dropout must be in [0, 1), got {config.dropout}")
     if not 0 <= config.label_smoothing < 1:
-        raise UserError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
+        raise UserError(f"TrainingConfig.label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.validation_batch_size == 0 or config.validation_batch_size < -1:
-        raise UserError(f"--validation_batch_size must be -1 (the whole validation set) or >= 1, "
+        raise UserError(f"TrainingConfig.validation_batch_size must be -1 (the whole validation set) or >= 1, "
                         f"got {config.validation_batch_size}")
     if config.early_stopping_patience < 0:
-        raise UserError(f"--early_stopping_patience must be >= 0 (0 = off), got {config.early_stopping_patience}")
+        raise UserError(f"TrainingConfig.early_stopping_patience must be >= 0 (0 = off), got {config.early_stopping_patience}")
 
 
 def _evaluation_periods(steps: int, interval: int) -> list[range]:
@@ -267,7 +267,7 @@ def _diverged(step: int, config: TrainingConfig) -> None:
     from retrain.errors import UserError
 
     raise UserError(f"training diverged at step {step}: the loss became NaN or infinite; "
-                    f"try a lower --learning_rate (now {config.learning_rate:g})")
+                    f"try a lower TrainingConfig.learning_rate (now {config.learning_rate:g})")
 
 
 def _gradient_step(layer: TopLayer, config: TrainingConfig, class_count: int, rng: np.random.Generator):

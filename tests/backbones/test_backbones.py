@@ -267,7 +267,7 @@ def test_tfhub_module_of_any_size_needs_image_size(tmp_path):
     from retrain.backbones import create_hub_backbone
 
     module = _save_feature_vector_module(tmp_path / "any_size", size=None)
-    with pytest.raises(UserError, match="choose one with --image_size"):
+    with pytest.raises(UserError, match="choose one with BackboneChoice.image_size"):
         create_hub_backbone(str(module))
     backbone = create_hub_backbone(str(module), image_size=40)
     assert (backbone.input_size, backbone.feature_size) == (40, 8)

@@ -51,7 +51,7 @@ def test_unusable_image_dir_is_a_user_error(tmp_path, problem):
         target.write_text("x")
     elif problem == "empty":
         target.mkdir()
-    with pytest.raises(UserError, match="--image_dir"):
+    with pytest.raises(UserError, match="DataConfig.image_dir"):
         scan_image_tree(target)
 
 

@@ -83,11 +83,11 @@ def test_a_filled_set_loses_the_empty_set_note(make_tree, tmp_path):
     assert any("test set is empty" in n for n in combined.notes)
 
 
-def test_held_out_tree_errors_name_the_flag(make_tree, tmp_path):
+def test_held_out_tree_errors_name_the_config_field(make_tree, tmp_path):
     tree = scan_image_tree(make_tree({"red": 1, "blue": 1}))
-    with pytest.raises(UserError, match=r"^--test_dir .*nowhere: no such directory"):
+    with pytest.raises(UserError, match=r"^DataConfig.test_dir .*nowhere: no such directory"):
         scan_held_out_tree(tmp_path / "nowhere", "test", tree, print)
-    with pytest.raises(UserError, match=r"^--validation_dir .*: 'purple', 'teal' not among --image_dir's classes"):
+    with pytest.raises(UserError, match=r"^DataConfig.validation_dir .*: 'purple', 'teal' not among DataConfig.image_dir's classes"):
         scan_held_out_tree(_held_out_tree(tmp_path / "val", {"red": 1, "purple": 1, "teal": 1}), "validation", tree, print)
 
 

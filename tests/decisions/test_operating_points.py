@@ -81,7 +81,7 @@ def test_exact_duplicates_are_dropped_once_resolved_and_named_in_one_note():
                   ("red:sensitivity=0.9", "Red:sensitivity=0.90", "red:specificity=0.9", "red:sensitivity=0.9"))
     kept, notes = distinct_specs(specs, ["blue", "red"])
     assert kept == (specs[0], specs[2])
-    assert notes == ["--operating_point red:sensitivity=0.9 is given 3 times; it is stored once"]
+    assert notes == ["DecisionConfig.operating_points red:sensitivity=0.9 is given 3 times; it is stored once"]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -162,7 +162,7 @@ def test_a_failing_disk_is_a_clear_error_and_leaves_no_partial_entry(make_tree, 
         compute_bottlenecks(_paths(tree), backbone, cache)
     message = str(info.value)
     assert message.startswith("cannot write bottleneck cache entry ") and "\n" not in message
-    assert os.strerror(error) in message and "--bottleneck_dir" in message
+    assert os.strerror(error) in message and "FeatureConfig.bottleneck_dir" in message
     assert partial_files, "the failing write was never reached"
     assert not any(p.exists() for p in partial_files)
     assert not [p for p in cache.root.rglob("*") if p.is_file()]

@@ -118,7 +118,7 @@ def test_non_number_in_numeric_column_names_source_column_and_value(tmp_path):
 
 def test_duplicate_id_error_names_both_lines(tmp_path):
     message = error_of(read_metadata_csv, write(tmp_path, "image_id,age\nA,1\nB,2\n\nA,3\n"))
-    assert message.startswith("--metadata ") and "meta.csv" in message
+    assert message.startswith("PatientConfig.files ") and "meta.csv" in message
     assert "A appears twice (lines 2 and 5)" in message
 
 
@@ -127,7 +127,7 @@ def test_mostly_numeric_column_with_a_word_is_an_error(tmp_path):
     table = table_of(tmp_path, "image_id,age\n" + rows + "I9,forty\n")
     message = error_of(fit_encoding, table, ["I0"])
     assert "column 'age' looks numeric (9 of 10 values are numbers) but line 11 has 'forty'" in message
-    assert message.endswith("pass --metadata_categorical age if it is a category")
+    assert message.endswith("pass PatientConfig.categorical age if it is a category")
     forced = fit_encoding(table, ["I0", "I9"], categorical=["age"])
     assert forced.columns[0].categories == ("20", "forty")
 
@@ -136,19 +136,19 @@ def test_forced_numeric_column_with_a_word_is_an_error(tmp_path):
     table = table_of(tmp_path, "image_id,grade\nA,1\nB,high\n")
     assert fit_encoding(table, ["A"]).columns[0].kind == "categorical"
     message = error_of(fit_encoding, table, ["A"], numeric=["grade"])
-    assert "column 'grade' is in --metadata_numeric but line 3 has 'high', which is not a number" in message
+    assert "column 'grade' is in PatientConfig.numeric but line 3 has 'high', which is not a number" in message
 
 
 def test_unknown_or_conflicting_column_names_are_errors(tmp_path):
     table = table_of(tmp_path)
     message = error_of(fit_encoding, table, ["A"], columns=["age_approximate", "site"])
-    assert message.startswith("--metadata_columns: ") and "no column 'site' (columns: age_approximate, sex)" in message
+    assert message.startswith("PatientConfig.columns: ") and "no column 'site' (columns: age_approximate, sex)" in message
     message = error_of(fit_encoding, table, ["A"], categorical=["site"])
-    assert message.startswith("--metadata_categorical: ") and "no column 'site'" in message
+    assert message.startswith("PatientConfig.categorical: ") and "no column 'site'" in message
     message = error_of(fit_encoding, table, ["A"], columns=["age_approximate"], categorical=["sex"])
-    assert "'sex' is not one of --metadata_columns (age_approximate)" in message
+    assert "'sex' is not one of PatientConfig.columns (age_approximate)" in message
     message = error_of(fit_encoding, table, ["A"], categorical=["sex"], numeric=["sex"])
-    assert message == "column 'sex' is in both --metadata_categorical and --metadata_numeric"
+    assert message == "column 'sex' is in both PatientConfig.categorical and PatientConfig.numeric"
     assert "listed twice" in error_of(fit_encoding, table, ["A"], columns=["sex", "sex"])
 
 
@@ -223,7 +223,7 @@ def test_short_rows_and_trailing_empty_cells_are_missing(tmp_path):
 def test_missing_and_non_utf8_files_are_errors(tmp_path):
     assert error_of(read_metadata_csv, tmp_path / "nope.csv").endswith("nope.csv: no such file")
     path = write(tmp_path, "image_id,city\nA,Z\u00fcrich\n", encoding="latin-1")
-    assert error_of(read_metadata_csv, path) == f"--metadata {path}: line 2 is not UTF-8 text; save the file as UTF-8 CSV"
+    assert error_of(read_metadata_csv, path) == f"PatientConfig.files {path}: line 2 is not UTF-8 text; save the file as UTF-8 CSV"
 
 
 def test_parse_key_values_fills_missing_columns(tmp_path):
@@ -242,7 +242,7 @@ def test_parse_key_values_fills_missing_columns(tmp_path):
 ])
 def test_parse_key_values_errors(tmp_path, text, expected):
     encoding = fit_encoding(table_of(tmp_path), ["A", "B"])
-    assert error_of(parse_key_values, text, encoding) == f"--metadata {text!r}: {expected}"
+    assert error_of(parse_key_values, text, encoding) == f"classify.patient_metadata {text!r}: {expected}"
 
 
 def test_describe_gives_kind_statistics_and_missing_counts(tmp_path):

@@ -528,7 +528,7 @@ def test_fine_tuning_whose_loss_turns_nan_stops_naming_the_epoch_and_keeps_no_ch
     pairs = list(zip(paths, labels.tolist()))
     config = FineTuneConfig(layers=1, epochs=1, learning_rate=1e38, batch_size=4, weight_decay=0.0)
     with pytest.raises(UserError, match=r"^fine-tuning diverged in epoch 1: the training loss became NaN or infinite; "
-                                        r"try a lower --fine_tune_learning_rate \(now 1e\+38\)"):
+                                        r"try a lower FineTuneConfig.learning_rate \(now 1e\+38\)"):
         fine_tune(backbone, lambda: _clone(backbone), _starting_head(backbone),
                   TuningData(pairs, pairs[:4], 2, backbone.input_size), config, TrainingConfig(random_seed=0),
                   RunFolder(tmp_path / "run", "fp"), Reporter(log=print, warn=print))
