@@ -47,7 +47,7 @@ class OodThresholds:
     not_of_kind: float
 
     def level(self, score: float) -> str:
-        """ "none", "unlike_training" or "not_of_kind": the words label_image and --json use."""
+        """ "none", "unlike_training" or "not_of_kind": the words label_image prints and writes in its JSON."""
         if score > self.not_of_kind:
             return "not_of_kind"
         return "unlike_training" if score > self.unlike else "none"

@@ -1,5 +1,5 @@
 """Subgroups: the figures of each group of patients (by sex, by age band, by any other
-categorical column of --metadata), since a model can do well overall and badly for some.
+categorical column of the patient metadata), since a model can do well overall and badly for some.
 
 Every group is shown, however small: a figure with fewer than MIN_COUNT positives or
 negatives behind it is marked "too few to say" rather than hidden, so a reader sees where
