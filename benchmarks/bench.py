@@ -349,13 +349,11 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
         TuningData,
         fine_tune,
     )
-    from retrain.train.recipes import BACKBONE_SETTINGS, RECIPES
+    from retrain.api.config import DataConfig, RetrainConfig, recipe
     from retrain.train.top_layer import TopLayer, TrainingConfig
 
-    recipe = {**RECIPES["finetune"], **BACKBONE_SETTINGS[("finetune", "efficientnet_lite0")]}
-    augmentation = EpochAugmentation(**{name: recipe[name] for name in (
-        "crop_area", "crop_aspect", "flip_left_right", "flip_up_down", "rotate90", "random_brightness",
-        "random_contrast", "random_saturation", "random_hue")})
+    tuned = recipe("finetune")(RetrainConfig(DataConfig(Path("."))))
+    augmentation = tuned.fine_tuning.augmentation
 
     class PreDecoded(TrainingImages):
         """Every image decoded once, up front, without augmentation: the step alone is timed."""
@@ -369,22 +367,22 @@ def fine_tune_rows(paths: list[Path], model_dir: Path, scratch: Path, rounds: in
                 yield Batch(self.pixels[rows], self.labels[rows], rows)
 
     def build():
-        return create_backbone("efficientnet_lite0", model_dir, image_size=recipe["image_size"])
+        return create_backbone("efficientnet_lite0", model_dir, image_size=tuned.backbone.image_size)
 
     backbone = build()
     labels = [i % 3 for i in range(len(paths))]
     runs = (("bare", f"fine-tuning step alone, pre-decoded batches (forward + backward, batch 32, "
-                     f"{recipe['image_size']} px)", PreDecoded, EpochAugmentation()),
+                     f"{tuned.backbone.image_size} px)", PreDecoded, EpochAugmentation()),
             ("pipeline", "fine-tuning through the pipeline (decode + fresh augmentation in worker threads)",
              TrainingImages, augmentation))
     rates: dict[str, list] = {key: [] for key, *_ in runs}
     for round_ in range(rounds):
         for key, _, factory, aug in runs if round_ % 2 == 0 else runs[::-1]:
-            config = FineTuneConfig(layers="all", epochs=2, learning_rate=recipe["fine_tune_learning_rate"],
-                                    batch_size=recipe["fine_tune_batch_size"], augmentation=aug)
+            config = FineTuneConfig(layers="all", epochs=2, learning_rate=tuned.fine_tuning.learning_rate,
+                                    batch_size=tuned.fine_tuning.batch_size, augmentation=aug)
             head = TopLayer(np.zeros((backbone.feature_size, 3), np.float32), np.zeros(3, np.float32))
             _, result = fine_tune(backbone, build, head, TuningData(list(zip(paths, labels)), [], 3, backbone.input_size),
-                                  config, TrainingConfig(random_seed=0, dropout=recipe["dropout"]),
+                                  config, TrainingConfig(random_seed=0, dropout=tuned.top_layer.dropout),
                                   RunFolder(scratch / f"ft-{key}-{round_}", key), Reporter(log=lambda _: None),
                                   images_factory=factory)
             rates[key].append(result.history[-1])

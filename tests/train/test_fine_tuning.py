@@ -459,25 +459,6 @@ def test_fine_tune_flag_mistakes_give_one_error_line(make_tree, tmp_path, extra,
     assert not (tmp_path / "bn").exists()
 
 
-def test_recipe_settings_can_be_turned_off_by_flags():
-    from retrain.train.recipes import RECIPES, apply_recipe
-
-    flags = {"flip_left_right": False, "learning_rate": 0.01}
-    applied = apply_recipe("finetune", flags, explicit={"flip_left_right"})
-    assert applied["flip_left_right"] is False and applied["learning_rate"] == RECIPES["finetune"]["learning_rate"]
-    assert apply_recipe("poets", flags, explicit=set()) == flags
-
-
-def test_recipe_finetune_runs_efficientnet_lite0_at_256_px_unless_told_otherwise():
-    from retrain.train.recipes import apply_recipe
-
-    flags = {"architecture": "EfficientNet_Lite0", "tfhub_module": None, "image_size": None}
-    assert apply_recipe("finetune", flags, explicit=set())["image_size"] == 256
-    assert apply_recipe("finetune", {**flags, "image_size": 224}, explicit={"image_size"})["image_size"] == 224
-    assert apply_recipe("finetune", {**flags, "architecture": "resnet50"}, explicit=set())["image_size"] is None
-    assert apply_recipe("strong", flags, explicit=set())["image_size"] is None
-
-
 PERCENTAGES = (30, 30)  # --validation_percentage, --testing_percentage
 
 
