@@ -25,6 +25,8 @@ from retrain.api.config import (
     RetrainConfig,
     TestConfig,
     TFLiteConfig,
+    recipe,
+    with_recipe,
 )
 from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
@@ -44,5 +46,5 @@ __all__ = [
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
     "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "Classifier", "FeedOverrides",
     "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
-    "OperatingPointUpdate", "set_operating_point",
+    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe",
 ]
