@@ -24,7 +24,7 @@ from retrain.decisions.ood import OodRecord, OodThresholds
 from retrain.decisions.operating_points import OperatingPoint
 
 CALIBRATION_BINS = 15  # as retrain measures calibration at training (metrics.expected_calibration_error)
-LISTED_FLAGS = 10  # flagged images printed; evaluate.json_path and evaluate.report list them all
+LISTED_FLAGS = 10  # flagged images printed; EvaluationOutputs.json and EvaluationOutputs.report list them all
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class OodFlags:
         listed = [f"  flagged: {path} (ood score {score:.4g}{self._kind(score)})"
                   for path, score in self.images[:LISTED_FLAGS]]
         more = len(self.images) - LISTED_FLAGS
-        return [self.summary(), *listed] + ([f"  ... and {more} more (all in evaluate.json_path and evaluate.report)"] if more > 0 else [])
+        return [self.summary(), *listed] + ([f"  ... and {more} more (all in EvaluationOutputs.json and EvaluationOutputs.report)"] if more > 0 else [])
 
     def _kind(self, score: float) -> str:
         return ", not of the kind the model was made for" if self.thresholds.level(score) == "not_of_kind" else ""

@@ -175,7 +175,7 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib dra
 
 
 def plot_path(path: Path) -> Path:
-    """The file evaluate.plot will be, known before any image is classified: a name without a suffix
+    """The file EvaluationOutputs.plot will be, known before any image is classified: a name without a suffix
     gets .png, as matplotlib would add."""
     path = Path(path)
     return path.with_name(path.name + ".png") if not path.suffix else path
@@ -184,7 +184,7 @@ def plot_path(path: Path) -> Path:
 def check_plot_suffix(path: Path) -> None:
     """A suffix matplotlib cannot draw to is refused before the evaluation, not after it."""
     if Path(path).suffix.lower() not in PLOT_SUFFIXES:
-        raise UserError(f"evaluate.plot {path}: cannot draw ROC curves to a {Path(path).suffix} file; give a name ending in "
+        raise UserError(f"EvaluationOutputs.plot {path}: cannot draw ROC curves to a {Path(path).suffix} file; give a name ending in "
                         ".png (or .pdf, .svg, .jpg)")
 
 

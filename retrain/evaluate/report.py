@@ -44,9 +44,9 @@ def check_report_path(path: Path) -> Path:
     """Checked before any image is classified, so a typo costs nothing."""
     path = Path(path).expanduser()
     if not path.parent.is_dir():
-        raise UserError(f"evaluate.report {path}: the folder {path.parent} does not exist")
+        raise UserError(f"EvaluationOutputs.report {path}: the folder {path.parent} does not exist")
     if path.is_dir():
-        raise UserError(f"evaluate.report {path}: is a folder; give a file name such as report.html")
+        raise UserError(f"EvaluationOutputs.report {path}: is a folder; give a file name such as report.html")
     return path
 
 
@@ -57,7 +57,7 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
     undrawn: list[Path] = []
     sections = [_copies_section(training_copies)] + [_model_section(e, tta, undrawn) for e in evaluated]
     if undrawn and warn:
-        warn(f"evaluate.report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
+        warn(f"EvaluationOutputs.report {path}: {len(undrawn)} image(s) could not be read again and are left out of the "
              f"galleries (first: {undrawn[0]})")
     page = _PAGE.format(
         title=html.escape(f"retrain report: {Path(image_dir).name}"),
@@ -71,7 +71,7 @@ def write_report(path: Path, evaluated: list[EvaluatedModel], image_dir: Path, t
         # A file name that is not valid UTF-8 shows as U+FFFD: the page stays valid text.
         write_atomically(path, page.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
     except OSError as e:
-        raise UserError(f"evaluate.report {path}: cannot write ({e.strerror or e})") from e
+        raise UserError(f"EvaluationOutputs.report {path}: cannot write ({e.strerror or e})") from e
 
 
 def _copies_section(found: TrainingCopies | None) -> str:

@@ -27,7 +27,7 @@ QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 
 def _shape_error(path: Path, detail: str) -> UserError:
     return UserError(
-        f"classify.graph {path}: not an image classifier of the shape retrain makes "
+        f"load.path {path}: not an image classifier of the shape retrain makes "
         f"(input [1, height, width, 3] float32 or uint8, and [1, M] patient metadata when trained with it; "
         f"output [1, classes], and [1] out-of-distribution score when exported with one); {detail}"
     )
@@ -106,7 +106,7 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
             interpreter = Interpreter(model_path=str(path))
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise UserError(f"classify.graph {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
+        raise UserError(f"load.path {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
     outputs = interpreter.get_output_details()
     image_input, patient_input = classifier_inputs(path, interpreter.get_input_details(), outputs)
     model_card = read_sidecar(path)

@@ -517,7 +517,7 @@ def match_images(table: MetadataTable, image_paths: Iterable[Path | str]) -> tup
     return rows, without_row, len(table.rows) - len(used)
 
 
-def parse_key_values(text: str, encoding: MetadataEncoding, flag: str = "classify.patient_metadata") -> Row:
+def parse_key_values(text: str, encoding: MetadataEncoding, flag: str = "Classifier.patient_metadata") -> Row:
     """'age_approximate=55,sex=female' as a row; columns not given are missing."""
     names = encoding.column_names
     given: Row = {}

@@ -14,6 +14,7 @@ from retrain.api import (
     train,
 )
 from retrain.cli import retrain
+from retrain.cli.fields import in_flags
 from tests.conftest import run_cli
 
 
@@ -38,7 +39,8 @@ def test_a_mistake_raises_user_error_with_the_line_the_command_prints(make_tree,
     printed = run_cli(retrain, ["--image_dir", tree, "--how_many_training_steps", 0,
                                 "--output_graph", tmp_path / "g.pb"])
     assert printed.exit_code == 1
-    assert printed.output.strip() == f"error: {raised.value}"
+    assert str(raised.value) == "TrainingConfig.steps must be at least 1, got 0"  # the field a Python user set
+    assert printed.output.strip() == f"error: {in_flags(str(raised.value))}"
     assert not Path(tmp_path / "g.pb").exists()
 
 

@@ -92,10 +92,10 @@ def test_in_flags_names_the_flag_of_a_config_field():
 
 
 def test_in_flags_leaves_module_paths_file_names_and_longer_names_alone():
-    assert in_flags("retrain.api.evaluate.report and TrainingConfig.steps_taken") == \
-        "retrain.api.evaluate.report and TrainingConfig.steps_taken"
-    assert in_flags("Wrote /tmp/evaluate.report and C:\\out\\evaluate.plot") == \
-        "Wrote /tmp/evaluate.report and C:\\out\\evaluate.plot"
+    assert in_flags("retrain.api.load.path and TrainingConfig.steps_taken") == \
+        "retrain.api.load.path and TrainingConfig.steps_taken"
+    assert in_flags("Wrote /tmp/EvaluationOutputs.report and C:\\out\\EvaluationOutputs.plot") == \
+        "Wrote /tmp/EvaluationOutputs.report and C:\\out\\EvaluationOutputs.plot"
 
 
 def test_a_config_flag_takes_its_default_from_the_config():
@@ -110,3 +110,22 @@ def test_a_config_flag_takes_its_default_from_the_config():
     assert defaults["tflite_representative_images"] == TFLiteConfig.__dataclass_fields__["representative_images"].default
     assert {p.name: p.default for p in export_tflite.params}["representative_images"] == \
         defaults["tflite_representative_images"]
+
+
+def test_every_library_name_of_a_table_owner_in_a_message_is_in_the_table():
+    """A message naming `EvaluationOutputs.plot` prints `--plot` only if the table has it: an
+    owner's name with a field the table lacks would reach the user as a Python name."""
+    import pathlib
+    import re
+
+    import retrain
+
+    tokens = {f.token for f in FIELDS}
+    owners = {token.split(".")[0] for token in tokens} - {"retrain"}  # "retrain.py's", module paths
+    name = re.compile(rf"(?<![\w./\\])(?:{'|'.join(sorted(owners, key=len, reverse=True))})\.\w+(?![\w.(])")
+    package = pathlib.Path(retrain.__file__).parent
+    unknown = [f"{path.relative_to(package)}:{number}: {match.group(0)}"
+               for path in sorted(package.rglob("*.py")) if "cli" not in path.parts
+               for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+               for match in name.finditer(line) if match.group(0) not in tokens]
+    assert not unknown

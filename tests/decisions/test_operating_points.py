@@ -106,5 +106,5 @@ def test_an_operating_point_names_a_class_of_the_model():
 
 
 def test_parse_operating_point_of_none_is_a_user_error_naming_the_format():
-    with pytest.raises(UserError, match=r"--operating_point None: expected \[CLASS:\]sensitivity=S"):
+    with pytest.raises(UserError, match=r"DecisionConfig.operating_points None: expected \[CLASS:\]sensitivity=S"):
         parse_operating_point(None)

@@ -242,7 +242,7 @@ def test_parse_key_values_fills_missing_columns(tmp_path):
 ])
 def test_parse_key_values_errors(tmp_path, text, expected):
     encoding = fit_encoding(table_of(tmp_path), ["A", "B"])
-    assert error_of(parse_key_values, text, encoding) == f"classify.patient_metadata {text!r}: {expected}"
+    assert error_of(parse_key_values, text, encoding) == f"Classifier.patient_metadata {text!r}: {expected}"
 
 
 def test_describe_gives_kind_statistics_and_missing_counts(tmp_path):
