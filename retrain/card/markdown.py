@@ -230,7 +230,7 @@ def _limits(card: ModelCard) -> list[str]:
     lines = ["- Only as good as its training images: other cameras, populations, skin types or lesion kinds "
              "may score worse, and the validation figures do not show it.",
              "- Figures come from small sets; read their confidence intervals, not only the point values."]
-    if not (card.ood and card.ood.threshold):
+    if not (card.ood and card.ood.thresholds):
         lines.append("- It has no check for images unlike its training images.")
     if card.quantization not in (None, "none"):
         lines.append(f"- This .tflite is quantized ({card.quantization}): its scores differ slightly from the "

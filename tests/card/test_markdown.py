@@ -40,3 +40,14 @@ def test_an_old_card_does_not_claim_that_nothing_was_chosen_on_validation():
     words = model_card_markdown(_card())
     assert "- the top layer's step: not recorded" in words
     assert "Not every choice was recorded, so these figures may lean optimistic" in words
+
+
+def test_an_int8_card_whose_score_is_unusable_says_it_has_no_check_though_the_float_threshold_is_still_held():
+    import dataclasses
+
+    ood = {"output_name": "ood_score", "threshold": 3.0, "hard_threshold": 5.25, "flagged_share": 0.05,
+           "chosen_on": "validation", "count": 40}
+    card = _card(ood=ood)
+    assert "- It has no check for images unlike its training images." not in model_card_markdown(card)
+    int8 = card.replace(ood=dataclasses.replace(card.ood, unavailable="int8 clips the score"), quantization="int8")
+    assert "- It has no check for images unlike its training images." in model_card_markdown(int8)
