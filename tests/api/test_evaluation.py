@@ -66,3 +66,9 @@ def test_a_mistake_raises_user_error_naming_the_parameters_evaluate_names_by_the
     assert printed.stderr.splitlines() == [f"error: {in_flags(str(raised.value))}"]
     assert printed.stderr.splitlines() == ["error: give one --labels per --graph, or none to use the labels stored in "
                                            "the models"]
+
+
+def test_api_evaluate_given_one_path_says_to_pass_a_list(tmp_path):
+    for one in (tmp_path / "model.pb", str(tmp_path / "model.pb")):
+        with pytest.raises(TypeError, match=r"graphs: a list of model paths, e.g. \[Path\('model.pb'\)\]"):
+            evaluate(one, tmp_path)
