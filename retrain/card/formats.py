@@ -1,7 +1,9 @@
 """Where each model format keeps its model card, with one reader and one writer each:
 - a frozen graph (`.pb`): a string constant node;
 - a SavedModel: `assets.extra/retrain_metadata.json`;
-- a `.tflite`: the sidecar `model.tflite.json` beside it.
+- a `.tflite`: the sidecar `model.tflite.json` beside it, and the same card attached inside the
+  model as a TFLite metadata associated file (`model_card.json`; retrain.export.tflite_metadata
+  writes it), read when the sidecar is missing.
 
 The node and file are called "retrain_metadata" because models exported since the first
 release carry them under that name; renaming them would orphan every card already written.
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from retrain.card.model_card import ModelCard
@@ -24,6 +27,8 @@ MODEL_CARD_NODE = "retrain_metadata"  # the .pb's constant; the name is part of 
 MODEL_CARD_FILE = "retrain_metadata.json"  # in a SavedModel's assets.extra; likewise
 SIDECAR_SUFFIX = ".json"
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every .tflite
+EMBEDDED_CARD_FILE = "model_card.json"  # the card attached to a .tflite's metadata
+LABELS_FILE = "labels.txt"  # the class names attached to its probability output
 
 
 def is_tflite_file(path: Path) -> bool:
@@ -70,6 +75,29 @@ def card_bytes(card: ModelCard, indent: int | None = 2) -> bytes:
 def read_sidecar(model_path: Path) -> ModelCard | None:
     """The model card beside a .tflite; None when there is no sidecar."""
     return _read_file(sidecar_path(model_path))
+
+
+def attached_files(model_path: Path) -> dict[str, bytes]:
+    """The files attached to a .tflite's metadata (a zip appended to the model), by name; empty
+    for a .tflite without any."""
+    try:
+        with zipfile.ZipFile(model_path) as attached:
+            return {name: attached.read(name) for name in attached.namelist()}
+    except zipfile.BadZipFile:
+        return {}
+    except OSError as e:
+        raise UserError(f"{model_path}: cannot read ({e.strerror or e})") from e
+
+
+def read_embedded_card(model_path: Path) -> ModelCard | None:
+    """The model card attached to a .tflite's metadata; None when there is none."""
+    text = attached_files(model_path).get(EMBEDDED_CARD_FILE)
+    return None if text is None else parse_card(text, f"{model_path} (its attached {EMBEDDED_CARD_FILE})")
+
+
+def read_tflite_card(model_path: Path) -> ModelCard | None:
+    """The sidecar's card (it may have been updated since export), else the one inside the model."""
+    return read_sidecar(model_path) or read_embedded_card(model_path)
 
 
 def write_sidecar(model_path: Path, card: ModelCard) -> None:
@@ -144,7 +172,7 @@ def read_model_card(path: Path, kind: str, name: str = "load.path") -> ModelCard
     """The card of the model at `path`, of any format; None for a model retrain did not export.
     `name`: the parameter that gave the path, for the line saying it is not a model."""
     if kind == "tflite":
-        return read_sidecar(path)
+        return read_tflite_card(path)
     if kind == "saved_model":
         if not (Path(path) / "saved_model.pb").exists():
             raise UserError(f"{name} {path}: a folder, but not a SavedModel (no saved_model.pb)")

@@ -43,6 +43,7 @@ from retrain.export.tflite_format import (
     megabytes,
     open_tflite_classifier,
 )
+from retrain.export.tflite_metadata import with_metadata
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
 
@@ -240,6 +241,7 @@ def export_tflite(
     if prepared_on is not None:
         description = description.replace(int8_weights=Int8Weights("GPTQ rounding + empirical bias correction",
                                                                    prepared_on))
+    model_bytes = with_metadata(model_bytes, description)
     sidecar = sidecar_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The .tflite file retrain writes: its quantization modes, the sidecar JSON beside it
-(`model.tflite.json`, the model card plus the tensors' details) and the classifier shape
-the file must have.
+(`model.tflite.json`, the model card plus the tensors' details; the same card is attached inside
+the model's TFLite metadata, read when the sidecar is missing) and the classifier shape the
+file must have.
 
 Export writes and checks the file with it, predict runs it; so it sits with export, and it
 imports only ai_edge_litert and NumPy, never TensorFlow: label_image on a phone-sized
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.card.formats import read_sidecar, sidecar_path
+from retrain.card.formats import EMBEDDED_CARD_FILE, LABELS_FILE, attached_files, parse_card, read_sidecar, sidecar_path
 from retrain.card.model_card import ModelCard
 from retrain.errors import UserError
 from retrain.native_logs import native_logs_silenced
@@ -109,19 +110,37 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
         raise UserError(f"load.path {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
     outputs = interpreter.get_output_details()
     image_input, patient_input = classifier_inputs(path, interpreter.get_input_details(), outputs)
-    model_card = read_sidecar(path)
+    model_card, attached = read_sidecar(path), attached_files(path)
+    if model_card is None and EMBEDDED_CARD_FILE in attached:
+        model_card = parse_card(attached[EMBEDDED_CARD_FILE], card_source(path))
     output, ood_output = classifier_outputs(outputs)
     opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output)
     _check_sidecar(opened)
+    _check_attached_labels(opened, attached.get(LABELS_FILE))
     if patient_input is None:
         return opened
     return dataclasses.replace(opened, patient_encoding=_patient_encoding(opened))
 
 
+def card_source(path: Path) -> str:
+    """Where the card of the .tflite at `path` comes from: its sidecar, else the one attached inside."""
+    sidecar = sidecar_path(path)
+    return str(sidecar) if sidecar.exists() else f"{path} (its attached {EMBEDDED_CARD_FILE})"
+
+
+def _check_attached_labels(opened: TFLiteClassifier, labels: bytes | None) -> None:
+    if labels is None:
+        return
+    count = len(labels.decode("utf-8", "replace").splitlines())
+    if count != opened.class_count:
+        raise UserError(f"{opened.path}: its attached {LABELS_FILE} lists {count} labels but the model has "
+                        f"{opened.class_count} outputs")
+
+
 def _check_sidecar(opened: TFLiteClassifier) -> None:
     if opened.model_card is None:
         return
-    path, sidecar = opened.path, sidecar_path(opened.path)
+    path, sidecar = opened.path, card_source(opened.path)
     labels = opened.model_card.labels
     if len(labels) != opened.class_count:
         raise UserError(f"{sidecar}: {len(labels)} labels but {path} has {opened.class_count} outputs")
@@ -132,7 +151,8 @@ def _check_sidecar(opened: TFLiteClassifier) -> None:
 
 def _patient_encoding(opened: TFLiteClassifier):
     """How to encode the patient metadata the model takes, from its sidecar."""
-    path, sidecar = opened.path, sidecar_path(opened.path)
+    path = opened.path
+    sidecar = card_source(path) if opened.model_card is not None else sidecar_path(path)
     patient = opened.model_card.patient_metadata if opened.model_card else None
     encoding = patient.encoding if patient else None
     if encoding is None:
