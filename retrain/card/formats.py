@@ -81,12 +81,16 @@ def attached_files(model_path: Path) -> dict[str, bytes]:
     """The files attached to a .tflite's metadata (a zip appended to the model), by name; empty
     for a .tflite without any."""
     try:
-        with zipfile.ZipFile(model_path) as attached:
-            return {name: attached.read(name) for name in attached.namelist()}
+        attached = zipfile.ZipFile(model_path)
     except zipfile.BadZipFile:
         return {}
     except OSError as e:
         raise UserError(f"{model_path}: cannot read ({e.strerror or e})") from e
+    try:
+        with attached:
+            return {name: attached.read(name) for name in attached.namelist()}
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise UserError(f"{model_path}: the files attached to its TFLite metadata are damaged ({e})") from e
 
 
 def read_embedded_card(model_path: Path) -> ModelCard | None:

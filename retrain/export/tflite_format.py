@@ -115,8 +115,8 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
         model_card = parse_card(attached[EMBEDDED_CARD_FILE], card_source(path))
     output, ood_output = classifier_outputs(outputs)
     opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output)
-    _check_sidecar(opened)
     _check_attached_labels(opened, attached.get(LABELS_FILE))
+    _check_sidecar(opened)
     if patient_input is None:
         return opened
     return dataclasses.replace(opened, patient_encoding=_patient_encoding(opened))

@@ -371,3 +371,160 @@ def test_heatmap_from_a_tflite_says_it_needs_the_graph_and_still_prints_the_pred
     assert result.stdout.startswith(f"{image.parent.name} (score=")
     assert ".pb or SavedModel" in line and "only the heatmap failed" in line
     assert not (tmp_path / "heat.png").exists()
+
+
+# MediaPipe Tasks' ImageClassifier (the C++ core of its Android, iOS and web builds) as the app
+# frameworks' stand-in: it reads the normalisation, labels and outputs from the TFLite metadata.
+
+def _mediapipe_classifier(path: Path):
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)))
+    return vision.ImageClassifier.create_from_options(options)
+
+
+def _mediapipe_heads(classifier, image: Path) -> dict:
+    """Each output head's categories by index: the image decoded as an app would hand it over
+    (RGB bytes), resized by MediaPipe itself."""
+    import mediapipe
+    from PIL import Image
+
+    pixels = np.ascontiguousarray(np.asarray(Image.open(image).convert("RGB")))
+    result = classifier.classify(mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=pixels))
+    return {head.head_name: sorted(head.categories, key=lambda c: c.index) for head in result.classifications}
+
+
+def _agreement_with_label_image(path: Path, images: list[Path], labels: list[str]) -> tuple[float, float, float]:
+    """MediaPipe's top-1 agreement with label_image's (retrain's own preprocessing and LiteRT),
+    and the mean and largest probability difference, over `images`."""
+    from retrain.data.images import load_image
+
+    model = load_model(path)
+    agree, differences = 0, []
+    with _mediapipe_classifier(path) as classifier:
+        for image in images:
+            categories = _mediapipe_heads(classifier, image)["probability"]
+            assert [c.category_name for c in categories] == labels
+            theirs = np.array([c.score for c in categories])
+            ours = model.predict(load_image(image, model.input_height)[None].astype(np.float32))[0]
+            agree += int(np.argmax(theirs) == np.argmax(ours))
+            differences.append(np.abs(theirs - ours).max())
+    return agree / len(images), float(np.mean(differences)), float(np.max(differences))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_mediapipe_classifies_each_exported_mode_with_the_class_names_from_the_model(models, mode):
+    top1, mean_difference, max_difference = _agreement_with_label_image(
+        models["exports"][mode].path, models["held_back"], models["labels"])
+    print(f"{mode}: MediaPipe vs label_image top-1 {top1:.3f}, |prob diff| mean {mean_difference:.4f} max {max_difference:.4f}")
+    assert top1 == 1.0
+    assert max_difference < 0.1
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    """One .tflite per mode written by `retrain --tflite_output` (with its out-of-distribution
+    output), the bottlenecks shared; plus the images it trained on."""
+    from tests.conftest import write_colour_tree
+
+    root = tmp_path_factory.mktemp("retrained")
+    images = write_colour_tree(root / "images", {"red": 6, "green": 6, "blue": 6})
+    paths = {}
+    for mode in MODES:
+        out = root / mode
+        result = _run(retrain, ["--image_dir", images, "--bottleneck_dir", root / "bn", "--output_graph", out / "g.pb",
+                                "--output_labels", out / "labels.txt", "--how_many_training_steps", 30,
+                                "--random_seed", 1, "--tflite_output", out / "m.tflite", "--tflite_quantization", mode,
+                                "--tflite_representative_images", 4])
+        assert result.exit_code == 0, result.output
+        paths[mode] = out / "m.tflite"
+    return {"images": images, "tflite": paths}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_mediapipe_loads_what_retrain_writes_with_both_outputs(retrained, mode):
+    path = retrained["tflite"][mode]
+    images = sorted(retrained["images"].glob("*/*.jpg"))
+    with _mediapipe_classifier(path) as classifier:
+        heads = _mediapipe_heads(classifier, images[0])
+    assert [c.category_name for c in heads["probability"]] == ["blue", "green", "red"]
+    assert len(heads["ood_score"]) == 1 and np.isfinite(heads["ood_score"][0].score)
+    top1, _, max_difference = _agreement_with_label_image(path, images[::2], ["blue", "green", "red"])
+    assert top1 == 1.0 and max_difference < 0.1
+
+
+@pytest.mark.slow
+def test_the_metadata_describes_the_input_outputs_and_carries_the_model_card(retrained):
+    from retrain.card.formats import attached_files, parse_card
+    from retrain.export import metadata_schema_py_generated as meta
+    from retrain.export.tflite_metadata import METADATA_NAME
+    from ai_edge_litert import schema_py_generated as schema
+
+    for mode, path in retrained["tflite"].items():
+        data = path.read_bytes()
+        model = schema.Model.GetRootAsModel(data, 0)
+        entry = next(model.Metadata(i) for i in range(model.MetadataLength()) if model.Metadata(i).Name() == METADATA_NAME.encode())
+        metadata = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(
+            model.Buffers(entry.Buffer()).DataAsNumpy().tobytes(), 0))
+        assert metadata.author == b"retrain" and mode.encode() in metadata.name
+        image = metadata.subgraphMetadata[0].inputTensorMetadata[0]
+        assert image.content.contentProperties.colorSpace == meta.ColorSpaceType.RGB
+        assert image.content.contentProperties.defaultSize.width == 224
+        assert (list(image.processUnits[0].options.mean), list(image.processUnits[0].options.std)) == ([0.0], [1.0])
+        names = [t.name for t in metadata.subgraphMetadata[0].outputTensorMetadata]
+        assert sorted(names) == [b"ood_score", b"probability"]
+        ood = metadata.subgraphMetadata[0].outputTensorMetadata[names.index(b"ood_score")]
+        card = parse_card(attached_files(path)["model_card.json"], str(path))
+        assert card.to_json() == json.loads(sidecar_path(path).read_text())
+        assert attached_files(path)["labels.txt"] == b"blue\ngreen\nred\n"
+        if mode == "int8":
+            assert b"clips the out-of-distribution score" in ood.description
+        else:
+            assert f"above {card.ood.threshold:.6g}".encode() in ood.description
+
+
+@pytest.mark.slow
+def test_label_image_and_evaluate_read_the_labels_and_card_from_a_tflite_without_its_sidecar(retrained, tmp_path):
+    from retrain.cli import evaluate
+
+    model = tmp_path / "alone.tflite"
+    model.write_bytes(retrained["tflite"]["none"].read_bytes())
+    image = retrained["images"] / "green" / "green_0.jpg"
+    classified = _run(label_image, ["--graph", model, "--image", image])
+    assert classified.exit_code == 0, classified.output
+    assert classified.stdout.splitlines()[0].startswith("green (score=")
+    assert "no out-of-distribution check" not in classified.stderr
+    evaluated = _run(evaluate, ["--graph", model, "--image_dir", retrained["images"], "--json", tmp_path / "m.json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    stored = json.loads(sidecar_path(retrained["tflite"]["none"]).read_text())
+    assert metrics["n"] == 18 and metrics["ood"]["threshold"] == pytest.approx(stored["ood"]["threshold"])
+
+
+def _with_card(tmp_path: Path, source: Path, **changes) -> Path:
+    """A copy of `source` with no sidecar, its metadata rewritten from a changed model card."""
+    from retrain.card.formats import parse_card
+    from retrain.export.tflite_metadata import with_metadata
+
+    card = parse_card(sidecar_path(source).read_text(), str(source)).replace(**changes)
+    copy = tmp_path / "changed.tflite"
+    copy.write_bytes(with_metadata(source.read_bytes(), card))
+    return copy
+
+
+@pytest.mark.slow
+def test_a_tflite_whose_metadata_disagrees_with_the_model_is_refused(retrained, tmp_path):
+    source, image = retrained["tflite"]["float16"], retrained["images"] / "red" / "red_0.jpg"
+    line = _error_line(_run(label_image, ["--graph", _with_card(tmp_path, source, labels=("a", "b")), "--image", image]))
+    assert "its attached labels.txt lists 2 labels but the model has 3 outputs" in line
+    line = _error_line(_run(label_image, ["--graph", _with_card(tmp_path, source, input_size=160), "--image", image]))
+    assert "(its attached model_card.json): input size 160" in line
+    damaged = tmp_path / "damaged.tflite"
+    data = bytearray(source.read_bytes())
+    start = data.rindex(b'"format"')
+    data[start:start + 8] = b"#" * 8
+    damaged.write_bytes(bytes(data))
+    line = _error_line(_run(label_image, ["--graph", damaged, "--image", image]))
+    assert f"{damaged}: the files attached to its TFLite metadata are damaged" in line
