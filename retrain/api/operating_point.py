@@ -19,6 +19,7 @@ from retrain.decisions.operating_points import FEW_POSITIVES, OperatingPoint, Op
     choose_operating_points, distinct_specs, parse_operating_point
 from retrain.errors import UserError
 from retrain.evaluate.evaluation import Predictions, evaluate_model
+from retrain.export.tflite_metadata import with_metadata
 from retrain.metrics import Rate
 from retrain.native_logs import import_tensorflow
 from retrain.outputs import check_outputs
@@ -73,7 +74,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
         reporter.log(f"Replaces: {point.describe()}")
     new_card = card.replace(operating_points=points)
     try:
-        write_copy_with_card(graph, kind, output, new_card)
+        write_copy_with_card(graph, kind, output, new_card, _tflite_bytes(graph, new_card) if kind == "tflite" else None)
     except OSError as e:
         raise UserError(f"set_operating_point.output {output}: cannot write ({e.strerror or e})") from e
     reporter.log(f"Wrote {output} and its sidecar {sidecar_path(output)}" if kind == "tflite" else f"Wrote {output}")
@@ -119,6 +120,11 @@ def _check_paths(graph: Path, image_dir: Path, output: Path) -> str:
     check_outputs({"set_operating_point.graph": graph, "set_operating_point.graph's sidecar": sidecar_path(graph)
                    if kind == "tflite" else None, TREE: image_dir}, files, folders)
     return kind
+
+
+def _tflite_bytes(graph: Path, card: ModelCard) -> bytes:
+    """The .tflite copy's bytes, its metadata carrying the new card too (an app reads no sidecar)."""
+    return with_metadata(Path(graph).read_bytes(), card)
 
 
 def _read_card(graph: Path, kind: str) -> ModelCard:

@@ -196,15 +196,16 @@ def copy_files(kind: str, output: Path) -> dict[str, Path]:
     return {"": output, **({"sidecar": sidecar_path(output)} if kind == "tflite" else {})}
 
 
-def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard) -> None:
+def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard, tflite_bytes: bytes | None = None) -> None:
     """A copy of the model at `path` at `output`, carrying `card`; the weights are untouched.
-    A SavedModel is built beside `output` and renamed into place whole."""
+    A SavedModel is built beside `output` and renamed into place whole. `tflite_bytes`: the
+    .tflite to write instead of the original's bytes (its metadata carrying `card`)."""
     if kind == "pb":
         graph_def = read_graph_def(path)
         write_graph_card(graph_def, card)
         write_atomically(output, graph_def.SerializeToString())
     elif kind == "tflite":
-        write_atomically(output, Path(path).read_bytes())
+        write_atomically(output, Path(path).read_bytes() if tflite_bytes is None else tflite_bytes)
         write_sidecar(output, card)
     else:
         output.parent.mkdir(parents=True, exist_ok=True)

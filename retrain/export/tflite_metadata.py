@@ -123,17 +123,22 @@ def _tensor_kinds(model: schema.ModelT) -> tuple[list[str], list[str]]:
 
 
 def with_metadata(model_bytes: bytes, card: ModelCard) -> bytes:
-    """The .tflite bytes with metadata describing `card`'s model, its labels file and model card attached."""
+    """The .tflite bytes with metadata describing `card`'s model, its labels file and model card
+    attached; metadata and files already in `model_bytes` are replaced."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
     inputs, outputs = _tensor_kinds(model)
     builder = flatbuffers.Builder(0)
     builder.Finish(model_metadata(card, inputs, outputs).Pack(builder), METADATA_IDENTIFIER)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(bytes(builder.Output()), np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-    model.metadata = [m for m in model.metadata or [] if m.name != METADATA_NAME.encode()] + [entry]
+    entry = next((m for m in model.metadata or [] if m.name == METADATA_NAME.encode()), None)
+    if entry is None:  # a model written before, or re-written with a new card: its buffer is replaced
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+        model.metadata = [*(model.metadata or []), entry]
+    else:
+        model.buffers[entry.buffer] = buffer
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), b"TFL3")
     written = io.BytesIO(bytes(builder.Output()))

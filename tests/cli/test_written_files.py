@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from retrain.cli import retrain, set_operating_point
 from retrain.card.markdown import model_card_markdown_path
-from retrain.card.formats import sidecar_path
+from retrain.card.formats import read_embedded_card, sidecar_path
 from tests.conftest import run_cli, write_colour_tree
 
 
@@ -40,3 +42,5 @@ def test_set_operating_point_names_the_sidecar_of_a_tflite_copy(exported, tmp_pa
     named = " ".join(line for line in result.stdout.splitlines() if line.startswith("Wrote "))
     for path in (copy, sidecar_path(copy), model_card_markdown_path(copy)):
         assert path.exists() and str(path) in named, (path, result.stdout)
+    # the card inside the copy's TFLite metadata carries the new operating point too, for an app that reads no sidecar
+    assert read_embedded_card(copy).to_json() == json.loads(sidecar_path(copy).read_text())
