@@ -20,6 +20,7 @@ import numpy as np
 from retrain.card.formats import EMBEDDED_CARD_FILE, LABELS_FILE, attached_files, parse_card, read_sidecar, sidecar_path
 from retrain.card.model_card import ModelCard
 from retrain.errors import UserError
+from retrain.export.tflite_metadata import read_standard_metadata
 from retrain.native_logs import native_logs_silenced
 
 # none = float32, dynamic = dynamic-range int8 weights, float16 weights, int8 = full integer with uint8 input/output.
@@ -82,6 +83,8 @@ class TFLiteClassifier:
     model_card: ModelCard | None  # the sidecar; None when there is none
     patient_encoding: Any  # a patient_metadata.MetadataEncoding when the model takes patient metadata
     ood_output: dict | None = None  # the out-of-distribution score, for a model exported with one
+    labels: tuple[str, ...] | None = None  # from the TFLite metadata of a model without a card (another tool's)
+    normalisation: tuple[float, float] | None = None  # the mean and std its metadata asks the client to apply
 
     @property
     def height(self) -> int:
@@ -113,9 +116,13 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
     model_card, attached = read_sidecar(path), attached_files(path)
     if model_card is None and EMBEDDED_CARD_FILE in attached:
         model_card = parse_card(attached[EMBEDDED_CARD_FILE], card_source(path))
+    standard = read_standard_metadata(path.read_bytes(), str(path))
+    labels_file = standard.labels_file if standard and standard.labels_file else LABELS_FILE
+    labels = _attached_labels(path, labels_file, attached.get(labels_file))
     output, ood_output = classifier_outputs(outputs)
-    opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output)
-    _check_attached_labels(opened, attached.get(LABELS_FILE))
+    opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output,
+                              labels, (standard.mean, standard.std) if standard and standard.mean is not None else None)
+    _check_attached_labels(opened, labels_file)
     _check_sidecar(opened)
     if patient_input is None:
         return opened
@@ -128,12 +135,18 @@ def card_source(path: Path) -> str:
     return str(sidecar) if sidecar.exists() else f"{path} (its attached {EMBEDDED_CARD_FILE})"
 
 
-def _check_attached_labels(opened: TFLiteClassifier, labels: bytes | None) -> None:
-    if labels is None:
-        return
-    count = len(labels.decode("utf-8", "replace").splitlines())
-    if count != opened.class_count:
-        raise UserError(f"{opened.path}: its attached {LABELS_FILE} lists {count} labels but the model has "
+def _attached_labels(path: Path, name: str, data: bytes | None) -> tuple[str, ...] | None:
+    if data is None:
+        return None
+    try:
+        return tuple(line.strip() for line in data.decode("utf-8").splitlines() if line.strip())
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: its attached {name} is not UTF-8 text ({e})") from e
+
+
+def _check_attached_labels(opened: TFLiteClassifier, name: str) -> None:
+    if opened.labels is not None and len(opened.labels) != opened.class_count:
+        raise UserError(f"{opened.path}: its attached {name} lists {len(opened.labels)} labels but the model has "
                         f"{opened.class_count} outputs")
 
 

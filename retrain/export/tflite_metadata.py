@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass
 
 import flatbuffers
 import numpy as np
@@ -21,6 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from retrain.card.formats import EMBEDDED_CARD_FILE, LABELS_FILE, card_bytes
 from retrain.card.model_card import ModelCard
+from retrain.errors import UserError
 from retrain.export import metadata_schema_py_generated as meta
 
 METADATA_NAME = "TFLITE_METADATA"  # the model metadata entry clients look for
@@ -115,24 +117,23 @@ def model_metadata(card: ModelCard, inputs: list[str], outputs: list[str]) -> me
     return model
 
 
-def _tensor_kinds(model: schema.ModelT) -> tuple[list[str], list[str]]:
-    graph = model.subgraphs[0]
-    ranks = lambda indices: [len(graph.tensors[i].shape) for i in indices]  # noqa: E731
-    return (["image" if rank == 4 else "patient" for rank in ranks(graph.inputs)],
-            ["ood" if rank == 1 else "probability" for rank in ranks(graph.outputs)])
+def _tensor_kinds(model: schema.Model) -> tuple[list[str], list[str]]:
+    graph = model.Subgraphs(0)
+    ranks = lambda indices: [graph.Tensors(int(i)).ShapeLength() for i in indices]  # noqa: E731
+    return (["image" if rank == 4 else "patient" for rank in ranks(graph.InputsAsNumpy())],
+            ["ood" if rank == 1 else "probability" for rank in ranks(graph.OutputsAsNumpy())])
 
 
-def with_metadata(model_bytes: bytes, card: ModelCard) -> bytes:
-    """The .tflite bytes with metadata describing `card`'s model, its labels file and model card
-    attached; metadata and files already in `model_bytes` are replaced."""
+def embed_metadata(model_bytes: bytes, metadata: meta.ModelMetadataT, files: dict[str, bytes]) -> bytes:
+    """The .tflite bytes with `metadata` and `files` attached; metadata and files already in
+    `model_bytes` are replaced."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    inputs, outputs = _tensor_kinds(model)
     builder = flatbuffers.Builder(0)
-    builder.Finish(model_metadata(card, inputs, outputs).Pack(builder), METADATA_IDENTIFIER)
+    builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(bytes(builder.Output()), np.uint8)
     entry = next((m for m in model.metadata or [] if m.name == METADATA_NAME.encode()), None)
-    if entry is None:  # a model written before, or re-written with a new card: its buffer is replaced
+    if entry is None:
         model.buffers.append(buffer)
         entry = schema.MetadataT()
         entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
@@ -144,6 +145,46 @@ def with_metadata(model_bytes: bytes, card: ModelCard) -> bytes:
     written = io.BytesIO(bytes(builder.Output()))
     written.seek(0, io.SEEK_END)
     with zipfile.ZipFile(written, "a") as attached:  # stored, not compressed, as clients map them in place
-        attached.writestr(LABELS_FILE, "".join(f"{label}\n" for label in card.labels))
-        attached.writestr(EMBEDDED_CARD_FILE, card_bytes(card))
+        for name, data in files.items():
+            attached.writestr(name, data)
     return written.getvalue()
+
+
+def with_metadata(model_bytes: bytes, card: ModelCard) -> bytes:
+    """The .tflite bytes with metadata describing `card`'s model, its labels file and model card
+    attached; metadata and files already in `model_bytes` are replaced."""
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    inputs, outputs = _tensor_kinds(model)
+    labels = "".join(f"{label}\n" for label in card.labels).encode()
+    return embed_metadata(model_bytes, model_metadata(card, inputs, outputs),
+                          {LABELS_FILE: labels, EMBEDDED_CARD_FILE: card_bytes(card)})
+
+
+@dataclass(frozen=True)
+class StandardMetadata:
+    """What a .tflite's TFLite metadata tells a client, whichever tool wrote it."""
+
+    labels_file: str | None  # the TENSOR_AXIS_LABELS file of the first output that has one
+    mean: float | None  # the image input's NormalizationOptions (one value for all channels)
+    std: float | None
+
+
+def read_standard_metadata(model_bytes: bytes, source: str) -> StandardMetadata | None:
+    """The labels file and input normalisation a .tflite's metadata gives; None without metadata."""
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    entries = [model.Metadata(i) for i in range(model.MetadataLength())]
+    entry = next((e for e in entries if e.Name() == METADATA_NAME.encode()), None)
+    if entry is None:
+        return None
+    try:
+        data = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+        metadata = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(data, 0))
+        graph = metadata.subgraphMetadata[0]
+        labels = [f.name.decode() for t in graph.outputTensorMetadata or [] for f in t.associatedFiles or []
+                  if f.type == meta.AssociatedFileType.TENSOR_AXIS_LABELS]
+        units = [u.options for t in graph.inputTensorMetadata or [] for u in t.processUnits or []
+                 if u.optionsType == meta.ProcessUnitOptions.NormalizationOptions]
+    except Exception as e:  # a damaged flatbuffer fails anywhere inside the generated readers
+        raise UserError(f"{source}: its TFLite metadata is damaged ({type(e).__name__}: {e})") from e
+    mean, std = (float(units[0].mean[0]), float(units[0].std[0])) if units else (None, None)
+    return StandardMetadata(labels[0] if labels else None, mean, std)

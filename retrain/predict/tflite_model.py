@@ -2,7 +2,8 @@
 
 label_image on a phone-sized model should start like a phone app does: this module
 imports only ai_edge_litert and NumPy, never tensorflow. The labels, input size and
-preprocessing travel in a sidecar JSON next to the model (`model.tflite.json`).
+preprocessing travel in a sidecar JSON next to the model (`model.tflite.json`) and in the
+model's TFLite metadata (read when there is no sidecar; another tool's gives labels and normalisation).
 """
 
 from __future__ import annotations
@@ -23,19 +24,19 @@ def load_tflite_model(path, overrides: FeedOverrides = FeedOverrides(), notes: l
     mean, std = _normalisation(opened, overrides, notes)
     both = _predictor(opened, mean, std)
     return LoadedModel.of(lambda *fed: both(*fed)[0], (opened.height, opened.width), str(opened.path),
-                          opened.model_card, no_maps_reason=NO_MAPS, ood=both if opened.ood_output is not None else None,
+                          opened.model_card, labels=list(opened.labels) if opened.labels else None, no_maps_reason=NO_MAPS, ood=both if opened.ood_output is not None else None,
                           encoding=opened.patient_encoding)
 
 
 def _normalisation(opened: TFLiteClassifier, overrides: FeedOverrides, notes: list[str]) -> tuple[float, float]:
-    """The mean and std to feed pixels with: the overrides', only for a .tflite without a sidecar
-    (one from retrain normalises its own input); a note for every flag ignored."""
+    """The mean and std to feed pixels with: the overrides', only for a .tflite without a model card
+    (one from retrain normalises its own input), else its TFLite metadata's; a note for every flag ignored."""
     ignored = [f"FeedOverrides.{name}" for name in ("input_layer", "output_layer", "input_height", "input_width")
                if getattr(overrides, name) is not None]
     if ignored:
         notes.append(f"{', '.join(ignored)} ignored: a .tflite model has one input and output of fixed size")
     if overrides.input_mean is None and overrides.input_std is None:
-        return 0.0, 1.0
+        return opened.normalisation if opened.model_card is None and opened.normalisation else (0.0, 1.0)
     if opened.model_card is not None:
         notes.append("FeedOverrides.input_mean/FeedOverrides.input_std ignored: this model normalises its own input")
         return 0.0, 1.0

@@ -528,3 +528,49 @@ def test_a_tflite_whose_metadata_disagrees_with_the_model_is_refused(retrained, 
     damaged.write_bytes(bytes(data))
     line = _error_line(_run(label_image, ["--graph", damaged, "--image", image]))
     assert f"{damaged}: the files attached to its TFLite metadata are damaged" in line
+
+
+def _foreign_tflite(tmp_path: Path) -> Path:
+    """A .tflite another tool made: it expects pixels normalised to [-1, 1] by the client, and its
+    standard metadata (no retrain model card) says so and names its labels file."""
+    import tensorflow as tf
+
+    from retrain.export import metadata_schema_py_generated as meta
+    from retrain.export.tflite_metadata import embed_metadata
+
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"scores": tf.nn.softmax(5 * tf.reduce_mean(x, axis=[1, 2]))},
+                               input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    normalisation = meta.ProcessUnitT()
+    normalisation.optionsType = meta.ProcessUnitOptions.NormalizationOptions
+    normalisation.options = meta.NormalizationOptionsT()
+    normalisation.options.mean, normalisation.options.std = [127.5], [127.5]
+    image, scores, labels = meta.TensorMetadataT(), meta.TensorMetadataT(), meta.AssociatedFileT()
+    image.name, image.processUnits = "image", [normalisation]
+    labels.name, labels.type = "colours.txt", meta.AssociatedFileType.TENSOR_AXIS_LABELS
+    scores.name, scores.associatedFiles = "scores", [labels]
+    subgraph, metadata = meta.SubGraphMetadataT(), meta.ModelMetadataT()
+    subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = [image], [scores]
+    metadata.name, metadata.subgraphMetadata = "another tool's classifier", [subgraph]
+    path = tmp_path / "foreign.tflite"
+    converted = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert()
+    path.write_bytes(embed_metadata(converted, metadata, {"colours.txt": b"red\ngreen\nblue\n"}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_tflite_from_another_tool_classifies_with_the_labels_and_normalisation_of_its_metadata(tmp_path):
+    from retrain.data.images import load_image
+
+    path = _foreign_tflite(tmp_path)
+    image = tmp_path / "green.jpg"
+    noisy_colour_image(COLOURS["green"], size=(40, 36), seed=3).save(image)
+    model = load_model(path)
+    assert model.labels == ["red", "green", "blue"] and model.model_card is None
+    pixels = load_image(image, 32)[None].astype(np.float32)
+    expected = np.exp(5 * ((pixels.mean(axis=(1, 2)) - 127.5) / 127.5))
+    np.testing.assert_allclose(model.predict(pixels), expected / expected.sum(), atol=1e-5)
+    classified = _run(label_image, ["--graph", path, "--image", image])
+    assert classified.exit_code == 0, classified.output
+    assert classified.stdout.splitlines()[0].startswith("green (score=")
