@@ -4,7 +4,7 @@ the model's TFLite metadata, read when the sidecar is missing) and the classifie
 file must have.
 
 Export writes and checks the file with it, predict runs it; so it sits with export, and it
-imports only ai_edge_litert and NumPy, never TensorFlow: label_image on a phone-sized
+imports only ai_edge_litert, flatbuffers and NumPy, never TensorFlow: label_image on a phone-sized
 model should start like a phone app does.
 """
 
@@ -80,7 +80,7 @@ class TFLiteClassifier:
     image_input: dict  # the interpreter's tensor details
     patient_input: dict | None
     output: dict
-    model_card: ModelCard | None  # the sidecar; None when there is none
+    model_card: ModelCard | None  # the sidecar, else the card attached to the metadata; None for neither
     patient_encoding: Any  # a patient_metadata.MetadataEncoding when the model takes patient metadata
     ood_output: dict | None = None  # the out-of-distribution score, for a model exported with one
     labels: tuple[str, ...] | None = None  # from the TFLite metadata of a model without a card (another tool's)
@@ -113,20 +113,33 @@ def open_tflite_classifier(path: Path) -> TFLiteClassifier:
         raise UserError(f"load.path {path}: not a TFLite model, or one the LiteRT interpreter cannot run") from e
     outputs = interpreter.get_output_details()
     image_input, patient_input = classifier_inputs(path, interpreter.get_input_details(), outputs)
-    model_card, attached = read_sidecar(path), attached_files(path)
-    if model_card is None and EMBEDDED_CARD_FILE in attached:
-        model_card = parse_card(attached[EMBEDDED_CARD_FILE], card_source(path))
-    standard = read_standard_metadata(path.read_bytes(), str(path))
-    labels_file = standard.labels_file if standard and standard.labels_file else LABELS_FILE
-    labels = _attached_labels(path, labels_file, attached.get(labels_file))
+    model_card, (labels_file, labels, normalisation) = _card(path), _metadata(path)
     output, ood_output = classifier_outputs(outputs)
     opened = TFLiteClassifier(path, interpreter, image_input, patient_input, output, model_card, None, ood_output,
-                              labels, (standard.mean, standard.std) if standard and standard.mean is not None else None)
+                              labels, normalisation)
     _check_attached_labels(opened, labels_file)
     _check_sidecar(opened)
     if patient_input is None:
         return opened
     return dataclasses.replace(opened, patient_encoding=_patient_encoding(opened))
+
+
+def _card(path: Path) -> ModelCard | None:
+    """The sidecar's model card, else the one attached to the model's metadata; None for neither."""
+    model_card = read_sidecar(path)
+    if model_card is not None:
+        return model_card
+    attached = attached_files(path).get(EMBEDDED_CARD_FILE)
+    return None if attached is None else parse_card(attached, card_source(path))
+
+
+def _metadata(path: Path) -> tuple[str, tuple[str, ...] | None, tuple[float, float] | None]:
+    """What any tool's TFLite metadata gives: the labels file's name and its labels (None when
+    none is attached), and the mean and std the client must apply (None when it names none)."""
+    standard = read_standard_metadata(path.read_bytes(), str(path))
+    labels_file = standard.labels_file if standard and standard.labels_file else LABELS_FILE
+    labels = _attached_labels(path, labels_file, attached_files(path).get(labels_file))
+    return labels_file, labels, (standard.mean, standard.std) if standard and standard.mean is not None else None
 
 
 def card_source(path: Path) -> str:
