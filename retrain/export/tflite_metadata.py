@@ -90,7 +90,7 @@ def _ood_description(card: ModelCard) -> str:
 
 def model_metadata(card: ModelCard, inputs: list[str], outputs: list[str]) -> meta.ModelMetadataT:
     """The metadata for a model whose subgraph inputs and outputs are, in order, of the kinds
-    listed ("image", "patient", "probability", "ood")."""
+    listed ("image", "uint8 image", "patient", "probability", "ood")."""
     labels = ", ".join(card.labels)
     model = meta.ModelMetadataT()
     model.name = f"retrain image classifier ({card.architecture or 'unknown backbone'}, {card.quantization or 'none'})"
@@ -100,10 +100,10 @@ def model_metadata(card: ModelCard, inputs: list[str], outputs: list[str]) -> me
     model.minParserVersion = PARSER_VERSION
     model.associatedFiles = [_file(EMBEDDED_CARD_FILE, "the retrain model card (JSON): labels, operating points, "
                                    "calibration, out-of-distribution threshold", meta.AssociatedFileType.DESCRIPTIONS)]
-    uint8 = card.input_tensor is not None and card.input_tensor.dtype == "uint8"
     width = card.patient_metadata.encoding.width if card.patient_metadata else 0
     described = {
-        "image": lambda: _image_input(card.input_size, uint8),
+        "image": lambda: _image_input(card.input_size, False),
+        "uint8 image": lambda: _image_input(card.input_size, True),
         "patient": lambda: _feature("patient_metadata", f"encoded patient metadata, {width} values "
                                     "(see patient_metadata in the model card)", -4.0, 4.0),
         "probability": lambda: _feature("probability", f"class probabilities: {labels}", 0.0, 1.0, [
@@ -118,10 +118,12 @@ def model_metadata(card: ModelCard, inputs: list[str], outputs: list[str]) -> me
 
 
 def _tensor_kinds(model: schema.Model) -> tuple[list[str], list[str]]:
+    """The kinds of the subgraph's inputs and outputs, in order, as model_metadata takes them."""
     graph = model.Subgraphs(0)
-    ranks = lambda indices: [graph.Tensors(int(i)).ShapeLength() for i in indices]  # noqa: E731
-    return (["image" if rank == 4 else "patient" for rank in ranks(graph.InputsAsNumpy())],
-            ["ood" if rank == 1 else "probability" for rank in ranks(graph.OutputsAsNumpy())])
+    tensors = lambda indices: [graph.Tensors(int(i)) for i in indices]  # noqa: E731
+    inputs = ["patient" if t.ShapeLength() != 4 else "uint8 image" if t.Type() == schema.TensorType.UINT8 else "image"
+              for t in tensors(graph.InputsAsNumpy())]
+    return inputs, ["ood" if t.ShapeLength() == 1 else "probability" for t in tensors(graph.OutputsAsNumpy())]
 
 
 def embed_metadata(model_bytes: bytes, metadata: meta.ModelMetadataT, files: dict[str, bytes]) -> bytes:

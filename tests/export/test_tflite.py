@@ -472,6 +472,7 @@ def test_the_metadata_describes_the_input_outputs_and_carries_the_model_card(ret
         image = metadata.subgraphMetadata[0].inputTensorMetadata[0]
         assert image.content.contentProperties.colorSpace == meta.ColorSpaceType.RGB
         assert image.content.contentProperties.defaultSize.width == 224
+        assert (b"uint8" in image.description) == (mode == "int8")
         assert (list(image.processUnits[0].options.mean), list(image.processUnits[0].options.std)) == ([0.0], [1.0])
         names = [t.name for t in metadata.subgraphMetadata[0].outputTensorMetadata]
         assert sorted(names) == [b"ood_score", b"probability"]
