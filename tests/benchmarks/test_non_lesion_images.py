@@ -95,3 +95,22 @@ def test_small_trees_are_drawn_narrow_from_the_folder_order_and_at_random():
     assert trees["last 100 of each of 3"].min() >= 900 - 3
     assert len(trees["random 300, seed 1"]) == len(set(trees["random 300, seed 1"])) == 300
     assert len(trees["all 2000 (+150 validation)"]) == len(labels)
+
+
+def test_mediapipe_benchmark_skips_without_shared_data(tmp_path, monkeypatch, capsys):
+    from benchmarks import mediapipe_isic
+
+    monkeypatch.setattr(sys, "argv", ["mediapipe_isic", "--shared", str(tmp_path)])
+    mediapipe_isic.main()
+    assert capsys.readouterr().out.startswith("skipped: no ISIC 2017")
+
+
+def test_mediapipe_benchmark_trees_are_class_folders_of_symlinks(tmp_path):
+    from benchmarks.mediapipe_isic import class_tree
+
+    images = [tmp_path / f"ISIC_{i}.jpg" for i in range(3)]
+    for image in images:
+        image.write_bytes(b"jpeg")
+    tree = class_tree(images, np.array([2, 0, 2]), tmp_path / "tree")
+    assert sorted(p.name for p in (tree / "seborrheic_keratosis").iterdir()) == ["ISIC_0.jpg", "ISIC_2.jpg"]
+    assert (tree / "melanoma" / "ISIC_1.jpg").is_symlink() and not any((tree / "nevus").iterdir())
