@@ -12,11 +12,12 @@ tree). Each .tflite then classifies the validation images twice:
   decodes and resizes itself, reading the normalisation and labels from the TFLite metadata;
 - label_image: `retrain.api.load(model)`, retrain's own decoding, resizing and LiteRT.
 
-One row per mode: top-1 agreement, mean and largest |probability difference| (over every
-class), each class's AUC through both paths, and how many images the stored melanoma operating
-point (the model card's threshold) decides differently. Class trees are symlinks in a temporary
-folder; the bottleneck cache is --bottleneck_dir, so a second run is warm. Skipped, with a
-message, without ../shared.
+One row per mode: top-1 agreement, mean and largest absolute probability difference (over every
+class), the largest again with MediaPipe given label_image's already resized pixels (what is
+left once the resize is the same), each class's AUC through both paths, and how many images the
+stored melanoma operating point (the model card's threshold) decides differently. Class trees
+are symlinks in a temporary folder; the bottleneck cache is --bottleneck_dir, so a second run is
+warm. Skipped, with a message, without ../shared.
 """
 
 from __future__ import annotations
@@ -76,16 +77,22 @@ def export_all(train_tree: Path, val_tree: Path, folder: Path, args: argparse.Na
     return models
 
 
-def mediapipe_probabilities(model: Path, images: list[Path], labels: tuple[str, ...]) -> np.ndarray:
-    """[images, classes] in `labels`' order, from the probability head of MediaPipe's ImageClassifier."""
+def mediapipe_probabilities(model: Path, images: list[Path], labels: tuple[str, ...], size: int | None = None) -> np.ndarray:
+    """[images, classes] in `labels`' order, from the probability head of MediaPipe's ImageClassifier:
+    each file as an app hands it over (mp.Image.create_from_file), or with `size` the pixels
+    label_image feeds its model (retrain's decode and resize), to tell the resize from the rest."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
+
+    from retrain.data.images import load_image
 
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)))
     rows = []
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for image in images:
-            heads = {head.head_name: head for head in classifier.classify(mp.Image.create_from_file(str(image))).classifications}
+            picture = (mp.Image.create_from_file(str(image)) if size is None else
+                       mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(load_image(image, size))))
+            heads = {head.head_name: head for head in classifier.classify(picture).classifications}
             scores = {c.category_name: c.score for c in heads["probability"].categories}
             rows.append([scores[label] for label in labels])
     return np.array(rows)
@@ -109,6 +116,7 @@ def compare(model: Path, images: list[Path], truth: np.ndarray) -> list[str]:
     ours = label_image_probabilities(classifier, images)
     theirs = mediapipe_probabilities(model, images, labels)
     difference = np.abs(ours - theirs)
+    same_pixels = np.abs(ours - mediapipe_probabilities(model, images, labels, classifier.model.input_height))
     point = next(p for p in classifier.model_card.operating_points if p.label == "melanoma")
     melanoma = labels.index("melanoma")
     flips = int(((ours[:, melanoma] >= point.threshold) != (theirs[:, melanoma] >= point.threshold)).sum())
@@ -117,7 +125,8 @@ def compare(model: Path, images: list[Path], truth: np.ndarray) -> list[str]:
             for i, positive in enumerate(positives)]
     agreement = (ours.argmax(1) == theirs.argmax(1)).sum()
     return [model.stem.removeprefix("isic_"), f"{agreement}/{len(images)}", f"{difference.mean():.4f}",
-            f"{difference.max():.4f}", *aucs, f"{flips} (threshold {point.threshold:.3f})"]
+            f"{difference.max():.4f}", f"{same_pixels.max():.4f}", *aucs,
+            f"{flips} (threshold {point.threshold:.3f})"]
 
 
 def run(args: argparse.Namespace, isic_dir: Path) -> None:
@@ -134,8 +143,8 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
         models = export_all(train_tree, val_tree, folder, args)
         images = [val_tree / CLASSES[label] / path.name for path, label in zip(val_paths, val_y)]
         rows = [compare(models[mode], images, val_y) for mode in MODES]
-    header = ["mode", "top-1 agree", "mean |dp|", "max |dp|", *[f"AUC {c} (label_image / MediaPipe)" for c in CLASSES],
-              f"{OPERATING_POINT} decided differently"]
+    header = ["mode", "top-1 agree", "mean abs diff", "max abs diff", "max abs diff, label_image's pixels",
+              *[f"AUC {c} (label_image / MediaPipe)" for c in CLASSES], f"{OPERATING_POINT} decided differently"]
     print("\nMediaPipe (mp.Image.create_from_file, its own resize) against label_image on the ISIC 2017 validation images:\n")
     print_table(header, rows)
     print(f"\nCPU: {cpu_model()}; {time.perf_counter() - started:.0f} s in all")
