@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ood_isic import CLASSES, REPO_ROOT, isic_dir_or_skip, isic_set, print_table
+from benchmarks.ood_isic import CLASSES, isic_dir_or_skip, isic_parser, isic_set, print_table
 from benchmarks.top_layer_speed import cpu_model
 from retrain.metrics import roc_auc
 
@@ -151,11 +151,7 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared")
-    parser.add_argument("--bottleneck_dir", type=Path, default=None, help="bottleneck cache (default: retrain's)")
-    parser.add_argument("--model_dir", type=Path, default=None, help="converted backbone weights (default: retrain's)")
-    args = parser.parse_args()
+    args = isic_parser(__doc__.splitlines()[0]).parse_args()
     isic_dir = isic_dir_or_skip(args)
     if isic_dir is not None:
         run(args, isic_dir)

@@ -197,14 +197,20 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
     print(f"\nCPU: {cpu_model()}; {time.perf_counter() - started:.0f} s in all")
 
 
-def shared_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every ISIC out-of-distribution benchmark takes: where the data, the caches and
-    the generated images come from."""
+def isic_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every benchmark on the shared ISIC images takes: where the data and the caches are."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared")
-    parser.add_argument("--count", type=int, default=20, help="images per generated kind (and photo crops)")
     parser.add_argument("--bottleneck_dir", type=Path, default=None, help="bottleneck cache (default: retrain's)")
     parser.add_argument("--model_dir", type=Path, default=None, help="converted backbone weights (default: retrain's)")
+    return parser
+
+
+def shared_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every ISIC out-of-distribution benchmark takes: isic_parser's, and how many
+    generated images of each kind."""
+    parser = isic_parser(description)
+    parser.add_argument("--count", type=int, default=20, help="images per generated kind (and photo crops)")
     return parser
 
 
