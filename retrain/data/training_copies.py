@@ -44,16 +44,10 @@ def copies_of_training_images(image_dir: Path, training_dir: Path, names: tuple[
              "measured is a training image, so the figures measure memory, not new images")
         return TrainingCopies(training, (), same_folder=True)
     measured, trained_on = list_images(Path(image_dir).expanduser()), list_images(training)
-    copies = find_copies(trained_on, measured)
-    if not copies:
-        if measured:
-            log(f"Copies: none of the {len(measured)} images copies one of the {len(trained_on)} {training_name} "
-                "images")
-        return TrainingCopies(training, ())
-    warn(count_line(copies, measured_name, f"{training_name} images",
-                    "kept, so the figures overstate accuracy on new images"))
-    for copy in copies:
-        log(copy.describe())
+    copies = _warn_of_copies(measured, trained_on, measured_name, f"{training_name} images",
+                             "kept, so the figures overstate accuracy on new images", log, warn)
+    if not copies and measured:
+        log(f"Copies: none of the {len(measured)} images copies one of the {len(trained_on)} {training_name} images")
     return TrainingCopies(training, tuple(copies))
 
 
@@ -101,10 +95,17 @@ def warn_of_training_copies(image_dir: Path, training: Path, tree_name: str, log
     if not training.is_dir():
         log(f"The model's training tree {training} is not here; no check for copies of its images")
         return
-    copies = find_copies(list_images(training), list_images(image_dir))
-    if not copies:
-        return
-    warn(count_line(copies, tree_name, f"the model's training images ({training})",
-                    "kept, so the sensitivity and specificity chosen here overstate what new images give"))
-    for copy in copies:
-        log(copy.describe())
+    _warn_of_copies(list_images(image_dir), list_images(training), tree_name,
+                    f"the model's training images ({training})", "kept, so the sensitivity and specificity chosen here overstate what new images give", log, warn)
+
+
+def _warn_of_copies(measured: list[Path], training: list[Path], measured_name: str, training_images: str,
+                    consequence: str, log, warn) -> list:
+    """The images of `measured` that copy one of `training`: one warning with the count, then
+    each copy in the log."""
+    copies = find_copies(training, measured)
+    if copies:
+        warn(count_line(copies, measured_name, training_images, consequence))
+        for copy in copies:
+            log(copy.describe())
+    return copies
