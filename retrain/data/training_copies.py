@@ -96,7 +96,8 @@ def warn_of_training_copies(image_dir: Path, training: Path, tree_name: str, log
         log(f"The model's training tree {training} is not here; no check for copies of its images")
         return
     _warn_of_copies(list_images(image_dir), list_images(training), tree_name,
-                    f"the model's training images ({training})", "kept, so the sensitivity and specificity chosen here overstate what new images give", log, warn)
+                    f"the model's training images ({training})",
+                    "kept, so the sensitivity and specificity chosen here overstate what new images give", log, warn)
 
 
 def _warn_of_copies(measured: list[Path], training: list[Path], measured_name: str, training_images: str,
