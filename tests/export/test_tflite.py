@@ -419,7 +419,7 @@ def test_mediapipe_classifies_each_exported_mode_with_the_class_names_from_the_m
         models["exports"][mode].path, models["held_back"], models["labels"])
     print(f"{mode}: MediaPipe vs label_image top-1 {top1:.3f}, |prob diff| mean {mean_difference:.4f} max {max_difference:.4f}")
     assert top1 == 1.0
-    assert max_difference < 0.1
+    assert max_difference < 1e-4  # the same pixels (retrain resizes as MediaPipe does): rounding only
 
 
 @pytest.fixture(scope="module")
@@ -452,7 +452,7 @@ def test_mediapipe_loads_what_retrain_writes_with_both_outputs(retrained, mode):
     assert [c.category_name for c in heads["probability"]] == ["blue", "green", "red"]
     assert len(heads["ood_score"]) == 1 and np.isfinite(heads["ood_score"][0].score)
     top1, _, max_difference = _agreement_with_label_image(path, images[::2], ["blue", "green", "red"])
-    assert top1 == 1.0 and max_difference < 0.1
+    assert top1 == 1.0 and max_difference < 1e-4
 
 
 @pytest.mark.slow
