@@ -136,7 +136,11 @@ class TrainingData:
     image_list: str | None = None  # the manifest the images were listed in, instead of image_dir
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """image_list only when given, so a card without one is written as before."""
+        written = dataclasses.asdict(self)
+        if written["image_list"] is None:
+            del written["image_list"]
+        return written
 
 
 def training_data(sets: Sets, folders: Folders) -> TrainingData:
