@@ -136,7 +136,7 @@ def closest_originals(ref: Fingerprints, sus: Fingerprints) -> tuple[np.ndarray,
 # NEAR_DISTANCE shares a probe, and each candidate then takes the full distance and colour test.
 _BLOCKS = ((0, 22), (22, 43), (43, 64))  # bit ranges, least significant first
 _RADIUS = NEAR_DISTANCE // len(_BLOCKS)
-_CHUNK = 8192  # suspects per step: bounds the candidate arrays
+_CHUNK = 2048  # suspects per step: bounds the candidate arrays
 
 
 def _block(phash: np.ndarray, bits: tuple[int, int]) -> np.ndarray:

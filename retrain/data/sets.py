@@ -117,7 +117,8 @@ def split_sets(trees: Trees, readable, folders: Folders, percentages: tuple[floa
     if len(labels) < 2:
         raise UserError(f"{folders.source} {trees.image_tree.root}: fewer than two classes have readable images")
     split = split_images(images_by_class, labels, *percentages)
-    split = add_held_out_trees(split, labels, trees.held_out, usable=readable.__contains__)
+    names = {name: f"{IMAGE_LIST}'s {name} rows in" for name in trees.held_out} if folders.image_list else None
+    split = add_held_out_trees(split, labels, trees.held_out, usable=readable.__contains__, names=names)
     for note in split.notes:
         reporter.warn(note)
     split = without_copies(split, folders.by_name(), keep_duplicates, reporter)

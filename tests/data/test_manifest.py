@@ -133,3 +133,14 @@ def test_a_bad_image_list_is_one_error_line_before_any_work(tree, tmp_path, sour
 def test_retrain_without_image_dir_or_image_list_is_a_usage_error(tmp_path):
     result = _retrain(tmp_path)
     assert result.exit_code == 2 and "Missing option '--image_dir' (or '--image_list')" in result.output
+
+
+@pytest.mark.slow
+def test_validation_rows_that_cannot_be_read_are_named_as_the_manifest_rows(tree, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    rows = [(p, label, "train") for p, label in _rows_of_tree(tree, tmp_path)] + [("broken.jpg", "red", "validation")]
+    result = _retrain(tmp_path, "--image_list", _manifest(tmp_path / "list.csv", rows, "image,label,split"))
+    assert result.exit_code == 0, result.output
+    assert f"warning: --image_list's validation rows in {tmp_path / 'list.csv'}: no usable images; the validation " \
+           "set is empty" in result.output
