@@ -275,7 +275,7 @@ def test_retrain_exports_an_int8_tflite_that_label_image_runs(make_tree, tmp_pat
     assert classified.stdout.splitlines()[0].startswith("green (score=")
     # its out-of-distribution output is there, but int8 clips it to the training images' range: no threshold
     sidecar = json.loads(sidecar_path(out / "m.tflite").read_text())
-    assert sidecar["ood_tensor"]["shape"] == [1] and "threshold" not in sidecar["ood"]
+    assert sidecar["ood_tensor"]["shape"] == [1, 1] and "threshold" not in sidecar["ood"]
     assert "note: no out-of-distribution check: int8 quantization clips" in classified.stderr
 
 
