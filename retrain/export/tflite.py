@@ -56,6 +56,7 @@ class TFLiteExport:
     quantization: str
     size_bytes: int
     int8_weights_prepared_on: int | None = None  # calibration images, when retrain.export.int8 prepared them
+    patient_input: bool = False  # a second input, which app frameworks' image classifiers refuse
 
 
 def training_and_held_back(image_dir: Path, validation_percentage: float, testing_percentage: float) -> tuple[list[Path], list[Path]]:
@@ -260,7 +261,8 @@ def export_tflite(
         raise UserError(f"{flag} {output}: cannot write ({e.strerror or e})") from e
     write_model_card_markdown(description, model_card_markdown_path(output))
     open_tflite_classifier(output)  # what we ship must load as a classifier, its sidecar agreeing
-    return TFLiteExport(output, sidecar, quantization, len(model_bytes), prepared_on)
+    return TFLiteExport(output, sidecar, quantization, len(model_bytes), prepared_on,
+                        description.patient_metadata is not None)
 
 
 def export_classifier_tflite(
@@ -304,4 +306,7 @@ def write_tflite(output: Path, quantization: str, training: list[Path] | None, c
     else:
         export = export_classifier_tflite(*serving, saved_model_dir, output, quantization, representative, log, warn)
     log(f"Wrote {export.path} ({describe_export(export)}), {export.sidecar} and {model_card_markdown_path(export.path)}")
+    if export.patient_input:
+        log(f"note: {export.path} takes patient metadata as a second input: the LiteRT interpreter reads it, "
+            "but MediaPipe's ImageClassifier, the TFLite Task Library and ML Kit load single-input models only")
     return export

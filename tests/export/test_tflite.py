@@ -575,3 +575,20 @@ def test_a_tflite_from_another_tool_classifies_with_the_labels_and_normalisation
     classified = _run(label_image, ["--graph", path, "--image", image])
     assert classified.exit_code == 0, classified.output
     assert classified.stdout.splitlines()[0].startswith("green (score=")
+
+
+@pytest.mark.slow
+def test_a_tflite_with_patient_metadata_says_app_classifiers_refuse_it_and_they_do(tmp_path):
+    from tests.conftest import write_colour_tree
+
+    images = write_colour_tree(tmp_path / "images", {"red": 5, "blue": 5})
+    rows = [f"{path.stem},{40 + i},{'male' if i % 2 else 'female'}" for i, path in enumerate(sorted(images.glob("*/*.jpg")))]
+    (tmp_path / "patients.csv").write_text("image_id,age,sex\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "m.tflite"
+    result = _run(retrain, ["--image_dir", images, "--bottleneck_dir", tmp_path / "bn", "--output_graph", tmp_path / "g.pb",
+                            "--output_labels", tmp_path / "labels.txt", "--how_many_training_steps", 10,
+                            "--metadata", tmp_path / "patients.csv", "--tflite_output", model])
+    assert result.exit_code == 0, result.output
+    assert f"note: {model} takes patient metadata as a second input" in result.stdout
+    with pytest.raises(ValueError, match="single input"):
+        _mediapipe_classifier(model)
