@@ -31,6 +31,7 @@ from retrain.api.config import (
 from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.training import RetrainResult, train
+from retrain.api.web import web_app
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
 from retrain.predict.classification import Classification
@@ -46,5 +47,5 @@ __all__ = [
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
     "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "Classifier", "FeedOverrides",
     "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
-    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe",
+    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe", "web_app",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 
 # Refuse images whose pixel count alone would exhaust memory (decompression bombs).
 MAX_PIXELS = 120_000_000
+# Refuse images too small to show anything (a 1x1 pixel is one colour, not a photo).
+MIN_SIDE = 8
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -33,8 +36,23 @@ class ImageError(ValueError):
 
     def __init__(self, path: Path | str, reason: str):
         super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
+        self.path = Path(str(path))
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image held in memory only (an upload to the web app), named for messages: every
+    reader here takes it where it takes a path, and decodes it the same way."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ImageSource = Path | str | ImageBytes
 
 
 def is_image_file(path: Path) -> bool:
@@ -42,7 +60,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def load_image(
-    path: Path | str, size: int | tuple[int, int], data: bytes | None = None, draw: AugmentationDraw | None = None
+    path: ImageSource, size: int | tuple[int, int], data: bytes | None = None, draw: AugmentationDraw | None = None
 ) -> np.ndarray:
     """Return the image as a height x width x 3 uint8 RGB array, or raise ImageError.
 
@@ -66,7 +84,7 @@ def load_image(
     return draw.apply_to_pixels(pixels) if draw else pixels
 
 
-def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
+def load_upright(path: ImageSource, max_side: int | None = None) -> Image.Image:
     """The image as the model sees it before the resize (decoded, turned upright by its EXIF
     orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on."""
     image = _decode_upright_rgb(path, None, (max_side, max_side) if max_side else None)
@@ -75,9 +93,11 @@ def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
     return image
 
 
-def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
+def _decode_upright_rgb(path: ImageSource, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
     """The one decoding step every reader of images shares; `draft_size` lets a JPEG decode
     straight to the smallest size (DCT scaling) that is still at least that large."""
+    if isinstance(path, ImageBytes):
+        path, data = path.name, path.data
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -94,6 +114,9 @@ def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[
                 raise ImageError(path, f"image is too large: {image.size[0]}x{image.size[1]} pixels "
                                        f"({image.size[0] * image.size[1] / 1e6:.1f} megapixels; "
                                        f"the limit is {MAX_PIXELS / 1e6:g} megapixels)")
+            if min(image.size) < MIN_SIDE:
+                raise ImageError(path, f"image is too small: {image.size[0]}x{image.size[1]} pixels "
+                                       f"(the least is {MIN_SIDE} pixels a side)")
             if image.format == "JPEG" and draft_size:
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, draft_size)
             image.load()
