@@ -38,6 +38,7 @@ from retrain.predict.heatmaps import heatmap_png
 
 LOG = logging.getLogger("retrain.serve")
 DEFAULT_MAX_UPLOAD_MB = 20
+MAX_UPLOAD_PIXELS = 50_000_000  # the largest phone photos; decoded, 150 MB each
 TOKEN_COOKIE = "retrain_token"
 # Only the page's own files: no inline script or style, nothing from another site.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -202,7 +203,7 @@ async def request_inputs(model: ServedModel, form) -> tuple[ImageBytes, tuple]:
     if not top_k.isdigit() or int(top_k) < 1:
         raise RequestError(400, f"top_k {top_k!r}: give a whole number of at least 1")
     heatmap = str(form.get("heatmap") or "").lower() in ("1", "true", "yes", "on")
-    return ImageBytes(name, data), (metadata, heatmap, int(top_k))
+    return ImageBytes(name, data, MAX_UPLOAD_PIXELS), (metadata, heatmap, int(top_k))
 
 
 def classified(model: ServedModel, image: ImageBytes, metadata: str | None, heatmap: bool, top_k: int) -> dict:
@@ -220,16 +221,21 @@ def classified(model: ServedModel, image: ImageBytes, metadata: str | None, heat
                 except UserError as e:
                     heatmap_error = str(e)
     except UserError as e:
-        raise RequestError(400, str(e)) from e
+        raise RequestError(400, in_form_words(str(e))) from e
     answer = dataclasses.replace(result, heatmap=drawn, heatmap_error=heatmap_error).as_json()
     if drawn is not None:
         with _DRAWING:
             png = heatmap_png(image, drawn)
         answer["heatmap"]["png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     answer["model_name"] = model.name
-    answer["lines"] = {"warnings": warnings, "ood": result.ood.message() if result.ood else "",
+    answer["lines"] = {"warnings": [in_form_words(line) for line in warnings], "ood": result.ood.message() if result.ood else "",
                        "decisions": result.decision_lines(), "notes": list(result.notes)}
     return answer
+
+
+def in_form_words(message: str) -> str:
+    """A library message as a user of the form reads it: the metadata fields, not the Python parameter."""
+    return message.replace("Classifier.patient_metadata", "the patient metadata fields")
 
 
 class _Guard:

@@ -43,10 +43,12 @@ class ImageError(ValueError):
 @dataclass(frozen=True)
 class ImageBytes:
     """An image held in memory only (an upload to the web app), named for messages: every
-    reader here takes it where it takes a path, and decodes it the same way."""
+    reader here takes it where it takes a path, and decodes it the same way. A server sets a
+    lower `max_pixels` than a file's, so that a few requests at once cannot exhaust its memory."""
 
     name: str
     data: bytes
+    max_pixels: int = MAX_PIXELS
 
     def __str__(self) -> str:
         return self.name
@@ -96,8 +98,9 @@ def load_upright(path: ImageSource, max_side: int | None = None) -> Image.Image:
 def _decode_upright_rgb(path: ImageSource, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
     """The one decoding step every reader of images shares; `draft_size` lets a JPEG decode
     straight to the smallest size (DCT scaling) that is still at least that large."""
+    limit = MAX_PIXELS
     if isinstance(path, ImageBytes):
-        path, data = path.name, path.data
+        path, data, limit = path.name, path.data, path.max_pixels
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -110,10 +113,10 @@ def _decode_upright_rgb(path: ImageSource, data: bytes | None, draft_size: tuple
             # Pillow warns from 89 megapixels; our own limit below is the one the README gives.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.size[0] * image.size[1] > MAX_PIXELS:
+            if image.size[0] * image.size[1] > limit:
                 raise ImageError(path, f"image is too large: {image.size[0]}x{image.size[1]} pixels "
                                        f"({image.size[0] * image.size[1] / 1e6:.1f} megapixels; "
-                                       f"the limit is {MAX_PIXELS / 1e6:g} megapixels)")
+                                       f"the limit is {limit / 1e6:g} megapixels)")
             if min(image.size) < MIN_SIDE:
                 raise ImageError(path, f"image is too small: {image.size[0]}x{image.size[1]} pixels "
                                        f"(the least is {MIN_SIDE} pixels a side)")
@@ -128,7 +131,7 @@ def _decode_upright_rgb(path: ImageSource, data: bytes | None, draft_size: tuple
         raise ImageError(path, "not an image, or a format that cannot be read") from e
     except Image.DecompressionBombError as e:
         raise ImageError(path, f"image is too large: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
-                               f"(the limit is {MAX_PIXELS / 1e6:g} megapixels)") from e
+                               f"(the limit is {limit / 1e6:g} megapixels)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"corrupt or truncated image ({e})") from e
 
