@@ -67,13 +67,37 @@ function showCard(model) {
   for (const section of model.model_card_sections) {
     const details = element("details");
     details.open = true;
-    details.append(element("summary", section.title));
-    const list = element("ul");
-    for (const line of section.lines) list.append(element("li", line));
-    details.append(list);
+    details.append(element("summary", section.title), ...cardBlocks(section.lines));
     sections.append(details);
   }
   $("card").hidden = model.model_card_sections.length === 0;
+}
+
+// The model card's lines as retrain writes them in Markdown: "- " bullets, "|" table rows, paragraphs.
+function cardBlocks(lines) {
+  const blocks = [];
+  let list = null;
+  let table = null;
+  for (const line of lines) {
+    if (line.startsWith("- ")) {
+      if (!list) blocks.push((list = element("ul")));
+      list.append(element("li", line.slice(2)));
+      table = null;
+    } else if (line.startsWith("|")) {
+      if (/^\|[-| ]+\|$/.test(line)) continue;
+      const cells = line.split("|").slice(1, -1).map((cell) => cell.trim());
+      const row = element("tr");
+      for (const cell of cells) row.append(element(table ? "td" : "th", cell));
+      if (!table) blocks.push((table = element("table", undefined, "card-table")));
+      table.append(row);
+      list = null;
+    } else {
+      list = null;
+      table = null;
+      if (line.trim()) blocks.push(element("p", line));
+    }
+  }
+  return blocks;
 }
 
 function fileChosen(event) {
