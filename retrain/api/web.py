@@ -286,3 +286,26 @@ class _Guard:
 _SECURITY_HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                      (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                      (b"cache-control", b"no-store")]
+
+
+GRAPHS_VARIABLE, TOKEN_VARIABLE, UPLOAD_VARIABLE = "RETRAIN_SERVE_GRAPHS", "RETRAIN_SERVE_TOKEN", "RETRAIN_SERVE_MAX_UPLOAD_MB"
+
+
+def app_from_environment() -> Starlette:
+    """The app for a server that starts it in each of its worker processes (`uvicorn --factory
+    retrain.api.web:app_from_environment --workers 2`, gunicorn): the models from
+    $RETRAIN_SERVE_GRAPHS (paths separated by the platform's path separator, ':' on Linux),
+    the token from $RETRAIN_SERVE_TOKEN, the upload limit from $RETRAIN_SERVE_MAX_UPLOAD_MB."""
+    import os
+
+    from retrain.api.classification import load
+
+    graphs = [path for path in os.environ.get(GRAPHS_VARIABLE, "").split(os.pathsep) if path]
+    if not graphs:
+        raise UserError(f"${GRAPHS_VARIABLE} is not set: give the model files to serve, separated by {os.pathsep!r}")
+    limit = os.environ.get(UPLOAD_VARIABLE, str(DEFAULT_MAX_UPLOAD_MB))
+    try:
+        max_upload_mb = float(limit)
+    except ValueError as e:
+        raise UserError(f"${UPLOAD_VARIABLE} {limit!r}: not a number of megabytes") from e
+    return web_app([load(Path(graph)) for graph in graphs], os.environ.get(TOKEN_VARIABLE) or None, max_upload_mb)

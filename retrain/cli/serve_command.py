@@ -13,6 +13,8 @@ from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
 
+TOKEN_VARIABLE = "RETRAIN_SERVE_TOKEN"  # as retrain.api.web.app_from_environment reads it
+
 # Each flag and the parameter of retrain.api.load or web_app it sets; --host and --port are uvicorn's.
 FIELDS = register(
     Field("graph", "load", "path"), Field("graph", "web_app", "models"),
@@ -20,7 +22,6 @@ FIELDS = register(
     *(Field(flag, "serve", flag) for flag in ("host", "port")),
 )
 DEFAULT_PORT = 8000
-TOKEN_VARIABLE = "RETRAIN_SERVE_TOKEN"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,8 +37,8 @@ TOKEN_VARIABLE = "RETRAIN_SERVE_TOKEN"
         help="The largest upload accepted, in megabytes.")
 @reports_user_errors
 def serve(graph, host, port, token, max_upload_mb):
-    """Serve a page to classify photos (phone or desktop) and an HTTP API (POST /api/classify, GET
-    /api/models, GET /healthz), all on this machine: images are processed in memory, never stored."""
+    """Serve a page to classify photos, on a phone or a desktop, and an HTTP API (POST /api/classify,
+    GET /api/models, GET /healthz): images are processed in memory, never stored."""
     check_flags(graph, host, port, token, max_upload_mb)
     try:
         import uvicorn
