@@ -292,8 +292,8 @@ GRAPHS_VARIABLE, TOKEN_VARIABLE, UPLOAD_VARIABLE = "RETRAIN_SERVE_GRAPHS", "RETR
 
 
 def app_from_environment() -> Starlette:
-    """The app for a server that starts it in each of its worker processes (`uvicorn --factory
-    retrain.api.web:app_from_environment --workers 2`, gunicorn): the models from
+    """The app for a server that starts it in each of its worker processes (uvicorn's factory
+    mode with several workers, gunicorn; docs/serve.md gives the command lines): the models from
     $RETRAIN_SERVE_GRAPHS (paths separated by the platform's path separator, ':' on Linux),
     the token from $RETRAIN_SERVE_TOKEN, the upload limit from $RETRAIN_SERVE_MAX_UPLOAD_MB."""
     import os
