@@ -34,26 +34,43 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
     # Average rank within each run of tied scores.
     starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
     ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
     rank_sum = ranks[positive].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False positive rates, true positive rates and the thresholds (score >= t) giving them,
-    from the strictest threshold (nothing positive) to the loosest (everything positive)."""
+    from the strictest threshold (nothing positive) to the loosest (everything positive).
+    One sort: the counts at or above each distinct score are running sums."""
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive, dtype=bool)
-    thresholds = np.r_[np.inf, np.unique(scores)[::-1]]
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order]
+    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])  # the last of each run of one score
     n_pos, n_neg = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
-    tpr = np.array([(scores[positive] >= t).sum() / n_pos for t in thresholds])
-    fpr = np.array([(scores[~positive] >= t).sum() / n_neg for t in thresholds])
-    return fpr, tpr, thresholds
+    tpr = np.r_[0, np.cumsum(hits)[last]] / n_pos
+    fpr = np.r_[0, np.cumsum(~hits)[last]] / n_neg
+    return fpr, tpr, np.r_[np.inf, ranked[last]]
+
+
+def thinned_curve(x: np.ndarray, y: np.ndarray, cells: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    """At most 4 * `cells` points of a curve rising in x and y (a ROC curve), for drawing: of each
+    run of points within one cell of a `cells` x `cells` grid, the first and the last, so no
+    corner moves by more than a cell (0.4 % of the axis at 250) and 40,000 images draw as fast as
+    400."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) <= 4 * cells:
+        return x, y
+    cell = np.minimum((x * cells).astype(np.int64), cells - 1) * cells + np.minimum((y * cells).astype(np.int64),
+                                                                                    cells - 1)
+    changes = cell[1:] != cell[:-1]
+    keep = np.r_[True, changes] | np.r_[changes, True]
+    return x[keep], y[keep]
 
 
 def specificity_at_sensitivity(scores: np.ndarray, positive: np.ndarray, sensitivity: float = 0.95) -> float:

@@ -12,6 +12,7 @@ from retrain.metrics import (
     roc_auc,
     roc_curve,
     specificity_at_sensitivity,
+    thinned_curve,
 )
 
 
@@ -47,6 +48,57 @@ def test_roc_curve_runs_from_nothing_called_to_everything_called():
     fpr, tpr, _ = roc_curve([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0])
     assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
     assert list(tpr) == [0, 0.5, 0.5, 1, 1] and list(fpr) == [0, 0, 0.5, 0.5, 1]
+
+
+def _roc_curve_counted(scores, positive):
+    """The curve as it was computed before sorting: every threshold counts every score."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    thresholds = np.r_[np.inf, np.unique(scores)[::-1]]
+    n_pos, n_neg = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
+    return (np.array([(scores[~positive] >= t).sum() / n_neg for t in thresholds]),
+            np.array([(scores[positive] >= t).sum() / n_pos for t in thresholds]), thresholds)
+
+
+@pytest.mark.parametrize("size, decimals, share", [(2000, 2, 0.3), (500, 1, 0.1), (50, 6, 0.5), (30, 1, 0.0)])
+def test_the_sorted_roc_curve_is_the_counted_one_exactly(size, decimals, share):
+    rng = np.random.default_rng(size)
+    scores, positive = np.round(rng.uniform(size=size), decimals), rng.uniform(size=size) < share
+    for got, expected in zip(roc_curve(scores, positive), _roc_curve_counted(scores, positive)):
+        assert np.array_equal(got, expected)
+
+
+def test_the_sorted_roc_curve_matches_scikit_learn_on_ties():
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    rng = np.random.default_rng(3)
+    scores, positive = np.round(rng.uniform(size=3000), 2), rng.uniform(size=3000) < 0.2
+    fpr, tpr, thresholds = roc_curve(scores, positive)
+    expected_fpr, expected_tpr, expected_thresholds = sklearn_roc_curve(positive, scores, drop_intermediate=False)
+    assert np.allclose(fpr, expected_fpr) and np.allclose(tpr, expected_tpr)
+    assert np.array_equal(thresholds[1:], expected_thresholds[1:])
+
+
+def test_the_auc_is_the_mann_whitney_count_exactly_on_many_ties():
+    rng = np.random.default_rng(4)
+    scores, positive = np.round(rng.uniform(size=4000), 2), rng.uniform(size=4000) < 0.3
+    pos, neg = scores[positive], scores[~positive]
+    won = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert roc_auc(scores, positive) == pytest.approx(won / (len(pos) * len(neg)), rel=1e-12)
+
+
+def test_a_long_curve_is_drawn_from_at_most_a_thousand_points_that_keep_its_shape():
+    rng = np.random.default_rng(5)
+    positive = rng.uniform(size=40000) < 0.3
+    scores = rng.normal(size=40000) + positive
+    fpr, tpr, _ = roc_curve(scores, positive)
+    x, y = thinned_curve(fpr, tpr)
+    assert len(x) <= 1000 < len(fpr)
+    assert (x[0], y[0], x[-1], y[-1]) == (0, 0, 1, 1)
+    assert np.all(np.diff(x) >= 0) and np.all(np.diff(y) >= 0)
+    # every dropped point lies within one cell (1/250) of the drawn line
+    assert np.max(np.abs(np.interp(fpr, x, y) - tpr)) <= 2 / 250 + 1e-12
+    short_x, short_y = thinned_curve(fpr[:100], tpr[:100])
+    assert np.array_equal(short_x, fpr[:100]) and np.array_equal(short_y, tpr[:100])
 
 
 def test_specificity_at_95_percent_sensitivity():

@@ -23,14 +23,16 @@ from retrain.train.top_layer import ClassWeights, TrainingConfig
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which images, and how they divide into training, validation and test sets."""
+    """Which images, and how they divide into training, validation and test sets: a class-per-folder
+    tree (image_dir) or a CSV manifest of images and labels (image_list), exactly one."""
 
-    image_dir: Path
+    image_dir: Path | None = None
     validation_dir: Path | None = None  # a class-per-folder tree added to the validation set
     test_dir: Path | None = None  # ... to the test set
     validation_percentage: float = 10.0  # of image_dir, by retrain.py's stable hash
     testing_percentage: float = 10.0
     keep_duplicates: bool = False  # keep held-out copies of training images, test copies of validation ones (warned)
+    image_list: Path | None = None  # CSV: image, label, optional split (train/validation/test); see data.manifest
 
 
 @dataclass(frozen=True)

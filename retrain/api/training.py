@@ -52,7 +52,8 @@ class RetrainResult:
 
 
 def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResult:
-    """Train and export a classifier for `config.data.image_dir`; a user's mistake raises UserError."""
+    """Train and export a classifier for `config.data.image_dir` (or the images `config.data.image_list`
+    lists); a user's mistake raises UserError."""
     import_tensorflow()  # first (the checks import it too), so its native log lines stay off the terminal
     from retrain.export.graph import PATIENT_INPUT, model_card
 
@@ -61,7 +62,7 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     columns = Columns(patient.columns, patient.categorical, patient.numeric) if patient else None
     table = _patient_table(config, columns, reporter) if patient else None
     strategy = _strategy(config)  # before any other TensorFlow work, as multi_worker needs
-    folders = Folders(data.image_dir, data.validation_dir, data.test_dir)
+    folders = Folders(data.image_dir, data.validation_dir, data.test_dir, data.image_list)
     trees = scan_trees(folders, reporter)
     if config.class_weights:
         config.class_weights.check(trees.image_tree.labels)  # a typo fails before slow work
@@ -195,6 +196,7 @@ def check_config(config: RetrainConfig) -> None:
     check_image_size(choice.image_size)
     check_top_layer(config.top_layer)
     check_percentages(config.data.validation_percentage, config.data.testing_percentage)
+    _check_image_source(config.data)
     _check_counts(config)
     check_fine_tuning(config.fine_tuning, None if choice.tfhub_module else sized_config(choice.architecture,
                                                                                         choice.image_size))
@@ -206,6 +208,18 @@ def check_config(config: RetrainConfig) -> None:
         _check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
     check_retrain_outputs(config)
+
+
+def _check_image_source(data) -> None:
+    """Exactly one of DataConfig.image_dir and DataConfig.image_list; a manifest's held-out images
+    come from its split column, not from held-out trees."""
+    if (data.image_dir is None) == (data.image_list is None):
+        raise UserError("give DataConfig.image_dir (a folder of class folders) or DataConfig.image_list (a CSV of "
+                        "images and labels)" + (", not both" if data.image_dir is not None else ""))
+    if data.image_list is not None and (data.validation_dir is not None or data.test_dir is not None):
+        given = "DataConfig.validation_dir" if data.validation_dir is not None else "DataConfig.test_dir"
+        raise UserError(f"{given} goes with DataConfig.image_dir; with DataConfig.image_list, give the held-out "
+                        "images in its split column (validation, test)")
 
 
 def _check_counts(config: RetrainConfig) -> None:
@@ -243,7 +257,8 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
     data, export, monitor = config.data, config.export, config.monitor
     graph = Path(export.output_graph).expanduser()
     hub = config.backbone.tfhub_module
-    inputs = {"DataConfig.image_dir": data.image_dir, "DataConfig.validation_dir": data.validation_dir,
+    inputs = {"DataConfig.image_dir": data.image_dir, "DataConfig.image_list": data.image_list,
+              "DataConfig.validation_dir": data.validation_dir,
               "DataConfig.test_dir": data.test_dir,
               "PatientConfig.files": config.patient.files if config.patient else None,
               "BackboneChoice.tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}

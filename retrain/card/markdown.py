@@ -76,7 +76,8 @@ def _training_data(card: ModelCard) -> list[str]:
     data = card.training_data
     if not data:
         return ["Not recorded (the model was exported before retrain recorded it)."]
-    lines = [f"- images: {data.image_dir}"]
+    lines = [f"- images: {data.image_dir}" if data.image_dir or not data.image_list else
+             f"- images: listed in {data.image_list}"]
     for name, folder in (("validation", data.validation_dir), ("test", data.test_dir)):
         if folder:
             lines.append(f"- {name} images: {folder}")

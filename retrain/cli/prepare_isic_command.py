@@ -24,12 +24,13 @@ FIELDS = register(*(Field(name, "prepare_isic", name) for name in ("images", "gr
 @reports_user_errors
 def prepare_isic(images, ground_truth, metadata, output):
     """Arrange ISIC 2017 Part 3 images into class folders for both binary tasks and the three-class task."""
-    from retrain.data.isic import prepare_isic as prepare
+    from retrain.data.isic import MANIFEST, prepare_isic as prepare
 
     result = prepare(images, ground_truth, output, metadata)
     for task, counts in result.counts.items():
         summary = ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
         click.echo(f"{Path(output) / task}: {summary}")
+    click.echo(f"Each folder's {MANIFEST} lists the same images and labels, for retrain --image_list")
     click.echo("Images placed as " + ", ".join(f"{how} ({n})" for how, n in result.methods.items()) + "; originals untouched")
     if result.sexes is not None:
         click.echo("Metadata checked: " + ", ".join(f"{sex} {n}" for sex, n in sorted(result.sexes.items())))

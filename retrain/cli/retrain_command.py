@@ -25,6 +25,7 @@ from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.fields import Field, in_flags, register
 from retrain.cli.options import PATH, option, switch, with_flags
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
+from retrain.data.manifest import splits_given
 from retrain.errors import UserError
 from retrain.export.tflite_format import QUANTIZATIONS
 from retrain.native_logs import import_tensorflow
@@ -47,6 +48,7 @@ _DISTORTIONS = ("flip_left_right", "flip_up_down", "rotate90", "random_crop", "r
 # Each flag and the config field it sets.
 _TABLE = (
     Field("image_dir", DataConfig, "image_dir"),
+    Field("image_list", DataConfig, "image_list"),
     Field("output_graph", ExportConfig, "output_graph"),
     Field("output_labels", ExportConfig, "output_labels"),
     Field("saved_model_dir", ExportConfig, "saved_model_dir"),
@@ -114,7 +116,12 @@ _FINE_TUNE_ONLY = tuple(f.flag for f in _TABLE if f.owner is FineTuneConfig and 
 
 # Trees in, files out, the backbone.
 _INPUT_AND_OUTPUT_FLAGS = (
-    option(FIELDS["image_dir"], type=PATH, help="Folder with one subfolder of images per class.  [required]"),
+    option(FIELDS["image_dir"], type=PATH,
+        help="Folder with one subfolder of images per class.  [required, or --image_list]"),
+    option(FIELDS["image_list"], type=PATH,
+        help="Instead of --image_dir: a CSV with columns image (a path, from the CSV's folder unless absolute), "
+             "label, and optionally split (train, validation or test; blank rows are split by the percentages, "
+             "which then default to 0 for a set the column names)."),
     option(FIELDS["output_graph"], type=PATH, show_default=True, help="Frozen graph to write."),
     option(FIELDS["output_labels"], type=PATH, show_default=True, help="Labels file to write."),
     option(FIELDS["saved_model_dir"], type=PATH, help="Also export a SavedModel to this folder."),
@@ -253,8 +260,8 @@ def retrain(**flags):
         import_tensorflow()
         _print_architectures(flags["model_dir"])
         return
-    if flags["image_dir"] is None:
-        raise click.UsageError("Missing option '--image_dir'.", click.get_current_context())
+    if flags["image_dir"] is None and flags["image_list"] is None:
+        raise click.UsageError("Missing option '--image_dir' (or '--image_list').", click.get_current_context())
     import_tensorflow()
     context = click.get_current_context()
     explicit = {name for name in flags if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
@@ -272,13 +279,15 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
     fine_tuning = FineTuneConfig(layers=parse_layers(flags["fine_tune_layers"]),
                                  augmentation=EpochAugmentation(**_values(flags, EpochAugmentation)),
                                  **{name: value for name, value in _values(flags, FineTuneConfig).items() if name != "layers"})
-    percentages = {name: 0.0 if flags[directory] is not None and name not in explicit else flags[name]
-                   for directory, name in (("validation_dir", "validation_percentage"), ("test_dir", "testing_percentage"))}
+    listed = splits_given(flags["image_list"]) if flags["image_list"] is not None else set()
+    percentages = {name: 0.0 if (flags[directory] is not None or set_name in listed) and name not in explicit
+                   else flags[name] for directory, set_name, name in (("validation_dir", "validation", "validation_percentage"),
+                                                                      ("test_dir", "test", "testing_percentage"))}
     tflite = None if flags["tflite_output"] is None else TFLiteConfig(
         flags["tflite_output"], flags["tflite_quantization"], flags["tflite_representative_images"])
     config = RetrainConfig(
         data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages,
-                        keep_duplicates=flags["keep_duplicates"]),
+                        keep_duplicates=flags["keep_duplicates"], image_list=flags["image_list"]),
         backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
         features=FeatureConfig(flags["bottleneck_dir"], CopyAugmentation(**_values(flags, CopyAugmentation)),
                                flags["distorted_copies"]),

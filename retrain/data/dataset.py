@@ -263,13 +263,15 @@ def scan_held_out_tree(directory: Path | str, set_name: str, image_tree: ImageTr
     return tree
 
 
-def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTree], usable=None) -> Split:
+def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTree], usable=None,
+                       names: dict[str, str] | None = None) -> Split:
     """The split with each held-out tree's (path, class index) pairs appended to its set.
 
     trees maps "validation"/"test" to a tree from scan_held_out_tree; labels are the
     classes being trained (class index = position). Images of a class not in labels, and
     images for which usable(path) is false (unreadable), are left out. A set that is no
-    longer empty loses split_images' "set is empty" note."""
+    longer empty loses split_images' "set is empty" note. `names`: how the notes name each set's
+    source, when not its HELD_OUT_FIELDS field (a manifest's rows)."""
     index = {label: i for i, label in enumerate(labels)}
     sets = {"validation": list(split.validation), "test": list(split.test)}
     notes = list(split.notes)
@@ -279,7 +281,7 @@ def add_held_out_trees(split: Split, labels: list[str], trees: dict[str, ImageTr
                 sets[set_name].extend(
                     (path, index[image_class.label]) for path in image_class.images if usable is None or usable(path)
                 )
-        flag = HELD_OUT_FIELDS[set_name][0]
+        flag = (names or {}).get(set_name, HELD_OUT_FIELDS[set_name][0])
         if sets[set_name]:
             notes = [note for note in notes if note != _EMPTY_SET_NOTES[set_name]]
         elif tree.classes:

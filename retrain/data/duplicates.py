@@ -109,29 +109,88 @@ def find_copies(originals: Sequence[Path], suspects: Sequence[Path]) -> list[Cop
     """Each suspect that is an exact or near copy of one of the originals (the closest one)."""
     if not originals or not suspects:
         return []
-    ref, sus = fingerprints(originals), fingerprints(suspects)
-    by_sha1 = {}
+    original, distance = closest_originals(fingerprints(originals), fingerprints(suspects))
+    return [Copy(Path(suspects[index]), Path(originals[original[index]]), "exact" if distance[index] < 0 else "near",
+                 max(int(distance[index]), 0))
+            for index in np.flatnonzero(original >= 0)]
+
+
+def closest_originals(ref: Fingerprints, sus: Fingerprints) -> tuple[np.ndarray, np.ndarray]:
+    """Per suspect, the index of the original it copies (-1: none) and the hash bits that differ
+    (-1 for an exact copy, which wins over any near one). Of several near originals the closest
+    is taken, the first of those equally close."""
+    by_sha1: dict[str, int] = {}
     for index, digest in enumerate(ref.sha1):
         if digest:
             by_sha1.setdefault(digest, index)
+    exact = np.array([by_sha1.get(digest, -1) if digest else -1 for digest in sus.sha1], np.int64)
+    original, distance = _near_originals(ref, sus, np.flatnonzero(sus.hashed & (exact < 0)))
+    is_exact = exact >= 0
+    original[is_exact], distance[is_exact] = exact[is_exact], -1
+    return original, distance
+
+
+# Multi-index hashing: the 64 bits cut into 3 blocks; two hashes within NEAR_DISTANCE (4) bits
+# have a block within 4 // 3 = 1 bit of each other, so each block is looked up in a sorted
+# array with every key within _RADIUS bits of the suspect's. Exact: every pair within
+# NEAR_DISTANCE shares a probe, and each candidate then takes the full distance and colour test.
+_BLOCKS = ((0, 22), (22, 43), (43, 64))  # bit ranges, least significant first
+_RADIUS = NEAR_DISTANCE // len(_BLOCKS)
+_CHUNK = 2048  # suspects per step: bounds the candidate arrays
+
+
+def _block(phash: np.ndarray, bits: tuple[int, int]) -> np.ndarray:
+    low, high = bits
+    return (phash >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
+
+
+def _probes(width: int) -> np.ndarray:
+    """Every key offset (XOR mask) of at most _RADIUS bits in a block `width` bits wide."""
+    masks = [0]
+    for _ in range(_RADIUS):
+        masks = sorted({mask | (1 << bit) for mask in masks for bit in range(width)} | set(masks))
+    return np.array(masks, np.uint64)
+
+
+def _near_originals(ref: Fingerprints, sus: Fingerprints, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The closest near original of each `wanted` suspect, by multi-index hashing (see _BLOCKS)."""
+    original, distance = np.full(len(sus.sha1), -1, np.int64), np.full(len(sus.sha1), -1, np.int64)
     usable = np.flatnonzero(ref.hashed)
-    copies = []
-    for index, path in enumerate(suspects):
-        if sus.sha1[index] in by_sha1:
-            copies.append(Copy(Path(path), Path(originals[by_sha1[sus.sha1[index]]]), "exact", 0))
-        elif sus.hashed[index] and len(usable):
-            match = _nearest(sus.phash[index], sus.colour[index], ref.phash[usable], ref.colour[usable])
-            if match is not None:
-                copies.append(Copy(Path(path), Path(originals[usable[match[0]]]), "near", match[1]))
-    return copies
+    if not len(usable) or not len(wanted):
+        return original, distance
+    tables = []
+    for bits in _BLOCKS:
+        keys = _block(ref.phash[usable], bits)
+        order = np.argsort(keys, kind="stable")
+        tables.append((bits, keys[order], usable[order], _probes(bits[1] - bits[0])))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        suspect, candidate = _candidates(sus.phash[chunk], tables)
+        suspect = chunk[suspect]
+        bits = np.bitwise_count(ref.phash[candidate] ^ sus.phash[suspect]).astype(np.int64)
+        alike = np.abs(ref.colour[candidate] - sus.colour[suspect]).max(axis=1) <= COLOUR_TOLERANCE
+        keep = (bits <= NEAR_DISTANCE) & alike
+        suspect, candidate, bits = suspect[keep], candidate[keep], bits[keep]
+        order = np.lexsort((candidate, bits, suspect))
+        first = np.unique(suspect[order], return_index=True)[1]
+        best = order[first]
+        original[suspect[best]], distance[suspect[best]] = candidate[best], bits[best]
+    return original, distance
 
 
-def _nearest(phash, colour, phashes: np.ndarray, colours: np.ndarray) -> tuple[int, int] | None:
-    """(index, distance) of the closest hash within NEAR_DISTANCE and COLOUR_TOLERANCE, or None."""
-    distances = np.bitwise_count(phashes ^ phash).astype(np.int64)
-    distances[np.abs(colours - colour).max(axis=1) > COLOUR_TOLERANCE] = 64
-    best = int(np.argmin(distances))
-    return (best, int(distances[best])) if distances[best] <= NEAR_DISTANCE else None
+def _candidates(phashes: np.ndarray, tables) -> tuple[np.ndarray, np.ndarray]:
+    """(position in `phashes`, original index) of every pair with a block within _RADIUS bits."""
+    suspects, candidates = [], []
+    for bits, keys, indices, probes in tables:
+        wanted = (_block(phashes, bits)[:, None] ^ probes[None, :]).ravel()
+        low, high = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
+        counts = high - low
+        total = int(counts.sum())
+        ends = np.cumsum(counts)
+        positions = np.repeat(low - (ends - counts), counts) + np.arange(total)
+        suspects.append(np.repeat(np.arange(len(wanted)) // len(probes), counts))
+        candidates.append(indices[positions])
+    return np.concatenate(suspects), np.concatenate(candidates)
 
 
 def hamming(a: int, b: int) -> int:

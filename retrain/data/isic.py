@@ -1,5 +1,6 @@
 """ISIC 2017 Part 3: turn the challenge's layout (images + ground-truth CSV) into the
-class-per-folder trees retrain reads, one per task.
+class-per-folder trees retrain reads, one per task, each with the same images listed in a
+manifest (images.csv: image, label) for retrain's DataConfig.image_list.
 
 Everything is checked before anything is written, and the trees are built beside
 the output and swapped in at the end, so a bad CSV never leaves a half-made tree.
@@ -23,6 +24,7 @@ METADATA_COLUMNS = ("image_id", "age_approximate", "sex")
 MAX_AGE = 120  # years; an age outside 0..MAX_AGE is a typo
 IMAGE_NAME = re.compile(r"(ISIC_\d{7})\.(jpe?g|png)", re.IGNORECASE)
 MARKER = ".prepared_by_retrain"
+MANIFEST = "images.csv"  # in each task's folder: its images (paths from that folder) and labels
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,14 @@ def _place(source: Path, target: Path) -> str:
         return "copy"
 
 
+def _write_manifest(path: Path, rows: list[tuple[str, str]]) -> None:
+    """The task's images (paths from its folder) and labels: what retrain's DataConfig.image_list reads."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image", "label"))
+        writer.writerows(rows)
+
+
 @dataclass
 class Prepared:
     counts: dict[str, Counter]  # task -> class -> images
@@ -208,6 +218,7 @@ def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path 
     try:
         for task, class_of in TASKS.items():
             counts[task] = Counter()
+            listed = []
             for lesion in lesions:
                 label = class_of(lesion)
                 folder = staging / task / label
@@ -215,6 +226,8 @@ def prepare_isic(images: Path, ground_truth: Path, output: Path, metadata: Path 
                 source = found[lesion.image_id]
                 methods[_place(source, folder / source.name)] += 1
                 counts[task][label] += 1
+                listed.append((f"{label}/{source.name}", label))
+            _write_manifest(staging / task / MANIFEST, listed)
             (staging / task / MARKER).write_text("Made by prepare_isic; safe to delete and re-create.\n")
         for task in TASKS:
             if (output / task).exists():

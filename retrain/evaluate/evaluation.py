@@ -13,7 +13,7 @@ from retrain.data.dataset import scan_image_tree
 from retrain.data.images import ImageError, is_image_file, map_batches
 from retrain.errors import UserError
 from retrain.json_text import dumps
-from retrain.metrics import evaluate_probabilities, roc_curve
+from retrain.metrics import evaluate_probabilities, roc_curve, thinned_curve
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
 from retrain.card.model_card import ModelCard
@@ -165,7 +165,7 @@ def draw_roc(axes, curves: list[tuple[str, np.ndarray, np.ndarray, float | None]
     """ROC curves (label, scores, positives, AUC or None) and the chance diagonal on matplotlib axes."""
     for label, scores, positives, auc in curves:
         fpr, tpr, _ = roc_curve(scores, positives)
-        axes.plot(fpr, tpr, label=label if auc is None else f"{label} (AUC {auc:.3f})")
+        axes.plot(*thinned_curve(fpr, tpr), label=label if auc is None else f"{label} (AUC {auc:.3f})")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes.set(xlabel="1 - specificity", ylabel="sensitivity")
     axes.legend(loc="lower right")

@@ -27,8 +27,10 @@ def plot_training(output_graph: Path, history: list, val_probabilities: np.ndarr
     curves.plot(steps, [r.cross_entropy for r in history], label="train cross entropy (batch)")
     validated = [r for r in history if r.validation_auc is not None]
     if validated:
-        curves.plot([r.step for r in validated], [r.validation_auc for r in validated], label="validation AUC")
-        curves.plot([r.step for r in validated], [r.validation_loss for r in validated], label="validation cross entropy")
+        sample = f" (N={validated[-1].figures_count})" if 0 < validated[-1].figures_count < len(val_y) else ""
+        curves.plot([r.step for r in validated], [r.validation_auc for r in validated], label=f"validation AUC{sample}")
+        curves.plot([r.step for r in validated], [r.validation_loss for r in validated],
+                    label=f"validation cross entropy{sample}")
     curves.set(xlabel="step", title="Training")
     curves.legend()
     if val_probabilities is not None:

@@ -29,6 +29,9 @@ INPUT_NAME = "input"
 # name is part of every exported model's interface, so it keeps the word it was first given.
 PATIENT_INPUT = "metadata"
 MAPS_NAME = "class_activation_maps"  # second output of the frozen graph; SavedModel signature of that name
+# The SavedModel signature the .tflite is converted from: serving_default with the out-of-distribution
+# score shaped [batch, 1], as the TFLite Task Library and ML Kit require of every output.
+TFLITE_SIGNATURE = "tflite"
 
 
 class ServingModel(tf.Module):
@@ -60,6 +63,7 @@ class ServingModel(tf.Module):
             signature.append(tf.TensorSpec([None, width], tf.float32, name=PATIENT_INPUT))
         self.serve = tf.function(self._serve, input_signature=signature)
         self.serve_with_maps = tf.function(self._serve_with_maps, input_signature=signature) if backbone.has_feature_map else None
+        self.serve_for_tflite = tf.function(self._serve_for_tflite, input_signature=signature)
 
     def _probabilities(self, features, metadata):
         logits = tf.matmul(features, self.head_weights) + self.head_bias
@@ -78,6 +82,12 @@ class ServingModel(tf.Module):
 
     def _serve(self, images, metadata=None):
         return self._outputs(self.backbone.features(images), metadata)
+
+    def _serve_for_tflite(self, images, metadata=None):
+        outputs = self._serve(images, metadata)
+        if OOD_NAME in outputs:
+            outputs[OOD_NAME] = tf.reshape(outputs[OOD_NAME], [-1, 1], name=OOD_NAME)
+        return outputs
 
     def _serve_with_maps(self, images, metadata=None):
         """The patient metadata's share of each logit is the same at every place, so the maps are the
@@ -140,7 +150,7 @@ def export_saved_model(classifier: ServingModel, card: ModelCard, directory: Pat
     if check_saved_model_dir(directory):
         shutil.rmtree(directory)
     _check_writable(directory, "ExportConfig.saved_model_dir")
-    signatures = {"serving_default": classifier.serve}
+    signatures = {"serving_default": classifier.serve, TFLITE_SIGNATURE: classifier.serve_for_tflite}
     if classifier.serve_with_maps is not None:
         signatures[MAPS_NAME] = classifier.serve_with_maps
     tf.saved_model.save(classifier, str(directory), signatures=signatures)

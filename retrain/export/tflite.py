@@ -33,6 +33,7 @@ from retrain.errors import UserError
 from retrain.export.graph import (
     INPUT_NAME,
     PATIENT_INPUT,
+    TFLITE_SIGNATURE,
     ServingModel,
     export_saved_model,
 )
@@ -127,7 +128,7 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
     probabilities. `encoding` (patient_metadata.MetadataEncoding) for a model with a patient metadata input."""
     if quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[_signature(saved_model_dir)])
     if quantization != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -150,6 +151,14 @@ def convert_saved_model(saved_model_dir: Path, quantization: str, representative
             return converter.convert()
     except Exception as e:  # the converter raises ConverterError and others for a model it cannot take
         raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: TFLite conversion failed ({type(e).__name__}: {e})") from e
+
+
+def _signature(saved_model_dir: Path) -> str:
+    """TFLITE_SIGNATURE, or serving_default for a SavedModel written before it existed."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return TFLITE_SIGNATURE if TFLITE_SIGNATURE in saved.meta_graphs[0].signature_def else "serving_default"
 
 
 def saved_model_card(saved_model_dir: Path) -> ModelCard:

@@ -20,7 +20,7 @@ import numpy as np
 from retrain.card.formats import EMBEDDED_CARD_FILE, LABELS_FILE, attached_files, parse_card, read_sidecar, sidecar_path
 from retrain.card.model_card import ModelCard
 from retrain.errors import UserError
-from retrain.export.tflite_metadata import read_standard_metadata
+from retrain.export.tflite_metadata import is_score, read_standard_metadata
 from retrain.native_logs import native_logs_silenced
 
 # none = float32, dynamic = dynamic-range int8 weights, float16 weights, int8 = full integer with uint8 input/output.
@@ -36,10 +36,10 @@ def _shape_error(path: Path, detail: str) -> UserError:
 
 
 def classifier_outputs(outputs: list[dict]) -> tuple[dict, dict | None]:
-    """The probabilities' details and the out-of-distribution score's (the one rank-1 output; None
-    for a model without one)."""
-    scores = [d for d in outputs if len(d["shape"]) == 1]
-    probabilities = [d for d in outputs if len(d["shape"]) != 1]
+    """The probabilities' details and the out-of-distribution score's (the one output of one value,
+    shaped [1, 1], or [1] in a .tflite written before; None for a model without one)."""
+    scores = [d for d in outputs if is_score(d["shape"])]
+    probabilities = [d for d in outputs if not is_score(d["shape"])]
     return (probabilities or outputs)[0], scores[0] if scores and probabilities else None
 
 
@@ -53,8 +53,6 @@ def classifier_inputs(path: Path, inputs: list[dict], outputs: list[dict]) -> tu
     output, ood = classifier_outputs(outputs)
     if len(images) != 1 or len(rows) > 1 or len(images) + len(rows) != len(inputs) or len(outputs) != 1 + (ood is not None):
         raise _shape_error(path, f"it has {len(inputs)} inputs and {len(outputs)} outputs")
-    if ood is not None and [int(d) for d in ood["shape"]] != [1]:
-        raise _shape_error(path, f"its out-of-distribution output is {[int(d) for d in ood['shape']]}")
     input_shape, output_shape = [int(d) for d in images[0]["shape"]], [int(d) for d in output["shape"]]
     if input_shape[0] != 1 or input_shape[3] != 3:
         raise _shape_error(path, f"its input is {input_shape}")

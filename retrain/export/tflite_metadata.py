@@ -117,13 +117,18 @@ def model_metadata(card: ModelCard, inputs: list[str], outputs: list[str]) -> me
     return model
 
 
+def is_score(shape) -> bool:
+    """Whether an output of this shape is one value per image (probabilities have two classes or more)."""
+    return [int(d) for d in shape] in ([1], [1, 1])
+
+
 def _tensor_kinds(model: schema.Model) -> tuple[list[str], list[str]]:
     """The kinds of the subgraph's inputs and outputs, in order, as model_metadata takes them."""
     graph = model.Subgraphs(0)
     tensors = lambda indices: [graph.Tensors(int(i)) for i in indices]  # noqa: E731
     inputs = ["patient" if t.ShapeLength() != 4 else "uint8 image" if t.Type() == schema.TensorType.UINT8 else "image"
               for t in tensors(graph.InputsAsNumpy())]
-    return inputs, ["ood" if t.ShapeLength() == 1 else "probability" for t in tensors(graph.OutputsAsNumpy())]
+    return inputs, ["ood" if is_score(t.ShapeAsNumpy()) else "probability" for t in tensors(graph.OutputsAsNumpy())]
 
 
 def embed_metadata(model_bytes: bytes, metadata: meta.ModelMetadataT, files: dict[str, bytes]) -> bytes:

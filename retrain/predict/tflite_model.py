@@ -62,7 +62,7 @@ def _predictor(opened: TFLiteClassifier, mean: float, std: float):
             interpreter.invoke()
             results.append(_from_output(interpreter.get_tensor(opened.output["index"]), opened.output))
             if opened.ood_output is not None:
-                scores.append(_from_output(interpreter.get_tensor(opened.ood_output["index"]), opened.ood_output))
+                scores.append(_from_output(interpreter.get_tensor(opened.ood_output["index"]), opened.ood_output).reshape(-1))
         if not results:
             return np.zeros((0, opened.class_count), np.float32), np.zeros(0, np.float32)
         return np.concatenate(results), np.concatenate(scores) if scores else np.zeros(len(results), np.float32)

@@ -35,6 +35,11 @@ class TrainingConfig:
     early_stopping_metric: str = "auc"  # or loss; judged on the whole validation set
 
 
+# The validation images whose AUC and loss each evaluation reports when no early stopping reads
+# them: a fixed sample, the same at every evaluation, so that 40,000 validation images cost a
+# training run what 5,000 do. Early stopping, and the figures after training, take the whole set.
+EVALUATION_SAMPLE = 5000
+
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 EARLY_STOPPING_METRICS = ("auc", "loss")
@@ -69,9 +74,10 @@ class StepReport:
     cross_entropy: float
     validation_accuracy: float | None
     validation_count: int
-    validation_auc: float | None = None  # on the whole validation set
-    validation_loss: float | None = None  # on the whole validation set
+    validation_auc: float | None = None  # on the whole validation set, or EVALUATION_SAMPLE of it
+    validation_loss: float | None = None  # on the same images
     learning_rate: float | None = None
+    figures_count: int = 0  # the validation images of validation_auc and validation_loss
 
     @property
     def position(self) -> int:
@@ -247,16 +253,20 @@ def train_top_layer(
             on_batch(step, 1)
         return x, y, rate
 
-    def finish(period: range, trained, seconds: float) -> StepReport:
-        x, y, rate = trained
-        if not np.isfinite(layer.weights).all():
-            _diverged(period[-1], config)
-        return _step_report(period[-1], layer, x, y, rate, val_x, val_y, config.validation_batch_size, eval_rng)
-
     keep_best = None
     if config.early_stopping_patience > 0 and len(val_y):
         keep_best = KeepBest(config.early_stopping_metric, lambda report: layer.copy(report.step),
                              patience=config.early_stopping_patience)
+    figures = _figure_rows(len(val_y), keep_best is not None, config.random_seed)
+    figure_x, figure_y = (val_x, val_y) if figures is None else (val_x[figures], val_y[figures])
+
+    def finish(period: range, trained, seconds: float) -> StepReport:
+        x, y, rate = trained
+        if not np.isfinite(layer.weights).all():
+            _diverged(period[-1], config)
+        return _step_report(period[-1], layer, x, y, rate, (val_x, val_y), (figure_x, figure_y),
+                            config.validation_batch_size, eval_rng)
+
     learner = Learner(train, finish, [*callbacks, *([keep_best] if keep_best else [])])
     learner.fit(_evaluation_periods(config.steps, config.eval_step_interval), layer)
     return keep_best.kept if keep_best and keep_best.kept is not None else layer
@@ -292,11 +302,22 @@ def _gradient_step(layer: TopLayer, config: TrainingConfig, class_count: int, rn
     return step_once
 
 
-def _step_report(step: int, layer: TopLayer, x, y, rate: float, val_x, val_y, validation_batch_size: int,
+def _figure_rows(count: int, whole: bool, seed: int | None) -> np.ndarray | None:
+    """The validation rows each evaluation's AUC and loss are taken on: all (None) when `whole` (early
+    stopping reads them) or when there are at most EVALUATION_SAMPLE, else a fixed sample, drawn from
+    a stream of its own so that the weights and the accuracy lines stay as they were."""
+    if whole or count <= EVALUATION_SAMPLE:
+        return None
+    rng = np.random.default_rng(None if seed is None else seed + 2)
+    return np.sort(rng.choice(count, EVALUATION_SAMPLE, replace=False))
+
+
+def _step_report(step: int, layer: TopLayer, x, y, rate: float, validation, figures, validation_batch_size: int,
                  eval_rng: np.random.Generator) -> StepReport:
     """The last batch's figures after its update, and the validation set's (a sample of
     `validation_batch_size` for accuracy, as retrain.py, but drawn without replacement so that
-    N counts distinct images; all of it for AUC and loss)."""
+    N counts distinct images; the `figures` rows, see _figure_rows, for AUC and loss)."""
+    (val_x, val_y), (figure_x, figure_y) = validation, figures
     val_accuracy, val_count, val_auc, val_loss = None, 0, None, None
     if len(val_y):
         chosen = np.arange(len(val_y))
@@ -304,9 +325,10 @@ def _step_report(step: int, layer: TopLayer, x, y, rate: float, val_x, val_y, va
             chosen = eval_rng.choice(len(val_y), validation_batch_size, replace=False)
         val_accuracy = accuracy(layer.probabilities(val_x[chosen]), val_y[chosen])
         val_count = len(chosen)
-        every = layer.probabilities(val_x)
-        val_auc, val_loss = mean_auc(every, val_y), cross_entropy(every, val_y)
+        every = layer.probabilities(figure_x)
+        val_auc, val_loss = mean_auc(every, figure_y), cross_entropy(every, figure_y)
     train_probabilities = layer.probabilities(x)
     return StepReport(step=step, train_accuracy=accuracy(train_probabilities, y),
                       cross_entropy=cross_entropy(train_probabilities, y), validation_accuracy=val_accuracy,
-                      validation_count=val_count, validation_auc=val_auc, validation_loss=val_loss, learning_rate=rate)
+                      validation_count=val_count, validation_auc=val_auc, validation_loss=val_loss, learning_rate=rate,
+                      figures_count=len(figure_y))

@@ -112,3 +112,46 @@ def test_a_110_megapixel_image_is_within_the_limit(tmp_path):
     with pytest.raises(ImageError) as info:  # no pixels in the file, but not refused for its size
         load_image(path, 32)
     assert "too large" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def mediapipe_pixels(tmp_path_factory):
+    """What MediaPipe's ImageEmbedder hands a 32x24 float model, read back through a model whose
+    output is its input: the pixels MediaPipe prepares for any classifier we export."""
+    import mediapipe as mp
+    import tensorflow as tf
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from retrain.export import tflite_metadata
+
+    width, height = 32, 24
+    identity = tf.function(lambda x: tf.reshape(x, [1, -1]) * 1.0,
+                           input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
+    model = tf.lite.TFLiteConverter.from_concrete_functions([identity.get_concrete_function()], identity).convert()
+    described = tflite_metadata.meta.ModelMetadataT()
+    described.subgraphMetadata = [tflite_metadata.meta.SubGraphMetadataT()]
+    described.subgraphMetadata[0].inputTensorMetadata = [tflite_metadata._image_input(width, False)]
+    described.subgraphMetadata[0].outputTensorMetadata = [tflite_metadata.meta.TensorMetadataT()]
+    path = tmp_path_factory.mktemp("identity") / "identity.tflite"
+    path.write_bytes(tflite_metadata.embed_metadata(model, described, {}))
+    options = vision.ImageEmbedderOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                          l2_normalize=False, quantize=False)
+    embedder = vision.ImageEmbedder.create_from_options(options)
+    yield lambda pixels: np.array(embedder.embed(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+                                  .embeddings[0].embedding).reshape(height, width, 3)
+    embedder.close()
+
+
+@pytest.mark.parametrize("shape", [(24, 32), (40, 45), (63, 50), (10, 7), (24, 300)])
+def test_resize_gives_the_pixels_mediapipe_gives_a_model(mediapipe_pixels, shape):
+    from retrain.data.images import resize_bilinear
+
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_bilinear(pixels, 32, 24), mediapipe_pixels(pixels))
+
+
+def test_an_image_twice_the_input_is_box_shrunk_before_the_resize(tmp_path):
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: a bilinear resize alone would alias them to black or white
+    path = _save(tmp_path, Image.fromarray(stripes), "stripes.png")
+    assert np.abs(load_image(path, 16).astype(int) - 128).max() <= 1

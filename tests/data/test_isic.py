@@ -69,6 +69,19 @@ def test_the_trees_are_what_retrain_reads(challenge, tmp_path):
     assert scan_image_tree(tmp_path / "out" / "task2_seborrheic_keratosis").labels == ["other", "seborrheic keratosis"]
 
 
+def test_each_task_folder_has_a_manifest_listing_its_tree(challenge, tmp_path):
+    from retrain.data.dataset import scan_image_tree
+    from retrain.data.manifest import read_manifest
+
+    data, truth = challenge
+    prepare_isic(data, truth, tmp_path / "out")
+    for task in ("task1_melanoma", "task2_seborrheic_keratosis", "three_class"):
+        folder = tmp_path / "out" / task
+        listed, scanned = read_manifest(folder / "images.csv").image_tree, scan_image_tree(folder)
+        assert listed.labels == scanned.labels
+        assert [c.images for c in listed.classes] == [c.images for c in scanned.classes]
+
+
 @pytest.mark.parametrize(
     "rows, header, images, message",
     [

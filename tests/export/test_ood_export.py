@@ -49,8 +49,15 @@ def test_an_image_unlike_the_training_images_is_flagged_by_the_pb_the_saved_mode
 def test_the_tflite_sidecar_describes_the_ood_output_and_carries_the_threshold(tflite_of_square_model):
     sidecar = json.loads(tflite_of_square_model.with_name("model.tflite.json").read_text())
     assert sidecar["ood"]["output_name"] == sidecar["ood_tensor"]["name"]  # the .tflite's name, not the SavedModel's
-    assert sidecar["ood_tensor"]["shape"] == [1]
+    assert sidecar["ood_tensor"]["shape"] == [1, 1]
     assert sidecar["ood"]["threshold"] > 0
+
+
+def test_every_tflite_output_is_one_row_as_the_task_library_and_ml_kit_require(tflite_of_square_model):
+    from ai_edge_litert.interpreter import Interpreter
+
+    outputs = Interpreter(model_path=str(tflite_of_square_model)).get_output_details()
+    assert sorted(list(d["shape"]) for d in outputs) == [[1, 1], [1, 3]]
 
 
 def test_every_export_has_a_model_card_in_words_beside_it(square_model, tflite_of_square_model):
@@ -59,3 +66,12 @@ def test_every_export_has_a_model_card_in_words_beside_it(square_model, tflite_o
     assert "| red |" in pb_card and "Out-of-distribution check" in pb_card
     assert (square_model / "saved_model" / "assets.extra" / "model_card.md").exists()
     assert "quantized" not in tflite_of_square_model.with_name("model.tflite.model_card.md").read_text()
+
+
+@pytest.mark.parametrize("ood_shape", [[1, 1], [1]])  # [1]: a .tflite exported before the Task Library fix
+def test_the_out_of_distribution_output_is_told_from_the_probabilities_by_its_shape(ood_shape):
+    from retrain.export.tflite_format import classifier_outputs
+
+    probability, ood = {"name": "p", "shape": np.array([1, 2])}, {"name": "s", "shape": np.array(ood_shape)}
+    assert classifier_outputs([ood, probability]) == (probability, ood)
+    assert classifier_outputs([probability]) == (probability, None)

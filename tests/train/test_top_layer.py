@@ -200,3 +200,31 @@ def test_the_top_layer_stops_at_the_step_whose_update_overflows():
     with pytest.raises(UserError, match=r"^training diverged at step \d+: the loss became NaN or infinite"):
         train_top_layer(x, y, x[:0], y[:0], 2, TrainingConfig(steps=50, learning_rate=1e38, train_batch_size=4,
                                                               random_seed=0))
+
+
+def test_a_large_validation_set_is_scored_on_a_fixed_sample_during_training_and_the_weights_do_not_change():
+    from retrain.train.top_layer import EVALUATION_SAMPLE, mean_auc
+
+    rng = np.random.default_rng(3)
+    x, y = _blobs(rng)
+    val_x, val_y = _blobs(rng, n_per_class=EVALUATION_SAMPLE // 2 + 100)
+    config = TrainingConfig(steps=25, learning_rate=0.1, train_batch_size=30, random_seed=1)
+    large, small = [], []
+    head = train_top_layer(x, y, val_x, val_y, 3, config, callbacks=[_Recorder(large)])
+    alone = train_top_layer(x, y, val_x[:50], val_y[:50], 3, config, callbacks=[_Recorder(small)])
+    assert np.array_equal(head.weights, alone.weights)
+    assert {r.figures_count for r in large} == {EVALUATION_SAMPLE} and {r.figures_count for r in small} == {50}
+    assert large[-1].validation_auc != mean_auc(head.probabilities(val_x), val_y)  # a sample, not the whole set
+    assert abs(large[-1].validation_auc - mean_auc(head.probabilities(val_x), val_y)) < 0.02
+
+
+def test_early_stopping_scores_a_large_validation_set_whole():
+    from retrain.train.top_layer import EVALUATION_SAMPLE
+
+    rng = np.random.default_rng(4)
+    x, y = _blobs(rng)
+    val_x, val_y = _blobs(rng, n_per_class=EVALUATION_SAMPLE // 2 + 100)
+    reports = []
+    config = TrainingConfig(steps=15, learning_rate=0.1, train_batch_size=30, random_seed=1, early_stopping_patience=50)
+    train_top_layer(x, y, val_x, val_y, 3, config, callbacks=[_Recorder(reports)])
+    assert {r.figures_count for r in reports} == {len(val_y)}
