@@ -59,6 +59,14 @@ def _size(driver, width: int, height: int, mobile: bool) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
 
+def _open(driver, url: str) -> None:
+    """The page, once its script has listed the served models."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.getElementById('model').length") > 0)
+
+
 def _classify(driver, image: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
@@ -69,6 +77,19 @@ def _classify(driver, image: Path) -> None:
     WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "result").is_displayed()
                                      or d.find_element(By.ID, "error").is_displayed())
     assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+
+
+def _heatmap_loaded(driver) -> bool:
+    """Whether the heatmap <img> decoded a picture (its data URL is decoded after the answer shows)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return document.getElementById('heatmap-img').naturalWidth") > 0)
+    except TimeoutException:
+        return False
+    return True
 
 
 def _screenshot(driver, path: Path, width: int, mobile: bool) -> None:
@@ -88,7 +109,7 @@ def test_the_page_shows_a_decision_for_a_lesion_and_a_warning_for_a_photo(server
     from selenium.webdriver.common.by import By
 
     _size(browser, width, height, mobile)
-    browser.get(server.url + "/")
+    _open(browser, server.url)
     find = browser.find_element
     assert find(By.ID, "not-a-diagnosis").is_displayed()
     assert find(By.ID, "not-a-diagnosis").text == "Decision support, not a diagnosis"
@@ -100,7 +121,7 @@ def test_the_page_shows_a_decision_for_a_lesion_and_a_warning_for_a_photo(server
     decision = find(By.CSS_SELECTOR, "#decision-list li strong").text
     assert decision == "Refer for review: malignant called", decision
     assert not find(By.ID, "ood-warning").is_displayed() and not find(By.ID, "set-aside").is_displayed()
-    assert browser.execute_script("return document.getElementById('heatmap-img').naturalWidth") > 0
+    assert _heatmap_loaded(browser)
     assert find(By.CSS_SELECTOR, "#class-table th").text == "malignant"
     assert find(By.ID, "card").is_displayed() and find(By.ID, "not-a-diagnosis").is_displayed()
     _screenshot(browser, artifacts / f"lesion_{name}.png", width, mobile)
@@ -111,7 +132,7 @@ def test_the_page_shows_a_decision_for_a_lesion_and_a_warning_for_a_photo(server
     assert warning.is_displayed() and warning.text.startswith("warning: this image is not of the kind the model")
     assert find(By.ID, "set-aside").is_displayed()
     assert "set-aside" in find(By.ID, "decisions").get_attribute("class")
-    assert browser.execute_script("return document.getElementById('heatmap-img').naturalWidth") > 0
+    assert _heatmap_loaded(browser)
     _screenshot(browser, artifacts / f"photo_{name}.png", width, mobile)
     assert _errors(browser) == []
 
@@ -121,7 +142,7 @@ def test_the_patient_metadata_fields_appear_for_the_model_that_takes_them(server
     from selenium.webdriver.support.ui import Select
 
     _size(browser, *PHONE, True)
-    browser.get(server.url + "/")
+    _open(browser, server.url)
     Select(browser.find_element(By.ID, "model")).select_by_visible_text("with_metadata.pb")
     assert browser.find_element(By.ID, "patient").is_displayed()
     browser.find_element(By.NAME, "age").send_keys("71")
@@ -138,7 +159,7 @@ def test_a_bad_file_shows_one_error_line_and_the_page_goes_on(server, browser, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     _size(browser, *DESKTOP, False)
-    browser.get(server.url + "/")
+    _open(browser, server.url)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image\n" * 20)
     browser.find_element(By.ID, "image").send_keys(str(text))
