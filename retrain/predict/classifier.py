@@ -73,7 +73,8 @@ class Classifier:
         pixels, rows = self._inputs([_source(image)], [patient_metadata], lambda _: None)
         return heatmaps.heatmaps_for(self.model, pixels, list(self.labels), label, rows)[0]
 
-    def _inputs(self, paths: list[Path | ImageBytes], texts: list[PatientMetadata], warn) -> tuple[np.ndarray, np.ndarray | None]:
+    def _inputs(self, paths: list[Path | ImageBytes], texts: list[PatientMetadata],
+                warn) -> tuple[np.ndarray, np.ndarray | None]:
         rows = [prediction.patient_row(self.model, text, warn) for text in _said_once(texts)]
         pixels = np.stack([prediction.load_image_for(self.model, path) for path in paths])
         if all(row is None for row in rows):
