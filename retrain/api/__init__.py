@@ -31,7 +31,6 @@ from retrain.api.config import (
 from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.training import RetrainResult, train
-from retrain.api.web import web_app
 from retrain.data.augmentation import CopyAugmentation, EpochAugmentation
 from retrain.errors import UserError
 from retrain.predict.classification import Classification
@@ -49,3 +48,12 @@ __all__ = [
     "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
     "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe", "web_app",
 ]
+
+
+def __getattr__(name: str):
+    """`web_app` (retrain.api.web) imported when first asked for: the other calls never load Starlette."""
+    if name == "web_app":
+        from retrain.api.web import web_app
+
+        return web_app
+    raise AttributeError(f"module 'retrain.api' has no attribute {name!r}")
