@@ -46,5 +46,14 @@ __all__ = [
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
     "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "Classifier", "FeedOverrides",
     "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
-    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe",
+    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe", "web_app",
 ]
+
+
+def __getattr__(name: str):
+    """`web_app` (retrain.api.web) imported when first asked for: the other calls never load Starlette."""
+    if name == "web_app":
+        from retrain.api.web import web_app
+
+        return web_app
+    raise AttributeError(f"module 'retrain.api' has no attribute {name!r}")

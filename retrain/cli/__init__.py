@@ -7,6 +7,7 @@ from retrain.cli.export_tflite_command import export_tflite
 from retrain.cli.label_image_command import label_image
 from retrain.cli.prepare_isic_command import prepare_isic
 from retrain.cli.retrain_command import retrain
+from retrain.cli.serve_command import serve
 from retrain.cli.set_operating_point_command import set_operating_point
 
-__all__ = ["evaluate", "export_tflite", "label_image", "prepare_isic", "retrain", "set_operating_point"]
+__all__ = ["evaluate", "export_tflite", "label_image", "prepare_isic", "retrain", "serve", "set_operating_point"]

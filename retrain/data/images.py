@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 
 # Refuse images whose pixel count alone would exhaust memory (decompression bombs).
 MAX_PIXELS = 120_000_000
+# Refuse images too small to show anything (a 1x1 pixel is one colour, not a photo).
+MIN_SIDE = 8
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -39,8 +42,25 @@ class ImageError(ValueError):
 
     def __init__(self, path: Path | str, reason: str):
         super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
+        self.path = Path(str(path))
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image held in memory only (an upload to the web app), named for messages: every
+    reader here takes it where it takes a path, and decodes it the same way. A server sets a
+    lower `max_pixels` than a file's, so that a few requests at once cannot exhaust its memory."""
+
+    name: str
+    data: bytes
+    max_pixels: int = MAX_PIXELS
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ImageSource = Path | str | ImageBytes
 
 
 def is_image_file(path: Path) -> bool:
@@ -48,7 +68,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def load_image(
-    path: Path | str, size: int | tuple[int, int], data: bytes | None = None, draw: AugmentationDraw | None = None
+    path: ImageSource, size: int | tuple[int, int], data: bytes | None = None, draw: AugmentationDraw | None = None
 ) -> np.ndarray:
     """Return the image as a height x width x 3 uint8 RGB array, or raise ImageError.
 
@@ -100,7 +120,7 @@ def _sample_positions(start: float, stop: float, count: int, limit: int):
     return (np.clip(first, 0, limit - 1), np.clip(first + 1, 0, limit - 1)), weight
 
 
-def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
+def load_upright(path: ImageSource, max_side: int | None = None) -> Image.Image:
     """The image as the model sees it before the resize (decoded, turned upright by its EXIF
     orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on."""
     image = _decode_upright_rgb(path, None, (max_side, max_side) if max_side else None)
@@ -109,9 +129,12 @@ def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
     return image
 
 
-def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
+def _decode_upright_rgb(path: ImageSource, data: bytes | None, draft_size: tuple[int, int] | None) -> Image.Image:
     """The one decoding step every reader of images shares; `draft_size` lets a JPEG decode
     straight to the smallest size (DCT scaling) that is still at least that large."""
+    limit = MAX_PIXELS
+    if isinstance(path, ImageBytes):
+        path, data, limit = path.name, path.data, path.max_pixels
     if data is None:
         try:
             data = Path(path).read_bytes()
@@ -124,10 +147,13 @@ def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[
             # Pillow warns from 89 megapixels; our own limit below is the one the README gives.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.size[0] * image.size[1] > MAX_PIXELS:
+            if image.size[0] * image.size[1] > limit:
                 raise ImageError(path, f"image is too large: {image.size[0]}x{image.size[1]} pixels "
                                        f"({image.size[0] * image.size[1] / 1e6:.1f} megapixels; "
-                                       f"the limit is {MAX_PIXELS / 1e6:g} megapixels)")
+                                       f"the limit is {limit / 1e6:g} megapixels)")
+            if min(image.size) < MIN_SIDE:
+                raise ImageError(path, f"image is too small: {image.size[0]}x{image.size[1]} pixels "
+                                       f"(the least is {MIN_SIDE} pixels a side)")
             if image.format == "JPEG" and draft_size:
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, draft_size)
             image.load()
@@ -139,7 +165,7 @@ def _decode_upright_rgb(path: Path | str, data: bytes | None, draft_size: tuple[
         raise ImageError(path, "not an image, or a format that cannot be read") from e
     except Image.DecompressionBombError as e:
         raise ImageError(path, f"image is too large: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
-                               f"(the limit is {MAX_PIXELS / 1e6:g} megapixels)") from e
+                               f"(the limit is {limit / 1e6:g} megapixels)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"corrupt or truncated image ({e})") from e
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.card.model_card import ModelCard
+from retrain.data.images import ImageBytes
 from retrain.decisions.ood import OodThresholds
 from retrain.decisions.operating_points import OperatingPoint, where
 from retrain.metrics import percent
@@ -123,7 +124,7 @@ class Classification:
     """One image's top classes, best first, the decisions of the model's operating points, its
     out-of-distribution check, and the heatmap drawn (or why it could not be)."""
 
-    image: Path
+    image: Path | ImageBytes
     model: LoadedModel
     predictions: list[Prediction]
     heatmap: Heatmap | None = None

@@ -13,6 +13,7 @@ import numpy as np
 
 from retrain.backbones import DEFAULT_ARCHITECTURE
 from retrain.card.formats import is_tflite_file
+from retrain.data.images import ImageBytes, ImageSource
 from retrain.errors import UserError
 from retrain.native_logs import import_tensorflow
 from retrain.patient.table import fed_rows
@@ -47,12 +48,14 @@ class Classifier:
     def model_card(self):
         return self.model.model_card
 
-    def __call__(self, images: Path | Sequence[Path], patient_metadata: PatientMetadata | Sequence[PatientMetadata] = None,
+    def __call__(self, images: ImageSource | Sequence[ImageSource],
+                 patient_metadata: PatientMetadata | Sequence[PatientMetadata] = None,
                  top_k: int = 5) -> Classification | list[Classification]:
-        """One image (a path) or a batch (a list of paths, with a list of one patient metadata text
-        each, or one text or None for all), classified in one pass of the model."""
-        one = isinstance(images, (str, os.PathLike))
-        paths = [Path(images)] if one else [Path(image) for image in images]
+        """One image (a path, or an ImageBytes held in memory) or a batch (a list of them, with a
+        list of one patient metadata text each, or one text or None for all), classified in one
+        pass of the model."""
+        one = isinstance(images, (str, os.PathLike, ImageBytes))
+        paths = [_source(images)] if one else [_source(image) for image in images]
         shared = one or isinstance(patient_metadata, str) or patient_metadata is None
         texts = [patient_metadata] * len(paths) if shared else list(patient_metadata)
         if len(texts) != len(paths):
@@ -64,13 +67,14 @@ class Classifier:
                    for path, p, score in zip(paths, probabilities, scores)]
         return results[0] if one else results
 
-    def heatmap(self, image: Path, label: str | None = None, patient_metadata: PatientMetadata = None) -> Heatmap:
+    def heatmap(self, image: ImageSource, label: str | None = None, patient_metadata: PatientMetadata = None) -> Heatmap:
         """Where the evidence for `label` (None: the top class) lies in `image`; raises UserError
         when the model has no class activation maps. Its patient metadata lines were said by the call."""
-        pixels, rows = self._inputs([Path(image)], [patient_metadata], lambda _: None)
+        pixels, rows = self._inputs([_source(image)], [patient_metadata], lambda _: None)
         return heatmaps.heatmaps_for(self.model, pixels, list(self.labels), label, rows)[0]
 
-    def _inputs(self, paths: list[Path], texts: list[PatientMetadata], warn) -> tuple[np.ndarray, np.ndarray | None]:
+    def _inputs(self, paths: list[Path | ImageBytes], texts: list[PatientMetadata],
+                warn) -> tuple[np.ndarray, np.ndarray | None]:
         rows = [prediction.patient_row(self.model, text, warn) for text in _said_once(texts)]
         pixels = np.stack([prediction.load_image_for(self.model, path) for path in paths])
         if all(row is None for row in rows):
@@ -88,6 +92,10 @@ class Classifier:
         if probabilities.shape[-1] != len(self.labels):
             raise UserError(f"labels: {len(self.labels)} labels but the model has {probabilities.shape[-1]} outputs")
         return probabilities, scores
+
+
+def _source(image: ImageSource) -> Path | ImageBytes:
+    return image if isinstance(image, ImageBytes) else Path(image)
 
 
 def _said_once(texts: list[PatientMetadata]) -> list[PatientMetadata]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retrain.data.images import load_upright
+from retrain.data.images import ImageSource, load_upright
 from retrain.errors import UserError
 from retrain.paths import write_atomically
 from retrain.predict.loaded_model import LoadedModel, with_rows
@@ -82,7 +82,7 @@ def overlay(image: Image.Image, grid: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
 
 
-def heatmap_png(image_path: Path, heatmap: Heatmap) -> bytes:
+def heatmap_png(image_path: ImageSource, heatmap: Heatmap) -> bytes:
     """The overlay at the photo's own size and aspect (up to MAX_SIDE), with a colour bar and a title."""
     import matplotlib
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from retrain.card.formats import read_graph_card, read_graph_def, read_saved_model_card
 from retrain.card.model_card import ModelCard
-from retrain.data.images import ImageError, load_image
+from retrain.data.images import ImageBytes, ImageError, ImageSource, load_image
 from retrain.patient.table import (
     encode,
     fed_rows,
@@ -248,10 +248,12 @@ def with_flip_tta(model: LoadedModel) -> LoadedModel:
     return dataclasses.replace(model, predict=predict, class_activation_maps=maps, ood=ood)
 
 
-def load_image_for(model: LoadedModel, image: Path) -> np.ndarray:
-    image = Path(image).expanduser()
-    if not image.exists():
-        raise UserError(f"Classifier.images {image}: no such file")
+def load_image_for(model: LoadedModel, image: ImageSource) -> np.ndarray:
+    """The image's pixels at the model's input size: a path, or an ImageBytes held in memory."""
+    if not isinstance(image, ImageBytes):
+        image = Path(image).expanduser()
+        if not image.exists():
+            raise UserError(f"Classifier.images {image}: no such file")
     try:
         pixels = load_image(image, (model.input_width, model.input_height))
     except ImageError as e:
@@ -304,7 +306,7 @@ def patient_row(model: LoadedModel, text: str | None, warn) -> np.ndarray | None
     return encode(encoding, [row], warn, "Classifier.patient_metadata")[0]
 
 
-def prediction_json(model: LoadedModel, image: Path, predictions: list[Prediction], heatmap=None,
+def prediction_json(model: LoadedModel, image: ImageSource, predictions: list[Prediction], heatmap=None,
                     heatmap_file: Path | None = None, heatmap_error: str | None = None,
                     decisions: list[dict] | None = None, ood: dict | None = None,
                     no_operating_point: str | None = None, no_ood: str | None = None) -> dict:
@@ -325,7 +327,7 @@ def prediction_json(model: LoadedModel, image: Path, predictions: list[Predictio
     if heatmap is not None:
         result["heatmap"] = {
             "label": heatmap.label,
-            "file": str(heatmap_file),
+            "file": None if heatmap_file is None else str(heatmap_file),  # None: drawn in memory (the web app)
             "grid": np.round(heatmap.grid.astype(np.float64), 4).tolist(),
         }
     if heatmap_error is not None:

@@ -22,11 +22,12 @@ API_CALLS = {
     "Classifier": "retrain.predict.classifier:Classifier.__call__",
     "evaluate": "retrain.api.evaluation:evaluate",
     "set_operating_point": "retrain.api.operating_point:set_operating_point",
+    "web_app": "retrain.api.web:web_app",
     "prepare_isic": "retrain.data.isic:prepare_isic",
     "export_tflite": "retrain.cli.export_tflite_command:export_tflite.callback",  # the command is the export's one call
 }
 # Flags that set nothing in the library: an action or a way of printing of the command itself.
-COMMAND_ONLY = {"retrain.list_architectures", "label_image.as_json"}
+COMMAND_ONLY = {"retrain.list_architectures", "label_image.as_json", "serve.host", "serve.port"}
 
 
 def _command_fields(command: click.Command) -> dict[str, Field]:

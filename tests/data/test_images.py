@@ -155,3 +155,24 @@ def test_an_image_twice_the_input_is_box_shrunk_before_the_resize(tmp_path):
     stripes[:, ::2] = 255  # one-pixel stripes: a bilinear resize alone would alias them to black or white
     path = _save(tmp_path, Image.fromarray(stripes), "stripes.png")
     assert np.abs(load_image(path, 16).astype(int) - 128).max() <= 1
+
+
+def test_an_image_held_in_memory_gives_the_pixels_its_file_gives(tmp_path):
+    from retrain.data.images import ImageBytes, load_upright
+
+    rng = np.random.default_rng(3)
+    path = _save(tmp_path, Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)), "photo.jpg")
+    held = ImageBytes("upload.jpg", path.read_bytes())
+    np.testing.assert_array_equal(load_image(held, 64), load_image(path, 64))
+    assert load_upright(held, 100).tobytes() == load_upright(path, 100).tobytes()
+
+
+def test_an_image_under_eight_pixels_a_side_and_an_upload_over_its_own_limit_are_refused(tmp_path):
+    from retrain.data.images import ImageBytes
+
+    with pytest.raises(ImageError, match=r"dot.png: image is too small: 1x1 pixels \(the least is 8 pixels a side\)"):
+        load_image(_save(tmp_path, Image.new("RGB", (1, 1)), "dot.png"), 16)
+    assert load_image(_save(tmp_path, Image.new("RGB", (8, 8)), "small.png"), 16).shape == (16, 16, 3)
+    data = (tmp_path / "small.png").read_bytes()
+    with pytest.raises(ImageError, match=r"upload.png: image is too large: 8x8 pixels .*the limit is 5e-05 megapixels"):
+        load_image(ImageBytes("upload.png", data, max_pixels=50), 16)
