@@ -53,7 +53,7 @@ def start(graph: Path, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
     if workers == 1:
         command = [sys.executable, "-c", "from retrain.cli import serve; serve()", "--graph", str(graph), "--port", str(port)]
     else:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "retrain.api.web:app_from_environment",
+        command = [sys.executable, "-m", "uvicorn", "--factory", "retrain.cli.serve_command:app_from_environment",
                    "--workers", str(workers), "--port", str(port), "--no-access-log", "--log-level", "warning"]
     env = {**os.environ, "RETRAIN_SERVE_GRAPHS": str(graph)}
     with log.open("ab") as stderr:

@@ -16,7 +16,7 @@ import importlib.resources
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +79,12 @@ def model_names(classifiers: Sequence[Classifier]) -> list[str]:
 
 
 def web_app(models: Sequence[Classifier], token: str | None = None,
-            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> Starlette:
+            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, wording: Callable[[str], str] = lambda text: text) -> Starlette:
     """The ASGI app serving `models` (from load; the first is the default): the page at `/`,
     `POST /api/classify`, `GET /api/models`, `GET /healthz`. With `token`, every request must
     carry it (`Authorization: Bearer TOKEN`, or the cookie the page sets from `/?token=TOKEN`).
-    `max_upload_mb`: the largest request body accepted."""
+    `max_upload_mb`: the largest request body accepted. `wording` rewrites the library's names in
+    every answer (serve gives the command-line flags, as label_image --json says them)."""
     if not models:
         raise UserError("web_app.models: give at least one model")
     if max_upload_mb <= 0:
@@ -110,20 +111,19 @@ def web_app(models: Sequence[Classifier], token: str | None = None,
         model = chosen(served, form)
         image, options = await request_inputs(model, form)
         result = await run_in_threadpool(classified, model, image, *options)
-        return Response(dumps(result), media_type="application/json")
+        return Response(wording(dumps(result)), media_type="application/json")
 
     routes = [Route(path, page) for path in PAGE_FILES] + [
         Route("/healthz", healthz), Route("/api/models", list_models),
         Route("/api/classify", classify, methods=["POST"])]
+    async def error_answer(request: Request, error: Exception) -> Response:
+        status = getattr(error, "status", None) or getattr(error, "status_code", 500)
+        message = wording(str(error)) if isinstance(error, RequestError) else f"{request.method} {request.url.path}: " + (
+            "no such page" if status == 404 else "method not allowed")
+        return JSONResponse({"error": message}, status_code=status)
+
     return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
-                     exception_handlers={RequestError: _error_answer, 404: _error_answer, 405: _error_answer})
-
-
-async def _error_answer(request: Request, error: Exception) -> Response:
-    status = getattr(error, "status", None) or getattr(error, "status_code", 500)
-    message = str(error) if isinstance(error, RequestError) else f"{request.method} {request.url.path}: " + (
-        "no such page" if status == 404 else "method not allowed")
-    return JSONResponse({"error": message}, status_code=status)
+                     exception_handlers={RequestError: error_answer, 404: error_answer, 405: error_answer})
 
 
 def describe(model: ServedModel) -> dict:
@@ -286,26 +286,3 @@ class _Guard:
 _SECURITY_HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                      (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                      (b"cache-control", b"no-store")]
-
-
-GRAPHS_VARIABLE, TOKEN_VARIABLE, UPLOAD_VARIABLE = "RETRAIN_SERVE_GRAPHS", "RETRAIN_SERVE_TOKEN", "RETRAIN_SERVE_MAX_UPLOAD_MB"
-
-
-def app_from_environment() -> Starlette:
-    """The app for a server that starts it in each of its worker processes (uvicorn's factory
-    mode with several workers, gunicorn; docs/serve.md gives the command lines): the models from
-    $RETRAIN_SERVE_GRAPHS (paths separated by the platform's path separator, ':' on Linux),
-    the token from $RETRAIN_SERVE_TOKEN, the upload limit from $RETRAIN_SERVE_MAX_UPLOAD_MB."""
-    import os
-
-    from retrain.api.classification import load
-
-    graphs = [path for path in os.environ.get(GRAPHS_VARIABLE, "").split(os.pathsep) if path]
-    if not graphs:
-        raise UserError(f"${GRAPHS_VARIABLE} is not set: give the model files to serve, separated by {os.pathsep!r}")
-    limit = os.environ.get(UPLOAD_VARIABLE, str(DEFAULT_MAX_UPLOAD_MB))
-    try:
-        max_upload_mb = float(limit)
-    except ValueError as e:
-        raise UserError(f"${UPLOAD_VARIABLE} {limit!r}: not a number of megabytes") from e
-    return web_app([load(Path(graph)) for graph in graphs], os.environ.get(TOKEN_VARIABLE) or None, max_upload_mb)

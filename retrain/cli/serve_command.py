@@ -9,11 +9,11 @@ import socket
 import click
 
 from retrain.cli.console import echo, reports_user_errors, warn
-from retrain.cli.fields import Field, register
+from retrain.cli.fields import Field, in_flags, register
 from retrain.cli.options import PATH, option
 from retrain.errors import UserError
 
-TOKEN_VARIABLE = "RETRAIN_SERVE_TOKEN"  # as retrain.api.web.app_from_environment reads it
+GRAPHS_VARIABLE, TOKEN_VARIABLE, UPLOAD_VARIABLE = "RETRAIN_SERVE_GRAPHS", "RETRAIN_SERVE_TOKEN", "RETRAIN_SERVE_MAX_UPLOAD_MB"
 
 # Each flag and the parameter of retrain.api.load or web_app it sets; --host and --port are uvicorn's.
 FIELDS = register(
@@ -52,7 +52,7 @@ def serve(graph, host, port, token, max_upload_mb):
         warn(f"--host {host} serves the network with no authentication: anyone who reaches this machine can "
              "use the model; give --token")
     models = [load(path, reporter=Reporter(warn=warn)) for path in graph]
-    app = web_app(models, token, max_upload_mb)
+    app = web_app(models, token, max_upload_mb, _in_flags)
     _log_requests()
     shown = f"[{host}]" if ":" in host else host
     echo(f"Serving {len(models)} model{'s' if len(models) > 1 else ''} at http://{shown}:{port}/ (Ctrl-C stops)", err=True)
@@ -101,3 +101,33 @@ def _log_requests() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def _in_flags(text: str) -> str:
+    """An answer as label_image --json words it: the flags, not the library's names."""
+    from retrain.api.web import in_form_words
+
+    return in_flags(in_form_words(text))
+
+
+def app_from_environment():
+    """The app for a server that starts it in each of its worker processes (uvicorn's factory
+    mode with several workers, gunicorn; docs/serve.md gives the command lines): the models from
+    $RETRAIN_SERVE_GRAPHS (paths separated by the platform's path separator, ':' on Linux),
+    the token from $RETRAIN_SERVE_TOKEN, the upload limit from $RETRAIN_SERVE_MAX_UPLOAD_MB."""
+    import os
+    from pathlib import Path
+
+    from retrain.api.classification import load
+    from retrain.api.web import DEFAULT_MAX_UPLOAD_MB, web_app
+
+    graphs = [path for path in os.environ.get(GRAPHS_VARIABLE, "").split(os.pathsep) if path]
+    if not graphs:
+        raise UserError(f"${GRAPHS_VARIABLE} is not set: give the model files to serve, separated by {os.pathsep!r}")
+    limit = os.environ.get(UPLOAD_VARIABLE, str(DEFAULT_MAX_UPLOAD_MB))
+    try:
+        max_upload_mb = float(limit)
+    except ValueError as e:
+        raise UserError(f"${UPLOAD_VARIABLE} {limit!r}: not a number of megabytes") from e
+    return web_app([load(Path(graph)) for graph in graphs], os.environ.get(TOKEN_VARIABLE) or None, max_upload_mb,
+                   _in_flags)

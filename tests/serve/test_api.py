@@ -24,10 +24,21 @@ pytestmark = pytest.mark.slow  # the models are trained once per session
 
 @pytest.fixture(scope="module")
 def app(lesion_models):
-    from retrain.api import load, web_app
+    """The app as several workers of a server start it (serve's factory), so answers word things as serve's do."""
+    from retrain.cli.serve_command import app_from_environment
 
-    return web_app([load(lesion_models / "lesions.pb"), load(lesion_models / "with_metadata.pb"),
-                    load(lesion_models / "lesions.tflite")], max_upload_mb=4)
+    graphs = os.pathsep.join(str(lesion_models / name) for name in ("lesions.pb", "with_metadata.pb", "lesions.tflite"))
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setenv("RETRAIN_SERVE_GRAPHS", graphs)
+        patched.setenv("RETRAIN_SERVE_MAX_UPLOAD_MB", "4")
+        return app_from_environment()
+
+
+def test_answers_name_flags_as_label_image_json_does_not_library_fields():
+    from retrain.cli.serve_command import _in_flags
+
+    worded = _in_flags('{"no_operating_point": "the model was trained without DecisionConfig.operating_points"}')
+    assert "--operating_point" in worded and "DecisionConfig" not in worded
 
 
 @pytest.fixture
