@@ -201,7 +201,7 @@ def _card(data: dict, source: str, version: int) -> ModelCard:
         data.get("recipe"), optional("top_layer", lambda d: TopLayerRecord(**d)),
         optional("fine_tuning", lambda d: FineTuningRecord(**d)),
         optional("patient_metadata", lambda d: PatientInput.from_json(d, source)),
-        optional("calibration", lambda d: Calibration(**{"ece_floor": None, **d})),
+        optional("calibration", Calibration.from_card),
         optional("operating_points", lambda d: tuple(OperatingPoint.from_card(entry) for entry in d)),
         optional("validation_figures", Figures.from_json), optional("ood", OodRecord.from_json),
         optional("subgroups", tuple), optional("test_figures", Figures.from_json),

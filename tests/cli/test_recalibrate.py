@@ -1,0 +1,151 @@
+"""set_operating_point --recalibrate: a temperature fitted on the clinic's tree on top of the
+model's, in a copy that gives softmax(log p / T) where the original gave p, in every format
+(.pb, SavedModel, .tflite float and int8), with the card keeping both calibrations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrain.cli.export_tflite_command import export_tflite
+from retrain.cli.set_operating_point_command import set_operating_point
+from retrain.decisions.calibration import with_temperature
+from retrain.predict.prediction import load_image_for, load_model
+from tests.conftest import SQUARE_COLOURS, run_cli, square_image
+
+# Squares drawn off their training colours, so that the model is unsure and its probabilities move.
+CLINIC_SHIFT = 60
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory):
+    """Another camera: each class's square shifted in colour, four images a class."""
+    root = tmp_path_factory.mktemp("clinic") / "clinic"
+    for index, (name, colour) in enumerate(SQUARE_COLOURS.items()):
+        (root / name).mkdir(parents=True)
+        shifted = tuple(int(np.clip(c + CLINIC_SHIFT * (1 if c < 128 else -1), 0, 255)) for c in colour)
+        for i in range(4):
+            square_image(shifted, seed=7000 + 100 * index + i)[0].save(root / name / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tflites(square_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("recalibrate_tflite")
+    paths = {}
+    for mode in ("none", "int8"):
+        paths[mode] = root / f"{mode}.tflite"
+        result = run_cli(export_tflite, ["--saved_model_dir", square_model / "saved_model", "--output", paths[mode],
+                                         "--quantization", mode, "--image_dir", square_model / "images",
+                                         "--representative_images", 8])
+        assert result.exit_code == 0, result.output
+    return paths
+
+
+def _probabilities(model_path, images) -> np.ndarray:
+    model = load_model(model_path)
+    return model.predict(np.stack([load_image_for(model, p) for p in images]))
+
+
+def _recalibrate(source, clinic, output):
+    result = run_cli(set_operating_point, ["--graph", source, "--image_dir", clinic, "--output", output,
+                                           "--operating_point", "red:sensitivity=0.75", "--recalibrate"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _check_copy(source, output, clinic, result, tolerance):
+    """The copy's probabilities are the original's with the new temperature, the winner unchanged,
+    and its card holds the new calibration on top of the training-time one."""
+    copy_card, original_card = load_model(output).model_card, load_model(source).model_card
+    calibration = copy_card.calibration
+    assert calibration.chosen_on == str(clinic) and calibration.count == 12
+    assert calibration.recalibrated_from == original_card.calibration
+    assert calibration.recalibrated_from.chosen_on != str(clinic)
+    assert calibration.total_temperature == pytest.approx(
+        calibration.temperature * original_card.calibration.temperature)
+    assert calibration.describe() in result.stdout.splitlines()
+    assert (f"Expected calibration error on {clinic}: {calibration.ece_before:.3f} before recalibrating, "
+            f"{calibration.ece_after:.3f} after") in result.stdout.splitlines()
+    assert abs(np.log(calibration.temperature)) > 0.05  # a temperature that moves the probabilities
+    images = sorted(clinic.rglob("*.png"))
+    before, after = _probabilities(source, images), _probabilities(output, images)
+    expected = with_temperature(before, calibration.temperature)
+    assert np.abs(after - expected).max() < tolerance
+    assert np.abs(after - before).max() > 5 * tolerance
+    assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
+    (point,) = copy_card.points  # chosen on the recalibrated probabilities: what the copy gives
+    red = expected[[p.parent.name == "red" for p in images], list(copy_card.labels).index("red")]
+    assert (red >= point.threshold).mean() == point.sensitivity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["graph.pb", "saved_model"])
+def test_the_copy_gives_the_recalibrated_probabilities_and_keeps_both_calibrations(square_model, clinic, tmp_path,
+                                                                                   model):
+    output = tmp_path / ("new.pb" if model == "graph.pb" else "new_saved_model")
+    result = _recalibrate(square_model / model, clinic, output)
+    _check_copy(square_model / model, output, clinic, result, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_saved_model_copy_keeps_every_signature(square_model, clinic, tmp_path):
+    import tensorflow as tf
+
+    _recalibrate(square_model / "saved_model", clinic, tmp_path / "sm")
+    original = tf.saved_model.load(str(square_model / "saved_model")).signatures
+    assert sorted(tf.saved_model.load(str(tmp_path / "sm")).signatures) == sorted(original)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("int8", 0.02)])
+def test_a_tflite_copy_gives_the_recalibrated_probabilities_in_every_mode(tflites, clinic, tmp_path, mode, tolerance):
+    from retrain.card.formats import read_embedded_card
+
+    output = tmp_path / "new.tflite"
+    result = _recalibrate(tflites[mode], clinic, output)
+    _check_copy(tflites[mode], output, clinic, result, tolerance)
+    assert read_embedded_card(output).calibration == load_model(output).model_card.calibration  # an app sees it too
+
+
+@pytest.mark.slow
+def test_recalibrating_twice_multiplies_the_temperatures(square_model, clinic, tmp_path):
+    images = sorted(clinic.rglob("*.png"))
+    _recalibrate(square_model / "graph.pb", clinic, tmp_path / "once.pb")
+    _recalibrate(tmp_path / "once.pb", clinic, tmp_path / "twice.pb")
+    once, twice = (load_model(tmp_path / name).model_card.calibration for name in ("once.pb", "twice.pb"))
+    assert twice.recalibrated_from == once and twice.temperature == pytest.approx(1, abs=0.05)
+    expected = with_temperature(_probabilities(tmp_path / "once.pb", images), twice.temperature)
+    assert np.abs(_probabilities(tmp_path / "twice.pb", images) - expected).max() < 1e-5
+
+
+def test_a_tree_of_one_class_is_refused_before_classifying(square_model, clinic, tmp_path):
+    import shutil
+
+    single = tmp_path / "single"
+    shutil.copytree(clinic / "red", single / "red")
+    result = run_cli(set_operating_point, ["--graph", square_model / "graph.pb", "--image_dir", single,
+                                           "--output", tmp_path / "new.pb", "--operating_point", "red:threshold=0.5",
+                                           "--recalibrate"])
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line == (f"error: --image_dir {single}: images of only 'red'; --recalibrate needs images of at least two "
+                    "of the model's classes (blue, green, red) to fit a temperature")
+    assert "Classified" not in result.output and not (tmp_path / "new.pb").exists()
+
+
+@pytest.mark.slow
+def test_a_small_tree_is_one_warning_and_the_copy_is_written(square_model, clinic, tmp_path):
+    result = _recalibrate(square_model / "graph.pb", clinic, tmp_path / "new.pb")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --image_dir {clinic}: only 12 images to fit the temperature on; it may be far "
+                        "from what new images need (give at least 50)"]
+
+
+def test_an_old_card_without_a_recalibration_writes_no_such_key():
+    from retrain.decisions.calibration import Calibration
+
+    calibration = Calibration(1.5, 0.1, 0.05, 0.6, 0.5, 40, "validation", 0.04)
+    assert "recalibrated_from" not in calibration.card()
+    again = Calibration.from_card({**calibration.card(), "recalibrated_from": calibration.card()})
+    assert again.recalibrated_from == calibration and again.total_temperature == pytest.approx(2.25)
