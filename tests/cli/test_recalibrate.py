@@ -10,6 +10,7 @@ import pytest
 from retrain.cli.export_tflite_command import export_tflite
 from retrain.cli.set_operating_point_command import set_operating_point
 from retrain.decisions.calibration import with_temperature
+from retrain.decisions.operating_points import where
 from retrain.predict.prediction import load_image_for, load_model
 from tests.conftest import SQUARE_COLOURS, run_cli, square_image
 
@@ -88,6 +89,10 @@ def test_the_copy_gives_the_recalibrated_probabilities_and_keeps_both_calibratio
     output = tmp_path / ("new.pb" if model == "graph.pb" else "new_saved_model")
     result = _recalibrate(square_model / model, clinic, output)
     _check_copy(square_model / model, output, clinic, result, 1e-5)
+    markdown = output.with_suffix(".model_card.md") if model == "graph.pb" else output / "assets.extra" / "model_card.md"
+    earlier = load_model(square_model / model).model_card.calibration
+    assert (f"- the temperature: on {where(str(clinic))} (12 images), on top of temperature "
+            f"{earlier.temperature:.3g} fitted on {where(earlier.chosen_on)}") in markdown.read_text()
 
 
 @pytest.mark.slow
