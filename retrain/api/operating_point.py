@@ -114,11 +114,10 @@ def _check_recalibration_tree(image_dir: Path, labels: list[str]) -> None:
 
 def _recalibrate(earlier: Calibration | None, predicted: Predictions, image_dir: Path,
                  reporter: Reporter) -> Calibration:
-    """The temperature fitted on the tree on top of the model's, logged as training logs its own."""
+    """The temperature fitted on the tree on top of the model's, logged as training logs its own (with
+    the expected calibration error on the tree before and after)."""
     calibration = fit_on_top(predicted.probabilities, predicted.true, str(image_dir), earlier)
     reporter.log(calibration.describe())
-    reporter.log(f"Expected calibration error on {image_dir}: {calibration.ece_before:.3f} before recalibrating, "
-                 f"{calibration.ece_after:.3f} after")
     if calibration.count < FEW_CALIBRATION_IMAGES:
         reporter.warn(f"{TREE} {image_dir}: only {calibration.count} images to fit the temperature on; it may be far "
                       f"from what new images need (give at least {FEW_CALIBRATION_IMAGES})")

@@ -65,9 +65,10 @@ def _check_copy(source, output, clinic, result, tolerance):
     assert calibration.recalibrated_from.chosen_on != str(clinic)
     assert calibration.total_temperature == pytest.approx(
         calibration.temperature * original_card.calibration.temperature)
-    assert calibration.describe() in result.stdout.splitlines()
-    assert (f"Expected calibration error on {clinic}: {calibration.ece_before:.3f} before recalibrating, "
-            f"{calibration.ece_after:.3f} after") in result.stdout.splitlines()
+    line = calibration.describe()
+    assert line in result.stdout.splitlines() and line.startswith(f"Calibration on {clinic} (N=12): ")
+    assert f"expected calibration error {calibration.ece_before:.3f} before, {calibration.ece_after:.3f} after" in line
+    assert f"on top of temperature {original_card.calibration.temperature:.3g} fitted on " in line
     assert abs(np.log(calibration.temperature)) > 0.05  # a temperature that moves the probabilities
     images = sorted(clinic.rglob("*.png"))
     before, after = _probabilities(source, images), _probabilities(output, images)
@@ -96,12 +97,17 @@ def test_the_copy_gives_the_recalibrated_probabilities_and_keeps_both_calibratio
 
 
 @pytest.mark.slow
-def test_a_saved_model_copy_keeps_every_signature(square_model, clinic, tmp_path):
+def test_a_saved_model_copy_keeps_every_signature_and_converts_to_a_recalibrated_tflite(square_model, clinic, tmp_path):
     import tensorflow as tf
 
     _recalibrate(square_model / "saved_model", clinic, tmp_path / "sm")
     original = tf.saved_model.load(str(square_model / "saved_model")).signatures
     assert sorted(tf.saved_model.load(str(tmp_path / "sm")).signatures) == sorted(original)
+    result = run_cli(export_tflite, ["--saved_model_dir", tmp_path / "sm", "--output", tmp_path / "sm.tflite"])
+    assert result.exit_code == 0, result.output
+    images = sorted(clinic.rglob("*.png"))
+    assert np.abs(_probabilities(tmp_path / "sm.tflite", images) - _probabilities(tmp_path / "sm", images)).max() < 1e-5
+    assert load_model(tmp_path / "sm.tflite").model_card.calibration.recalibrated_from is not None
 
 
 @pytest.mark.slow
