@@ -40,9 +40,11 @@ class Calibration:
         """What divides the raw logits in the model: the product of every temperature fitted."""
         return self.temperature * (1.0 if self.recalibrated_from is None else self.recalibrated_from.total_temperature)
 
-    def card(self) -> dict:
+    def card(self, with_earlier: bool = True) -> dict:
+        """The card's entry; the earlier calibrations nested in it unless `with_earlier` is False
+        (the model card keeps them in a key of their own, where older retrains pass them by)."""
         entries = {key: value for key, value in dataclasses.asdict(self).items() if key != "recalibrated_from"}
-        if self.recalibrated_from is not None:  # absent otherwise: cards written before it read and write the same
+        if with_earlier and self.recalibrated_from is not None:  # absent otherwise: older cards write the same
             entries["recalibrated_from"] = self.recalibrated_from.card()
         return entries
 

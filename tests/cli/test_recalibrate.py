@@ -156,10 +156,17 @@ def test_a_small_tree_is_one_warning_and_the_copy_is_written(square_model, clini
                         "from what new images need (give at least 50)"]
 
 
-def test_an_old_card_without_a_recalibration_writes_no_such_key():
+def test_the_earlier_calibration_is_a_card_key_of_its_own_that_older_readers_pass_by():
+    from retrain.card.model_card import ModelCard
     from retrain.decisions.calibration import Calibration
+    from tests.conftest import as_card
 
-    calibration = Calibration(1.5, 0.1, 0.05, 0.6, 0.5, 40, "validation", 0.04)
-    assert "recalibrated_from" not in calibration.card()
-    again = Calibration.from_card({**calibration.card(), "recalibrated_from": calibration.card()})
-    assert again.recalibrated_from == calibration and again.total_temperature == pytest.approx(2.25)
+    earlier = Calibration(1.5, 0.1, 0.05, 0.6, 0.5, 40, "validation", 0.04)
+    assert "recalibrated_from" not in earlier.card() and "recalibrated_from" not in as_card(
+        {"labels": ["a", "b"], "calibration": earlier.card()}).to_json()
+    recalibrated = Calibration(1.5, 0.2, 0.1, 0.7, 0.6, 60, "/clinic", 0.03, earlier)
+    written = as_card({"labels": ["a", "b"]}).replace(calibration=recalibrated).to_json()
+    assert "recalibrated_from" not in written["calibration"]  # what a retrain before recalibration reads as it did
+    assert Calibration(**written["calibration"]).temperature == 1.5
+    again = ModelCard.from_json(written, "test").calibration
+    assert again == recalibrated and again.total_temperature == pytest.approx(2.25)
