@@ -45,9 +45,9 @@ class OperatingPointUpdate:
     output: Path  # the copy written
     points: tuple[OperatingPoint, ...]  # now stored in the copy's model card
     replaced: tuple[OperatingPoint, ...]  # what the original's card stored
-    calibration: Calibration | None  # the temperature fitted on the tree (recalibrate), else None
     images: int  # images classified to choose them
     model_card_markdown: Path  # the card in words, written beside the copy
+    calibration: Calibration | None = None  # the temperature fitted on the tree (recalibrate), else None
 
 
 def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence[str | OperatingPointSpec],
@@ -96,7 +96,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     markdown = model_card_markdown_path(output, kind == "saved_model")
     write_model_card_markdown(new_card, markdown)
     reporter.log(f"Wrote {markdown}")
-    return OperatingPointUpdate(graph, output, points, card.points, calibration, len(predicted.paths), markdown)
+    return OperatingPointUpdate(graph, output, points, card.points, len(predicted.paths), markdown, calibration)
 
 
 def _check_recalibration_tree(image_dir: Path, labels: list[str]) -> None:
