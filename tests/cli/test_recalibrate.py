@@ -1,6 +1,6 @@
 """set_operating_point --recalibrate: a temperature fitted on the clinic's tree on top of the
 model's, in a copy that gives softmax(log p / T) where the original gave p, in every format
-(.pb, SavedModel, .tflite float and int8), with the card keeping both calibrations."""
+(.pb, SavedModel, .tflite in all four modes), with the card keeping both calibrations."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def clinic(tmp_path_factory):
 def tflites(square_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("recalibrate_tflite")
     paths = {}
-    for mode in ("none", "int8"):
+    for mode in ("none", "dynamic", "float16", "int8"):
         paths[mode] = root / f"{mode}.tflite"
         result = run_cli(export_tflite, ["--saved_model_dir", square_model / "saved_model", "--output", paths[mode],
                                          "--quantization", mode, "--image_dir", square_model / "images",
@@ -111,7 +111,7 @@ def test_a_saved_model_copy_keeps_every_signature_and_converts_to_a_recalibrated
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("int8", 0.01)])
+@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("dynamic", 1e-5), ("float16", 1e-5), ("int8", 0.01)])
 def test_a_tflite_copy_gives_the_recalibrated_probabilities_in_every_mode(tflites, clinic, tmp_path, mode, tolerance):
     from retrain.card.formats import read_embedded_card
 
