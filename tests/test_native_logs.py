@@ -40,11 +40,12 @@ def _native_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_set_operating_point_on_a_saved_model_prints_no_native_log_lines(square_model, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--recalibrate"]])  # recalibrating saves a SavedModel again
+def test_set_operating_point_on_a_saved_model_prints_no_native_log_lines(square_model, tmp_path, extra):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RETRAIN_NATIVE_LOGS")}
     done = subprocess.run([_console_script("set_operating_point"), "--graph", square_model / "saved_model",
                            "--image_dir", square_model / "images", "--operating_point", "red:threshold=0.5",
-                           "--output", tmp_path / "copy", "--allow_training_images"],  # only the logs matter here
+                           "--output", tmp_path / "copy", "--allow_training_images", *extra],  # only the logs matter
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _native_lines(done.stderr) == [], done.stderr

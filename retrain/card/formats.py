@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from retrain.card.model_card import ModelCard
 from retrain.errors import UserError
@@ -196,12 +197,15 @@ def copy_files(kind: str, output: Path) -> dict[str, Path]:
     return {"": output, **({"sidecar": sidecar_path(output)} if kind == "tflite" else {})}
 
 
-def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard, tflite_bytes: bytes | None = None) -> None:
-    """A copy of the model at `path` at `output`, carrying `card`; the weights are untouched.
-    A SavedModel is built beside `output` and renamed into place whole. `tflite_bytes`: the
-    .tflite to write instead of the original's bytes (its metadata carrying `card`)."""
+def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard, tflite_bytes: bytes | None = None,
+                         graph_def=None, write_saved_model: Callable[[Path], None] | None = None) -> None:
+    """A copy of the model at `path` at `output`, carrying `card`; the weights are untouched
+    unless one of the last three is given. A SavedModel is built beside `output` and renamed into
+    place whole. `tflite_bytes`: the .tflite to write instead of the original's bytes (its
+    metadata carrying `card`); `graph_def`: the .pb's GraphDef to write instead of the original's;
+    `write_saved_model(folder)`: writes the SavedModel into the folder instead of copying it."""
     if kind == "pb":
-        graph_def = read_graph_def(path)
+        graph_def = read_graph_def(path) if graph_def is None else graph_def
         write_graph_card(graph_def, card)
         write_atomically(output, graph_def.SerializeToString())
     elif kind == "tflite":
@@ -211,7 +215,10 @@ def write_copy_with_card(path: Path, kind: str, output: Path, card: ModelCard, t
         output.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
         try:
-            shutil.copytree(path, building, dirs_exist_ok=True)
+            if write_saved_model is None:
+                shutil.copytree(path, building, dirs_exist_ok=True)
+            else:
+                write_saved_model(building)
             write_saved_model_card(building, card)
             os.rename(building, output)
         finally:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from retrain.card.model_card import Figures, ModelCard
+from retrain.decisions.calibration import Calibration
 from retrain.decisions.ood import HARD_FACTOR
 from retrain.decisions.operating_points import where
 from retrain.errors import UserError
@@ -139,7 +140,8 @@ def _choices(card: ModelCard) -> tuple[list[str], list[str], bool]:
         lines.append("- fine-tuning's epoch: the last (no validation images)")
     calibration = card.calibration
     if calibration:
-        lines.append(f"- the temperature: on {where(calibration.chosen_on)} ({calibration.count} images)")
+        lines.append(f"- the temperature: on {where(calibration.chosen_on)} ({calibration.count} images)"
+                     + _recalibrated_from(calibration))
         if calibration.chosen_on == "validation" and len(card.labels) > 2:
             on_validation.append("temperature")  # with more than two classes it moves the one-vs-rest AUCs
     for point in card.points:
@@ -200,7 +202,19 @@ def _calibration(card: ModelCard) -> list[str]:
             f"{calibration.nll_before:.3f} before, {calibration.nll_after:.3f} after; expected calibration "
             f"error {calibration.ece_before:.3f} before, {calibration.ece_after:.3f} after"
             + (f" (sampling alone gives about {calibration.ece_floor:.3f} on that many images)."
-               if calibration.ece_floor is not None else ".")]
+               if calibration.ece_floor is not None else ".")
+            + (f" It recalibrates the model: the logits are divided by {calibration.total_temperature:.3g} in all."
+               if calibration.recalibrated_from else "")]
+
+
+def _recalibrated_from(calibration: Calibration) -> str:
+    """Each earlier temperature, newest first: set_operating_point.recalibrate keeps them."""
+    earlier, text = calibration.recalibrated_from, ""
+    while earlier is not None:
+        text += (f", on top of temperature {earlier.temperature:.3g} fitted on {where(earlier.chosen_on)} "
+                 f"({earlier.count} images)")
+        earlier = earlier.recalibrated_from
+    return text
 
 
 def _ood(card: ModelCard) -> list[str]:

@@ -6,7 +6,9 @@ set_operating_point, the model card in words, an app) reads it through `ModelCar
 a key is spelled in one place: here. The layout on disk is unchanged since cards had no
 version: those are version 1. `to_json` writes the keys in the order retrain has always
 written them, and keys this version does not know are kept, so a card read and written
-back by set_operating_point loses nothing.
+back by set_operating_point loses nothing. A recalibrated model's earlier calibrations are in a
+key of their own, `recalibrated_from` beside `calibration`, so that a retrain older than
+recalibration still reads the card (and keeps them).
 """
 
 from __future__ import annotations
@@ -140,7 +142,10 @@ class ModelCard:
         if self.has_maps_entry:
             entries["class_activation_maps"] = self.class_activation_maps
         optional = {"recipe": self.recipe, "top_layer": self.top_layer, "fine_tuning": self.fine_tuning,
-                    "patient_metadata": self.patient_metadata, "calibration": self.calibration,
+                    "patient_metadata": self.patient_metadata,
+                    "calibration": None if self.calibration is None else self.calibration.card(with_earlier=False),
+                    "recalibrated_from": None if self.calibration is None or self.calibration.recalibrated_from is None
+                    else self.calibration.recalibrated_from.card(),
                     "operating_points": None if self.operating_points is None else [p.card() for p in self.points],
                     "validation_figures": self.validation_figures, "ood": self.ood,
                     "subgroups": None if self.subgroups is None else list(self.subgroup_lines),
@@ -150,8 +155,7 @@ class ModelCard:
                     "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights}
         for key, value in optional.items():
             if value is not None:
-                entries[key] = value.card() if isinstance(value, Calibration) else \
-                    value.to_json() if hasattr(value, "to_json") else value
+                entries[key] = value.to_json() if hasattr(value, "to_json") else value
         if self.version != CARD_VERSION:
             entries["card_version"] = self.version
         return {**entries, **self.unknown}
@@ -178,8 +182,8 @@ class ModelCard:
         raise UserError(f"{source}: the model card is damaged ({detail})")
 
 
-_KNOWN = {"format", "card_version", *(f.name for f in dataclasses.fields(ModelCard))} - {"has_maps_entry", "version",
-                                                                                          "unknown"}
+_KNOWN = {"format", "card_version", "recalibrated_from", *(f.name for f in dataclasses.fields(ModelCard))} - {
+    "has_maps_entry", "version", "unknown"}
 
 
 def _card(data: dict, source: str, version: int) -> ModelCard:
@@ -201,7 +205,8 @@ def _card(data: dict, source: str, version: int) -> ModelCard:
         data.get("recipe"), optional("top_layer", lambda d: TopLayerRecord(**d)),
         optional("fine_tuning", lambda d: FineTuningRecord(**d)),
         optional("patient_metadata", lambda d: PatientInput.from_json(d, source)),
-        optional("calibration", lambda d: Calibration(**{"ece_floor": None, **d})),
+        optional("calibration", lambda d: Calibration.from_card({**d, "recalibrated_from": data.get(
+            "recalibrated_from")})),
         optional("operating_points", lambda d: tuple(OperatingPoint.from_card(entry) for entry in d)),
         optional("validation_figures", Figures.from_json), optional("ood", OodRecord.from_json),
         optional("subgroups", tuple), optional("test_figures", Figures.from_json),

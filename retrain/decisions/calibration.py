@@ -31,15 +31,40 @@ class Calibration:
     count: int
     chosen_on: str
     ece_floor: float  # what a perfectly calibrated model would show on this many images
+    # A recalibration (set_operating_point.recalibrate): the calibration the model had before, its
+    # temperature already in the model; `temperature` divides the logits on top of it.
+    recalibrated_from: Calibration | None = None
 
-    def card(self) -> dict:
-        return dataclasses.asdict(self)
+    @property
+    def total_temperature(self) -> float:
+        """What divides the raw logits in the model: the product of every temperature fitted."""
+        return self.temperature * (1.0 if self.recalibrated_from is None else self.recalibrated_from.total_temperature)
+
+    def card(self, with_earlier: bool = True) -> dict:
+        """The card's entry; the earlier calibrations nested in it unless `with_earlier` is False
+        (the model card keeps them in a key of their own, where older retrains pass them by)."""
+        entries = {key: value for key, value in dataclasses.asdict(self).items() if key != "recalibrated_from"}
+        if with_earlier and self.recalibrated_from is not None:  # absent otherwise: older cards write the same
+            entries["recalibrated_from"] = self.recalibrated_from.card()
+        return entries
+
+    @classmethod
+    def from_card(cls, data: dict) -> Calibration:
+        earlier = data.get("recalibrated_from")
+        return cls(**{"ece_floor": None, **data, "recalibrated_from": None if earlier is None else cls.from_card(earlier)})
 
     def describe(self) -> str:
         return (f"Calibration on {self.chosen_on} (N={self.count}): temperature {self.temperature:.3g}; negative "
                 f"log-likelihood {self.nll_before:.3f} before, {self.nll_after:.3f} after; expected calibration error "
                 f"{self.ece_before:.3f} before, {self.ece_after:.3f} after (sampling alone gives about "
-                f"{self.ece_floor:.3f} on {self.count} images)")
+                f"{self.ece_floor:.3f} on {self.count} images)" + self._on_top())
+
+    def _on_top(self) -> str:
+        earlier = self.recalibrated_from
+        if earlier is None:
+            return ""
+        return (f"; on top of temperature {earlier.total_temperature:.3g} fitted on {earlier.chosen_on}, so the "
+                f"model's logits are now divided by {self.total_temperature:.3g}")
 
 
 def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:
@@ -70,6 +95,19 @@ def calibrate(logits: np.ndarray, true: np.ndarray, chosen_on: str) -> Calibrati
     return Calibration(temperature, expected_calibration_error(before, true), expected_calibration_error(after, true),
                        negative_log_likelihood(before, true), negative_log_likelihood(after, true), len(true),
                        chosen_on, calibration_noise_floor(after))
+
+
+def recalibrate(probabilities: np.ndarray, true: np.ndarray, chosen_on: str, earlier: Calibration | None) -> Calibration:
+    """A temperature fitted on top of the one a model already has, from its probabilities alone:
+    log p is its logits up to a constant per image, which the softmax ignores."""
+    logits = np.log(np.maximum(np.asarray(probabilities, np.float64), np.finfo(np.float32).tiny))
+    return dataclasses.replace(calibrate(logits, true, chosen_on), recalibrated_from=earlier)
+
+
+def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities of the model whose logits are the given one's divided by `temperature`."""
+    logits = np.log(np.maximum(np.asarray(probabilities, np.float64), np.finfo(np.float32).tiny))
+    return softmax(logits / temperature)
 
 
 def scaled(layer: TopLayer, temperature: float) -> TopLayer:
