@@ -84,7 +84,7 @@ def web_app(models: Sequence[Classifier], token: str | None = None,
     `POST /api/classify`, `GET /api/models`, `GET /healthz`. With `token`, every request must
     carry it (`Authorization: Bearer TOKEN`, or the cookie the page sets from `/?token=TOKEN`).
     `max_upload_mb`: the largest request body accepted. `wording` rewrites the library's names in
-    every answer (serve gives the command-line flags, as label_image --json says them)."""
+    every answer (serve gives the command-line flags, as label_image says them)."""
     if not models:
         raise UserError("web_app.models: give at least one model")
     if max_upload_mb <= 0:
