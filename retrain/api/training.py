@@ -72,7 +72,7 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     backbone = _backbone(config.backbone, config.fine_tuning.layers)
     features = extract_features(trees.paths(), backbone, config.features.bottleneck_dir, reporter)
     sets = split_sets(trees, features.by_path, folders, (data.validation_percentage, data.testing_percentage),
-                      data.keep_duplicates, reporter)
+                      data.keep_duplicates, reporter, features.fingerprints)
     patients = encode_patients(table, columns, sets.split, reporter) if table is not None else None
     plain, validation, test = (set_arrays(pairs, features.by_path, backbone.feature_size, rows) for pairs, rows in
                                zip((sets.split.training, sets.split.validation, sets.split.test),

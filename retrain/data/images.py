@@ -66,10 +66,11 @@ def load_image(
     return draw.apply_to_pixels(pixels) if draw else pixels
 
 
-def load_upright(path: Path | str, max_side: int | None = None) -> Image.Image:
+def load_upright(path: Path | str, max_side: int | None = None, data: bytes | None = None) -> Image.Image:
     """The image as the model sees it before the resize (decoded, turned upright by its EXIF
-    orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on."""
-    image = _decode_upright_rgb(path, None, (max_side, max_side) if max_side else None)
+    orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on.
+    `data`: the file's bytes, when the caller has read them already."""
+    image = _decode_upright_rgb(path, data, (max_side, max_side) if max_side else None)
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return image
