@@ -41,6 +41,35 @@ def test_the_detector_from_few_images_scores_as_the_full_covariance_eigendecompo
     np.testing.assert_allclose(detector.scores(probe), expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("images", [30, 400])  # fewer and more images than features: both paths
+def test_the_detector_fitted_block_by_block_matches_the_one_fitted_in_one_block(monkeypatch, images):
+    from retrain.decisions import ood
+
+    rng = np.random.default_rng(5)
+    features = np.abs(rng.normal(size=(images, 64)) + rng.normal(size=64)).astype(np.float32)
+    true = rng.integers(0, 3, images)
+    whole = fit_ood(features, true, 3)
+    monkeypatch.setattr(ood, "BLOCK_ROWS", 7)
+    blocks = fit_ood(features, true, 3)
+    np.testing.assert_allclose(blocks.projection, whole.projection, rtol=1e-5, atol=1e-5 * np.abs(whole.projection).max())
+    np.testing.assert_allclose(blocks.scores(features), whole.scores(features), rtol=1e-5)
+
+
+def test_fitting_and_scoring_make_no_float64_copy_of_the_feature_matrix():
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    features = rng.random((100000, 128), dtype=np.float32)  # 51 MB; a float64 copy would be 102
+    true = rng.integers(0, 3, len(features))
+    tracemalloc.start()
+    try:
+        fit_ood(features, true, 3).scores(features)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < features.nbytes / 2  # blocks of rows, whatever the count
+
+
 def test_out_of_fold_scores_put_the_threshold_where_five_percent_of_new_images_of_the_same_source_score_above():
     rng = np.random.default_rng(4)
     centres = rng.normal(0, 1, (2, 200))
