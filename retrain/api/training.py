@@ -77,6 +77,7 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     plain, validation, test = (set_arrays(pairs, features.by_path, backbone.feature_size, rows) for pairs, rows in
                                zip((sets.split.training, sets.split.validation, sets.split.test),
                                    patients.rows if patients else (None, None, None)))
+    features = features.counts_only()
     training = with_distorted_copies(plain, [p for p, _ in sets.split.training], config.features.augmentation,
                                      config.features.distorted_copies, backbone, features.cache, reporter)
     trained = _fit_top_layer(config, backbone, sets, training, validation, reporter)

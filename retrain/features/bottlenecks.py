@@ -3,6 +3,7 @@ cache where it can be, with what that cost told to the reporter."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,11 @@ class Features:
     failures: int
     cache: object  # the BottleneckCache, for distorted copies
     fingerprints: dict  # path -> copy fingerprint (retrain.data.duplicates), so the copy check reads no image
+
+    def counts_only(self) -> Features:
+        """Without the rows and fingerprints, once the sets' arrays hold them: the feature
+        matrix is then kept once, not twice."""
+        return dataclasses.replace(self, by_path={}, fingerprints={})
 
 
 def extract_features(all_paths: list[Path], backbone, bottleneck_dir: Path | None, reporter: Reporter) -> Features:
