@@ -41,14 +41,15 @@ checkout = Path(sys.argv[1]).resolve()
 if not Path(retrain.__file__).resolve().is_relative_to(checkout):
     sys.exit(f"imported {retrain.__file__}, not the checkout {checkout}")
 from retrain.api import training
-stages, seconds = json.loads(sys.argv[2]), {}
+stages, seconds, cpu_seconds = json.loads(sys.argv[2]), {}, {}
 def timed(name, function):
     def run(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return function(*args, **kwargs)
         finally:
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            cpu_seconds[name] = cpu_seconds.get(name, 0.0) + time.process_time() - cpu
     return run
 for function, phase in stages.items():
     if hasattr(training, function):
@@ -59,7 +60,7 @@ try:
     command.main(sys.argv[3:], standalone_mode=False)
 finally:
     total = time.perf_counter() - start
-    print("SCALE-RESULT " + json.dumps({"seconds": seconds, "total": total, "cpu": time.process_time() - cpu,
+    print("SCALE-RESULT " + json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "total": total, "cpu": time.process_time() - cpu,
           "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 """
 
@@ -117,12 +118,14 @@ def measure(checkout: Path, tree: Path, scratch: Path, steps: int, extra: list[s
 def print_result(name: str, result: dict) -> None:
     cold, warm = result["cold"], result["warm"]
     print(f"\n{name}: cache {result['cache_bytes'] / 2**20:.0f} MiB in {result['cache_files']} files")
-    print(f"  {'phase':<10} {'cold s':>8} {'warm s':>8}")
+    print(f"  {'phase':<10} {'cold s':>8} {'warm s':>8} {'cold CPU':>9} {'warm CPU':>9}")
     for phase in PHASES:
-        print(f"  {phase:<10} {cold['seconds'].get(phase, 0):8.1f} {warm['seconds'].get(phase, 0):8.1f}")
+        print(f"  {phase:<10} {cold['seconds'].get(phase, 0):8.1f} {warm['seconds'].get(phase, 0):8.1f} "
+              f"{cold.get('cpu_seconds', {}).get(phase, 0):9.1f} {warm.get('cpu_seconds', {}).get(phase, 0):9.1f}")
     other = [run["total"] - sum(run["seconds"].values()) for run in (cold, warm)]
-    print(f"  {'other':<10} {other[0]:8.1f} {other[1]:8.1f}")
-    print(f"  {'total':<10} {cold['total']:8.1f} {warm['total']:8.1f}   (CPU {cold['cpu']:.0f} s / {warm['cpu']:.0f} s)")
+    other_cpu = [run["cpu"] - sum(run.get("cpu_seconds", {}).values()) for run in (cold, warm)]
+    print(f"  {'other':<10} {other[0]:8.1f} {other[1]:8.1f} {other_cpu[0]:9.1f} {other_cpu[1]:9.1f}")
+    print(f"  {'total':<10} {cold['total']:8.1f} {warm['total']:8.1f} {cold['cpu']:9.1f} {warm['cpu']:9.1f}")
     print(f"  peak memory: cold {cold['maxrss_kib'] / 2**20:.2f} GiB, warm {warm['maxrss_kib'] / 2**20:.2f} GiB; "
           f"warm/cold {warm['total'] / cold['total']:.2f}")
 
@@ -154,9 +157,11 @@ def main() -> None:
             else:
                 results["isic2017"] = measure(checkout, tree, Path(scratch), args.isic_steps, [])
                 print_result("ISIC 2017 training set (2000 images)", results["isic2017"])
-    print(f"\n{'images':>8} {'cold s':>8} {'warm s':>8} {'peak GiB':>9} {'cache MiB':>10} {'files':>7}")
+    print(f"\n{'images':>8} {'cold s':>8} {'warm s':>8} {'cold CPU':>9} {'warm CPU':>9} {'peak GiB':>9} "
+          f"{'cache MiB':>10} {'files':>7}")
     for name, result in results.items():
         print(f"{name:>8} {result['cold']['total']:8.1f} {result['warm']['total']:8.1f} "
+              f"{result['cold']['cpu']:9.1f} {result['warm']['cpu']:9.1f} "
               f"{max(result['cold']['maxrss_kib'], result['warm']['maxrss_kib']) / 2**20:9.2f} "
               f"{result['cache_bytes'] / 2**20:10.0f} {result['cache_files']:7d}")
     if args.json:
