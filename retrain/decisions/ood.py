@@ -196,7 +196,7 @@ def _whitening(centred, n: int, f: int) -> np.ndarray:
     directions, variances = _principal_directions(centred, n, f)
     mu = variances.sum() / f
     target_distance = (variances ** 2).sum() - 2 * mu * variances.sum() + mu ** 2 * f  # |S - mu I|_F^2
-    spread = _spread(centred, n, directions, variances)
+    spread = _spread(centred, n, variances)
     shrinkage = min(1.0, spread / target_distance) if target_distance > 0 else 1.0
     floor = max(shrinkage * mu, 1e-12)
     shrunk = np.maximum(floor + (1 - shrinkage) * variances, 1e-12)
@@ -220,12 +220,9 @@ def _principal_directions(centred, n: int, f: int) -> tuple[np.ndarray, np.ndarr
     return directions, variances[kept]
 
 
-def _spread(centred, n: int, directions: np.ndarray, variances: np.ndarray) -> float:
+def _spread(centred, n: int, variances: np.ndarray) -> float:
     """sum over rows of |x x^T - S|_F^2 / n^2, without forming n outer products:
-    |x x^T|^2 = |x|^4, <x x^T, S> = x S x^T and |S|^2 the sum of its squared eigenvalues."""
-    total = 0.0
-    for block in centred():
-        squared_norms = (block ** 2).sum(axis=1)
-        cross = (((block @ directions.T) ** 2) * variances).sum(axis=1)
-        total += float((squared_norms ** 2 - 2 * cross + (variances ** 2).sum()).sum())
-    return total / n ** 2
+    |x x^T|^2 = |x|^4, and the rows' x S x^T sum to n |S|^2 (as sum x x^T = n S), with
+    |S|^2 the sum of its squared eigenvalues; so one pass over the rows' norms."""
+    fourth_powers = sum(float(((block ** 2).sum(axis=1) ** 2).sum()) for block in centred())
+    return (fourth_powers - n * float((variances ** 2).sum())) / n ** 2
