@@ -188,41 +188,50 @@ def unit_length(features: np.ndarray) -> np.ndarray:
 
 
 def _whitening(centred, n: int, f: int) -> np.ndarray:
-    """The symmetric P with P P^T the inverse of the Ledoit-Wolf covariance: the sample
-    covariance S pulled towards mu * I by the shrinkage that minimises the expected squared
-    error. From the SVD of the centred rows (`centred()` yields them in blocks), so a few
-    hundred images cost a few hundred directions, not an F x F eigendecomposition: off them
-    every eigenvalue is the shrunk mu."""
-    directions, variances = _principal_directions(centred, n, f)
-    mu = variances.sum() / f
-    target_distance = (variances ** 2).sum() - 2 * mu * variances.sum() + mu ** 2 * f  # |S - mu I|_F^2
-    spread = _spread(centred, n, variances)
+    """A P with P P^T the inverse of the Ledoit-Wolf covariance: the sample covariance S
+    pulled towards mu * I by the shrinkage that minimises the expected squared error
+    (`centred()` yields the centred rows in blocks). With at least as many images as
+    features, S is summed block by block and P is the inverse Cholesky factor's transpose
+    (a third of an eigendecomposition's cost; only P P^T enters the score). With fewer, P is
+    the symmetric one from the SVD of the rows: a few hundred images cost a few hundred
+    directions, and off them every eigenvalue is the shrunk mu."""
+    if n >= f:
+        sample = _gram(centred, f) / n
+        variance_sum, squared_sum = float(np.trace(sample)), float((sample ** 2).sum())
+    else:
+        directions, variances = _principal_directions(centred, n)
+        variance_sum, squared_sum = float(variances.sum()), float((variances ** 2).sum())
+    mu = variance_sum / f
+    target_distance = squared_sum - 2 * mu * variance_sum + mu ** 2 * f  # |S - mu I|_F^2
+    spread = _spread(centred, n, squared_sum)
     shrinkage = min(1.0, spread / target_distance) if target_distance > 0 else 1.0
     floor = max(shrinkage * mu, 1e-12)
+    if n >= f:
+        return np.linalg.inv(np.linalg.cholesky(floor * np.eye(f) + (1 - shrinkage) * sample)).T
     shrunk = np.maximum(floor + (1 - shrinkage) * variances, 1e-12)
     return np.eye(f) / np.sqrt(floor) + (directions.T * (1 / np.sqrt(shrunk) - 1 / np.sqrt(floor))) @ directions
 
 
-def _principal_directions(centred, n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+def _gram(centred, f: int) -> np.ndarray:
+    gram = np.zeros((f, f))
+    for block in centred():
+        gram += block.T @ block
+    return gram
+
+
+def _principal_directions(centred, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows' principal directions (as rows) and the sample variance along each, by an
-    eigendecomposition of the smaller of the n x n and F x F Gram matrices (the F x F one
-    summed block by block)."""
-    if n >= f:
-        gram = np.zeros((f, f))
-        for block in centred():
-            gram += block.T @ block
-        variances, vectors = np.linalg.eigh(gram / n)
-        return vectors.T, np.maximum(variances, 0)
-    rows = np.concatenate(list(centred()))  # fewer rows than features: smaller than the F x F matrix
+    eigendecomposition of the n x n Gram matrix (fewer rows than features)."""
+    rows = np.concatenate(list(centred()))
     variances, vectors = np.linalg.eigh(rows @ rows.T / n)
     kept = variances > 1e-12 * max(variances.max(), 1e-300)
     directions = (vectors[:, kept].T @ rows) / np.sqrt(n * variances[kept])[:, None]
     return directions, variances[kept]
 
 
-def _spread(centred, n: int, variances: np.ndarray) -> float:
+def _spread(centred, n: int, squared_sum: float) -> float:
     """sum over rows of |x x^T - S|_F^2 / n^2, without forming n outer products:
     |x x^T|^2 = |x|^4, and the rows' x S x^T sum to n |S|^2 (as sum x x^T = n S), with
-    |S|^2 the sum of its squared eigenvalues; so one pass over the rows' norms."""
+    |S|^2 = `squared_sum`; so one pass over the rows' norms."""
     fourth_powers = sum(float(((block ** 2).sum(axis=1) ** 2).sum()) for block in centred())
-    return (fourth_powers - n * float((variances ** 2).sum())) / n ** 2
+    return (fourth_powers - n * squared_sum) / n ** 2

@@ -22,17 +22,18 @@ def test_the_ood_threshold_flags_five_percent_of_held_out_images_and_far_feature
     assert (detector.scores(far) > detector.hard_threshold).all()
 
 
-def test_the_detector_from_few_images_scores_as_the_full_covariance_eigendecomposition_does():
-    """The SVD path (fewer images than features) is the same Ledoit-Wolf whitening, written directly."""
+@pytest.mark.parametrize("images", [30, 300])  # the SVD path (fewer images than features) and the Cholesky one
+def test_the_detector_scores_as_the_shrunk_covariance_written_directly_does(images):
+    """Either path is the Ledoit-Wolf whitening, written here directly."""
     rng = np.random.default_rng(3)
-    features, true = rng.normal(size=(30, 64)) + rng.normal(size=64), np.arange(30) % 2
+    features, true = rng.normal(size=(images, 64)) + rng.normal(size=64), np.arange(images) % 2
     detector = fit_ood(features, true, 2)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     means = np.stack([unit[true == c].mean(axis=0) for c in range(2)])
     centred = unit - means[true]
-    sample = centred.T @ centred / 30
+    sample = centred.T @ centred / images
     mu = np.trace(sample) / 64
-    spread = sum(((np.outer(x, x) - sample) ** 2).sum() for x in centred) / 30 ** 2
+    spread = sum(((np.outer(x, x) - sample) ** 2).sum() for x in centred) / images ** 2
     shrinkage = min(1.0, spread / ((sample - mu * np.eye(64)) ** 2).sum())
     precision = np.linalg.inv(shrinkage * mu * np.eye(64) + (1 - shrinkage) * sample)
     probe = rng.normal(size=(5, 64))
