@@ -105,10 +105,13 @@ def folder_size(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def measure(checkout: Path, tree: Path, scratch: Path, steps: int, extra: list[str]) -> dict:
-    """A cold then a warm run on `tree`, with a fresh cache."""
-    cache, out = scratch / "bn", scratch / "out"
-    shutil.rmtree(cache, ignore_errors=True)
+def measure(checkout: Path, tree: Path, scratch: Path, steps: int, extra: list[str], cache: Path | None = None) -> dict:
+    """A cold then a warm run on `tree`, with a fresh cache; or, with `cache` (kept, not
+    emptied: e.g. an older checkout's, to time its move into this one), a first and a second run."""
+    out = scratch / "out"
+    if cache is None:
+        cache = scratch / "bn"
+        shutil.rmtree(cache, ignore_errors=True)
     cold = run_retrain(checkout, tree, cache, out, steps, extra)
     warm = run_retrain(checkout, tree, cache, out, steps, extra)
     size, files = folder_size(cache)
@@ -140,6 +143,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retrain-scale",
                         help="where the generated trees are kept between runs")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--bottleneck_dir", type=Path,
+                        help="run on this cache as it is (kept): 'cold' is then the first run on it")
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     print(f"checkout {checkout}; {args.steps} steps; {os.cpu_count()} CPUs (shared: read ratios)")
@@ -147,7 +152,7 @@ def main() -> None:
     for count in args.sizes:
         tree = generated_tree(args.work, count)
         with tempfile.TemporaryDirectory(dir=args.work) as scratch:
-            results[str(count)] = measure(checkout, tree, Path(scratch), args.steps, [])
+            results[str(count)] = measure(checkout, tree, Path(scratch), args.steps, [], args.bottleneck_dir)
         print_result(f"{count} images", results[str(count)])
     if args.isic:
         with tempfile.TemporaryDirectory(dir=args.work) as scratch:
