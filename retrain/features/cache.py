@@ -223,10 +223,6 @@ def _record(kind: int, key: str, payload: bytes) -> bytes:
     return head + _CRC.pack(zlib.crc32(head))
 
 
-def _payload_size(kind: int, feature_size: int) -> int | None:
-    return {FEATURES: 4 * feature_size, FINGERPRINT: _FINGERPRINT.size, STAT: _STAT.size}.get(kind)
-
-
 def _checked(buffer, offset: int) -> tuple[int, str, bytes] | None:
     """(kind, key, payload) of the record at `offset`, or None when its CRC fails."""
     _, kind, key_length, payload_length = _HEADER.unpack_from(buffer, offset)
@@ -242,27 +238,27 @@ def _checked(buffer, offset: int) -> tuple[int, str, bytes] | None:
 
 
 def _records(buffer, feature_size: int):
-    """(kind, key, offset) of each record whose header is sound; a torn or damaged stretch is
-    skipped to the next magic. Features payloads are checked when read, the rest here."""
+    """(kind, key, offset, payload) of each record whose header is sound; a torn or damaged
+    stretch is skipped to the next magic. Features payloads are checked (and given) only when
+    read, the rest here."""
+    sizes = {FEATURES: 4 * feature_size, FINGERPRINT: _FINGERPRINT.size, STAT: _STAT.size}
+    unpack, head, tail = _HEADER.unpack_from, _HEADER.size, _CRC.size
     offset, size = 0, len(buffer)
-    while offset + _HEADER.size + _CRC.size <= size:
-        magic, kind, key_length, payload_length = _HEADER.unpack_from(buffer, offset)
-        end = offset + _HEADER.size + key_length + payload_length + _CRC.size
-        if (magic != _MAGIC or payload_length != _payload_size(kind, feature_size) or key_length > _MAX_KEY
-                or end > size):
+    while offset + head + tail <= size:
+        magic, kind, key_length, payload_length = unpack(buffer, offset)
+        end = offset + head + key_length + payload_length + tail
+        if magic != _MAGIC or payload_length != sizes.get(kind) or key_length > _MAX_KEY or end > size:
             found = buffer.find(_MAGIC, offset + 1)
             if found < 0:
                 return
             offset = found
             continue
         if kind == FEATURES:
-            key = bytes(buffer[offset + _HEADER.size:offset + _HEADER.size + key_length]).decode(
-                "utf-8", "surrogateescape")
-            yield kind, key, offset
+            yield kind, buffer[offset + head:offset + head + key_length].decode("utf-8", "surrogateescape"), offset, None
         else:
             record = _checked(buffer, offset)
             if record is not None:
-                yield kind, record[1], offset
+                yield kind, record[1], offset, record[2]
         offset = end
 
 
@@ -281,12 +277,10 @@ def _index_buffer(buffer, found: CacheIndex) -> None:
     """One mapped pack's records added to `found` (the first of each key; a path's newest stat)."""
     number = len(found.maps)
     found.maps.append(buffer)
-    for kind, key, offset in _records(buffer, found.feature_size):
+    for kind, key, offset, payload in _records(buffer, found.feature_size):
         if kind == FEATURES:
             found.entries.setdefault(key, (number, offset))
-            continue
-        payload = _checked(buffer, offset)[2]
-        if kind == FINGERPRINT:
+        elif kind == FINGERPRINT:
             phash, r, g, b, detailed = _FINGERPRINT.unpack(payload)
             found.fingerprints.setdefault(key, (phash, np.array([r, g, b], np.float32), detailed))
         else:

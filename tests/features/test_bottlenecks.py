@@ -67,7 +67,7 @@ def _entry_spans(pack) -> list[tuple[int, int]]:
     from retrain.features import cache as cache_module
 
     raw, spans = pack.read_bytes(), []
-    for kind, _, offset in cache_module._records(raw, MeanColourBackbone.feature_size):
+    for kind, _, offset, _ in cache_module._records(raw, MeanColourBackbone.feature_size):
         _, _, key_length, payload_length = cache_module._HEADER.unpack_from(raw, offset)
         if kind == cache_module.FEATURES:
             spans.append((offset, offset + cache_module._HEADER.size + key_length + payload_length + 4))
