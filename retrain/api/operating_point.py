@@ -18,6 +18,7 @@ from retrain.data.training_copies import check_not_training_tree, recorded_train
 from retrain.decisions.operating_points import FEW_POSITIVES, OperatingPoint, OperatingPointSpec, \
     choose_operating_points, distinct_specs, parse_operating_point
 from retrain.errors import UserError
+from retrain.features.cache import cached_fingerprints
 from retrain.evaluate.evaluation import Predictions, evaluate_model
 from retrain.export.tflite_metadata import with_metadata
 from retrain.metrics import Rate
@@ -64,7 +65,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
                                       (TREE, "set_operating_point.allow_training_images"), reporter.warn)
     warn_of_missing_classes(image_dir, labels, TREE, reporter.warn)
     if training is not None and not overlap:
-        warn_of_training_copies(image_dir, training, TREE, reporter.log, reporter.warn)
+        warn_of_training_copies(image_dir, training, TREE, reporter.log, reporter.warn, cached_fingerprints)
     predicted = _classify(graph, labels, image_dir, reporter)
     points = choose_operating_points(specs, labels, predicted.probabilities, predicted.true, str(image_dir))
     for point in points:

@@ -213,6 +213,30 @@ def open_cache(bottleneck_dir: Path, backbone) -> BottleneckCache:
     return BottleneckCache(Path(bottleneck_dir).expanduser() / namespace, backbone.feature_size)
 
 
+def cached_fingerprints(paths: list[Path], bottleneck_dir: Path | None = None) -> dict[Path, tuple]:
+    """The copy fingerprints (retrain.data.duplicates) that retrain kept for these files, by
+    path, where a file's stat still holds; from every backbone's cache under `bottleneck_dir`
+    (the default one when None). Only reads: the packs are neither merged nor written."""
+    from retrain import paths as default_paths
+
+    root = Path(bottleneck_dir or default_paths.default_bottleneck_dir()).expanduser()
+    found = CacheIndex(0)
+    for pack in sorted(root.glob("*/*.pack")):
+        _sweep(pack, found)
+    known = {}
+    for path in paths:
+        try:
+            stat = FileStat.of(os.stat(path))
+        except OSError:
+            continue
+        sha1 = found.content_key(os.path.abspath(path), stat)
+        if sha1 in found.fingerprints:
+            known[path] = (sha1, *found.fingerprints[sha1])
+    for buffer in found.maps:
+        buffer.close()
+    return known
+
+
 def content_key(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
@@ -241,13 +265,15 @@ def _records(buffer, feature_size: int):
     """(kind, key, offset, payload) of each record whose header is sound; a torn or damaged
     stretch is skipped to the next magic. Features payloads are checked (and given) only when
     read, the rest here."""
-    sizes = {FEATURES: 4 * feature_size, FINGERPRINT: _FINGERPRINT.size, STAT: _STAT.size}
+    sizes = {FEATURES: 4 * feature_size if feature_size else None, FINGERPRINT: _FINGERPRINT.size, STAT: _STAT.size}
     unpack, head, tail = _HEADER.unpack_from, _HEADER.size, _CRC.size
     offset, size = 0, len(buffer)
     while offset + head + tail <= size:
         magic, kind, key_length, payload_length = unpack(buffer, offset)
         end = offset + head + key_length + payload_length + tail
-        if magic != _MAGIC or payload_length != sizes.get(kind) or key_length > _MAX_KEY or end > size:
+        expected = sizes.get(kind, -1)  # None: features of a size not known here
+        if (magic != _MAGIC or payload_length != (payload_length if expected is None else expected)
+                or key_length > _MAX_KEY or end > size):
             found = buffer.find(_MAGIC, offset + 1)
             if found < 0:
                 return

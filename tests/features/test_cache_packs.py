@@ -177,3 +177,26 @@ def test_two_writers_filling_one_cache_at_once_leave_every_entry_sound(tmp_path)
     assert sorted(firsts) == list(range(len(firsts))) and sorted(seconds) == list(range(len(seconds)))
     assert all((vector == int(key)).all() for key, vector in entries.items())
     assert len(list(root.glob("*.pack"))) == 2  # one pack per writer: no two write one file
+
+
+def test_evaluate_and_set_operating_point_take_retrain_s_fingerprints_for_the_training_tree(make_tree, tmp_path,
+                                                                                         monkeypatch):
+    import functools
+
+    from retrain.data.training_copies import copies_of_training_images
+    from retrain.features.cache import cached_fingerprints
+
+    monkeypatch.setattr(cache_module, "SETTLED_SECONDS", 0)
+    training = make_tree({"red": 3, "blue": 3}, tmp_path / "training")
+    measured = make_tree({"green": 2}, tmp_path / "measured")
+    (measured / "green" / "copy.jpg").write_bytes((training / "blue" / "blue_1.jpg").read_bytes())
+    backbone = MeanColourBackbone()
+    compute_bottlenecks(_paths(training), backbone, open_cache(tmp_path / "bn", backbone))
+    known = functools.partial(cached_fingerprints, bottleneck_dir=tmp_path / "bn")
+    assert set(known(_paths(training) + _paths(measured))) == set(_paths(training))
+    read = []
+    original = duplicates._fingerprint
+    monkeypatch.setattr(duplicates, "_fingerprint", lambda path: read.append(path) or original(path))
+    found = copies_of_training_images(measured, training, ("image_dir", "training_dir"), print, print, known)
+    assert [(c.path.name, c.original.name) for c in found.copies] == [("copy.jpg", "blue_1.jpg")]
+    assert sorted(read) == _paths(measured)  # the training images' fingerprints came from the cache
