@@ -196,14 +196,19 @@ def _whitening(centred, n: int, f: int) -> np.ndarray:
     the symmetric one from the SVD of the rows: a few hundred images cost a few hundred
     directions, and off them every eigenvalue is the shrunk mu."""
     if n >= f:
-        sample = _gram(centred, f) / n
+        gram, fourth_powers = _gram(centred, f)
+        sample = gram / n
         variance_sum, squared_sum = float(np.trace(sample)), float((sample ** 2).sum())
     else:
-        directions, variances = _principal_directions(centred, n)
+        rows = np.concatenate(list(centred()))  # fewer rows than features: smaller than F x F
+        fourth_powers = _fourth_powers(rows)
+        directions, variances = _principal_directions(rows)
         variance_sum, squared_sum = float(variances.sum()), float((variances ** 2).sum())
     mu = variance_sum / f
     target_distance = squared_sum - 2 * mu * variance_sum + mu ** 2 * f  # |S - mu I|_F^2
-    spread = _spread(centred, n, squared_sum)
+    # sum over rows of |x x^T - S|_F^2 / n^2 without n outer products: |x x^T|^2 = |x|^4, and
+    # the rows' x S x^T sum to n |S|^2 (as sum x x^T = n S), |S|^2 the sum of squared eigenvalues
+    spread = (fourth_powers - n * squared_sum) / n ** 2
     shrinkage = min(1.0, spread / target_distance) if target_distance > 0 else 1.0
     floor = max(shrinkage * mu, 1e-12)
     if n >= f:
@@ -212,26 +217,24 @@ def _whitening(centred, n: int, f: int) -> np.ndarray:
     return np.eye(f) / np.sqrt(floor) + (directions.T * (1 / np.sqrt(shrunk) - 1 / np.sqrt(floor))) @ directions
 
 
-def _gram(centred, f: int) -> np.ndarray:
-    gram = np.zeros((f, f))
+def _gram(centred, f: int) -> tuple[np.ndarray, float]:
+    """The rows' Gram matrix and the sum of their squared squared norms, in one pass."""
+    gram, fourth_powers = np.zeros((f, f)), 0.0
     for block in centred():
         gram += block.T @ block
-    return gram
+        fourth_powers += _fourth_powers(block)
+    return gram, fourth_powers
 
 
-def _principal_directions(centred, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _fourth_powers(rows: np.ndarray) -> float:
+    return float(((rows ** 2).sum(axis=1) ** 2).sum())
+
+
+def _principal_directions(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows' principal directions (as rows) and the sample variance along each, by an
     eigendecomposition of the n x n Gram matrix (fewer rows than features)."""
-    rows = np.concatenate(list(centred()))
+    n = len(rows)
     variances, vectors = np.linalg.eigh(rows @ rows.T / n)
     kept = variances > 1e-12 * max(variances.max(), 1e-300)
     directions = (vectors[:, kept].T @ rows) / np.sqrt(n * variances[kept])[:, None]
     return directions, variances[kept]
-
-
-def _spread(centred, n: int, squared_sum: float) -> float:
-    """sum over rows of |x x^T - S|_F^2 / n^2, without forming n outer products:
-    |x x^T|^2 = |x|^4, and the rows' x S x^T sum to n |S|^2 (as sum x x^T = n S), with
-    |S|^2 = `squared_sum`; so one pass over the rows' norms."""
-    fourth_powers = sum(float(((block ** 2).sum(axis=1) ** 2).sum()) for block in centred())
-    return (fourth_powers - n * squared_sum) / n ** 2
