@@ -120,6 +120,7 @@ class BottleneckCache:
         self._file = None
         self._size = 0  # bytes of whole records in this process's pack
         self._pending: list[bytes] = []
+        self._pending_features = False  # among the pending records: one the run cannot do without
 
     def index(self, say=None) -> CacheIndex:
         """Every pack read in one sweep (old per-image files moved in first, `say` told so)."""
@@ -144,6 +145,7 @@ class BottleneckCache:
         """A features entry, written (with anything pending) and flushed before this returns."""
         payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
         self._pending.append(_record(FEATURES, key, payload))
+        self._pending_features = True
         self.flush()
 
     def write_fingerprint(self, sha1: str, phash: int, colour: np.ndarray, detailed: bool) -> None:
@@ -155,10 +157,20 @@ class BottleneckCache:
 
     def flush(self) -> None:
         """The pending records appended to this process's pack; on a failing disk, the pack is
-        cut back to its last whole record (removed when that leaves it empty)."""
+        cut back to its last whole record (removed when that leaves it empty). Only features
+        must be written: stats and fingerprints save later runs work, so a run that computed
+        nothing goes on without them on a read-only cache."""
         if not self._pending:
             return
         data, self._pending = b"".join(self._pending), []
+        needed, self._pending_features = self._pending_features, False
+        try:
+            self._append(data)
+        except UserError:
+            if needed:
+                raise
+
+    def _append(self, data: bytes) -> None:
         file = self._file or self._open_pack()
         try:
             file.write(data)
@@ -390,6 +402,7 @@ def _migrate_old_entries(cache: BottleneckCache, say) -> None:
         if vector is not None:
             payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
             cache._pending.append(_record(FEATURES, path.stem, payload))
+            cache._pending_features = True
             moved += 1
     cache.flush()
     if cache._file is not None:

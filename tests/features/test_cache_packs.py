@@ -145,9 +145,11 @@ def _sound(root: Path) -> dict[str, np.ndarray]:
     return {key: found.vector(key) for key in found.entries if found.vector(key) is not None}
 
 
-def _wait_for_bytes(root: Path, size: int) -> None:
+def _wait_for_bytes(root: Path, size: int, packs: int = 1) -> None:
+    """Until `packs` packs hold `size` bytes each."""
     deadline = time.monotonic() + 60
-    while sum(p.stat().st_size for p in root.glob("*.pack")) < size and time.monotonic() < deadline:
+    while (sum(p.stat().st_size >= size for p in root.glob("*.pack")) < packs
+           and time.monotonic() < deadline):
         time.sleep(0.01)
 
 
@@ -166,7 +168,7 @@ def test_a_writer_killed_mid_record_leaves_only_whole_entries(tmp_path):
 def test_two_writers_filling_one_cache_at_once_leave_every_entry_sound(tmp_path):
     root = tmp_path / "bn"
     children = [_writer(root, 0), _writer(root, 10**7)]
-    _wait_for_bytes(root, 6_000_000)
+    _wait_for_bytes(root, 2_000_000, packs=2)
     for child in children:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -200,3 +202,18 @@ def test_evaluate_and_set_operating_point_take_retrain_s_fingerprints_for_the_tr
     found = copies_of_training_images(measured, training, ("image_dir", "training_dir"), print, print, known)
     assert [(c.path.name, c.original.name) for c in found.copies] == [("copy.jpg", "blue_1.jpg")]
     assert sorted(read) == _paths(measured)  # the training images' fingerprints came from the cache
+
+
+def test_a_run_that_computes_nothing_goes_on_when_the_cache_cannot_be_written(tree, tmp_path, monkeypatch):
+    backbone = MeanColourBackbone()
+    compute_bottlenecks(_paths(tree), backbone, open_cache(tmp_path / "bn", backbone))
+    monkeypatch.setattr(cache_module, "SETTLED_SECONDS", 0)  # stats now to be recorded, and the writes fail
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "a" in mode or "w" in mode:
+            raise PermissionError(13, "Permission denied")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "open", read_only, raising=False)
+    again = compute_bottlenecks(_paths(tree), backbone, open_cache(tmp_path / "bn", backbone))
+    assert (again.reused, again.computed) == (6, 0)
