@@ -28,7 +28,8 @@ from benchmarks.bench import isic_tree, textured_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("imports", "backbone", "scan", "features", "split", "top_layer", "decisions", "test", "export")
-_STAGES = {"import_tensorflow": "imports", "_backbone": "backbone", "scan_trees": "scan", "scan_held_out": "scan", "extract_features": "features", "split_sets": "split",
+_STAGES = {"import_tensorflow": "imports", "_backbone": "backbone", "scan_trees": "scan", "scan_held_out": "scan",
+           "extract_features": "features", "split_sets": "split",
            "set_arrays": "split", "_fit_top_layer": "top_layer", "fit_decisions": "decisions",
            "final_test": "test", "_export": "export"}
 
@@ -60,7 +61,8 @@ try:
     command.main(sys.argv[3:], standalone_mode=False)
 finally:
     total = time.perf_counter() - start
-    print("SCALE-RESULT " + json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "total": total, "cpu": time.process_time() - cpu,
+    print("SCALE-RESULT " + json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "total": total,
+          "cpu": time.process_time() - cpu,
           "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 """
 

@@ -90,7 +90,8 @@ class CacheIndex:
 
     feature_size: int
     entries: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (map, record offset)
-    fingerprints: dict[str, tuple[int, np.ndarray, bool]] = field(default_factory=dict)  # SHA-1 -> pHash, colour, detailed
+    # SHA-1 -> pHash, mean colour, detailed enough
+    fingerprints: dict[str, tuple[int, np.ndarray, bool]] = field(default_factory=dict)
     stats: dict[str, tuple[FileStat, str]] = field(default_factory=dict)  # absolute path -> stat, SHA-1
     maps: list = field(default_factory=list)
 
@@ -292,7 +293,8 @@ def _records(buffer, feature_size: int):
             offset = found
             continue
         if kind == FEATURES:
-            yield kind, buffer[offset + head:offset + head + key_length].decode("utf-8", "surrogateescape"), offset, None
+            key = buffer[offset + head:offset + head + key_length].decode("utf-8", "surrogateescape")
+            yield kind, key, offset, None
         else:
             record = _checked(buffer, offset)
             if record is not None:
