@@ -141,16 +141,15 @@ def _prepare(
     if copy is None:
         prepared.fingerprint = _cached_fingerprint(index, content)
         if prepared.fingerprint is None:
-            data = data or _read(path)
+            data, prepared.read = data or _read(path), True
             if isinstance(data, ImageError):
                 return data
             prepared.fingerprint, prepared.new_fingerprint = fingerprint_of(path, content, data), True
     if prepared.vector is not None:
         return prepared
-    data = data or _read(path)
+    data, prepared.read = data or _read(path), True
     if isinstance(data, ImageError):
         return data
-    prepared.read = True
     try:
         pixels = load_image(path, size, data, copy.draw_for(content) if copy else None)
     except ImageError as e:
