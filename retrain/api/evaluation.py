@@ -9,6 +9,7 @@ from pathlib import Path
 
 from retrain.api.classification import load
 from retrain.data.training_copies import copies_of_training_images
+from retrain.features.cache import cached_fingerprints
 from retrain.errors import UserError
 from retrain.evaluate.measured import Evaluation, GraphEvaluation, measure_graph
 from retrain.evaluate.outputs import EvaluationOutputs, numbered_path, write_outputs, write_roc
@@ -41,7 +42,7 @@ def evaluate(graphs: Sequence[Path], image_dir: Path, labels: Sequence[Path] = (
         raise UserError("EvaluationOutputs.isic_submission needs EvaluationOutputs.predictions FILE to write the "
                         "submission to")
     copies = None if training_dir is None else copies_of_training_images(
-        image_dir, training_dir, ("evaluate.image_dir", "evaluate.training_dir"), log, warn)
+        image_dir, training_dir, ("evaluate.image_dir", "evaluate.training_dir"), log, warn, cached_fingerprints)
     evaluated = []
     for index, graph in enumerate(graphs):
         classifier = load(graph, labels[index] if labels else None, tta, reporter=reporter)

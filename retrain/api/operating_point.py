@@ -22,6 +22,7 @@ from retrain.decisions.calibration import Calibration, recalibrate as fit_on_top
 from retrain.decisions.operating_points import FEW_POSITIVES, OperatingPoint, OperatingPointSpec, \
     choose_operating_points, distinct_specs, parse_operating_point
 from retrain.errors import UserError
+from retrain.features.cache import cached_fingerprints
 from retrain.evaluate.evaluation import Predictions, evaluate_model
 from retrain.export.temperature import graph_def_with_temperature, save_saved_model_with_temperature, \
     tflite_with_temperature
@@ -78,7 +79,7 @@ def set_operating_point(graph: Path, image_dir: Path, operating_points: Sequence
     if recalibrate:
         _check_recalibration_tree(image_dir, labels)
     if training is not None and not overlap:
-        warn_of_training_copies(image_dir, training, TREE, reporter.log, reporter.warn)
+        warn_of_training_copies(image_dir, training, TREE, reporter.log, reporter.warn, cached_fingerprints)
     predicted = _classify(graph, labels, image_dir, reporter)
     probabilities, calibration = predicted.probabilities, None
     if recalibrate:

@@ -73,11 +73,12 @@ def train(config: RetrainConfig, reporter: Reporter = Reporter()) -> RetrainResu
     backbone = _backbone(config.backbone, config.fine_tuning.layers)
     features = extract_features(trees.paths(), backbone, config.features.bottleneck_dir, reporter)
     sets = split_sets(trees, features.by_path, folders, (data.validation_percentage, data.testing_percentage),
-                      data.keep_duplicates, reporter)
+                      data.keep_duplicates, reporter, features.fingerprints)
     patients = encode_patients(table, columns, sets.split, reporter) if table is not None else None
     plain, validation, test = (set_arrays(pairs, features.by_path, backbone.feature_size, rows) for pairs, rows in
                                zip((sets.split.training, sets.split.validation, sets.split.test),
                                    patients.rows if patients else (None, None, None)))
+    features = features.counts_only()
     training = with_distorted_copies(plain, [p for p, _ in sets.split.training], config.features.augmentation,
                                      config.features.distorted_copies, backbone, features.cache, reporter)
     trained = _fit_top_layer(config, backbone, sets, training, validation, reporter)

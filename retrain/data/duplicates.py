@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,19 +69,29 @@ def perceptual_hash(image: Image.Image) -> tuple[int, np.ndarray, bool]:
 
 def _fingerprint(path: Path) -> tuple[str, int, np.ndarray, bool]:
     try:
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        data = Path(path).read_bytes()
     except OSError:
         return "", 0, np.zeros(3, np.float32), False
+    return fingerprint_of(path, hashlib.sha1(data).hexdigest(), data)
+
+
+def fingerprint_of(path: Path, digest: str, data: bytes) -> tuple[str, int, np.ndarray, bool]:
+    """(SHA-1, pHash, mean colour, detailed enough) of one image whose bytes (`data`, SHA-1
+    `digest`) are read already: the bottleneck cache keeps these beside the features."""
     try:
-        return (digest, *perceptual_hash(load_upright(path, 2 * _THUMBNAIL)))
+        return (digest, *perceptual_hash(load_upright(path, 2 * _THUMBNAIL, data)))
     except ImageError:
         return digest, 0, np.zeros(3, np.float32), False
 
 
-def fingerprints(paths: Sequence[Path]) -> Fingerprints:
-    """Every image read once more, small (JPEG draft mode), on a few threads."""
+def fingerprints(paths: Sequence[Path], known: Mapping[Path, tuple] | None = None) -> Fingerprints:
+    """Every image's fingerprint: from `known` (the bottleneck cache's, by path) where there,
+    else the image read once more, small (JPEG draft mode), on a few threads."""
+    rows = [(known or {}).get(path) for path in paths]
+    missing = [index for index, row in enumerate(rows) if row is None]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        rows = list(pool.map(_fingerprint, paths))
+        for index, row in zip(missing, pool.map(_fingerprint, [paths[i] for i in missing])):
+            rows[index] = row
     return Fingerprints(
         [r[0] for r in rows], np.array([r[1] for r in rows], np.uint64),
         np.array([r[2] for r in rows], np.float32).reshape(-1, 3), np.array([r[3] for r in rows], bool),
@@ -105,11 +115,13 @@ class Copy:
         return f"copy of {original}: {self.path} = {self.original} ({self.how})"
 
 
-def find_copies(originals: Sequence[Path], suspects: Sequence[Path]) -> list[Copy]:
-    """Each suspect that is an exact or near copy of one of the originals (the closest one)."""
+def find_copies(originals: Sequence[Path], suspects: Sequence[Path],
+                known: Mapping[Path, tuple] | None = None) -> list[Copy]:
+    """Each suspect that is an exact or near copy of one of the originals (the closest one);
+    `known`: fingerprints already at hand, by path."""
     if not originals or not suspects:
         return []
-    original, distance = closest_originals(fingerprints(originals), fingerprints(suspects))
+    original, distance = closest_originals(fingerprints(originals, known), fingerprints(suspects, known))
     return [Copy(Path(suspects[index]), Path(originals[original[index]]), "exact" if distance[index] < 0 else "near",
                  max(int(distance[index]), 0))
             for index in np.flatnonzero(original >= 0)]

@@ -16,16 +16,18 @@ IMAGE_DIR, VALIDATION_DIR, TEST_DIR = "DataConfig.image_dir", "DataConfig.valida
 KEEP = "DataConfig.keep_duplicates"
 
 
-def without_copies(split: Split, folders: dict[str, Path | None], keep: bool, reporter: Reporter) -> Split:
+def without_copies(split: Split, folders: dict[str, Path | None], keep: bool, reporter: Reporter,
+                   known: dict | None = None) -> Split:
     """Validation and test images that copy a training image (same bytes, or the same picture
     resized or re-encoded), warned of and, unless `keep`, removed: with them the figures measure
     memory, not sight. Then the same between test and validation. `folders`: the trees by their
-    DataConfig names (DataConfig.image_dir, ...), to warn of two that are one folder."""
+    DataConfig names (DataConfig.image_dir, ...), to warn of two that are one folder. `known`:
+    fingerprints already at hand, by path (data.duplicates.find_copies)."""
     groups = same_folder_groups(folders)
     for names in groups:
         reporter.warn(_same_folder_warning(names, folders[names[0]], keep))
     held = list(dict.fromkeys(path for path, _ in split.validation + split.test))
-    copies = find_copies([path for path, _ in split.training], held)
+    copies = find_copies([path for path, _ in split.training], held, known)
     told = any(IMAGE_DIR in names for names in groups)  # its same files are the warning above
     listed = [c for c in copies if not (told and c.path.resolve() == c.original.resolve())]
     if not copies and held:
@@ -46,14 +48,15 @@ def without_copies(split: Split, folders: dict[str, Path | None], keep: bool, re
         removed = {c.path for c in copies}
         split = dataclasses.replace(split, validation=[pair for pair in split.validation if pair[0] not in removed],
                                     test=[pair for pair in split.test if pair[0] not in removed])
-    return _without_validation_images_in_test(split, keep, groups, reporter)
+    return _without_validation_images_in_test(split, keep, groups, reporter, known)
 
 
-def _without_validation_images_in_test(split: Split, keep: bool, groups: list[list[str]], reporter: Reporter) -> Split:
+def _without_validation_images_in_test(split: Split, keep: bool, groups: list[list[str]], reporter: Reporter,
+                                       known: dict | None) -> Split:
     """Test images that are validation images too (the same file, or a copy), warned of and, unless
     `keep`, removed from test: validation may choose the temperature, thresholds and kept step, so
     the test figures must come from other images. Validation keeps them, as it chooses."""
-    copies = find_copies([path for path, _ in split.validation], [path for path, _ in split.test])
+    copies = find_copies([path for path, _ in split.validation], [path for path, _ in split.test], known)
     removed = set() if keep else {c.path for c in copies}
     left = [pair for pair in split.test if pair[0] not in removed]
     if copies and not any(VALIDATION_DIR in names and TEST_DIR in names for names in groups):

@@ -99,7 +99,7 @@ def resize_bilinear(pixels: np.ndarray, width: int, height: int,
     """`pixels` (h x w x 3 uint8), or the `box` (left, top, right, bottom) of them, resized as
     MediaPipe resizes an image for a model: output pixel x samples source x * w / width (no
     half-pixel shift, no antialiasing), at positions in 1/32 pixel, the edge repeated.
-    Checked pixel for pixel against MediaPipe in tests/export/test_tflite.py."""
+    Checked pixel for pixel against MediaPipe in tests/data/test_images.py."""
     left, top, right, bottom = box or (0.0, 0.0, pixels.shape[1], pixels.shape[0])
     (up, down), row_weight = _sample_positions(top, bottom, height, pixels.shape[0])
     (back, ahead), column_weight = _sample_positions(left, right, width, pixels.shape[1])
@@ -120,10 +120,11 @@ def _sample_positions(start: float, stop: float, count: int, limit: int):
     return (np.clip(first, 0, limit - 1), np.clip(first + 1, 0, limit - 1)), weight
 
 
-def load_upright(path: ImageSource, max_side: int | None = None) -> Image.Image:
+def load_upright(path: ImageSource, max_side: int | None = None, data: bytes | None = None) -> Image.Image:
     """The image as the model sees it before the resize (decoded, turned upright by its EXIF
-    orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on."""
-    image = _decode_upright_rgb(path, None, (max_side, max_side) if max_side else None)
+    orientation, RGB), at its own size or shrunk to fit `max_side`: what heatmaps are drawn on.
+    `data`: the file's bytes, when the caller has read them already."""
+    image = _decode_upright_rgb(path, data, (max_side, max_side) if max_side else None)
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return image

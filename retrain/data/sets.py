@@ -102,10 +102,11 @@ class Sets:
 
 
 def split_sets(trees: Trees, readable, folders: Folders, percentages: tuple[float, float], keep_duplicates: bool,
-               reporter: Reporter) -> Sets:
+               reporter: Reporter, fingerprints: dict | None = None) -> Sets:
     """Classes with a `readable` image (a set of paths), split by retrain.py's hash (`percentages`:
     validation and testing) plus the held-out trees, without the held-out copies of training
-    images unless `keep_duplicates`."""
+    images unless `keep_duplicates`. `fingerprints`: the copy fingerprints the bottleneck cache
+    gave, by path, so the copy check reads no image again."""
     labels, images_by_class = [], []
     for image_class in trees.image_tree.classes:
         usable = [p for p in image_class.images if p in readable]
@@ -121,7 +122,7 @@ def split_sets(trees: Trees, readable, folders: Folders, percentages: tuple[floa
     split = add_held_out_trees(split, labels, trees.held_out, usable=readable.__contains__, names=names)
     for note in split.notes:
         reporter.warn(note)
-    split = without_copies(split, folders.by_name(), keep_duplicates, reporter)
+    split = without_copies(split, folders.by_name(), keep_duplicates, reporter, fingerprints)
     reporter.log(f"Split: {len(split.training)} training, {len(split.validation)} validation, {len(split.test)} testing")
     return Sets(labels, split)
 

@@ -31,9 +31,11 @@ class TrainingCopies:
                             "distance": c.distance} for c in self.copies]}
 
 
-def copies_of_training_images(image_dir: Path, training_dir: Path, names: tuple[str, str], log, warn) -> TrainingCopies:
+def copies_of_training_images(image_dir: Path, training_dir: Path, names: tuple[str, str], log, warn,
+                              known=None) -> TrainingCopies:
     """Images under `image_dir` that copy one under `training_dir`: warned of and listed, not
-    removed (evaluate measures the tree it is given)."""
+    removed (evaluate measures the tree it is given). `known(paths)`: the fingerprints already
+    at hand for some of them, by path (the bottleneck cache's), so only the rest are read."""
     measured_name, training_name = names
     training = Path(training_dir).expanduser()
     if not training.is_dir():
@@ -45,7 +47,7 @@ def copies_of_training_images(image_dir: Path, training_dir: Path, names: tuple[
         return TrainingCopies(training, (), same_folder=True)
     measured, trained_on = list_images(Path(image_dir).expanduser()), list_images(training)
     copies = _warn_of_copies(measured, trained_on, measured_name, f"{training_name} images",
-                             "kept, so the figures overstate accuracy on new images", log, warn)
+                             "kept, so the figures overstate accuracy on new images", log, warn, known)
     if not copies and measured:
         log(f"Copies: none of the {len(measured)} images copies one of the {len(trained_on)} {training_name} images")
     return TrainingCopies(training, tuple(copies))
@@ -89,22 +91,24 @@ def warn_of_missing_classes(image_dir: Path, labels: list[str], tree_name: str, 
             warn(f"{tree_name} {image_dir}: no {label!r} folder; the thresholds are chosen without any {label} image")
 
 
-def warn_of_training_copies(image_dir: Path, training: Path, tree_name: str, log, warn) -> None:
+def warn_of_training_copies(image_dir: Path, training: Path, tree_name: str, log, warn, known=None) -> None:
     """Copies of training images in the tree a threshold is chosen on, warned of and listed.
-    Cheap beside classifying: each image is read once more, small."""
+    Cheap beside classifying: each image is read once more, small, unless `known(paths)` (as
+    copies_of_training_images takes it) has its fingerprint."""
     if not training.is_dir():
         log(f"The model's training tree {training} is not here; no check for copies of its images")
         return
     _warn_of_copies(list_images(image_dir), list_images(training), tree_name,
                     f"the model's training images ({training})",
-                    "kept, so the sensitivity and specificity chosen here overstate what new images give", log, warn)
+                    "kept, so the sensitivity and specificity chosen here overstate what new images give", log, warn,
+                    known)
 
 
 def _warn_of_copies(measured: list[Path], training: list[Path], measured_name: str, training_images: str,
-                    consequence: str, log, warn) -> list:
+                    consequence: str, log, warn, known=None) -> list:
     """The images of `measured` that copy one of `training`: one warning with the count, then
     each copy in the log."""
-    copies = find_copies(training, measured)
+    copies = find_copies(training, measured, known(training + measured) if known else None)
     if copies:
         warn(count_line(copies, measured_name, training_images, consequence))
         for copy in copies:

@@ -36,6 +36,7 @@ FLAGGED_SHARE = 0.05  # of held-out in-distribution images: where the (soft) thr
 HARD_FACTOR = 1.75  # the hard threshold, as a multiple of the soft one; see the module docstring
 OUTPUT_NAME = "ood_score"  # the exported output that carries the score, in every format
 VALIDATION_IMAGES = 40  # fewer, and the threshold is chosen on out-of-fold training images
+BLOCK_ROWS = 4096  # rows taken at once in float64: tens of MB whatever the set's size
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,12 @@ class OodDetector:
         return HARD_FACTOR * self.threshold
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        projected = unit_length(features) @ self.projection
-        distances = ((projected[:, None, :] - self.means[None]) ** 2).sum(axis=2)
-        return (distances.min(axis=1) / self.projection.shape[0]).astype(np.float32)
+        scores = np.zeros(len(features), np.float32)
+        for start, block in _unit_blocks(np.asarray(features)):
+            projected = block @ self.projection
+            nearest = np.min([((projected - mean) ** 2).sum(axis=1) for mean in self.means], axis=0)
+            scores[start:start + len(block)] = nearest / self.projection.shape[0]
+        return scores
 
     def record(self) -> OodRecord:
         return OodRecord(OUTPUT_NAME, self.threshold, self.hard_threshold, self.flagged_share, self.chosen_on,
@@ -128,13 +132,28 @@ class OodDetector:
 
 
 def fit_ood(features: np.ndarray, true: np.ndarray, class_count: int) -> OodDetector:
-    """Class means and the shrunk shared covariance of the training features."""
-    features = unit_length(features)
-    true = np.asarray(true)
-    means = np.stack([features[true == c].mean(axis=0) if (true == c).any() else features.mean(axis=0)
-                      for c in range(class_count)])
-    projection = _whitening(features - means[true])
+    """Class means and the shrunk shared covariance of the training features, taken in
+    blocks of rows: no float64 copy of the whole matrix is ever made."""
+    features, true = np.asarray(features), np.asarray(true)
+    sums = np.zeros((class_count, features.shape[1]))
+    for start, block in _unit_blocks(features):
+        labels = true[start:start + len(block)]
+        sums += (labels[None, :] == np.arange(class_count)[:, None]).astype(np.float64) @ block
+    counts = np.bincount(true, minlength=class_count)[:, None]
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), sums.sum(axis=0) / max(len(true), 1))
+
+    def centred():
+        for start, block in _unit_blocks(features):
+            yield block - means[true[start:start + len(block)]]
+
+    projection = _whitening(centred, len(true), features.shape[1])
     return OodDetector(projection.astype(np.float32), (means @ projection).astype(np.float32))
+
+
+def _unit_blocks(features: np.ndarray):
+    """(first row, the rows at unit length in float64), BLOCK_ROWS at a time."""
+    for start in range(0, len(features), BLOCK_ROWS):
+        yield start, unit_length(features[start:start + BLOCK_ROWS])
 
 
 def fit_with_threshold(training_x: np.ndarray, training_y: np.ndarray, validation_x: np.ndarray, class_count: int,
@@ -168,39 +187,54 @@ def unit_length(features: np.ndarray) -> np.ndarray:
     return features / np.sqrt(np.maximum((features ** 2).sum(axis=1, keepdims=True), 1e-12))
 
 
-def _whitening(centred: np.ndarray) -> np.ndarray:
-    """The symmetric P with P P^T the inverse of the Ledoit-Wolf covariance: the sample
-    covariance S pulled towards mu * I by the shrinkage that minimises the expected squared
-    error. From the SVD of the centred rows, so a few hundred images cost a few hundred
-    directions, not an F x F eigendecomposition: off them every eigenvalue is the shrunk mu."""
-    n, f = centred.shape
-    directions, variances = _principal_directions(centred)
-    mu = variances.sum() / f
-    target_distance = (variances ** 2).sum() - 2 * mu * variances.sum() + mu ** 2 * f  # |S - mu I|_F^2
-    spread = _spread(centred, directions, variances)
+def _whitening(centred, n: int, f: int) -> np.ndarray:
+    """A P with P P^T the inverse of the Ledoit-Wolf covariance: the sample covariance S
+    pulled towards mu * I by the shrinkage that minimises the expected squared error
+    (`centred()` yields the centred rows in blocks). With at least as many images as
+    features, S is summed block by block and P is the inverse Cholesky factor's transpose
+    (a third of an eigendecomposition's cost; only P P^T enters the score). With fewer, P is
+    the symmetric one from the SVD of the rows: a few hundred images cost a few hundred
+    directions, and off them every eigenvalue is the shrunk mu."""
+    if n >= f:
+        gram, fourth_powers = _gram(centred, f)
+        sample = gram / n
+        variance_sum, squared_sum = float(np.trace(sample)), float((sample ** 2).sum())
+    else:
+        rows = np.concatenate(list(centred()))  # fewer rows than features: smaller than F x F
+        fourth_powers = _fourth_powers(rows)
+        directions, variances = _principal_directions(rows)
+        variance_sum, squared_sum = float(variances.sum()), float((variances ** 2).sum())
+    mu = variance_sum / f
+    target_distance = squared_sum - 2 * mu * variance_sum + mu ** 2 * f  # |S - mu I|_F^2
+    # sum over rows of |x x^T - S|_F^2 / n^2 without n outer products: |x x^T|^2 = |x|^4, and
+    # the rows' x S x^T sum to n |S|^2 (as sum x x^T = n S), |S|^2 the sum of squared eigenvalues
+    spread = (fourth_powers - n * squared_sum) / n ** 2
     shrinkage = min(1.0, spread / target_distance) if target_distance > 0 else 1.0
     floor = max(shrinkage * mu, 1e-12)
+    if n >= f:
+        return np.linalg.inv(np.linalg.cholesky(floor * np.eye(f) + (1 - shrinkage) * sample)).T
     shrunk = np.maximum(floor + (1 - shrinkage) * variances, 1e-12)
     return np.eye(f) / np.sqrt(floor) + (directions.T * (1 / np.sqrt(shrunk) - 1 / np.sqrt(floor))) @ directions
 
 
-def _principal_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gram(centred, f: int) -> tuple[np.ndarray, float]:
+    """The rows' Gram matrix and the sum of their squared squared norms, in one pass."""
+    gram, fourth_powers = np.zeros((f, f)), 0.0
+    for block in centred():
+        gram += block.T @ block
+        fourth_powers += _fourth_powers(block)
+    return gram, fourth_powers
+
+
+def _fourth_powers(rows: np.ndarray) -> float:
+    return float(((rows ** 2).sum(axis=1) ** 2).sum())
+
+
+def _principal_directions(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows' principal directions (as rows) and the sample variance along each, by an
-    eigendecomposition of the smaller of the n x n and F x F Gram matrices."""
-    n, f = centred.shape
-    if n >= f:
-        variances, vectors = np.linalg.eigh(centred.T @ centred / n)
-        return vectors.T, np.maximum(variances, 0)
-    variances, vectors = np.linalg.eigh(centred @ centred.T / n)
+    eigendecomposition of the n x n Gram matrix (fewer rows than features)."""
+    n = len(rows)
+    variances, vectors = np.linalg.eigh(rows @ rows.T / n)
     kept = variances > 1e-12 * max(variances.max(), 1e-300)
-    directions = (vectors[:, kept].T @ centred) / np.sqrt(n * variances[kept])[:, None]
+    directions = (vectors[:, kept].T @ rows) / np.sqrt(n * variances[kept])[:, None]
     return directions, variances[kept]
-
-
-def _spread(centred: np.ndarray, directions: np.ndarray, variances: np.ndarray) -> float:
-    """sum over rows of |x x^T - S|_F^2 / n^2, without forming n outer products:
-    |x x^T|^2 = |x|^4, <x x^T, S> = x S x^T and |S|^2 the sum of its squared eigenvalues."""
-    n = len(centred)
-    squared_norms = (centred ** 2).sum(axis=1)
-    cross = (((centred @ directions.T) ** 2) * variances).sum(axis=1)
-    return float((squared_norms ** 2 - 2 * cross + (variances ** 2).sum()).sum() / n ** 2)

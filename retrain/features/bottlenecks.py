@@ -3,6 +3,7 @@ cache where it can be, with what that cost told to the reporter."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,12 @@ class Features:
     reused: int
     failures: int
     cache: object  # the BottleneckCache, for distorted copies
+    fingerprints: dict  # path -> copy fingerprint (retrain.data.duplicates), so the copy check reads no image
+
+    def counts_only(self) -> Features:
+        """Without the rows and fingerprints, once the sets' arrays hold them: the feature
+        matrix is then kept once, not twice."""
+        return dataclasses.replace(self, by_path={}, fingerprints={})
 
 
 def extract_features(all_paths: list[Path], backbone, bottleneck_dir: Path | None, reporter: Reporter) -> Features:
@@ -28,7 +35,8 @@ def extract_features(all_paths: list[Path], backbone, bottleneck_dir: Path | Non
     from retrain.features.extraction import compute_bottlenecks
 
     cache = open_cache(bottleneck_dir or paths.default_bottleneck_dir(), backbone)
-    extraction = compute_bottlenecks(all_paths, backbone, cache, progress=reporter.bar(len(all_paths), "Bottlenecks"))
+    extraction = compute_bottlenecks(all_paths, backbone, cache, progress=reporter.bar(len(all_paths), "Bottlenecks"),
+                                     say=reporter.log)
     for failure in extraction.failures:
         reporter.warn(f"skipped {failure.path}: {failure.reason}")
     reporter.log(
@@ -39,4 +47,5 @@ def extract_features(all_paths: list[Path], backbone, bottleneck_dir: Path | Non
     if extraction.engine_note:
         reporter.log(extraction.engine_note)
     by_path = {path: extraction.features[i] for i, path in enumerate(all_paths) if extraction.ok[i]}
-    return Features(by_path, extraction.computed, extraction.reused, len(extraction.failures), cache)
+    return Features(by_path, extraction.computed, extraction.reused, len(extraction.failures), cache,
+                    extraction.fingerprints)

@@ -62,20 +62,35 @@ def test_another_backbone_never_sees_these_features(tree, tmp_path):
     assert result.computed == 6
 
 
+def _entry_spans(pack) -> list[tuple[int, int]]:
+    """(start, end) of each features record in a pack, in file order."""
+    from retrain.features import cache as cache_module
+
+    raw, spans = pack.read_bytes(), []
+    for kind, _, offset, _ in cache_module._records(raw, MeanColourBackbone.feature_size):
+        _, _, key_length, payload_length = cache_module._HEADER.unpack_from(raw, offset)
+        if kind == cache_module.FEATURES:
+            spans.append((offset, offset + cache_module._HEADER.size + key_length + payload_length + 4))
+    return spans
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
 def test_a_damaged_entry_is_detected_and_recomputed(tree, tmp_path, damage):
     backbone = MeanColourBackbone()
     cache = open_cache(tmp_path / "bn", backbone)
     clean = compute_bottlenecks(_paths(tree), backbone, cache)
-    entry = sorted(cache.root.rglob("*.bn"))[0]
-    raw = bytearray(entry.read_bytes())
-    if damage == "truncate":
-        raw = raw[:-3]
+    [pack] = cache.root.glob("*.pack")
+    raw = bytearray(pack.read_bytes())
+    spans = _entry_spans(pack)
+    assert len(spans) == 6
+    if damage == "truncate":  # as a kill -9 mid-write leaves the last record
+        raw = raw[:spans[-1][1] - 3]
     elif damage == "flip_byte":
-        raw[10] ^= 0xFF
+        raw[spans[2][0] + 40] ^= 0xFF
     else:
-        raw = bytearray(b"nonsense")
-    entry.write_bytes(bytes(raw))
+        start, end = spans[2]
+        raw[start:end] = b"nonsense".ljust(end - start, b"!")
+    pack.write_bytes(bytes(raw))
     again = compute_bottlenecks(_paths(tree), backbone, cache)
     assert (again.computed, again.reused) == (1, 5)
     np.testing.assert_allclose(again.features, clean.features)
@@ -90,11 +105,12 @@ def test_bad_images_are_reported_by_name_and_the_rest_go_on(tree, tmp_path):
     assert result.ok.sum() == 6 and result.computed == 6
 
 
-def test_no_temporary_files_are_left_behind(tree, tmp_path):
+def test_no_temporary_files_are_left_behind_and_one_run_writes_one_pack(tree, tmp_path):
     backbone = MeanColourBackbone()
     cache = open_cache(tmp_path / "bn", backbone)
     compute_bottlenecks(_paths(tree), backbone, cache)
     assert not [p for p in cache.root.rglob("*") if p.name.endswith(".tmp")]
+    assert [p.suffix for p in cache.root.rglob("*") if p.is_file()] == [".pack"]
 
 
 def test_a_read_only_cache_dir_is_a_clear_error(tree, tmp_path):
