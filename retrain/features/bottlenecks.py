@@ -35,8 +35,7 @@ def extract_features(all_paths: list[Path], backbone, bottleneck_dir: Path | Non
     from retrain.features.extraction import compute_bottlenecks
 
     cache = open_cache(bottleneck_dir or paths.default_bottleneck_dir(), backbone)
-    extraction = compute_bottlenecks(all_paths, backbone, cache, progress=reporter.bar(len(all_paths), "Bottlenecks"),
-                                     say=reporter.log)
+    extraction = compute_bottlenecks(all_paths, backbone, cache, progress=reporter.bar(len(all_paths), "Bottlenecks"))
     for failure in extraction.failures:
         reporter.warn(f"skipped {failure.path}: {failure.reason}")
     reporter.log(

@@ -16,8 +16,9 @@ which fails its length or CRC check and is never read, and a damaged record anyw
 skipped (the reader finds the next record by its magic) and its entry recomputed. A run
 reads every pack in one sweep (memory-mapped), then copies only the rows it needs. Once
 there are more than MAX_PACKS packs, a run merges those no process is writing into one
-(written under a temporary name, renamed, then the old packs removed). Per-image `.bn`
-files of the cache before packs are moved into a pack once, with one line saying so.
+(written under a temporary name, renamed, then the old packs removed). The per-image files
+of the caches before packs hold features of preprocessing version 1, in a folder of their own
+that no run of this version reads.
 
 A STAT record lets a warm run skip reading an image at all: it ties a file's path to its
 SHA-1 with the file's size, mtime_ns, ctime_ns, inode and device. A file is taken to be
@@ -61,8 +62,6 @@ _CRC = struct.Struct("<I")  # CRC-32 of header, key and payload
 _FINGERPRINT = struct.Struct("<Q3f?")  # pHash, mean colour, detailed enough to hash
 _STAT = struct.Struct("<qqqQQ40s")  # size, mtime_ns, ctime_ns, inode, device, SHA-1 (hex)
 _MAX_KEY = 1024
-_OLD_MAGIC = b"RTBN"  # the per-image files before packs
-_OLD_HEADER = struct.Struct("<4sI")
 
 
 @dataclass(frozen=True)
@@ -123,10 +122,9 @@ class BottleneckCache:
         self._pending: list[bytes] = []
         self._pending_features = False  # among the pending records: one the run cannot do without
 
-    def index(self, say=None) -> CacheIndex:
-        """Every pack read in one sweep (old per-image files moved in first, `say` told so)."""
+    def index(self) -> CacheIndex:
+        """Every pack read in one sweep."""
         if self.root.is_dir():
-            _migrate_old_entries(self, say)
             _merge_packs(self)
         found = CacheIndex(self.feature_size)
         for pack in sorted(self.root.glob("*.pack")) if self.root.is_dir() else []:
@@ -391,49 +389,6 @@ def _write_merged(cache: BottleneckCache, files: list) -> None:
         tmp.unlink(missing_ok=True)
         for buffer in found.maps:
             buffer.close()
-
-
-def _migrate_old_entries(cache: BottleneckCache, say) -> None:
-    """The per-image `.bn` files of the cache before packs, moved into this process's pack once."""
-    old = list(cache.root.glob("??/*.bn"))
-    if not old:
-        return
-    moved = 0
-    for path in old:
-        vector = _read_old_entry(path, cache.feature_size)
-        if vector is not None:
-            payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-            cache._pending.append(_record(FEATURES, path.stem, payload))
-            cache._pending_features = True
-            moved += 1
-    cache.flush()
-    if cache._file is not None:
-        os.fsync(cache._file.fileno())
-    for path in old:
-        path.unlink(missing_ok=True)
-    for folder in {path.parent for path in old}:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-    if say:
-        say(f"Bottleneck cache {cache.root}: moved {moved} per-image entries into one pack file (done once)")
-
-
-def _read_old_entry(path: Path, feature_size: int) -> np.ndarray | None:
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    payload_size = 4 * feature_size
-    if len(raw) != _OLD_HEADER.size + payload_size + _CRC.size:
-        return None
-    magic, count = _OLD_HEADER.unpack_from(raw)
-    payload = raw[_OLD_HEADER.size:_OLD_HEADER.size + payload_size]
-    (crc,) = _CRC.unpack_from(raw, _OLD_HEADER.size + payload_size)
-    if magic != _OLD_MAGIC or count != feature_size or crc != zlib.crc32(payload):
-        return None
-    return np.frombuffer(payload, dtype="<f4").copy()
 
 
 def _file_in_the_way(path: Path) -> Path:

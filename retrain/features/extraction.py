@@ -65,7 +65,6 @@ def compute_bottlenecks(
     workers: int | None = None,
     engine="auto",
     distortions: list | None = None,
-    say: Callable[[str], None] | None = None,
 ) -> Extraction:
     """Features for every path: from the cache where possible, else computed.
 
@@ -75,11 +74,10 @@ def compute_bottlenecks(
     order. `engine` is a name from retrain.features.engines.ENGINES, built only when the
     first image needs computing (so a fully cached run never pays for it), or a FeatureEngine.
     `distortions`, aligned with `paths`, gives a DistortedCopy (or None) per item: its
-    own cache key and pixels; a path may then appear once per copy. `say` hears the one line
-    of a cache moved from per-image files into packs."""
+    own cache key and pixels; a path may then appear once per copy."""
     result = Extraction(np.zeros((len(paths), backbone.feature_size), np.float32), np.zeros(len(paths), bool))
     current_engine = _engine_on_first_use(backbone, engine, result)
-    index = cache.index(say)
+    index = cache.index()
     prepare = functools.partial(_prepare, index=index, size=backbone.input_size, current_engine=current_engine)
     items = ((i, path, distortions[i] if distortions else None) for i, path in enumerate(paths))
     batch: list[_Prepared] = []

@@ -1,15 +1,12 @@
 """The pack cache at scale: a warm run reads no image whose stat still holds, the copy
-fingerprints come from the cache, old per-image caches are moved in once, packs are merged,
+fingerprints come from the cache, packs are merged,
 and a writer killed mid-record or two writers at once leave only sound entries."""
 
-import hashlib
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,30 +77,6 @@ def test_the_copy_check_takes_the_cached_fingerprints_and_reads_no_image(tree, t
 
     monkeypatch.setattr(duplicates, "_fingerprint", no_reading)
     assert duplicates.find_copies(paths[:3], paths[3:] + paths[:1], warm.fingerprints) == expected
-
-
-def _old_entry(vector: np.ndarray) -> bytes:
-    payload = np.asarray(vector, "<f4").tobytes()
-    return struct.pack("<4sI", b"RTBN", len(vector)) + payload + struct.pack("<I", zlib.crc32(payload))
-
-
-def test_an_old_per_image_cache_is_moved_into_a_pack_once_with_one_line(tree, tmp_path):
-    backbone = MeanColourBackbone()
-    paths = _paths(tree)
-    reference = compute_bottlenecks(paths, backbone, open_cache(tmp_path / "reference", backbone))
-    cache = open_cache(tmp_path / "bn", backbone)
-    for path, vector in zip(paths, reference.features):
-        key = hashlib.sha1(path.read_bytes()).hexdigest()
-        (cache.root / key[:2]).mkdir(parents=True, exist_ok=True)
-        (cache.root / key[:2] / f"{key}.bn").write_bytes(_old_entry(vector))
-    lines = []
-    moved = compute_bottlenecks(paths, backbone, cache, say=lines.append)
-    assert (moved.reused, moved.computed) == (6, 0) and len(lines) == 1 and "moved 6" in lines[0]
-    np.testing.assert_array_equal(moved.features, reference.features)
-    assert not list(cache.root.rglob("*.bn"))
-    lines.clear()
-    compute_bottlenecks(paths, backbone, open_cache(tmp_path / "bn", backbone), say=lines.append)
-    assert lines == []
 
 
 def test_many_packs_are_merged_into_one_that_keeps_every_entry(make_tree, tmp_path, monkeypatch):
