@@ -18,13 +18,15 @@ SIDE = 96
 
 
 def lesion(shape: str, seed: int) -> np.ndarray:
-    """Skin with a dark lesion: a disc or a bar, whose shape (not colour) is the class."""
+    """Skin with a dark lesion: a disc or a bar, whose shape (not colour) is the class; an ellipse
+    between the two is where the probabilities are not saturated, so a change shows."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIDE, :SIDE]
     cy, cx = rng.integers(36, 60, 2)
     radius = rng.integers(14, 22)
-    spot = ((yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2) if shape == "disc" else \
-        (np.abs(yy - cy) < radius // 3) & (np.abs(xx - cx) < 2 * radius)
+    spot = {"disc": (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2,
+            "bar": (np.abs(yy - cy) < radius // 3) & (np.abs(xx - cx) < 2 * radius),
+            "ellipse": ((yy - cy) / (0.6 * radius)) ** 2 + ((xx - cx) / (1.4 * radius)) ** 2 < 1}[shape]
     skin = np.array([170.0, 125.0, 115.0]) * rng.uniform(0.85, 1.05) + rng.normal(0, 8, (SIDE, SIDE, 3))
     return np.clip(np.where(spot[..., None], skin * 0.4, skin), 0, 255)
 
@@ -51,7 +53,7 @@ def lesions(tmp_path_factory):
         for i in range(12):
             save(lesion(shape, seed=i + (100 if shape == "bar" else 0)), root / "train" / shape / f"{shape}_{i}.png")
     pairs = [(save(image, root / "check" / f"{shape}_{i}.png"), save(tinted(image), root / "check" / f"{shape}_{i}_tinted.png"))
-             for shape in ("disc", "bar") for i, image in enumerate(lesion(shape, seed=500 + i) for i in range(4))]
+             for shape in ("disc", "bar", "ellipse") for i, image in enumerate(lesion(shape, seed=500 + i) for i in range(4))]
     return root, pairs
 
 
