@@ -78,11 +78,11 @@ def models(lesions):
     return {"constant": constant, "plain": _train(root, "plain")}
 
 
-def probabilities(model: Path, images: list[Path]) -> np.ndarray:
+def probabilities(model: Path, images: list[Path], tta: bool = False) -> np.ndarray:
     """[images, classes] as label_image reads them: retrain.api.load, retrain's decoding and resizing."""
     from retrain.api import load
 
-    classifier = load(model)
+    classifier = load(model, tta=tta)
     rows = []
     for result in classifier(images, top_k=len(classifier.labels)):
         scores = {p.label: p.score for p in result.predictions}
@@ -117,6 +117,23 @@ def test_a_tinted_copy_gets_nearly_the_untinted_images_probabilities_only_with_c
         assert change["constant", name] < 0.02, change
         assert change["plain", name] > 4 * change["constant", name], change
     assert change["constant", "int8"] < 0.05, change
+    with_tta = np.abs(probabilities(models["constant"] / "graph.pb", plain_images, tta=True)
+                      - probabilities(models["constant"] / "graph.pb", tinted_images, tta=True)).mean()
+    assert with_tta < 0.02
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_colour_constancy_model_ignores_a_tint(lesions):
+    root, pairs = lesions
+    out = root / "tuned"
+    result = run_cli(retrain, [
+        "--image_dir", root / "train", "--validation_percentage", 0, "--testing_percentage", 0,
+        "--bottleneck_dir", root / "bottlenecks", "--how_many_training_steps", 30, "--random_seed", 1,
+        "--fine_tune_layers", 2, "--fine_tune_epochs", 1, "--colour_constancy",
+        "--output_graph", out / "graph.pb", "--output_labels", out / "labels.txt"])
+    assert result.exit_code == 0, result.output
+    change = np.abs(probabilities(out / "graph.pb", [a for a, _ in pairs]) - probabilities(out / "graph.pb", [b for _, b in pairs]))
+    assert change.mean() < 0.02
 
 
 @pytest.mark.slow
