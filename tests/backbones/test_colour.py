@@ -89,3 +89,17 @@ def test_the_backbone_divides_out_a_tint_before_its_features(backbone):
     corrected = constant.module.features(pair).numpy()
     assert np.abs(corrected[0] - corrected[1]).max() < 0.02 * np.abs(corrected[0]).max()
     assert np.abs(plain[0] - plain[1]).max() > 10 * np.abs(corrected[0] - corrected[1]).max()
+
+
+def test_a_keras_backbone_divides_out_a_tint_too(tmp_path):
+    from retrain.backbones import create_backbone
+
+    plain = create_backbone("mobilenet_v3_small", tmp_path, random_weights=True)
+    constant = create_backbone("mobilenet_v3_small", tmp_path, random_weights=True, colour_constancy=True)
+    constant.module.model.set_weights(plain.module.model.get_weights())
+    assert constant.identity.endswith(IDENTITY_SUFFIX) and not plain.identity.endswith(IDENTITY_SUFFIX)
+    image = np.clip(lesion(5, size=224) * 0.8, 0, 255)
+    pair = np.stack([image, tinted(image)]).astype(np.float32)
+    corrected = constant.module.features(pair).numpy()
+    changed = plain.module.features(pair).numpy()
+    assert np.abs(corrected[0] - corrected[1]).max() < 0.2 * np.abs(changed[0] - changed[1]).max()
