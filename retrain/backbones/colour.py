@@ -6,8 +6,8 @@ Each image's illuminant is e_c = (mean over pixels of x_c^p)^(1/p) per RGB chann
 channel is scaled by |e| / (sqrt(3) e_c): Gessert et al.'s form, which keeps a grey
 illuminant's image as it is and moves every other one to grey of the same norm. The result is
 clipped to [0, 255]; an illuminant channel darker than 13 of 255 counts as 13 (MIN_ILLUMINANT).
-It runs first in the backbone, before the normalisation, so bottleneck
-caching, fine-tuning and every export do it with no code of their own.
+It runs first in the backbone, before the normalisation, so bottleneck caching, fine-tuning and
+every export do it with no code of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 POWER = 6
 # Recorded in the model card: what the model does to the pixels before its normalisation.
 DESCRIPTION = (f"Shades of Gray, Minkowski p = {POWER}: x_c * |e| / (sqrt(3) * e_c), "
-               f"e_c = mean(x_c^{POWER})^(1/{POWER}) per image and channel, clipped to [0, 255]")
+               f"e_c = mean(x_c^{POWER})^(1/{POWER}) per image and channel (at least 13 of 255), clipped to [0, 255]")
 IDENTITY_SUFFIX = f"-shades_of_gray{POWER}"  # a backbone with colour constancy caches other features
 EPSILON = 1e-6  # keeps the root of an all-black channel differentiable; in [0, 1] units
 # The least illuminant divided by, in [0, 1] units (13 of 255): an int8 .tflite quantizes the

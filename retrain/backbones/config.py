@@ -22,10 +22,10 @@ class BackboneConfig:
 @dataclass
 class Backbone:
     """A built backbone: `module.features(images)` maps [N, size, size, 3] float32 pixels
-    in [0, 255] to [N, feature_size] (with the config's colour constancy first, where set); `module.imagenet_logits` gives the stock 1000-class
-    scores where the weights include that head. `module.feature_map(images)`, where the
-    family has it, is the [N, h, w, feature_size] map whose spatial mean is `features`:
-    what class activation maps (heatmaps) are made of."""
+    in [0, 255] to [N, feature_size] (the config's colour constancy first, where set);
+    `module.imagenet_logits` gives the stock 1000-class scores where the weights include that head.
+    `module.feature_map(images)`, where the family has it, is the [N, h, w, feature_size] map whose
+    spatial mean is `features`: what class activation maps (heatmaps) are made of."""
 
     config: BackboneConfig
     identity: str  # names architecture + weights exactly; part of every bottleneck cache key
