@@ -41,6 +41,7 @@ class BackboneChoice:
     tfhub_module: str | None = None  # TF Hub URL or SavedModel folder; replaces architecture
     image_size: int | None = None  # None: the backbone's own input size
     model_dir: Path | None = None  # converted weights [default: the user cache]
+    colour_constancy: bool = False  # Shades of Gray (p = 6) inside the model, before its normalisation
 
 
 @dataclass(frozen=True)

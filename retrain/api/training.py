@@ -158,7 +158,7 @@ def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: M
 
 def _backbone(choice: BackboneChoice, fine_tune_layers=0):
     return build_backbone(choice.architecture, choice.tfhub_module, choice.image_size, choice.model_dir,
-                          fine_tune_layers)
+                          fine_tune_layers, choice.colour_constancy)
 
 
 def _patient_table(config: RetrainConfig, columns: Columns, reporter: Reporter):

@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrain.backbones.colour import IDENTITY_SUFFIX
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 
@@ -172,35 +173,39 @@ def sized_config(name: str, image_size: int | None = None) -> BackboneConfig:
     return dataclasses.replace(config, input_size=image_size)
 
 
-def create_backbone(name: str, model_dir: Path, random_weights: bool = False, image_size: int | None = None) -> Backbone:
+def create_backbone(name: str, model_dir: Path, random_weights: bool = False, image_size: int | None = None,
+                    colour_constancy: bool = False) -> Backbone:
     """Build the named backbone with its pretrained weights (converted once, cached in model_dir),
-    at its own input size or at `image_size` (see sized_config).
+    at its own input size or at `image_size` (see sized_config), with Shades of Gray colour
+    constancy first when `colour_constancy` (retrain.backbones.colour).
 
     `random_weights` skips the weights altogether (tests, smoke runs); such a backbone's
     identity is unique, so its features are never reused from the cache."""
-    config = sized_config(name, image_size)
+    config = dataclasses.replace(sized_config(name, image_size), colour_constancy=colour_constancy)
     backbone = _family(config).build(config, Path(model_dir), random_weights=random_weights)
     if config.input_size != get_config(name).input_size:
         backbone.identity += f"-{config.input_size}px"  # other features: their own bottleneck cache
+    if colour_constancy:
+        backbone.identity += IDENTITY_SUFFIX  # likewise
     return backbone
 
 
-def create_hub_backbone(handle: str, image_size: int | None = None) -> Backbone:
+def create_hub_backbone(handle: str, image_size: int | None = None, colour_constancy: bool = False) -> Backbone:
     """A TF Hub image feature-vector module (URL or local SavedModel folder) as a backbone."""
-    return _family_module("tfhub").build(handle, image_size)
+    return _family_module("tfhub").build(handle, image_size, colour_constancy)
 
 
 def build_backbone(architecture: str, tfhub_module: str | None, image_size: int | None, model_dir: Path | None,
-                   fine_tune_layers=0) -> Backbone:
+                   fine_tune_layers=0, colour_constancy: bool = False) -> Backbone:
     """The backbone a run asked for (a TF Hub module replaces the architecture), its weights in
     `model_dir` or the user cache; one that cannot be tuned as asked fails here, before slow work."""
     from retrain import paths
 
     if tfhub_module:
-        backbone = create_hub_backbone(tfhub_module, image_size)
+        backbone = create_hub_backbone(tfhub_module, image_size, colour_constancy)
     else:
         backbone = create_backbone(architecture, Path(model_dir or paths.default_model_dir()).expanduser(),
-                                   image_size=image_size)
+                                   image_size=image_size, colour_constancy=colour_constancy)
     if fine_tune_layers:
         backbone.module.unfreeze(fine_tune_layers)
     return backbone

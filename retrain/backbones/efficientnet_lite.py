@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from retrain.backbones.colour import shades_of_gray
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.backbones.torch_legacy import TorchFileError, load_state_dict
 from retrain.errors import UserError
@@ -129,9 +130,10 @@ def conv_layer(x, kernel, bias, stride: int, depthwise: bool):
 class EfficientNetLite(tf.Module):
     conv_layer = staticmethod(conv_layer)  # for callers that run a layer with other weights (retrain.export.int8)
 
-    def __init__(self, layers: dict[str, np.ndarray], blocks: list[Block], name: str):
+    def __init__(self, layers: dict[str, np.ndarray], blocks: list[Block], name: str, colour_constancy: bool = False):
         super().__init__(name=name)
         self.blocks = blocks
+        self.colour_constancy = colour_constancy
         self.layers = {key: tf.Variable(value, trainable=False, name=key) for key, value in layers.items()}
 
     def conv(self, x, name: str, stride: int = 1, depthwise: bool = False):
@@ -159,6 +161,7 @@ class EfficientNetLite(tf.Module):
         retrain.export.int8 does to run a quantized copy beside the float network."""
         conv = conv or self.conv
         if stage == 0:
+            x = shades_of_gray(x) if self.colour_constancy else x
             return tf.nn.relu6(conv((x - 127.0) / 128.0, "stem", 2))
         if stage == self.stage_count - 1:
             return tf.reduce_mean(self.head_map(x, conv), axis=[1, 2])
@@ -317,7 +320,8 @@ def random_layers(blocks: list[Block], seed: int | None = None) -> dict[str, np.
 def staged_network(config: BackboneConfig, layers: dict[str, np.ndarray]) -> EfficientNetLite:
     """The network with these weights, e.g. a fine-tuned model's, read back from its SavedModel."""
     options = dict(config.options)
-    return EfficientNetLite(layers, block_plan(options["width"], options["depth"]), name=config.name)
+    return EfficientNetLite(layers, block_plan(options["width"], options["depth"]), name=config.name,
+                            colour_constancy=config.colour_constancy)
 
 
 def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False,
@@ -325,8 +329,8 @@ def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False,
     options = dict(config.options)
     blocks = block_plan(options["width"], options["depth"])
     if random_weights:
-        module = EfficientNetLite(random_layers(blocks), blocks, name=config.name)
+        module = EfficientNetLite(random_layers(blocks), blocks, name=config.name, colour_constancy=config.colour_constancy)
         return Backbone(config=config, identity=f"{config.name}-random-{secrets.token_hex(6)}", module=module)
     layers, digest = converted_layers(config, model_dir, blocks, warn)
-    module = EfficientNetLite(layers, blocks, name=config.name)
+    module = EfficientNetLite(layers, blocks, name=config.name, colour_constancy=config.colour_constancy)
     return Backbone(config=config, identity=f"{config.name}-{digest}-c{CONVERSION_VERSION}", module=module)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.backbones.colour import shades_of_gray
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 from retrain.paths import file_digest
@@ -38,23 +39,27 @@ def preprocess(images, mode: str):
 
 
 class KerasBackbone(tf.Module):
-    def __init__(self, model, mode: str, name: str):
+    def __init__(self, model, mode: str, name: str, colour_constancy: bool = False):
         import keras
 
         super().__init__(name=re.sub(r"\W", "_", name))
         self.model = model
         self.mode = mode
+        self.colour_constancy = colour_constancy
         # A Keras 3 model is invisible to tf.Module's variable tracking; without this list a
         # SavedModel-based conversion (LiteRT, TFLite) would lose the weights and give NaN.
         self.keras_variables = [weight.value for weight in model.weights]
         # The same layers up to the global average pooling (build_model's last layer), for heatmaps.
         self.map_model = keras.Model(model.inputs, model.layers[-1].input)
 
+    def preprocess(self, images):
+        return preprocess(shades_of_gray(images) if self.colour_constancy else images, self.mode)
+
     def features(self, images):
-        return self.model(preprocess(images, self.mode), training=False)
+        return self.model(self.preprocess(images), training=False)
 
     def feature_map(self, images):
-        return self.map_model(preprocess(images, self.mode), training=False)
+        return self.map_model(self.preprocess(images), training=False)
 
     def unfreeze(self, layers: int | str) -> list:
         """Make the last `layers` layers that have weights ("all": every one) trainable, batch
@@ -126,7 +131,7 @@ def build_model(config: BackboneConfig):
 def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False) -> Backbone:
     mode = dict(config.options)["mode"]
     if random_weights:
-        module = KerasBackbone(build_model(config), mode, config.name)
+        module = KerasBackbone(build_model(config), mode, config.name, config.colour_constancy)
         return Backbone(config=config, identity=f"{config.name}-random-{secrets.token_hex(6)}", module=module)
     weights_path = find_weights_file(config, model_dir)
     model = build_model(config)
@@ -134,5 +139,5 @@ def build(config: BackboneConfig, model_dir: Path, random_weights: bool = False)
         model.load_weights(str(weights_path))
     except Exception as e:  # h5py and Keras raise many types for a wrong or damaged file
         raise UserError(f"{weights_path}: not the no-top ImageNet weights of {config.name} ({type(e).__name__})") from e
-    module = KerasBackbone(model, mode, config.name)
+    module = KerasBackbone(model, mode, config.name, config.colour_constancy)
     return Backbone(config=config, identity=f"{config.name}-{file_digest(weights_path)}", module=module)

@@ -17,6 +17,7 @@ from pathlib import Path
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
+from retrain.backbones.colour import IDENTITY_SUFFIX, shades_of_gray
 from retrain.backbones.config import Backbone, BackboneConfig
 from retrain.errors import UserError
 
@@ -85,12 +86,13 @@ def declared_input_size(loaded, handle: str) -> int | None:
 
 
 class HubFeatureVector(tf.Module):
-    def __init__(self, loaded, name: str = "tfhub_module"):
+    def __init__(self, loaded, name: str = "tfhub_module", colour_constancy: bool = False):
         super().__init__(name=name)
         self.loaded = loaded
+        self.colour_constancy = colour_constancy
 
     def features(self, images):
-        return self.loaded(images / 255.0)
+        return self.loaded((shades_of_gray(images) if self.colour_constancy else images) / 255.0)
 
     def unfreeze(self, layers: int | str) -> list:
         """A module is tuned whole: its layers are not addressable one by one."""
@@ -106,7 +108,7 @@ class HubFeatureVector(tf.Module):
         return self.features(images)
 
 
-def build(handle: str, image_size: int | None = None) -> Backbone:
+def build(handle: str, image_size: int | None = None, colour_constancy: bool = False) -> Backbone:
     folder = resolve(handle)
     try:
         loaded = tf.saved_model.load(str(folder))
@@ -120,7 +122,7 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
     size = declared or image_size
     if not size:
         raise UserError(f"{FIELD} {handle}: the module accepts any image size; choose one with BackboneChoice.image_size")
-    module = HubFeatureVector(loaded)
+    module = HubFeatureVector(loaded, colour_constancy=colour_constancy)
     try:
         probe = module.features(tf.zeros([1, size, size, 3]))
     except CALL_ERRORS as e:
@@ -134,5 +136,7 @@ def build(handle: str, image_size: int | None = None) -> Backbone:
         feature_size=int(probe.shape[1]),
         preprocessing="x / 255 (TF Hub image convention)",
         weights=handle,
+        colour_constancy=colour_constancy,
     )
-    return Backbone(config=config, identity=cache_identity(handle, folder, size), module=module)
+    identity = cache_identity(handle, folder, size) + (IDENTITY_SUFFIX if colour_constancy else "")
+    return Backbone(config=config, identity=identity, module=module)

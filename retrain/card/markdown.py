@@ -92,6 +92,8 @@ def _training_data(card: ModelCard) -> list[str]:
 def _model(card: ModelCard) -> list[str]:
     lines = [f"- backbone: {card.architecture} at {card.input_size} px",
              f"- recipe: {card.recipe or 'not recorded'}"]
+    if card.colour_constancy:
+        lines.append(f"- colour constancy inside the model, before its normalisation: {card.colour_constancy}")
     tuned = card.fine_tuning
     if tuned:
         lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}")

@@ -99,6 +99,7 @@ class ModelCard:
     preprocessing_version: int | None = None
     class_activation_maps: str | None = None  # the maps' output; None: the backbone has no feature map
     has_maps_entry: bool = True  # False: exported before retrain wrote class activation maps
+    colour_constancy: str | None = None  # what the model does to the pixels before its normalisation; None: nothing
     recipe: str | None = None
     top_layer: TopLayerRecord | None = None
     fine_tuning: FineTuningRecord | None = None
@@ -141,8 +142,8 @@ class ModelCard:
                    "preprocessing_version": self.preprocessing_version, "labels": list(self.labels)}
         if self.has_maps_entry:
             entries["class_activation_maps"] = self.class_activation_maps
-        optional = {"recipe": self.recipe, "top_layer": self.top_layer, "fine_tuning": self.fine_tuning,
-                    "patient_metadata": self.patient_metadata,
+        optional = {"colour_constancy": self.colour_constancy, "recipe": self.recipe, "top_layer": self.top_layer,
+                    "fine_tuning": self.fine_tuning, "patient_metadata": self.patient_metadata,
                     "calibration": None if self.calibration is None else self.calibration.card(with_earlier=False),
                     "recalibrated_from": None if self.calibration is None or self.calibration.recalibrated_from is None
                     else self.calibration.recalibrated_from.card(),
@@ -186,6 +187,12 @@ _KNOWN = {"format", "card_version", "recalibrated_from", *(f.name for f in datac
     "has_maps_entry", "version", "unknown"}
 
 
+def _text(value, key: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"\"{key}\" is not text")
+    return value
+
+
 def _card(data: dict, source: str, version: int) -> ModelCard:
     def optional(key, read):
         return None if data.get(key) is None else read(data[key])
@@ -202,7 +209,8 @@ def _card(data: dict, source: str, version: int) -> ModelCard:
         tuple(labels), data["input_name"], data["output_name"], data["input_size"], data.get("architecture"),
         data.get("backbone_identity"), tuple(data.get("input_range", (0, 255))), data.get("normalisation_in_model"),
         data.get("preprocessing_version"), data.get("class_activation_maps"), "class_activation_maps" in data,
-        data.get("recipe"), optional("top_layer", lambda d: TopLayerRecord(**d)),
+        _text(data.get("colour_constancy"), "colour_constancy"), data.get("recipe"),
+        optional("top_layer", lambda d: TopLayerRecord(**d)),
         optional("fine_tuning", lambda d: FineTuningRecord(**d)),
         optional("patient_metadata", lambda d: PatientInput.from_json(d, source)),
         optional("calibration", lambda d: Calibration.from_card({**d, "recalibrated_from": data.get(

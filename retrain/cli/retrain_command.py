@@ -57,6 +57,7 @@ _TABLE = (
     Field("architecture", BackboneChoice, "architecture"),
     Field("tfhub_module", BackboneChoice, "tfhub_module"),
     Field("image_size", BackboneChoice, "image_size"),
+    Field("colour_constancy", BackboneChoice, "colour_constancy"),
     Field("list_architectures", "retrain", "list_architectures"),  # an action of the command, no library setting
     Field("how_many_training_steps", TrainingConfig, "steps"),
     Field("learning_rate", TrainingConfig, "learning_rate"),
@@ -132,6 +133,9 @@ _INPUT_AND_OUTPUT_FLAGS = (
     option(FIELDS["image_size"], type=int,
         help="Input size: for a --tfhub_module that accepts any size, or to run an EfficientNet-Lite backbone "
              "at another size than its own [default: the backbone's]."),
+    option(FIELDS["colour_constancy"], is_flag=True,
+        help="Shades of Gray colour constancy (Minkowski p = 6) inside the model, before the backbone's normalisation: "
+             "each image's illuminant is divided out in training, caching, label_image, evaluate and every export."),
     option(FIELDS["list_architectures"], is_flag=True, help="Print the backbones, with whether each is available offline now, and exit."),
 )
 
@@ -288,7 +292,8 @@ def retrain_config(flags: dict, explicit: set[str]) -> RetrainConfig:
     config = RetrainConfig(
         data=DataConfig(flags["image_dir"], flags["validation_dir"], flags["test_dir"], **percentages,
                         keep_duplicates=flags["keep_duplicates"], image_list=flags["image_list"]),
-        backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"]),
+        backbone=BackboneChoice(flags["architecture"], flags["tfhub_module"], flags["image_size"], flags["model_dir"],
+                                flags["colour_constancy"]),
         features=FeatureConfig(flags["bottleneck_dir"], CopyAugmentation(**_values(flags, CopyAugmentation)),
                                flags["distorted_copies"]),
         top_layer=TrainingConfig(**_values(flags, TrainingConfig)),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.backbones.colour import DESCRIPTION as COLOUR_CONSTANCY
 from retrain.card.formats import write_graph_card, write_saved_model_card
 from retrain.card.model_card import ModelCard
 from retrain.data.images import PREPROCESSING_VERSION
@@ -104,7 +105,8 @@ def model_card(backbone, labels: list[str], final_tensor_name: str) -> ModelCard
                      architecture=backbone.config.name, backbone_identity=backbone.identity,
                      normalisation_in_model=backbone.config.preprocessing,
                      preprocessing_version=PREPROCESSING_VERSION,
-                     class_activation_maps=MAPS_NAME if backbone.has_feature_map else None)
+                     class_activation_maps=MAPS_NAME if backbone.has_feature_map else None,
+                     colour_constancy=COLOUR_CONSTANCY if backbone.config.colour_constancy else None)
 
 
 def frozen_graph_def(classifier: ServingModel, card: ModelCard):

@@ -205,7 +205,8 @@ def write_int8_ready_saved_model(
     from retrain.decisions.ood import OodDetector
     from retrain.train.top_layer import TopLayer
 
-    config = dataclasses.replace(lite_config(card), input_size=card.input_size)
+    config = dataclasses.replace(lite_config(card), input_size=card.input_size,
+                                 colour_constancy=card.colour_constancy is not None)
     loaded = tf.saved_model.load(str(saved_model_dir))
     module = staged_network(config, {name: v.numpy() for name, v in loaded.backbone.layers.items()})
     ready = int8_ready_layers(module, images, quantization)

@@ -114,3 +114,12 @@ def test_mediapipe_benchmark_trees_are_class_folders_of_symlinks(tmp_path):
     tree = class_tree(images, np.array([2, 0, 2]), tmp_path / "tree")
     assert sorted(p.name for p in (tree / "seborrheic_keratosis").iterdir()) == ["ISIC_0.jpg", "ISIC_2.jpg"]
     assert (tree / "melanoma" / "ISIC_1.jpg").is_symlink() and not any((tree / "nevus").iterdir())
+
+
+def test_colour_benchmark_skips_without_shared_data(tmp_path, monkeypatch, capsys):
+    from benchmarks import colour_isic
+
+    monkeypatch.setattr(sys, "argv", ["colour_isic", "--shared", str(tmp_path), "--output", str(tmp_path / "out")])
+    colour_isic.main()
+    assert capsys.readouterr().out.startswith("skipped: no ISIC 2017")
+    assert not (tmp_path / "out").exists()

@@ -105,3 +105,16 @@ def _red_square(tmp_path: Path) -> Path:
     path = tmp_path / "red.png"
     square_image(SQUARE_COLOURS["red"], seed=77)[0].save(path)
     return path
+
+
+def test_colour_constancy_is_read_written_back_and_said_in_words():
+    from retrain.backbones.colour import DESCRIPTION
+    from retrain.card.markdown import model_card_markdown
+
+    card = as_card({"labels": ["a", "b"], "colour_constancy": DESCRIPTION})
+    assert card.colour_constancy == DESCRIPTION and card.to_json()["colour_constancy"] == DESCRIPTION
+    assert "colour constancy inside the model" in model_card_markdown(card)
+    plain = as_card({"labels": ["a", "b"]})
+    assert plain.colour_constancy is None and "colour_constancy" not in plain.to_json()
+    with pytest.raises(UserError, match="colour_constancy"):
+        as_card({"labels": ["a", "b"], "colour_constancy": True})
