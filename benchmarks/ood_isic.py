@@ -102,10 +102,12 @@ def knn_distance(train_x: np.ndarray, k: int) -> Score:
 def raw_mahalanobis(train_x: np.ndarray, train_y: np.ndarray) -> Score:
     """Mahalanobis distance to the nearest class mean without scaling the features to unit
     length, as retrain first did: short feature vectors (blank frames) come out near the means."""
-    from retrain.decisions.ood import _shrunk_covariance
+    from retrain.decisions.ood import _whitening
 
     means = np.stack([train_x[train_y == c].mean(axis=0) for c in range(len(CLASSES))])
-    precision = np.linalg.inv(_shrunk_covariance(train_x - means[train_y]))
+    centred = np.asarray(train_x - means[train_y], np.float64)
+    whitening = _whitening(lambda: iter([centred]), *centred.shape)
+    precision = whitening @ whitening.T  # the inverse of the shrunk covariance
 
     def score(x: np.ndarray) -> np.ndarray:
         centred = x[:, None, :] - means[None]
