@@ -49,6 +49,8 @@ def check_request(image: Path, top_k: int = 5, heatmap: HeatmapRequest | None = 
     check_outputs({"classify.image": image, "load.path": model,
                    "load.path's sidecar": sidecar_path(model) if tflite else None, "load.labels": labels},
                   {"HeatmapRequest.file": heatmap.file})
+    if Path(heatmap.file).suffix.lower() != ".png":
+        raise UserError(f"HeatmapRequest.file {heatmap.file}: the heatmap is a PNG image; give a name ending in .png")
 
 
 def classify(image: Path, model: Path | Classifier | None = None, top_k: int = 5,

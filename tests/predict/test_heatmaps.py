@@ -129,3 +129,12 @@ def test_stock_model_draws_a_heatmap_with_tta(square_model):
     output = json.loads(result.stdout)
     assert len(output["predictions"]) == 5 and np.array(output["heatmap"]["grid"]).shape == (7, 7)
     assert (square_model / "stock_heat.png").exists()
+
+
+def test_a_heatmap_file_not_named_png_is_refused_before_loading(square_model, tmp_path):
+    result = _run(label_image, ["--graph", square_model / "graph.pb", "--image", square_model / "blue11.png",
+                                "--heatmap", tmp_path / "where.txt"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: --heatmap {tmp_path / 'where.txt'}: the heatmap is a PNG image; "
+                                     "give a name ending in .png")
+    assert not (tmp_path / "where.txt").exists() and result.stdout == ""
