@@ -93,11 +93,12 @@ def web_app(models: Sequence[Classifier], token: str | None = None,
         raise UserError("web_app.token is empty; give a secret, or none to serve without one")
     served = {name: ServedModel(name, c) for name, c in zip(model_names(models), models)}
     limit = int(max_upload_mb * 1024 * 1024)
+    folder = importlib.resources.files("retrain.api").joinpath("page")
+    pages = {path: (folder.joinpath(name).read_bytes(), media_type) for path, (name, media_type) in PAGE_FILES.items()}
 
     async def page(request: Request) -> Response:
-        name, media_type = PAGE_FILES[request.url.path]
-        return Response(importlib.resources.files("retrain.api").joinpath("page", name).read_bytes(),
-                        media_type=media_type)
+        content, media_type = pages[request.url.path]
+        return Response(content, media_type=media_type)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "models": len(served)})
