@@ -96,7 +96,8 @@ def _model(card: ModelCard) -> list[str]:
         lines.append(f"- colour constancy inside the model, before its normalisation: {card.colour_constancy}")
     tuned = card.fine_tuning
     if tuned:
-        lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}")
+        averaged = f", weights averaged (EMA, decay {tuned.ema_decay:g})" if tuned.ema_decay else ""
+        lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}{averaged}")
     if card.patient_metadata:
         lines.append(f"- also takes patient metadata: {', '.join(card.patient_metadata.columns)}")
     return lines

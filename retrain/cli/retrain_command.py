@@ -97,6 +97,7 @@ _TABLE = (
     Field("fine_tune_learning_rate", FineTuneConfig, "learning_rate"),
     Field("fine_tune_batch_size", FineTuneConfig, "batch_size"),
     Field("fine_tune_weight_decay", FineTuneConfig, "weight_decay"),
+    Field("fine_tune_ema_decay", FineTuneConfig, "ema_decay"),
     Field("distribute", FineTuneConfig, "distribute"),
     Field("crop_area", EpochAugmentation, "crop_area"),
     Field("crop_aspect", EpochAugmentation, "crop_aspect"),
@@ -216,6 +217,8 @@ _FINE_TUNE_FLAGS = (
     option(FIELDS["fine_tune_learning_rate"], type=float, show_default=True, help="AdamW step size while fine-tuning (cosine decay to 0)."),
     option(FIELDS["fine_tune_batch_size"], type=int, show_default=True, help="Images per fine-tuning step (all replicas together)."),
     option(FIELDS["fine_tune_weight_decay"], type=float, show_default=True, help="AdamW's decoupled weight decay."),
+    option(FIELDS["fine_tune_ema_decay"], type=float, show_default=True,
+           help="Validate, keep and export a moving average of the weights with this decay per step (e.g. 0.99); 0 = off."),
     option(FIELDS["distribute"], type=click.Choice(DISTRIBUTE), show_default=True,
         help="Fine-tuning devices: auto = a GPU if TensorFlow sees one, else the CPU; mirrored = all local GPUs; "
              "multi_worker = several machines, from TF_CONFIG."),

@@ -142,3 +142,21 @@ class TensorBoard(Callback):
         scalars += [("validation", "accuracy", result.validation_accuracy), ("validation", "auc", result.validation_auc),
                     ("validation", "cross_entropy", result.validation_loss)]
         self.writers.write(self.first_step + result.position, scalars)
+
+
+class WeightAveraging(Callback):
+    """An exponential moving average of the weights, updated after every step (Polyak averaging;
+    the EMA of small-data fine-tuning). Its decay ramps up as (1 + t) / (10 + t) over the first
+    steps, so the average is not held back by the weights it started from. `read()` returns the
+    current weights; `averaged` may start from a checkpoint's."""
+
+    def __init__(self, decay: float, read: Callable[[], list[np.ndarray]], averaged: list[np.ndarray] | None = None):
+        self.decay, self.read = decay, read
+        self.averaged = [np.array(value, np.float32) for value in averaged] if averaged else [
+            np.array(value, np.float32) for value in read()]
+
+    def on_batch_end(self, step: int, size: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, value in zip(self.averaged, self.read()):
+            average *= decay
+            average += (1 - decay) * value

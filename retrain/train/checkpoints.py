@@ -39,6 +39,7 @@ class Checkpoint:
     best_score: float | None = None
     best_weights: list[np.ndarray] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)  # one EpochResult as a dict per finished epoch
+    averaged: list[np.ndarray] = field(default_factory=list)  # the weights' moving average, where kept
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
@@ -50,10 +51,12 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         "best_epoch": checkpoint.best_epoch,
         "best_score": checkpoint.best_score,
         "history": checkpoint.history,
-        "counts": [len(checkpoint.weights), len(checkpoint.optimizer), len(checkpoint.best_weights)],
+        "counts": [len(checkpoint.weights), len(checkpoint.optimizer), len(checkpoint.best_weights),
+                   len(checkpoint.averaged)],
     }
     arrays = {"meta": np.array(json.dumps(meta))}
-    for prefix, values in (("w", checkpoint.weights), ("o", checkpoint.optimizer), ("b", checkpoint.best_weights)):
+    for prefix, values in (("w", checkpoint.weights), ("o", checkpoint.optimizer), ("b", checkpoint.best_weights),
+                           ("a", checkpoint.averaged)):
         arrays.update({f"{prefix}{i:05d}": np.asarray(value) for i, value in enumerate(values)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -74,8 +77,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
             meta = json.loads(str(data["meta"]))
             if meta.get("format") != FORMAT_VERSION:
                 raise DamagedCheckpoint(f"written by another version (format {meta.get('format')})")
-            weights, optimizer, best = (
-                [data[f"{prefix}{i:05d}"] for i in range(count)] for prefix, count in zip("wob", meta["counts"])
+            counts = meta["counts"] + [0] * (4 - len(meta["counts"]))  # no averaged weights before they existed
+            weights, optimizer, best, averaged = (
+                [data[f"{prefix}{i:05d}"] for i in range(count)] for prefix, count in zip("woba", counts)
             )
     except DamagedCheckpoint:
         raise
@@ -84,5 +88,5 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
     return Checkpoint(
         fingerprint=meta["fingerprint"], seed=int(meta["seed"]), epoch=int(meta["epoch"]), weights=weights,
         optimizer=optimizer, best_epoch=meta["best_epoch"], best_score=meta["best_score"], best_weights=best,
-        history=meta["history"],
+        history=meta["history"], averaged=averaged,
     )

@@ -16,6 +16,7 @@ the tuned network can reach the pretrained bottleneck cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +33,7 @@ from retrain.data.batches import TrainingImages
 from retrain.data.images import map_batches
 from retrain.errors import UserError
 from retrain.reporter import Reporter
-from retrain.train.callbacks import KeepBest
+from retrain.train.callbacks import KeepBest, WeightAveraging
 from retrain.train.checkpoints import (
     Checkpoint,
     DamagedCheckpoint,
@@ -60,6 +61,9 @@ class FineTuneConfig:
     batch_size: int = 32
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay
     distribute: str = "auto"  # see retrain.train.distribution
+    # 0 = off; else the decay of a moving average of the weights (retrain.train.callbacks.WeightAveraging),
+    # which is what is validated, kept and exported
+    ema_decay: float = 0.0
     augmentation: EpochAugmentation = field(default_factory=EpochAugmentation)
 
     @property
@@ -107,6 +111,8 @@ def check_fine_tuning(config: FineTuneConfig, backbone_config) -> None:
         raise UserError("FineTuneConfig.batch_size must be at least 1")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise UserError(f"FineTuneConfig.weight_decay must be a finite number >= 0, got {config.weight_decay}")
+    if not (math.isfinite(config.ema_decay) and 0 <= config.ema_decay < 1):
+        raise UserError(f"FineTuneConfig.ema_decay must be 0 (off) or a number in (0, 1), got {config.ema_decay}")
     if config.distribute not in DISTRIBUTE:
         raise UserError(f"FineTuneConfig.distribute must be one of {', '.join(DISTRIBUTE)}")
     check_epoch_augmentation(config.augmentation)
@@ -174,9 +180,11 @@ def run_fingerprint(**settings) -> str:
 
 
 class _Checkpointing(Callback):
-    def __init__(self, run_dir: Path, fingerprint: str, seed: int, net, optimizer, keep_best: KeepBest, history: list[dict]):
+    def __init__(self, run_dir: Path, fingerprint: str, seed: int, net, optimizer, keep_best: KeepBest, history: list[dict],
+                 averaging: WeightAveraging | None):
         self.run_dir, self.fingerprint, self.seed = run_dir, fingerprint, seed
         self.net, self.optimizer, self.keep_best, self.history = net, optimizer, keep_best, history
+        self.averaging = averaging
 
     def on_period_end(self, result: EpochResult, state: FitState) -> None:
         self.history.append(dataclasses.asdict(result))
@@ -187,6 +195,7 @@ class _Checkpointing(Callback):
                 optimizer=[v.numpy() for v in self.optimizer.variables],
                 best_epoch=self.keep_best.at, best_score=self.keep_best.score,
                 best_weights=self.keep_best.kept, history=self.history,
+                averaged=self.averaging.averaged if self.averaging else [],
             ))
         except OSError as e:
             raise UserError(f"cannot write the fine-tuning checkpoint in {self.run_dir}: {e.strerror or e}") from e
@@ -277,32 +286,40 @@ def fine_tune(
     train_epoch = _epoch_trainer(images, schedule, _distributed_step(strategy, net, optimizer, data.class_count, training),
                                  seed, warn)
     predict = tf.function(lambda pixels: tf.nn.softmax(net.logits(pixels)), reduce_retracing=True)
+    averaging = WeightAveraging(config.ema_decay, lambda: [v.numpy() for v in net.trainable],
+                                checkpoint.averaged if checkpoint else None) if config.ema_decay else None
+    served = (lambda: averaging.averaged) if averaging else (lambda: [v.numpy() for v in net.trainable])
 
     def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
         # Before the checkpoint, so a diverged epoch is never kept; the weights cost little next to an epoch.
         if not (math.isfinite(trained[0]) and all(np.isfinite(v.numpy()).all() for v in net.trainable)):
             raise UserError(f"fine-tuning diverged in epoch {epoch}: the training loss became NaN or infinite; "
                             f"try a lower FineTuneConfig.learning_rate (now {config.learning_rate:g})")
-        scores = _validate(predict, data.validation, data.input_size, data.class_count)
+        with _weights_in(net, averaging.averaged if averaging else None):
+            scores = _validate(predict, data.validation, data.input_size, data.class_count)
         return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
 
-    keep_best = KeepBest(training.early_stopping_metric, lambda result: [v.numpy() for v in net.trainable],
+    keep_best = KeepBest(training.early_stopping_metric, lambda result: [np.copy(v) for v in served()],
                          later_wins_ties=True,  # a tie goes to the later, further-trained epoch
                          **({"at": checkpoint.best_epoch, "score": checkpoint.best_score,
                              "kept": checkpoint.best_weights} if checkpoint else {"kept": []}))
     hooks = [
         _Report(lambda epoch: min(len(data.training), config.batch_size * schedule.batches_in(epoch)), schedule.epochs,
                 log, reporter.progress),
+        *((averaging,) if averaging else ()),
         keep_best,
-        _Checkpointing(run.path, run.fingerprint, seed, net, optimizer, keep_best, history),
+        _Checkpointing(run.path, run.fingerprint, seed, net, optimizer, keep_best, history, averaging),
         *callbacks,
     ]
     Learner(train_epoch, finish, hooks).fit(range(first_epoch + 1, schedule.epochs + 1), net)
+    averaged = " of the weights' moving average" if averaging else ""
     if keep_best.at is not None:
-        for variable, value in zip(net.trainable, keep_best.kept):
-            variable.assign(value)
-        log(f"Fine-tuning: kept epoch {keep_best.at} (best validation {training.early_stopping_metric})")
+        _assign(net, keep_best.kept)
+        log(f"Fine-tuning: kept epoch {keep_best.at}{averaged} (best validation {training.early_stopping_metric})")
+    elif averaging:
+        _assign(net, averaging.averaged)
+        log(f"Fine-tuning: kept the last epoch{averaged}")
     tuned = TopLayer(net.top_weights.numpy().copy(), net.top_bias.numpy().copy())
     return twin, TunedModel(tuned, keep_best.at, [EpochResult(**r) for r in history], first_epoch)
 
@@ -342,6 +359,25 @@ def _build_net(strategy, backbone, build_backbone, top_layer: TopLayer, config: 
     return twin, net, optimizer
 
 
+def _assign(net, values: list[np.ndarray]) -> None:
+    for variable, value in zip(net.trainable, values):
+        variable.assign(value)
+
+
+@contextlib.contextmanager
+def _weights_in(net, values: list[np.ndarray] | None):
+    """The net holding `values` (the moving average) for a validation, its own weights again after."""
+    if values is None:
+        yield
+        return
+    own = [v.numpy() for v in net.trainable]
+    _assign(net, values)
+    try:
+        yield
+    finally:
+        _assign(net, own)
+
+
 def _plan_line(twin, net, config: FineTuneConfig, input_size: int, strategy, schedule: _Schedule) -> str:
     from retrain.train.distribution import describe
 
@@ -349,7 +385,11 @@ def _plan_line(twin, net, config: FineTuneConfig, input_size: int, strategy, sch
     return (f"Fine-tuning {_what_is_tuned(twin, config.layers, len(net.tuned))} at {input_size} px on "
             f"{describe(strategy)}: {epochs} epoch{'s' * (epochs != 1)} of {schedule.batches_per_epoch} batches of "
             f"{config.batch_size}, AdamW at {config.learning_rate:g} (cosine decay, weight decay "
-            f"{config.weight_decay:g}); augmentation: {config.augmentation.describe()}")
+            f"{config.weight_decay:g}){_averaging_words(config)}; augmentation: {config.augmentation.describe()}")
+
+
+def _averaging_words(config: FineTuneConfig) -> str:
+    return f", weights averaged (EMA, decay {config.ema_decay:g})" if config.ema_decay else ""
 
 
 def _resume(checkpoint: Checkpoint | None, net, optimizer, epochs: int, run_dir: Path, log) -> tuple[int, list[dict]]:

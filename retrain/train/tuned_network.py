@@ -33,9 +33,13 @@ class FineTuningRecord:
     augmentation: Any = None
     kept_epoch: int | None = None
     validation_auc: dict = field(default_factory=dict)  # epoch -> validation AUC
+    ema_decay: float | None = None  # the weights' moving average was kept and exported; None: the weights themselves
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        entries = dataclasses.asdict(self)
+        if self.ema_decay is None:  # cards written before weight averaging existed are written back as they were
+            del entries["ema_decay"]
+        return entries
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def fine_tune_network(backbone, rebuild: Callable[[], Any], trained: TrainedTopL
     record = FineTuningRecord(
         config.layers, config.epochs, config.steps, config.learning_rate, config.batch_size, config.weight_decay,
         config.augmentation.describe(), result.best_epoch,
-        {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None})
+        {r.epoch: r.validation_auc for r in result.history if r.validation_auc is not None},
+        ema_decay=config.ema_decay or None)
     return TunedNetwork(result.top_layer, record, *tuned_features(backbone, [split.validation, split.test,
                                                                               split.training], reporter.warn))
 

@@ -254,6 +254,39 @@ def test_a_finished_run_resumes_to_the_same_weights_without_training_again(rando
     np.testing.assert_array_equal(first.module.layers["head_kernel"].numpy(), second.module.layers["head_kernel"].numpy())
 
 
+def test_the_weights_moving_average_ramps_up_then_decays_at_its_rate():
+    from retrain.train.callbacks import WeightAveraging
+
+    current = [np.zeros(3, np.float32)]
+    averaging = WeightAveraging(0.9, lambda: current)
+    current = [np.ones(3, np.float32)]
+    averaging.on_batch_end(0, 4)  # decay min(0.9, 1/10): mostly the new weights
+    np.testing.assert_allclose(averaging.averaged[0], 0.9)
+    for step in range(1, 200):
+        averaging.on_batch_end(step, 4)
+    np.testing.assert_allclose(averaging.averaged[0], 1.0, atol=1e-6)
+    current = [np.full(3, 11, np.float32)]
+    averaging.on_batch_end(200, 4)  # past the ramp: decay 0.9
+    np.testing.assert_allclose(averaging.averaged[0], 2.0, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_with_ema_the_average_is_validated_kept_and_resumed_not_the_last_weights(random_lite0, make_tree, tmp_path):
+    from retrain.train.checkpoints import load_checkpoint
+
+    paths, labels = _images(make_tree)
+    _, result, lines = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=1, ema_decay=0.9)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert any("weights averaged (EMA, decay 0.9)" in line for line in lines)
+    assert len(checkpoint.averaged) == len(checkpoint.weights)
+    assert any("of the weights' moving average" in line for line in lines)
+    np.testing.assert_array_equal(result.top_layer.weights, checkpoint.averaged[-2])  # trainable: ..., top weights, bias
+    assert not np.array_equal(checkpoint.averaged[-2], checkpoint.weights[-2])  # the average, not the last step's
+    _, again, lines = _tune(tmp_path, random_lite0, paths, labels, 1, epochs=1, ema_decay=0.9)
+    assert any("already done" in line for line in lines)
+    np.testing.assert_array_equal(again.top_layer.weights, result.top_layer.weights)
+
+
 MIRRORED_SCRIPT = """
 import sys, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -446,6 +479,7 @@ def test_label_image_classifies_with_every_export_of_a_fine_tuned_model(fine_tun
         (["--recipe", "finetune", "--fine_tune_epochs", "0"], "--fine_tune_epochs must be at least 1"),
         (["--recipe", "finetune", "--crop_area", "1.5"], "--crop_area must be in (0, 1]"),
         (["--random_hue", "3"], "--random_hue applies to fine-tuning"),
+        (["--recipe", "finetune", "--fine_tune_ema_decay", "1"], "--fine_tune_ema_decay must be 0 (off) or a number in (0, 1)"),
         (["--fine_tune_layers", "2", "--tfhub_module", "{tmp}"], "a TF Hub module can only be fine-tuned whole"),
     ],
 )
