@@ -153,7 +153,8 @@ def auc_line(name: str, probabilities: np.ndarray, true: np.ndarray, labels: lis
     if len(labels) == 2:
         positive = auc_classes(labels)[0]
         auc = roc_auc(probabilities[:, positive], true == positive)
-        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)}{when})"
+        why = "" if np.isfinite(auc) else ": its images are all of one class, and an AUC needs both"
+        return f"{name} AUC = {auc:.3f} ({labels[positive]} vs {labels[1 - positive]}, N={len(true)}{when}{why})"
     aucs = [roc_auc(probabilities[:, i], true == i) for i in range(len(labels))]
     parts = ", ".join(f"{label} {auc:.3f}" for label, auc in zip(labels, aucs))
     defined = [auc for auc in aucs if np.isfinite(auc)]  # a class absent from the set has no AUC

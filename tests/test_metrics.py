@@ -149,3 +149,12 @@ def test_a_mean_auc_over_classes_missing_from_the_set_is_nan_without_a_numpy_war
         warnings.simplefilter("error")
         line = auc_line("Final test", np.full((3, 3), 1 / 3), np.zeros(3, int), ["a", "b", "c"])
     assert line.endswith("mean nan (N=3)")
+
+
+def test_a_two_class_auc_on_one_class_says_why_it_is_nan():
+    from retrain.metrics import auc_line
+
+    line = auc_line("Final test", np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]), ["benign", "malignant"])
+    assert line.startswith("Final test AUC = nan") and "all of one class" in line
+    assert "one class" not in auc_line("Final test", np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 0]),
+                                     ["benign", "malignant"])
