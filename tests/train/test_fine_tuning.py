@@ -404,13 +404,13 @@ def test_kill_9_mid_fine_tuning_then_rerun_resumes_and_ends_where_an_uninterrupt
 
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory):
-    """One tiny --recipe finetune run that writes every export format."""
+    """One tiny --recipe finetune run, with the weights' moving average, that writes every export format."""
     from tests.conftest import write_colour_tree
 
     root = tmp_path_factory.mktemp("finetuned")
     tree = write_colour_tree(root / "images", {"red": 6, "blue": 6, "green": 6})
     out = root / "out"
-    result = subprocess.run(_retrain_args(tree, out, "--fine_tune_steps", 3, f"--saved_model_dir={out / 'saved'}",
+    result = subprocess.run(_retrain_args(tree, out, "--fine_tune_steps", 3, "--fine_tune_ema_decay", 0.9, f"--saved_model_dir={out / 'saved'}",
                                           f"--tflite_output={out / 'dynamic.tflite'}", "--tflite_quantization=dynamic",
                                           "--tflite_representative_images=4"),
                             capture_output=True, text=True, timeout=900)
@@ -437,6 +437,7 @@ def test_recipe_finetune_prints_epochs_and_records_the_recipe_in_the_model(fine_
     (node,) = [n for n in graph_def.node if n.name == MODEL_CARD_NODE]
     metadata = json.loads(node.attr["value"].tensor.string_val[0])
     assert metadata["recipe"] == "finetune" and metadata["fine_tuning"]["layers"] == "all"
+    assert metadata["fine_tuning"]["ema_decay"] == 0.9 and "weights averaged (EMA, decay 0.9)" in stdout
     assert "-ftall-" in metadata["backbone_identity"]
 
 
