@@ -118,22 +118,23 @@ def row(name: str, folder: Path, result: dict) -> list[str]:
             f"{result['ece']:.3f}", minutes, f"{size:.1f}"]
 
 
-def latency(folder: Path, images: list[Path], repeats: int = 2) -> dict[str, float]:
-    """Milliseconds per image through retrain.api.load (the .pb and, where written, the .tflite), after a warm-up."""
+def latencies(folders: list[Path], images: list[Path], rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per image of each model's .pb and (where written) .tflite through retrain.api.load,
+    after a warm-up; the models take turns round by round, so a busy machine slows them alike."""
     from retrain.api import load
 
-    result = {}
-    for kind, path in (("pb", folder / "graph.pb"), ("tflite", folder / "model.tflite")):
-        if not path.exists():
-            continue
-        model = load(path)
+    models = {f"{folder.name} {path.suffix[1:]}": load(path) for folder in folders
+              for path in (folder / "graph.pb", folder / "model.tflite") if path.exists()}
+    seconds = dict.fromkeys(models, 0.0)
+    for name, model in models.items():
         model(images[0])
-        started = time.perf_counter()
-        for _ in range(repeats):
+    for _ in range(rounds):
+        for name, model in models.items():
+            started = time.perf_counter()
             for image in images:
                 model(image)
-        result[kind] = 1000 * (time.perf_counter() - started) / (repeats * len(images))
-    return result
+            seconds[name] += time.perf_counter() - started
+    return {name: 1000 * total / (rounds * len(images)) for name, total in seconds.items()}
 
 
 def run(args: argparse.Namespace, isic_dir: Path) -> None:
@@ -155,9 +156,9 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
                  "ECE", "CPU / wall min", "MB (.pb)"], table)
     if args.ensemble:
         images = sorted(validation.glob("*/*.jpg"))[:args.latency_images]
-        for name in (args.ensemble[0], folder.name):
-            print(f"latency, {name}: " + ", ".join(f"{kind} {ms:.0f} ms/image" for kind, ms in
-                                                   latency(args.output / name, images).items()))
+        timed_models = latencies([args.output / args.ensemble[0], folder], images)
+        print("latency (ms per image, label_image's loading and model): " +
+              ", ".join(f"{name} {ms:.0f}" for name, ms in timed_models.items()))
 
 
 def main() -> None:
