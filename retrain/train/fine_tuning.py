@@ -7,7 +7,8 @@ worker threads (retrain.data.batches) while the training step runs under a
 tf.distribute strategy (retrain.train.distribution). The step minimises the same loss as the
 top layer (label smoothing, class weights, dropout on the pooled features) with AdamW
 and a cosine learning-rate decay to zero. After every epoch the validation set is
-scored, the best epoch by validation AUC is remembered, and a checkpoint is written
+scored (with FineTuneConfig.ema_decay, a moving average of the weights is what is scored,
+kept and exported), the best epoch by validation AUC is remembered, and a checkpoint is written
 atomically to the run folder, so a rerun of the same command after Ctrl-C or kill -9
 continues from the last finished epoch. The tuned weights are finally copied into the
 backbone the exports are made from, which gets a new identity, so nothing computed by
