@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrain.api.config import BackboneChoice, ExportConfig, RetrainConfig
+from retrain.api.config import BackboneChoice, RetrainConfig
 from retrain.backbones import build_backbone
 from retrain.card.model_card import ModelCard, PatientInput
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
@@ -134,35 +134,26 @@ def _subgroups(table, decisions: FittedDecisions, validation: Arrays, sets: Sets
 def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets,
             validation: Arrays, trained: TrainedTopLayer, reporter: Reporter) -> ExportedFiles:
     """The model files, the training plot, and the .tflite asked for with its parity with the graph."""
-    from retrain.export.model_files import ExportedFiles
-
-    export, layer = config.export, decisions.layer
-    tflite = write_exports(export, backbone, decisions, card, sets, config.top_layer.random_seed, reporter)
-    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
-    plot = plot_training(export.output_graph, trained.history, probabilities, validation.y, sets.labels, reporter)
-    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
-
-
-def write_exports(export: ExportConfig, backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets,
-                  seed: int | None, reporter: Reporter) -> Path | None:
-    """The frozen graph, labels and SavedModel, and the .tflite asked for with its parity with the
-    graph on the held-back images: what retrain and ensemble write alike. Returns the .tflite's path."""
     from retrain.export.graph import ServingModel
-    from retrain.export.model_files import export_model
+    from retrain.export.model_files import ExportedFiles, export_model
     from retrain.export.tflite import write_tflite
     from retrain.predict.parity import report_parity
 
-    serving = ServingModel(backbone, decisions.layer, export.final_tensor_name, decisions.ood)
+    export, layer = config.export, decisions.layer
+    serving = ServingModel(backbone, layer, export.final_tensor_name, decisions.ood)
     export_model(serving, card, sets.labels, export.output_graph, export.output_labels, export.saved_model_dir,
                  reporter)
-    if export.tflite is None:
-        return None
-    written = write_tflite(export.tflite.output, export.tflite.quantization, [p for p, _ in sets.split.training],
-                           export.tflite.representative_images, seed, reporter.log, reporter.warn,
-                           export.saved_model_dir, (serving, card))
-    report_parity(written, export.output_graph, [path for path, _ in sets.split.validation + sets.split.test],
-                  reporter.log, reporter.warn)
-    return written.path
+    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
+    plot = plot_training(export.output_graph, trained.history, probabilities, validation.y, sets.labels, reporter)
+    tflite = None
+    if export.tflite is not None:
+        written = write_tflite(export.tflite.output, export.tflite.quantization, [p for p, _ in sets.split.training],
+                               export.tflite.representative_images, config.top_layer.random_seed, reporter.log,
+                               reporter.warn, export.saved_model_dir, (serving, card))
+        held_back = [path for path, _ in sets.split.validation + sets.split.test]
+        report_parity(written, export.output_graph, held_back, reporter.log, reporter.warn)
+        tflite = written.path
+    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
 
 
 def _backbone(choice: BackboneChoice, fine_tune_layers=0):
@@ -206,7 +197,7 @@ def check_config(config: RetrainConfig) -> None:
     check_image_size(choice.image_size)
     check_top_layer(config.top_layer)
     check_percentages(config.data.validation_percentage, config.data.testing_percentage)
-    check_image_source(config.data)
+    _check_image_source(config.data)
     _check_counts(config)
     check_fine_tuning(config.fine_tuning, None if choice.tfhub_module else sized_config(choice.architecture,
                                                                                         choice.image_size))
@@ -215,12 +206,12 @@ def check_config(config: RetrainConfig) -> None:
         if value < 1:
             raise UserError(f"TrainingConfig.{name} must be at least 1, got {value}")
     if config.export.tflite is not None:
-        check_tflite(config.export.tflite)
+        _check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
     check_retrain_outputs(config)
 
 
-def check_image_source(data) -> None:
+def _check_image_source(data) -> None:
     """Exactly one of DataConfig.image_dir and DataConfig.image_list; a manifest's held-out images
     come from its split column, not from held-out trees."""
     if (data.image_dir is None) == (data.image_list is None):
@@ -243,7 +234,7 @@ def _check_counts(config: RetrainConfig) -> None:
                         f"got {config.export.tflite.representative_images}")
 
 
-def check_tflite(tflite) -> None:
+def _check_tflite(tflite) -> None:
     from retrain.export.tflite_format import QUANTIZATIONS
 
     if Path(tflite.output).suffix.lower() != ".tflite":

@@ -100,20 +100,7 @@ def _model(card: ModelCard) -> list[str]:
         lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}{averaged}")
     if card.patient_metadata:
         lines.append(f"- also takes patient metadata: {', '.join(card.patient_metadata.columns)}")
-    if card.ensemble:
-        lines += [f"- an ensemble of {len(card.ensemble)} models: the mean of their calibrated logits, then one "
-                  "temperature, the operating points and the out-of-distribution check fitted for the ensemble",
-                  *(_member(member) for member in card.ensemble)]
     return lines
-
-
-def _member(member) -> str:
-    parts = [f"{member.architecture} at {member.input_size} px", f"recipe {member.recipe or 'not recorded'}"]
-    if member.colour_constancy:
-        parts.append("colour constancy")
-    if member.validation_auc is not None:
-        parts.append(f"its own validation mean AUC {member.validation_auc:.3f}")
-    return f"  - {member.path}: {', '.join(parts)}"
 
 
 def _validation(card: ModelCard) -> list[str]:

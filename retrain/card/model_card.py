@@ -76,22 +76,6 @@ class TensorDetail:
 
 
 @dataclass(frozen=True)
-class EnsembleMember:
-    """One model of an ensemble (retrain.api.ensemble), as its own card described it."""
-
-    path: str  # as given to ensemble
-    architecture: str | None
-    input_size: int
-    backbone_identity: Any
-    recipe: str | None = None
-    colour_constancy: str | None = None
-    validation_auc: float | None = None  # the mean of its per-class validation AUCs, where its card had them
-
-    def to_json(self) -> dict:
-        return _without_none(dataclasses.asdict(self))
-
-
-@dataclass(frozen=True)
 class Int8Weights:
     """How retrain.export.int8 rounded a .tflite's weights."""
 
@@ -133,7 +117,6 @@ class ModelCard:
     metadata_tensor: TensorDetail | None = None
     ood_tensor: TensorDetail | None = None
     int8_weights: Int8Weights | None = None
-    ensemble: tuple[EnsembleMember, ...] | None = None  # the members, for an ensemble's card
     version: int = CARD_VERSION
     unknown: dict = field(default_factory=dict)  # keys a newer retrain wrote, kept as they are
 
@@ -170,8 +153,7 @@ class ModelCard:
                     "test_figures": self.test_figures, "training_data": self.training_data,
                     "quantization": self.quantization, "input_tensor": self.input_tensor,
                     "output_tensor": self.output_tensor, "metadata_tensor": self.metadata_tensor,
-                    "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights,
-                    "ensemble": None if self.ensemble is None else [member.to_json() for member in self.ensemble]}
+                    "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights}
         for key, value in optional.items():
             if value is not None:
                 entries[key] = value.to_json() if hasattr(value, "to_json") else value
@@ -239,5 +221,4 @@ def _card(data: dict, source: str, version: int) -> ModelCard:
         optional("training_data", lambda d: TrainingData(**d)), data.get("quantization"),
         optional("input_tensor", TensorDetail.from_json), optional("output_tensor", TensorDetail.from_json),
         optional("metadata_tensor", TensorDetail.from_json), optional("ood_tensor", TensorDetail.from_json),
-        optional("int8_weights", lambda d: Int8Weights(**d)),
-        optional("ensemble", lambda d: tuple(EnsembleMember(**entry) for entry in d)), version, {key: value for key, value in data.items() if key not in _KNOWN})
+        optional("int8_weights", lambda d: Int8Weights(**d)), version, {key: value for key, value in data.items() if key not in _KNOWN})
