@@ -211,11 +211,8 @@ def tflite_model_card(card: ModelCard, quantization: str, model_bytes: bytes) ->
 def _convert(saved_model_dir: Path, model_card: ModelCard, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
-    from retrain.export.int8 import (
-        PREPARED_QUANTIZATIONS,
-        lite_config,
-        write_int8_ready_saved_model,
-    )
+    from retrain.export.int8 import PREPARED_QUANTIZATIONS, write_int8_ready_saved_model
+    from retrain.export.saved_model_reading import lite_config
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(model_card) is not None
     if preparable and not representative:
