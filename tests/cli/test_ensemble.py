@@ -148,6 +148,7 @@ def trained_pair(square_model, tmp_path_factory):
                                 "--output_graph", out / "ensemble.pb", "--output_labels", out / "labels.txt",
                                 "--saved_model_dir", out / "saved_model", "--tflite_output", out / "ensemble.tflite",
                                 "--operating_point", "red:sensitivity=0.9", "--random_seed", 1,
+                                "--validation_percentage", 30, "--testing_percentage", 20,
                                 "--bottleneck_dir", root / "bottlenecks"])
     assert result.exit_code == 0, result.output
     return members, out, result
