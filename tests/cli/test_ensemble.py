@@ -164,12 +164,16 @@ def test_the_ensemble_agrees_in_every_format_and_averages_its_members(trained_pa
     for other in (saved, lite):
         np.testing.assert_allclose(np.stack([load_image_for(other, image) for image in images]), pixels)
         np.testing.assert_allclose(other.predict(pixels), graph.predict(pixels), atol=1e-4)
-    # softmax(mean of the members' calibrated logits / T): log p is a member's calibrated logits up to a constant
+    # softmax(mean of the members' calibrated logits / T): log p is a member's calibrated logits up to a constant.
+    # Noise too: on the squares both members are all but certain, so any mean would pass.
+    pixels = np.concatenate([pixels, np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype(np.float32)])
     card = graph.model_card
     member_logits = [np.log(load_model(member).predict(tf.image.resize(pixels, [size, size], "bilinear").numpy()))
                      for member, size in zip(members, (64, 96))]
     expected = softmax(np.mean(member_logits, axis=0) / card.calibration.temperature)
     np.testing.assert_allclose(graph.predict(pixels), expected, atol=1e-4)
+    alone = [softmax(logits / card.calibration.temperature) for logits in member_logits]
+    assert min(np.abs(expected - p).max() for p in alone) > 1e-2  # the check tells a member from the mean
     assert "TFLite parity on" in result.output and card.ood is not None and card.points
 
 
