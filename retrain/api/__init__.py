@@ -28,7 +28,7 @@ from retrain.api.config import (
     recipe,
     with_recipe,
 )
-from retrain.api.ensemble import EnsembleConfig, EnsembleResult, ensemble
+from retrain.api.ensembling import EnsembleConfig, EnsembleResult, ensemble
 from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.training import RetrainResult, train

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from retrain.api.config import DataConfig, DecisionConfig, ExportConfig, FeatureConfig, TFLiteConfig
-from retrain.api.ensemble import EnsembleConfig
+from retrain.api.ensembling import EnsembleConfig
 from retrain.cli.console import log, progress, reports_user_errors, warn
 from retrain.cli.fields import Field, register
 from retrain.cli.options import PATH, option
@@ -54,7 +54,7 @@ def ensemble(graph, image_dir, validation_dir, validation_percentage, testing_pe
 
     Its logits are the mean of the members' calibrated logits; a temperature, operating points and the
     out-of-distribution check are fitted for it on --image_dir, as retrain fits them."""
-    from retrain.api.ensemble import ensemble as write_ensemble
+    from retrain.api.ensembling import ensemble as write_ensemble
 
     context = click.get_current_context()
     if validation_dir is not None and context.get_parameter_source("validation_percentage") == \

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain.api.ensemble import ensemble_head
+from retrain.api.ensembling import ensemble_head
 from retrain.card.formats import write_saved_model_card
 from retrain.cli.ensemble_command import ensemble
 from retrain.cli.export_tflite_command import export_tflite
