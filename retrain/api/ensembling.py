@@ -118,11 +118,11 @@ def member_entry(path: Path, card: ModelCard) -> EnsembleMember:
 
 def check_ensemble(config: EnsembleConfig) -> list[ModelCard]:
     """Every mistake that can be seen before reading an image; the members' cards."""
-    from retrain.export.saved_model_reading import lite_config, saved_model_model_card
+    from retrain.export.saved_model_reading import lite_config, saved_model_card
 
     if len(config.members) < 2:
         raise UserError(f"{MEMBERS}: an ensemble needs at least two models, got {len(config.members)}")
-    cards = [saved_model_model_card(path, MEMBERS) for path in config.members]
+    cards = [saved_model_card(path, MEMBERS) for path in config.members]
     for path, card in zip(config.members, cards):
         if lite_config(card) is None:
             raise UserError(f"{MEMBERS} {path}: its backbone {card.architecture} cannot be rebuilt from its weights "

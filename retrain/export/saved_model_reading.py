@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.backbones import Backbone, BackboneConfig, get_config, staged_network, supports_int8_preparation
-from retrain.card.formats import read_saved_model_card
+from retrain.card.formats import MODEL_CARD_FILE, read_saved_model_card
 from retrain.card.model_card import ModelCard
 from retrain.decisions.ood import OodDetector
 from retrain.errors import UserError
@@ -36,17 +36,17 @@ def lite_config(card: ModelCard) -> BackboneConfig | None:
     return config if supports_int8_preparation(config) else None
 
 
-def saved_model_model_card(directory: Path, name: str) -> ModelCard:
-    """The card of the SavedModel folder `directory`; `name` says where the path came from in errors."""
+def saved_model_card(directory: Path, name: str) -> ModelCard:
+    """The card of a SavedModel folder retrain wrote; `name` says where the path came from in errors."""
     directory = Path(directory).expanduser()
     if directory.is_file() and directory.suffix.lower() in (".pb", ".tflite"):
         raise UserError(f"{name} {directory}: a {directory.suffix} file; give the model's SavedModel folder "
                         "(the one retrain wrote with ExportConfig.saved_model_dir)")
     if not (directory / "saved_model.pb").is_file():
-        raise UserError(f"{name} {directory}: not a SavedModel folder (no saved_model.pb)")
+        raise UserError(f"{name} {directory}: not a SavedModel (no saved_model.pb)")
     card = read_saved_model_card(directory)
     if card is None:
-        raise UserError(f"{name} {directory}: a SavedModel not written by retrain (no model card in assets.extra)")
+        raise UserError(f"{name} {directory}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})")
     return card
 
 

@@ -88,7 +88,7 @@ def test_a_frozen_graph_or_tflite_member_is_refused_asking_for_its_saved_model_f
 
 def test_a_folder_that_is_not_a_saved_model_is_refused(members, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert "not a SavedModel folder" in _refused(_args(tmp_path, members[0], tmp_path / "empty"))
+    assert "not a SavedModel (no saved_model.pb)" in _refused(_args(tmp_path, members[0], tmp_path / "empty"))
 
 
 def test_a_saved_model_without_a_card_is_refused(members, tmp_path):
