@@ -75,6 +75,7 @@ def ensemble(config: EnsembleConfig, reporter: Reporter = Reporter()) -> Ensembl
     for note in notes:
         reporter.warn(note)
     trees = scan_held_out(trees, folders, reporter)
+    _warn_of_other_trees(config, cards, reporter)
     members = [read_saved_model(path, card, MEMBERS) for path, card in zip(config.members, cards)]
     backbone = ensemble_backbone([member.backbone for member in members])
     reporter.log(f"Ensemble of {len(members)} models: " + ", ".join(
@@ -139,6 +140,17 @@ def check_ensemble(config: EnsembleConfig) -> list[ModelCard]:
         check_tflite(config.export.tflite)
     _check_outputs(config)
     return cards
+
+
+def _warn_of_other_trees(config: EnsembleConfig, cards: list[ModelCard], reporter: Reporter) -> None:
+    """A member trained on another tree may have trained on the ensemble's validation and test images."""
+    tree = str(Path(config.data.image_dir).expanduser().resolve())
+    for path, card in zip(config.members, cards):
+        trained_on = card.training_data.image_dir if card.training_data else None
+        if trained_on != tree:
+            reporter.warn(f"{MEMBERS} {path} was trained on {trained_on or 'a tree its card does not name'}, not "
+                          f"DataConfig.image_dir {tree}: the ensemble's validation and test images may include its "
+                          "training images, which makes its calibration and figures optimistic")
 
 
 def _check_tree_labels(card: ModelCard, tree_labels: list[str], image_dir: Path) -> None:

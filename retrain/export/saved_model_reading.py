@@ -59,7 +59,10 @@ def read_saved_model(directory: Path, card: ModelCard, name: str = "saved_model_
         raise UserError(f"{name} {directory}: its backbone {card.architecture} cannot be rebuilt from its "
                         "weights (only EfficientNet-Lite backbones can)")
     config = dataclasses.replace(config, input_size=card.input_size, colour_constancy=card.colour_constancy is not None)
-    loaded = tf.saved_model.load(str(Path(directory).expanduser()))
+    try:
+        loaded = tf.saved_model.load(str(Path(directory).expanduser()))
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        raise UserError(f"{name} {directory}: cannot be read as a SavedModel ({str(e).splitlines()[0] if str(e) else e})") from e
     layers = getattr(getattr(loaded, "backbone", None), "layers", None)
     if layers is None or getattr(loaded, "head_weights", None) is None:
         raise UserError(f"{name} {directory}: a SavedModel without retrain's backbone layers and top layer")

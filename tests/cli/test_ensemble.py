@@ -120,6 +120,14 @@ def test_a_saved_model_dir_inside_a_member_is_refused(members, tmp_path):
     assert "--saved_model_dir" in line and "--graph" in line
 
 
+def test_a_member_that_is_not_readable_is_one_line_and_one_trained_elsewhere_is_warned_of(members, tmp_path):
+    result = run_cli(ensemble, _args(tmp_path, *members))
+    assert result.exit_code == 1 and "Bottlenecks" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: --graph {members[0]}: cannot be read as a SavedModel")
+    assert f"warning: --graph {members[0]} was trained on a tree its card does not name, not --image_dir" in result.stderr
+
+
 def test_a_tree_of_other_classes_is_refused(members, tmp_path, make_tree):
     make_tree({"blue": 2, "green": 2}, root=tmp_path / "two")
     args = _args(tmp_path, *members)
@@ -175,6 +183,7 @@ def test_the_ensemble_agrees_in_every_format_and_averages_its_members(trained_pa
     alone = [softmax(logits / card.calibration.temperature) for logits in member_logits]
     assert min(np.abs(expected - p).max() for p in alone) > 1e-2  # the check tells a member from the mean
     assert "TFLite parity on" in result.output and card.ood is not None and card.points
+    assert "was trained on" not in result.output  # the members' own tree
 
 
 @pytest.mark.slow
