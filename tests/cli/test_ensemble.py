@@ -44,6 +44,22 @@ def test_a_member_with_its_labels_in_another_order_is_put_in_the_ensembles_order
     np.testing.assert_allclose(head.logits(np.hstack([features, features])), first.logits(features), atol=1e-5)
 
 
+def test_the_heatmaps_are_the_mean_of_the_members_maps(tmp_path):
+    from retrain.backbones import create_backbone
+    from retrain.backbones.ensemble import ensemble_backbone
+    from retrain.export.graph import MAPS_NAME, ServingModel
+
+    rng = np.random.default_rng(2)
+    members = [create_backbone("efficientnet_lite0", tmp_path, random_weights=True, image_size=64) for _ in range(2)]
+    layers = [TopLayer(rng.normal(0, 0.05, (1280, 3)).astype(np.float32), np.zeros(3, np.float32)) for _ in members]
+    serving = ServingModel(ensemble_backbone(members), ensemble_head(layers, [tuple(LABELS)] * 2, LABELS), "final_result")
+    images = rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    maps = serving.serve_with_maps(tf.constant(images))[MAPS_NAME].numpy()
+    alone = [ServingModel(member, layer, "final_result").serve_with_maps(tf.constant(images))[MAPS_NAME].numpy()
+             for member, layer in zip(members, layers)]
+    np.testing.assert_allclose(maps, np.mean(alone, axis=0), atol=1e-4)
+
+
 # --- refusals, before any image is read ----------------------------------------------------------
 
 def _fake_member(folder, **card):
