@@ -28,6 +28,7 @@ from retrain.api.config import (
     recipe,
     with_recipe,
 )
+from retrain.api.ensembling import EnsembleConfig, EnsembleResult, ensemble
 from retrain.api.evaluation import Evaluation, EvaluationOutputs, evaluate
 from retrain.api.operating_point import OperatingPointUpdate, set_operating_point
 from retrain.api.training import RetrainResult, train
@@ -46,7 +47,8 @@ __all__ = [
     "FeatureConfig", "FineTuneConfig", "MonitorConfig", "PatientConfig", "Reporter", "RetrainConfig", "RetrainResult",
     "TFLiteConfig", "TestConfig", "TrainingConfig", "UserError", "train", "Classification", "Classifier", "FeedOverrides",
     "HeatmapRequest", "StockModel", "classify", "load", "Evaluation", "EvaluationOutputs", "evaluate",
-    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe", "web_app",
+    "OperatingPointUpdate", "set_operating_point", "recipe", "with_recipe", "web_app", "EnsembleConfig",
+    "EnsembleResult", "ensemble",
 ]
 
 

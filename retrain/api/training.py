@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrain.api.config import BackboneChoice, RetrainConfig
+from retrain.api.config import BackboneChoice, ExportConfig, RetrainConfig
 from retrain.backbones import build_backbone
 from retrain.card.model_card import ModelCard, PatientInput
 from retrain.data.augmentation import check_copy_augmentation, copies_to_make
@@ -134,26 +134,35 @@ def _subgroups(table, decisions: FittedDecisions, validation: Arrays, sets: Sets
 def _export(config: RetrainConfig, backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets,
             validation: Arrays, trained: TrainedTopLayer, reporter: Reporter) -> ExportedFiles:
     """The model files, the training plot, and the .tflite asked for with its parity with the graph."""
+    from retrain.export.model_files import ExportedFiles
+
+    export, layer = config.export, decisions.layer
+    tflite = export_files(backbone, decisions, card, sets, export, config.top_layer.random_seed, reporter)
+    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
+    plot = plot_training(export.output_graph, trained.history, probabilities, validation.y, sets.labels, reporter)
+    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
+
+
+def export_files(backbone, decisions: FittedDecisions, card: ModelCard, sets: Sets, export: ExportConfig,
+                 seed: int | None, reporter: Reporter) -> Path | None:
+    """The model files, and the .tflite asked for (its path returned) with its parity with the graph on
+    the held-back images: the one export of `retrain` and `ensemble`."""
     from retrain.export.graph import ServingModel
-    from retrain.export.model_files import ExportedFiles, export_model
+    from retrain.export.model_files import export_model
     from retrain.export.tflite import write_tflite
     from retrain.predict.parity import report_parity
 
-    export, layer = config.export, decisions.layer
-    serving = ServingModel(backbone, layer, export.final_tensor_name, decisions.ood)
+    serving = ServingModel(backbone, decisions.layer, export.final_tensor_name, decisions.ood)
     export_model(serving, card, sets.labels, export.output_graph, export.output_labels, export.saved_model_dir,
                  reporter)
-    probabilities = layer.probabilities(validation.x, validation.patient) if len(validation) else None
-    plot = plot_training(export.output_graph, trained.history, probabilities, validation.y, sets.labels, reporter)
-    tflite = None
-    if export.tflite is not None:
-        written = write_tflite(export.tflite.output, export.tflite.quantization, [p for p, _ in sets.split.training],
-                               export.tflite.representative_images, config.top_layer.random_seed, reporter.log,
-                               reporter.warn, export.saved_model_dir, (serving, card))
-        held_back = [path for path, _ in sets.split.validation + sets.split.test]
-        report_parity(written, export.output_graph, held_back, reporter.log, reporter.warn)
-        tflite = written.path
-    return ExportedFiles(export.output_graph, export.output_labels, export.saved_model_dir, plot, tflite)
+    if export.tflite is None:
+        return None
+    written = write_tflite(export.tflite.output, export.tflite.quantization, [p for p, _ in sets.split.training],
+                           export.tflite.representative_images, seed, reporter.log, reporter.warn,
+                           export.saved_model_dir, (serving, card))
+    held_back = [path for path, _ in sets.split.validation + sets.split.test]
+    report_parity(written, export.output_graph, held_back, reporter.log, reporter.warn)
+    return written.path
 
 
 def _backbone(choice: BackboneChoice, fine_tune_layers=0):
@@ -206,7 +215,7 @@ def check_config(config: RetrainConfig) -> None:
         if value < 1:
             raise UserError(f"TrainingConfig.{name} must be at least 1, got {value}")
     if config.export.tflite is not None:
-        _check_tflite(config.export.tflite)
+        check_tflite(config.export.tflite)
     check_copy_augmentation(config.features.augmentation, config.features.distorted_copies)
     check_retrain_outputs(config)
 
@@ -234,7 +243,7 @@ def _check_counts(config: RetrainConfig) -> None:
                         f"got {config.export.tflite.representative_images}")
 
 
-def _check_tflite(tflite) -> None:
+def check_tflite(tflite) -> None:
     from retrain.export.tflite_format import QUANTIZATIONS
 
     if Path(tflite.output).suffix.lower() != ".tflite":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from retrain.card.model_card import Figures, ModelCard
+from retrain.card.model_card import EnsembleMember, Figures, ModelCard
 from retrain.decisions.calibration import Calibration
 from retrain.decisions.ood import HARD_FACTOR
 from retrain.decisions.operating_points import where
@@ -100,7 +100,20 @@ def _model(card: ModelCard) -> list[str]:
         lines.append(f"- fine-tuned: {tuned.layers} layers, {tuned.epochs} epochs, kept epoch {tuned.kept_epoch}{averaged}")
     if card.patient_metadata:
         lines.append(f"- also takes patient metadata: {', '.join(card.patient_metadata.columns)}")
+    if card.members:
+        lines.append(f"- an ensemble of {len(card.members)} models, the mean of their calibrated logits, fed at "
+                     f"{card.input_size} px (smaller members see the image resized inside the model):")
+        lines += [f"  - {_member(member)}" for member in card.members]
     return lines
+
+
+def _member(member: EnsembleMember) -> str:
+    described = f"{member.path}: {member.architecture} at {member.input_size} px, recipe {member.recipe or 'not recorded'}"
+    if member.colour_constancy:
+        described += ", colour constancy"
+    if member.validation_auc is not None:
+        described += f", validation mean AUC {member.validation_auc:.3f}"
+    return described
 
 
 def _validation(card: ModelCard) -> list[str]:

@@ -87,6 +87,27 @@ class Int8Weights:
 
 
 @dataclass(frozen=True)
+class EnsembleMember:
+    """One model of an ensemble (retrain.api.ensemble), as its own card described it."""
+
+    path: str  # as given to the ensemble
+    architecture: str | None
+    input_size: int
+    backbone_identity: Any
+    recipe: str | None
+    colour_constancy: str | None
+    validation_auc: float | None  # its card's validation mean AUC, where it stored one
+
+    def to_json(self) -> dict:
+        return _without_none(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict) -> EnsembleMember:
+        return cls(data["path"], data.get("architecture"), data["input_size"], data.get("backbone_identity"),
+                   data.get("recipe"), data.get("colour_constancy"), data.get("validation_auc"))
+
+
+@dataclass(frozen=True)
 class ModelCard:
     labels: tuple[str, ...]
     input_name: str
@@ -117,6 +138,7 @@ class ModelCard:
     metadata_tensor: TensorDetail | None = None
     ood_tensor: TensorDetail | None = None
     int8_weights: Int8Weights | None = None
+    members: tuple[EnsembleMember, ...] | None = None  # an ensemble's models, whose probabilities it averages
     version: int = CARD_VERSION
     unknown: dict = field(default_factory=dict)  # keys a newer retrain wrote, kept as they are
 
@@ -153,7 +175,8 @@ class ModelCard:
                     "test_figures": self.test_figures, "training_data": self.training_data,
                     "quantization": self.quantization, "input_tensor": self.input_tensor,
                     "output_tensor": self.output_tensor, "metadata_tensor": self.metadata_tensor,
-                    "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights}
+                    "ood_tensor": self.ood_tensor, "int8_weights": self.int8_weights,
+                    "members": None if self.members is None else [member.to_json() for member in self.members]}
         for key, value in optional.items():
             if value is not None:
                 entries[key] = value.to_json() if hasattr(value, "to_json") else value
@@ -221,4 +244,6 @@ def _card(data: dict, source: str, version: int) -> ModelCard:
         optional("training_data", lambda d: TrainingData(**d)), data.get("quantization"),
         optional("input_tensor", TensorDetail.from_json), optional("output_tensor", TensorDetail.from_json),
         optional("metadata_tensor", TensorDetail.from_json), optional("ood_tensor", TensorDetail.from_json),
-        optional("int8_weights", lambda d: Int8Weights(**d)), version, {key: value for key, value in data.items() if key not in _KNOWN})
+        optional("int8_weights", lambda d: Int8Weights(**d)),
+        optional("members", lambda d: tuple(EnsembleMember.from_json(entry) for entry in d)), version,
+        {key: value for key, value in data.items() if key not in _KNOWN})

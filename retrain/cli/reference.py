@@ -14,7 +14,7 @@ from pathlib import Path, PurePath
 
 import click
 
-from retrain.cli import evaluate, export_tflite, label_image, prepare_isic, retrain, serve, set_operating_point
+from retrain.cli import ensemble, evaluate, export_tflite, label_image, prepare_isic, retrain, serve, set_operating_point
 
 # The console commands, in the order the reference gives them (setup.cfg's entry points).
 COMMANDS = (
@@ -25,6 +25,7 @@ COMMANDS = (
     ("evaluate", evaluate),
     ("set_operating_point", set_operating_point),
     ("serve", serve),
+    ("ensemble", ensemble),
 )
 
 REGENERATE = "python -m retrain.cli.reference > docs/flags.md"

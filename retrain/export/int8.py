@@ -19,7 +19,6 @@ max |w| / 127, with that largest weight kept), so the converter keeps our intege
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.card.model_card import ModelCard
-from retrain.backbones import (
-    Backbone,
-    BackboneConfig,
-    get_config,
-    staged_network,
-    supports_int8_preparation,
-)
-from retrain.errors import UserError
+from retrain.backbones import Backbone, staged_network
+from retrain.export.saved_model_reading import read_saved_model
 
 # The dynamic-range quantizer leaves weight tensors smaller than this in float
 # (TFLite's weights_min_num_elements default).
@@ -187,35 +180,16 @@ def int8_ready_layers(module, images: list[np.ndarray], quantization: str, chunk
     return Int8Ready(layers=prepared, images=len(images))
 
 
-def lite_config(card: ModelCard) -> BackboneConfig | None:
-    """The registry entry of a model's backbone when its weights can be prepared here, else None."""
-    try:
-        config = get_config(card.architecture or "")
-    except UserError:
-        return None
-    return config if supports_int8_preparation(config) else None
-
-
 def write_int8_ready_saved_model(
     saved_model_dir: Path, card: ModelCard, images: list[np.ndarray], quantization: str, destination: Path
 ) -> Int8Ready:
     """A copy of retrain's SavedModel (of a backbone lite_config accepts) with int8-ready weights.
     The layers are read from the SavedModel itself, so fine-tuned weights are kept."""
     from retrain.export.graph import ServingModel, export_saved_model
-    from retrain.decisions.ood import OodDetector
-    from retrain.train.top_layer import TopLayer
 
-    config = dataclasses.replace(lite_config(card), input_size=card.input_size,
-                                 colour_constancy=card.colour_constancy is not None)
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    module = staged_network(config, {name: v.numpy() for name, v in loaded.backbone.layers.items()})
-    ready = int8_ready_layers(module, images, quantization)
+    parts = read_saved_model(saved_model_dir, card)
+    config = parts.backbone.config
+    ready = int8_ready_layers(parts.backbone.module, images, quantization)
     backbone = Backbone(config, card.backbone_identity, staged_network(config, ready.layers))
-    patient_weights = getattr(loaded, "metadata_weights", None)  # the SavedModel's attribute names
-    top_layer = TopLayer(loaded.head_weights.numpy(), loaded.head_bias.numpy(),
-                         patient_weights=None if patient_weights is None else patient_weights.numpy())
-    ood = None
-    if getattr(loaded, "ood_projection", None) is not None:
-        ood = OodDetector(loaded.ood_projection.numpy(), loaded.ood_means.numpy())
-    export_saved_model(ServingModel(backbone, top_layer, card.output_name, ood), card, destination)
+    export_saved_model(ServingModel(backbone, parts.top_layer, card.output_name, parts.ood), card, destination)
     return ready

@@ -17,12 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from retrain.card.formats import (
-    MODEL_CARD_FILE,
-    card_bytes,
-    read_saved_model_card,
-    sidecar_path,
-)
+from retrain.card.formats import card_bytes, sidecar_path
 from retrain.card.markdown import (
     model_card_markdown_path,
     write_model_card_markdown,
@@ -44,6 +39,7 @@ from retrain.export.tflite_format import (
     megabytes,
     open_tflite_classifier,
 )
+from retrain.export.saved_model_reading import lite_config, saved_model_card
 from retrain.export.tflite_metadata import with_metadata
 from retrain.native_logs import native_logs_silenced
 from retrain.paths import write_atomically
@@ -162,17 +158,6 @@ def _signature(saved_model_dir: Path) -> str:
     return TFLITE_SIGNATURE if TFLITE_SIGNATURE in saved.meta_graphs[0].signature_def else "serving_default"
 
 
-def saved_model_card(saved_model_dir: Path) -> ModelCard:
-    """The model card of a SavedModel retrain wrote, the one the .tflite is made from."""
-    saved_model_dir = Path(saved_model_dir).expanduser()
-    if not (saved_model_dir / "saved_model.pb").exists():
-        raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: not a SavedModel (no saved_model.pb)")
-    card = read_saved_model_card(saved_model_dir)
-    if card is None:
-        raise UserError(f"export_tflite.saved_model_dir {saved_model_dir}: not written by retrain (no assets.extra/{MODEL_CARD_FILE})")
-    return card
-
-
 def _tensor(detail: dict) -> TensorDetail:
     scale, zero_point = detail["quantization"]
     quantized = detail["dtype"] == np.uint8
@@ -211,11 +196,7 @@ def tflite_model_card(card: ModelCard, quantization: str, model_bytes: bytes) ->
 def _convert(saved_model_dir: Path, model_card: ModelCard, quantization: str, representative: list[Path],
              log: Callable[[str], None], warn: Callable[[str], None]) -> tuple[bytes, int | None]:
     """The .tflite bytes, and how many calibration images prepared the int8 weights (None if not prepared)."""
-    from retrain.export.int8 import (
-        PREPARED_QUANTIZATIONS,
-        lite_config,
-        write_int8_ready_saved_model,
-    )
+    from retrain.export.int8 import PREPARED_QUANTIZATIONS, write_int8_ready_saved_model
 
     preparable = quantization in PREPARED_QUANTIZATIONS and lite_config(model_card) is not None
     if preparable and not representative:
@@ -245,7 +226,7 @@ def export_tflite(
     if output.suffix.lower() != ".tflite":
         raise UserError(f"{flag} {output}: must end in .tflite (label_image recognises the model by it)")
     saved_model_dir = Path(saved_model_dir).expanduser()
-    model_card = saved_model_card(saved_model_dir)
+    model_card = saved_model_card(saved_model_dir, "export_tflite.saved_model_dir")
     model_bytes, prepared_on = _convert(saved_model_dir, model_card, quantization, representative, log, warn)
     description = tflite_model_card(model_card, quantization, model_bytes)
     if prepared_on is not None:

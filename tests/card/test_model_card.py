@@ -118,3 +118,20 @@ def test_colour_constancy_is_read_written_back_and_said_in_words():
     assert plain.colour_constancy is None and "colour_constancy" not in plain.to_json()
     with pytest.raises(UserError, match="colour_constancy"):
         as_card({"labels": ["a", "b"], "colour_constancy": True})
+
+
+def test_an_ensembles_members_are_read_written_back_and_listed_in_words():
+    from retrain.card.markdown import model_card_markdown
+
+    members = [{"path": "a/saved_model", "architecture": "efficientnet_lite0", "input_size": 224,
+                "backbone_identity": "efficientnet_lite0-1-c1", "recipe": "poets", "validation_auc": 0.91},
+               {"path": "b/saved_model", "architecture": "efficientnet_lite2", "input_size": 260,
+                "backbone_identity": "efficientnet_lite2-2-c1", "recipe": "finetune", "colour_constancy": "Shades of Gray"}]
+    card = as_card({"labels": ["a", "b"], "architecture": "ensemble", "recipe": "ensemble", "members": members})
+    assert [m.input_size for m in card.members] == [224, 260] and card.members[1].validation_auc is None
+    assert parse_card(card_bytes(card), "again").to_json()["members"] == members
+    words = model_card_markdown(card)
+    assert "an ensemble of 2 models" in words
+    assert "  - a/saved_model: efficientnet_lite0 at 224 px, recipe poets, validation mean AUC 0.910" in words
+    assert "  - b/saved_model: efficientnet_lite2 at 260 px, recipe finetune, colour constancy" in words
+    assert "members" not in as_card({"labels": ["a", "b"]}).to_json()

@@ -14,8 +14,8 @@ from retrain.export.int8 import (
     gptq_grid,
     int8_grid,
     int8_ready_layers,
-    lite_config,
 )
+from retrain.export.saved_model_reading import lite_config
 from tests.conftest import as_card
 
 SAMPLE_PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
