@@ -1,6 +1,8 @@
 """`python -m benchmarks.finetune_isic [--shared ../shared] [--output DIR] [--variants ...] [--seeds 0 1]
 [--ensemble NAME ...]`: what weight averaging and colour constancy do to the fine-tuned model, and what
-an ensemble of fine-tuned models gives, on ISIC 2017 (issue 29).
+an ensemble of fine-tuned models gives, on ISIC 2017 (issue 29). Variants: base (the `finetune`
+recipe on EfficientNet-Lite0), ema (--fine_tune_ema_decay 0.99), cc (--colour_constancy), ema_cc,
+lite1 and lite2 (the recipe on EfficientNet-Lite1 and -Lite2).
 
 The real `retrain --recipe finetune` trains the three-class model on the 2000 training images, the
 150 validation images as --validation_dir (they choose the kept epoch, the temperature and the
@@ -32,7 +34,8 @@ from benchmarks.ood_isic import CLASSES, isic_dir_or_skip, isic_parser, print_ta
 from benchmarks.top_layer_speed import cpu_model
 
 VARIANTS = {"base": [], "ema": ["--fine_tune_ema_decay", "0.99"], "cc": ["--colour_constancy"],
-            "ema_cc": ["--fine_tune_ema_decay", "0.99", "--colour_constancy"]}
+            "ema_cc": ["--fine_tune_ema_decay", "0.99", "--colour_constancy"],
+            "lite1": ["--architecture", "efficientnet_lite1"], "lite2": ["--architecture", "efficientnet_lite2"]}
 OPERATING_POINTS = ["--operating_point", "melanoma:sensitivity=0.9", "--operating_point", "melanoma:sensitivity=0.95"]
 BIN = Path(sys.executable).parent
 
