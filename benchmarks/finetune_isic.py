@@ -112,6 +112,23 @@ def figures(probabilities: np.ndarray, true: np.ndarray) -> dict:
             "ece": expected_calibration_error(probabilities, true)}
 
 
+def paired_difference(first: np.ndarray, second: np.ndarray, true: np.ndarray, draws: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean AUC of `first` minus that of `second` on the same images, with a 95 % paired bootstrap
+    interval (the images resampled together for both)."""
+    def mean_auc(probabilities, labels):
+        return figures(probabilities, labels)["mean"]
+
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(draws):
+        sample = rng.integers(0, len(true), len(true))
+        if len(np.unique(true[sample])) == len(CLASSES):
+            differences.append(mean_auc(first[sample], true[sample]) - mean_auc(second[sample], true[sample]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return mean_auc(first, true) - mean_auc(second, true), float(low), float(high)
+
+
 def row(name: str, folder: Path, result: dict) -> list[str]:
     timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").is_file() else {}
     aucs = [f"{auc:.3f} [{low:.2f}, {high:.2f}]" for auc, (low, high) in result["auc"].values()]
@@ -145,18 +162,24 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
 
     args.bottleneck_dir = args.bottleneck_dir or paths.default_bottleneck_dir()
     train, validation = trees(isic_dir, args.output)
-    table, folders = [], {}
+    table, scored = [], {}
     for variant in args.variants:
         for seed in args.seeds:
             name = f"{variant}_s{seed}"
-            folders[name] = fine_tuned(name, seed, VARIANTS[variant], train, validation, args)
-            table.append(row(name, folders[name], figures(*predictions(folders[name], validation))))
+            scored[name] = predictions(fine_tuned(name, seed, VARIANTS[variant], train, validation, args), validation)
+            table.append(row(name, args.output / name, figures(*scored[name])))
     if args.ensemble:
         folder = ensembled(args.ensemble, train, validation, args)
-        table.append(row(folder.name, folder, figures(*predictions(folder, validation))))
+        scored[folder.name] = predictions(folder, validation)
+        table.append(row(folder.name, folder, figures(*scored[folder.name])))
     print(f"\nISIC 2017 validation ({len(list(validation.glob('*/*.jpg')))} images); CPU: {cpu_model()}\n")
     print_table(["model", "AUC mel [95 %]", "AUC nev", "AUC sk", "mean", "spec. @90 % sens.", "spec. @95 % sens.",
                  "ECE", "CPU / wall min", "MB (.pb)"], table)
+    for name, (probabilities, true) in scored.items():
+        reference = f"base_s{name.rsplit('_s', 1)[-1]}" if not name.startswith("ensemble_") else args.ensemble[0]
+        if reference != name and reference in scored:
+            print(f"{name} minus {reference}: mean AUC %+.3f [%+.3f, %+.3f] (95 %% paired bootstrap)"
+                  % paired_difference(probabilities, scored[reference][0], true))
     if args.ensemble:
         images = sorted(validation.glob("*/*.jpg"))[:args.latency_images]
         timed_models = latencies([args.output / args.ensemble[0], folder], images)
