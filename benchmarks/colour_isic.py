@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.mediapipe_isic import OPERATING_POINT, class_tree, command
-from benchmarks.ood_isic import CLASSES, isic_dir_or_skip, isic_parser, isic_set, print_table
+from benchmarks.ood_isic import CLASSES, isic_parser, isic_set, print_table, run_on_isic
 
 TINT = (1.15, 1.0, 0.8)  # warmer light: red up, blue down, as between dermoscopes
 VARIANTS = {"plain": [], "colour_constancy": ["--colour_constancy"]}
@@ -116,10 +116,7 @@ def main() -> None:
     parser = isic_parser(__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("colour_isic"), help="models, logs and trees (reused)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    args = parser.parse_args()
-    isic_dir = isic_dir_or_skip(args)
-    if isic_dir is not None:
-        run(args, isic_dir)
+    run_on_isic(parser, run)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ood_isic import CLASSES, isic_dir_or_skip, isic_parser, print_table
+from benchmarks.ood_isic import CLASSES, isic_parser, print_table, run_on_isic
 from benchmarks.top_layer_speed import cpu_model
 
 VARIANTS = {"base": [], "ema": ["--fine_tune_ema_decay", "0.99"], "cc": ["--colour_constancy"],
@@ -194,10 +194,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--ensemble", nargs="*", default=[], help="runs to combine, by folder name (e.g. base_s0 base_s1)")
     parser.add_argument("--latency_images", type=int, default=30)
-    args = parser.parse_args()
-    isic_dir = isic_dir_or_skip(args)
-    if isic_dir is not None:
-        run(args, isic_dir)
+    run_on_isic(parser, run)
 
 
 if __name__ == "__main__":

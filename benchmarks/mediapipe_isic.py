@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ood_isic import CLASSES, isic_dir_or_skip, isic_parser, isic_set, print_table
+from benchmarks.ood_isic import CLASSES, isic_parser, isic_set, print_table, run_on_isic
 from benchmarks.top_layer_speed import cpu_model
 from retrain.metrics import roc_auc
 
@@ -151,10 +151,7 @@ def run(args: argparse.Namespace, isic_dir: Path) -> None:
 
 
 def main() -> None:
-    args = isic_parser(__doc__.splitlines()[0]).parse_args()
-    isic_dir = isic_dir_or_skip(args)
-    if isic_dir is not None:
-        run(args, isic_dir)
+    run_on_isic(isic_parser(__doc__.splitlines()[0]), run)
 
 
 if __name__ == "__main__":

@@ -225,16 +225,21 @@ def isic_dir_or_skip(args: argparse.Namespace) -> Path | None:
     return isic_dir
 
 
+def run_on_isic(parser: argparse.ArgumentParser, run) -> None:
+    """Parse the flags and run(args, isic_dir) on the shared ISIC 2017 folder, or say it is skipped."""
+    args = parser.parse_args()
+    isic_dir = isic_dir_or_skip(args)
+    if isic_dir is not None:
+        run(args, isic_dir)
+
+
 def main() -> None:
     parser = shared_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="top-layer training steps (energy, max p)")
     parser.add_argument("--components", type=int, default=64, help="principal components for the PC variants")
     parser.add_argument("--neighbours", type=int, default=10, help="k of the kNN distance")
     parser.add_argument("--image_size", type=int, default=None, help="backbone input size (default: its own, 224)")
-    args = parser.parse_args()
-    isic_dir = isic_dir_or_skip(args)
-    if isic_dir is not None:
-        run(args, isic_dir)
+    run_on_isic(parser, run)
 
 
 if __name__ == "__main__":

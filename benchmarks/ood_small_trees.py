@@ -30,10 +30,10 @@ import numpy as np
 
 from benchmarks.ood_isic import (
     features_of,
-    isic_dir_or_skip,
     isic_set,
     non_lesion_features,
     print_table,
+    run_on_isic,
     shared_parser,
 )
 from benchmarks.top_layer_speed import cpu_model
@@ -135,10 +135,7 @@ def main() -> None:
     parser = shared_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="random trees of each size")
     parser.add_argument("--steps", type=int, default=1000, help="top-layer training steps")
-    args = parser.parse_args()
-    isic_dir = isic_dir_or_skip(args)
-    if isic_dir is not None:
-        run(args, isic_dir)
+    run_on_isic(parser, run)
 
 
 if __name__ == "__main__":
