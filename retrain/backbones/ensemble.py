@@ -37,7 +37,6 @@ class EnsembleNetwork(tf.Module):
                           for member, size in zip(self.members, self.sizes)], axis=1)
 
 
-
 class EnsembleNetworkWithMaps(EnsembleNetwork):
     """Members of one input size: their last feature maps line up, concatenated along channels."""
 
