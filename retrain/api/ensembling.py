@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.api.config import DataConfig, DecisionConfig, ExportConfig, FeatureConfig
-from retrain.api.training import check_tflite, export_files
+from retrain.api.training import check_export_outputs, check_tflite, export_files
 from retrain.card.model_card import EnsembleMember, ModelCard
 from retrain.data.dataset import check_percentages
 from retrain.data.sets import Folders, scan_held_out, scan_trees, split_sets, training_data
@@ -160,23 +160,7 @@ def _check_tree_labels(card: ModelCard, tree_labels: list[str], image_dir: Path)
 
 
 def _check_outputs(config: EnsembleConfig) -> None:
-    from retrain.card.formats import sidecar_path
-    from retrain.card.markdown import model_card_markdown_path
-    from retrain.export.graph import check_saved_model_dir
-    from retrain.outputs import check_outputs
-
-    data, export = config.data, config.export
-    graph = Path(export.output_graph).expanduser()
-    tflite = Path(export.tflite.output).expanduser() if export.tflite else None
+    data = config.data
     inputs = {MEMBERS: list(config.members), "DataConfig.image_dir": data.image_dir,
               "DataConfig.validation_dir": data.validation_dir}
-    outputs = {"ExportConfig.output_graph": graph, "ExportConfig.output_labels": export.output_labels,
-               "ExportConfig.output_graph's model card": model_card_markdown_path(graph),
-               "TFLiteConfig.output": tflite,
-               "TFLiteConfig.output's sidecar": sidecar_path(tflite) if tflite else None,
-               "TFLiteConfig.output's model card": model_card_markdown_path(tflite) if tflite else None}
-    folders = {"ExportConfig.saved_model_dir": export.saved_model_dir,
-               "FeatureConfig.bottleneck_dir": config.features.bottleneck_dir}
-    check_outputs(inputs, outputs, folders, replaced=("ExportConfig.saved_model_dir",))
-    if export.saved_model_dir:
-        check_saved_model_dir(Path(export.saved_model_dir).expanduser())
+    check_export_outputs(config.export, inputs, {}, {"FeatureConfig.bottleneck_dir": config.features.bottleneck_dir})

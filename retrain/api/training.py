@@ -259,11 +259,6 @@ def check_tflite(tflite) -> None:
 
 def check_retrain_outputs(config: RetrainConfig) -> None:
     """Every file and folder the run will write, against its inputs and each other, before any slow work."""
-    from retrain.export.graph import check_saved_model_dir
-    from retrain.card.markdown import model_card_markdown_path
-    from retrain.card.formats import sidecar_path
-    from retrain.outputs import check_outputs
-
     data, export, monitor = config.data, config.export, config.monitor
     graph = Path(export.output_graph).expanduser()
     hub = config.backbone.tfhub_module
@@ -272,20 +267,33 @@ def check_retrain_outputs(config: RetrainConfig) -> None:
               "DataConfig.test_dir": data.test_dir,
               "PatientConfig.files": config.patient.files if config.patient else None,
               "BackboneChoice.tfhub_module": hub if hub and Path(hub).expanduser().exists() else None}
-    tflite = Path(export.tflite.output).expanduser() if export.tflite else None
-    outputs = {"ExportConfig.output_graph": graph, "ExportConfig.output_labels": export.output_labels,
-               "ExportConfig.output_graph's training plot": graph.with_suffix(".training.png"),
-               "ExportConfig.output_graph's model card": model_card_markdown_path(graph),
-               "TFLiteConfig.output": tflite,
-               "TFLiteConfig.output's sidecar": sidecar_path(tflite) if tflite else None,
-               "TFLiteConfig.output's model card": model_card_markdown_path(tflite) if tflite else None}
-    folders = {"ExportConfig.saved_model_dir": export.saved_model_dir,
-               "MonitorConfig.summaries_dir": monitor.summaries_dir,
+    folders = {"MonitorConfig.summaries_dir": monitor.summaries_dir,
                "FeatureConfig.bottleneck_dir": config.features.bottleneck_dir,
                "MonitorConfig.intermediate_graphs_dir": monitor.intermediate_graphs_dir
                if monitor.intermediate_store_frequency else None,
                "ExportConfig.output_graph's fine-tuning folder": graph.with_suffix(".finetune")
                if config.fine_tuning.active else None}
-    check_outputs(inputs, outputs, folders, replaced=("ExportConfig.saved_model_dir",))
+    check_export_outputs(export, inputs, {"ExportConfig.output_graph's training plot": graph.with_suffix(".training.png")},
+                         folders)
+
+
+def check_export_outputs(export: ExportConfig, inputs: dict, outputs: dict, folders: dict) -> None:
+    """The model files `export` names (graph, labels, model cards, SavedModel, .tflite and its sidecar),
+    with a command's own `outputs` and `folders`, checked against its `inputs` and each other: what
+    retrain and ensemble write alike."""
+    from retrain.card.formats import sidecar_path
+    from retrain.card.markdown import model_card_markdown_path
+    from retrain.export.graph import check_saved_model_dir
+    from retrain.outputs import check_outputs
+
+    graph = Path(export.output_graph).expanduser()
+    tflite = Path(export.tflite.output).expanduser() if export.tflite else None
+    files = {"ExportConfig.output_graph": graph, "ExportConfig.output_labels": export.output_labels, **outputs,
+             "ExportConfig.output_graph's model card": model_card_markdown_path(graph),
+             "TFLiteConfig.output": tflite,
+             "TFLiteConfig.output's sidecar": sidecar_path(tflite) if tflite else None,
+             "TFLiteConfig.output's model card": model_card_markdown_path(tflite) if tflite else None}
+    check_outputs(inputs, files, {"ExportConfig.saved_model_dir": export.saved_model_dir, **folders},
+                  replaced=("ExportConfig.saved_model_dir",))
     if export.saved_model_dir:
         check_saved_model_dir(Path(export.saved_model_dir).expanduser())

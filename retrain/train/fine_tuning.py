@@ -289,7 +289,10 @@ def fine_tune(
     predict = tf.function(lambda pixels: tf.nn.softmax(net.logits(pixels)), reduce_retracing=True)
     averaging = WeightAveraging(config.ema_decay, lambda: [v.numpy() for v in net.trainable],
                                 checkpoint.averaged if checkpoint else None) if config.ema_decay else None
-    served = (lambda: averaging.averaged) if averaging else (lambda: [v.numpy() for v in net.trainable])
+
+    def validated_weights(result) -> list[np.ndarray]:
+        """A copy of what each epoch validates: the moving average (updated in place), or the weights."""
+        return [np.copy(v) for v in averaging.averaged] if averaging else [v.numpy() for v in net.trainable]
 
     def finish(epoch: int, trained: tuple[float, int], seconds: float) -> EpochResult:
         # Before the checkpoint, so a diverged epoch is never kept; the weights cost little next to an epoch.
@@ -301,7 +304,7 @@ def fine_tune(
         return EpochResult(epoch, schedule.epochs, *trained, seconds,
                            *((scores.loss, scores.accuracy, scores.auc) if scores else ()))
 
-    keep_best = KeepBest(training.early_stopping_metric, lambda result: [np.copy(v) for v in served()],
+    keep_best = KeepBest(training.early_stopping_metric, validated_weights,
                          later_wins_ties=True,  # a tie goes to the later, further-trained epoch
                          **({"at": checkpoint.best_epoch, "score": checkpoint.best_score,
                              "kept": checkpoint.best_weights} if checkpoint else {"kept": []}))
